@@ -1,0 +1,68 @@
+"""Time the whole default grid and the grid machinery's share of it.
+
+    .venv/bin/python bench/bench_grid.py [--executor ray|local] [--workers 2] [--out DIR] [--seeds 5]
+
+Prints: wall time (Ray start-up included), the sum of the jobs' own times (measured inside the workers), the
+ratio wall / (sum / workers) (1.0 = perfect packing), the driver's own costs (data + plan, writing results)
+and the remaining scheduling/transfer overhead, as shares of the total job time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from grid.config import resolve_config
+from grid.runner import run_grid
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--executor", default="ray", choices=["ray", "local"])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seeds", default="5")
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--out", default=None, help="results folder (default: a temporary one, removed after)")
+    args = ap.parse_args()
+    out = args.out or tempfile.mkdtemp(prefix="bench-grid-")
+    if Path(out).exists() and args.out:
+        shutil.rmtree(out)
+    cfg = resolve_config(args.config, {"run.executor": args.executor, "run.workers": args.workers,
+                                       "run.out": out, "grid.seeds": args.seeds, "run.report": False})
+    start = time.perf_counter()
+    summary = run_grid(cfg, progress=True)
+    wall = time.perf_counter() - start
+
+    by_kind: dict[str, list[float]] = defaultdict(list)
+    cpu = 0.0
+    for record in (Path(out) / "_jobs").glob("*.json"):
+        r = json.loads(record.read_text())
+        key = r["kind"] + (f" {r['model']}" if r.get("model") else "")
+        by_kind[key].append(r["seconds"])
+        cpu += r.get("cpu_seconds", 0.0)
+    jobs = summary.job_seconds
+    ideal = jobs / args.workers
+    print(f"\nexecutor={args.executor} workers={args.workers} jobs={summary.ran} failed={len(summary.failed)}")
+    for key, secs in sorted(by_kind.items()):
+        print(f"  {key:14s} n={len(secs):3d}  mean {sum(secs) / len(secs):7.2f} s  total {sum(secs):8.1f} s")
+    print(f"wall time (incl. Ray start-up):   {wall:8.1f} s")
+    print(f"sum of job times (in workers):    {jobs:8.1f} s   (job CPU time {cpu:.1f} s)")
+    print(f"wall / (sum / workers):           {wall / ideal:8.3f}")
+    print(f"driver: data + plan + splits      {summary.prepare_seconds:8.2f} s "
+          f"({100 * summary.prepare_seconds / jobs:.2f}% of job time)")
+    print(f"driver: writing results           {summary.write_seconds:8.2f} s "
+          f"({100 * summary.write_seconds / jobs:.2f}% of job time)")
+    machinery = wall * args.workers - jobs
+    print(f"all machinery (workers x wall - job time) {machinery:8.1f} s "
+          f"({100 * machinery / jobs:.1f}% of job time; includes start-up and idle cores at the tail)")
+    if not args.out:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

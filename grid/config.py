@@ -1,0 +1,241 @@
+"""The grid config: a TOML file in which every field has a default, overridden by command-line options.
+
+``resolve_config(path, overrides)`` returns a plain, JSON-ready dict (stored in ``run.json``). Unknown keys and
+bad values are refused with :class:`grid.errors.InputError` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from grid.errors import InputError
+
+ETHNICITIES = ("asian", "caucasian", "black")
+EXECUTORS = ("ray", "local")
+
+DEFAULTS: dict[str, Any] = {
+    "data": {
+        "path": "",        # embedding table or importer source; "" = built-in synthetic data
+        "format": "",      # importer format; "" = detect from the path
+        "synth": {},       # parameters of the built-in generator (grid.synth.SynthParams)
+    },
+    "grid": {
+        "models": ["mlp", "xgboost"],
+        "seeds": 5,        # N (seeds 0..N-1) or an explicit list of seeds
+        "train_groups": ["asian", "caucasian", "black", "all"],
+        "test_groups": ["asian", "caucasian", "black"],
+    },
+    "protocol": {
+        "train_per_gender": 500,
+        "test_per_gender": 250,
+    },
+    "model": {},           # per-model overrides, e.g. [model.mlp] epochs = 50
+    "verification": {
+        "enabled": True,
+        "max_impostor_pairs": 5_000_000,
+        "target_fmr": 1e-3,
+    },
+    "tsne": {
+        "enabled": True,
+        "seeds": [],       # [] = the first grid seed
+        "subsets": ["male", "female", "all"],
+        "perplexity": 30.0,
+        "pca_dims": 50,
+    },
+    "run": {
+        "executor": "ray",
+        "workers": 0,      # 0 = the number of CPUs
+        "address": "",     # Ray cluster address; "" = start Ray locally
+        "out": "results",
+        "threads_per_job": 1,
+        "max_retries": 3,  # Ray retries of jobs lost to system failures (a dead worker or node)
+        "report": True,
+    },
+}
+
+# Sections whose keys are free-form (validated elsewhere).
+_OPEN_SECTIONS = {("data", "synth"), ("model",)}
+TSNE_SUBSETS = ("male", "female", "all")
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any], where: tuple[str, ...], source: str) -> None:
+    for key, value in update.items():
+        path = (*where, key)
+        dotted = ".".join(path)
+        if key not in base:
+            allowed = ", ".join(sorted(base)) or "(none)"
+            raise InputError(f"{source}: unknown key '{dotted}'; allowed keys here: {allowed}")
+        default = base[key]
+        if path in _OPEN_SECTIONS:
+            if not isinstance(value, Mapping):
+                raise InputError(f"{source}: '{dotted}' must be a table")
+            base[key] = copy.deepcopy(dict(value))
+        elif isinstance(default, dict):
+            if not isinstance(value, Mapping):
+                raise InputError(f"{source}: '{dotted}' must be a table, got {value!r}")
+            _merge(default, value, path, source)
+        else:
+            base[key] = _check_type(value, default, dotted, source)
+
+
+def _check_type(value: Any, default: Any, dotted: str, source: str) -> Any:
+    if dotted == "grid.seeds":
+        return value  # int or list, checked in _normalise
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise InputError(f"{source}: '{dotted}' must be {_type_name(default)}, got {value!r}")
+    return value
+
+
+def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a TOML config file, refusing a missing or malformed file with InputError."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"config file {p} does not exist")
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"config file {p} is not valid TOML: {exc}") from None
+
+
+def parse_seeds(value: Any, where: str) -> list[int]:
+    """Seeds as N (meaning 0..N-1), a list of ints, or a string "N" / "3,7,9"."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if "," in text:
+                value = [int(s) for s in text.split(",") if s.strip()]
+            else:
+                value = int(text)
+        except ValueError:
+            raise InputError(f"{where}: seeds must be a count N (seeds 0..N-1) or a comma list such as "
+                             f"'3,7,9', got {text!r}") from None
+    if isinstance(value, bool):
+        raise InputError(f"{where}: seeds must be a count or a list of integers, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise InputError(f"{where}: the number of seeds must be at least 1, got {value}")
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        if any(s < 0 for s in value):
+            raise InputError(f"{where}: seeds must be non-negative, got {value}")
+        if len(set(value)) != len(value):
+            raise InputError(f"{where}: seeds must not repeat, got {value}")
+        return list(value)
+    raise InputError(f"{where}: seeds must be a count N (seeds 0..N-1) or a non-empty list of integers, "
+                     f"got {value!r}")
+
+
+def _check_group_name(group: str, where: str, allow_union: bool) -> None:
+    parts = group.split("+") if allow_union else [group]
+    if allow_union and group == "all":
+        return
+    for part in parts:
+        if part not in ETHNICITIES:
+            allowed = ", ".join(ETHNICITIES) + (", all, or a union such as asian+black" if allow_union else "")
+            raise InputError(f"{where}: unknown group {group!r}; allowed: {allowed}")
+
+
+def _normalise(cfg: dict[str, Any], source: str) -> None:
+    """Check values that go beyond types, and put lists in canonical form."""
+    g = cfg["grid"]
+    g["seeds"] = parse_seeds(g["seeds"], f"{source}: 'grid.seeds'")
+    for key in ("models", "train_groups", "test_groups"):
+        items = g[key]
+        if not items or not all(isinstance(s, str) and s for s in items):
+            raise InputError(f"{source}: 'grid.{key}' must be a non-empty list of names, got {items!r}")
+        if len(set(items)) != len(items):
+            raise InputError(f"{source}: 'grid.{key}' repeats a name: {items!r}")
+    for group in g["train_groups"]:
+        _check_group_name(group, f"{source}: 'grid.train_groups'", allow_union=True)
+    for group in g["test_groups"]:
+        _check_group_name(group, f"{source}: 'grid.test_groups'", allow_union=False)
+    # "all" last, as in the study's table.
+    g["train_groups"] = [t for t in g["train_groups"] if t != "all"] + (["all"] if "all" in g["train_groups"] else [])
+
+    for key in ("train_per_gender", "test_per_gender"):
+        if cfg["protocol"][key] < 1:
+            raise InputError(f"{source}: 'protocol.{key}' must be at least 1, got {cfg['protocol'][key]}")
+
+    from tasks.models import resolve_model_config  # light import: no TensorFlow at module level
+
+    unknown_sections = set(cfg["model"]) - set(g["models"])
+    if unknown_sections:
+        raise InputError(f"{source}: [model.{sorted(unknown_sections)[0]}] configures a model that is not in "
+                         f"'grid.models' ({', '.join(g['models'])})")
+    cfg["model"] = {m: resolve_model_config(m, cfg["model"].get(m)) for m in g["models"]}
+
+    v = cfg["verification"]
+    if v["max_impostor_pairs"] < 1000:
+        raise InputError(f"{source}: 'verification.max_impostor_pairs' must be at least 1000, "
+                         f"got {v['max_impostor_pairs']}")
+    if not 0.0 < v["target_fmr"] < 1.0:
+        raise InputError(f"{source}: 'verification.target_fmr' must be between 0 and 1, got {v['target_fmr']}")
+
+    t = cfg["tsne"]
+    t["seeds"] = parse_seeds(t["seeds"], f"{source}: 'tsne.seeds'") if t["seeds"] else [g["seeds"][0]]
+    for subset in t["subsets"]:
+        if subset not in TSNE_SUBSETS:
+            raise InputError(f"{source}: 'tsne.subsets' has {subset!r}; allowed: {', '.join(TSNE_SUBSETS)}")
+    if t["perplexity"] <= 0 or t["pca_dims"] < 2:
+        raise InputError(f"{source}: 'tsne.perplexity' must be > 0 and 'tsne.pca_dims' >= 2")
+
+    r = cfg["run"]
+    if r["executor"] not in EXECUTORS:
+        raise InputError(f"{source}: 'run.executor' must be one of {', '.join(EXECUTORS)}, got {r['executor']!r}")
+    if r["workers"] < 0:
+        raise InputError(f"{source}: 'run.workers' must be >= 0 (0 = the number of CPUs), got {r['workers']}")
+    if r["workers"] == 0:
+        r["workers"] = os.cpu_count() or 1
+    if r["threads_per_job"] < 1:
+        raise InputError(f"{source}: 'run.threads_per_job' must be at least 1, got {r['threads_per_job']}")
+    if r["max_retries"] < 0:
+        raise InputError(f"{source}: 'run.max_retries' must be >= 0, got {r['max_retries']}")
+    if not r["out"]:
+        raise InputError(f"{source}: 'run.out' must name a results folder")
+
+    if cfg["data"]["synth"]:
+        from grid.synth import synth_params_from_dict
+
+        synth_params_from_dict(cfg["data"]["synth"], f"{source}: [data.synth]")
+
+
+def resolve_config(path: str | os.PathLike[str] | None = None,
+                   overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults, then the TOML file at ``path`` (if any), then ``overrides`` (dotted keys such as
+    ``"run.out"``, from command-line options); validated and normalised."""
+    cfg = copy.deepcopy(DEFAULTS)
+    source = str(path) if path else "config"
+    if path:
+        _merge(cfg, load_toml(path), (), source)
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        nested: dict[str, Any] = {leaf: value}
+        for parent in reversed(parents):
+            nested = {parent: nested}
+        _merge(cfg, nested, (), f"option --{leaf.replace('_', '-')}")
+    _normalise(cfg, source)
+    return cfg

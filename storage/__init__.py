@@ -1,0 +1,1 @@
+"""Reading and writing Parquet: the embedding table and the results store."""

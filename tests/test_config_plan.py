@@ -1,0 +1,112 @@
+"""The config (defaults, file, options, refusals) and the plan (job ids)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grid.config import DEFAULTS, parse_seeds, resolve_config
+from grid.errors import InputError
+from grid.plan import make_plan
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "grid.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_study_grid() -> None:
+    cfg = resolve_config()
+    assert cfg["grid"]["train_groups"] == ["asian", "caucasian", "black", "all"]
+    assert cfg["grid"]["test_groups"] == ["asian", "caucasian", "black"]
+    assert cfg["grid"]["seeds"] == [0, 1, 2, 3, 4]
+    assert cfg["grid"]["models"] == ["mlp", "xgboost"]
+    assert cfg["model"]["mlp"]["epochs"] == 200 and cfg["model"]["mlp"]["batch_size"] == 5
+    assert cfg["verification"]["enabled"] and cfg["tsne"]["enabled"]
+    assert cfg["run"]["executor"] == "ray" and cfg["run"]["out"] == "results"
+    assert cfg["tsne"]["seeds"] == [0]
+    assert DEFAULTS["grid"]["seeds"] == 5  # resolving does not change the defaults
+
+
+def test_file_then_options_override(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[grid]
+seeds = [3, 7]
+models = ["logreg"]
+train_groups = ["all", "asian+black", "asian"]
+[model.logreg]
+C = 0.5
+[run]
+out = "from-file"
+""")
+    cfg = resolve_config(path, {"run.out": "from-option", "grid.seeds": "2"})
+    assert cfg["run"]["out"] == "from-option"
+    assert cfg["grid"]["seeds"] == [0, 1]
+    assert cfg["model"]["logreg"]["C"] == 0.5
+    assert cfg["grid"]["train_groups"] == ["asian+black", "asian", "all"]  # "all" goes last
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[grid]\nmodel = ['mlp']\n", ["grid.model", "models"]),
+    ("[grid]\nseeds = 0\n", ["seeds", "at least 1"]),
+    ("[grid]\ntrain_groups = ['martian']\n", ["martian", "asian"]),
+    ("[grid]\ntest_groups = ['all']\n", ["'all'", "allowed"]),
+    ("[run]\nexecutor = 'slurm'\n", ["run.executor", "ray, local"]),
+    ("[run]\nworkers = 'two'\n", ["run.workers", "integer"]),
+    ("[protocol]\ntrain_per_gender = 0\n", ["protocol.train_per_gender"]),
+    ("[grid]\nmodels = ['mlp']\n[model.xgboost]\nmax_depth = 3\n", ["model.xgboost", "grid.models"]),
+    ("[grid]\nmodels = ['nosuchmodel']\n", ["nosuchmodel"]),
+    ("[tsne]\nsubsets = ['children']\n", ["children", "male"]),
+    ("[verification]\ntarget_fmr = 2.0\n", ["target_fmr"]),
+    ("not toml = = =\n", ["not valid TOML"]),
+])
+def test_bad_config_is_refused_naming_the_key(tmp_path: Path, text: str, words: list[str]) -> None:
+    with pytest.raises(InputError) as err:
+        resolve_config(write(tmp_path, text))
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_unknown_model_key_names_the_allowed_keys(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as err:
+        resolve_config(write(tmp_path, "[model.mlp]\nepoch = 3\n"))
+    assert "epoch" in str(err.value) and "epochs" in str(err.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        resolve_config(tmp_path / "nope.toml")
+
+
+def test_seed_forms() -> None:
+    assert parse_seeds(3, "x") == [0, 1, 2]
+    assert parse_seeds("3,7,9", "x") == [3, 7, 9]
+    assert parse_seeds([4], "x") == [4]
+    for bad in ("a,b", [], [1, 1], -2, True):
+        with pytest.raises(InputError):
+            parse_seeds(bad, "x")
+
+
+def test_plan_counts_and_stable_ids() -> None:
+    cfg = resolve_config()
+    jobs = make_plan(cfg, "fp")
+    kinds = [j.kind for j in jobs]
+    assert kinds.count("cell") == 2 * 4 * 5
+    assert kinds.count("scores") == 3 * 5
+    assert kinds.count("impostor") == 5
+    assert kinds.count("tsne") == 3
+    assert len({j.job_id for j in jobs}) == len(jobs)
+    assert [j.job_id for j in make_plan(resolve_config(), "fp")] == [j.job_id for j in jobs]
+
+
+def test_adding_seeds_keeps_ids_and_model_config_changes_them(tmp_path: Path) -> None:
+    base = {j.job_id for j in make_plan(resolve_config(None, {"grid.seeds": "2"}), "fp")}
+    more = {j.job_id for j in make_plan(resolve_config(None, {"grid.seeds": "3"}), "fp")}
+    assert base < more
+    changed = make_plan(resolve_config(write(tmp_path, "[grid]\nseeds = 2\n[model.mlp]\nepochs = 20\n")), "fp")
+    changed_cells = {j.job_id for j in changed if j.kind == "cell" and j.params["model"] == "mlp"}
+    assert changed_cells.isdisjoint(base)
+    other_data = {j.job_id for j in make_plan(resolve_config(None, {"grid.seeds": "2"}), "other")}
+    assert other_data.isdisjoint(base)
