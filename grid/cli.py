@@ -30,16 +30,14 @@ def _run(args: argparse.Namespace) -> int:
     out = cfg["run"]["out"]
     print(f"\n{summary.ran} jobs run, {summary.stored_before} were already stored, "
           f"{len(summary.failed) + len(summary.failed_before)} failed; {summary.seconds:.0f} s")
-    try:
-        from grid.report import format_matrices
+    from grid import aggregate, report
 
-        print(format_matrices(out))
-    except InputError as exc:
-        print(f"(no matrices: {exc})")
+    results = aggregate.load_results(out)
+    print(report.format_matrices(results))
+    print(report.format_status(results))
     if cfg["run"]["report"]:
-        from grid.report import write_report
-
-        print(f"report: {write_report(out)}")
+        local_copy = "report" if "://" in out else None  # a remote results folder: the report is written here
+        print(f"report: {report.write_report(results, local_copy)}")
     print(f"results: {out}  (pandas: pd.read_parquet('{out}/accuracy'); status: biasgrid status {out})")
     for line in summary.failed + [f"{d} (failed in an earlier run; --rerun-failed retries it)"
                                   for d in summary.failed_before]:

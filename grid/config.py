@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from grid.errors import InputError
-
-ETHNICITIES = ("asian", "caucasian", "black")
+from grid.splits import train_group_ethnicities
+from storage.table import ETHNICITIES
 EXECUTORS = ("ray", "local")
 
 DEFAULTS: dict[str, Any] = {
@@ -147,16 +147,6 @@ def parse_seeds(value: Any, where: str) -> list[int]:
                      f"got {value!r}")
 
 
-def _check_group_name(group: str, where: str, allow_union: bool) -> None:
-    parts = group.split("+") if allow_union else [group]
-    if allow_union and group == "all":
-        return
-    for part in parts:
-        if part not in ETHNICITIES:
-            allowed = ", ".join(ETHNICITIES) + (", all, or a union such as asian+black" if allow_union else "")
-            raise InputError(f"{where}: unknown group {group!r}; allowed: {allowed}")
-
-
 def _normalise(cfg: dict[str, Any], source: str) -> None:
     """Check values that go beyond types, and put lists in canonical form."""
     g = cfg["grid"]
@@ -168,9 +158,14 @@ def _normalise(cfg: dict[str, Any], source: str) -> None:
         if len(set(items)) != len(items):
             raise InputError(f"{source}: 'grid.{key}' repeats a name: {items!r}")
     for group in g["train_groups"]:
-        _check_group_name(group, f"{source}: 'grid.train_groups'", allow_union=True)
+        try:
+            train_group_ethnicities(group)
+        except InputError as exc:
+            raise InputError(f"{source}: 'grid.train_groups': {exc}") from None
     for group in g["test_groups"]:
-        _check_group_name(group, f"{source}: 'grid.test_groups'", allow_union=False)
+        if group not in ETHNICITIES:
+            raise InputError(f"{source}: 'grid.test_groups': unknown test group {group!r}; allowed: "
+                             f"{', '.join(ETHNICITIES)}")
     # "all" last, as in the study's table.
     g["train_groups"] = [t for t in g["train_groups"] if t != "all"] + (["all"] if "all" in g["train_groups"] else [])
 

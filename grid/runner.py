@@ -15,7 +15,7 @@ import numpy as np
 from grid.errors import InputError
 from grid.executors import Executor, make_executor
 from grid.plan import Job, make_plan
-from grid.splits import Protocol, Split, check_groups, make_split, train_rows
+from grid.splits import Protocol, Split, check_groups, make_split, train_group_ethnicities, train_rows
 from storage.results import ResultStore
 from storage.table import ETHNICITIES, EmbeddingTable, read_table
 
@@ -96,7 +96,7 @@ def versions() -> dict[str, str]:
 def _needed_ethnicities(cfg: dict[str, Any]) -> list[str]:
     groups = set(cfg["grid"]["test_groups"])
     for t in cfg["grid"]["train_groups"]:
-        groups.update(ETHNICITIES if t == "all" else t.split("+"))
+        groups.update(train_group_ethnicities(t))
     return [e for e in ETHNICITIES if e in groups]
 
 

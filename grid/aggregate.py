@@ -1,0 +1,627 @@
+"""Aggregate a results folder into DataFrames: the matrices and summaries of the report (the notebook API).
+
+    >>> from grid import aggregate as agg
+    >>> res = agg.load_results("results/default")
+    >>> agg.accuracy_matrix(res, "mlp")                       # train group x test group, mean over seeds
+    >>> agg.matrix_text(res, "mlp")                           # the same as "0.951 ± 0.004" strings
+    >>> agg.paired_differences(res)                           # off-diagonal cell - same-group cell, CI and p
+
+Every function takes a loaded ``Results`` or a results folder path. Rows and columns follow the config's order
+(train groups as configured with ``all`` last, test groups as configured). Only rows of planned jobs that the
+ledger marks done are used. Standard deviations over seeds use ddof=1. Formulas: docs/REPORT.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from grid import fairness
+from grid.errors import InputError
+from storage.results import RUN_FILE, TABLES, ResultStore, load
+
+METRICS: tuple[str, ...] = ("accuracy", "accuracy_male", "accuracy_female")
+VERIFICATION_METRICS: tuple[str, ...] = ("eer", "fnmr_at_fmr_1e_3", "fnmr_at_fmr_1e_2")
+ALL = "all"
+MARK = "†"
+ETHNICITIES: tuple[str, ...] = ("asian", "caucasian", "black")
+GENDERS: tuple[str, ...] = ("male", "female")
+_NUMERIC = ("seed", "accuracy", "accuracy_male", "accuracy_female", "n_test", "train_seconds", "eer",
+            "eer_threshold", "fnmr_at_fmr_1e_2", "fnmr_at_fmr_1e_3", "genuine_mean", "impostor_mean", "n_genuine",
+            "n_impostor", "threshold", "fmr", "fnmr", "bin_left", "bin_right", "count", "n_pairs", "x", "y")
+
+
+@dataclass
+class Results:
+    """One loaded results folder: its tables (done jobs only), run.json, ledger and the grid's order."""
+
+    path: str
+    tables: dict[str, pd.DataFrame]
+    run: dict[str, Any]
+    ledger: dict[str, dict[str, Any]]
+    models: list[str]
+    train_groups: list[str]
+    test_groups: list[str]
+    seeds: list[int]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.run.get("config") or {}
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.run.get("data_fingerprint")
+
+    @property
+    def jobs(self) -> list[dict[str, Any]]:
+        return list(self.run.get("jobs") or [])
+
+    def table(self, name: str) -> pd.DataFrame:
+        return self.tables[name]
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def load_results(path: str | os.PathLike[str]) -> Results:
+    """Load a results folder (local path or URI). Raises InputError when it is not a biasgrid results folder."""
+    text = str(path)
+    local = "://" not in text
+    if local and not Path(text).is_dir():
+        raise InputError(f"{text}: no such results folder (expected the folder written by `biasgrid run --out`)")
+    store = ResultStore(text)
+    try:
+        run = store.run_info()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{text}/{RUN_FILE}: not valid JSON ({exc})") from exc
+    if run is not None and not isinstance(run, dict):
+        raise InputError(f"{text}/{RUN_FILE}: expected a JSON object with config, data_fingerprint and jobs")
+    try:
+        ledger = store.ledger()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{text}/_jobs: a ledger record is not valid JSON ({exc})") from exc
+    has_tables = local and any((Path(text) / name).is_dir() for name in TABLES)
+    if run is None and not ledger and not has_tables:
+        raise InputError(f"{text} is not a biasgrid results folder: it has no {RUN_FILE}, no job ledger (_jobs/) "
+                         f"and no results tables (expected the folder written by `biasgrid run --out`)")
+    run = run or {}
+    tables = {name: _clean(frame) for name, frame in load(text).items()}
+    notes: list[str] = []
+    if not run:
+        notes.append(f"{RUN_FILE} is missing: the grid's order, the config and the planned jobs are unknown")
+    tables = _keep_done(tables, run, ledger, notes)
+    models, train_groups, test_groups, seeds = _order(run.get("config") or {}, tables)
+    return Results(text, tables, run, ledger, models, train_groups, test_groups, seeds, notes)
+
+
+def as_results(results: Results | str | os.PathLike[str]) -> Results:
+    """``results`` itself when already loaded, else ``load_results(results)``."""
+    return results if isinstance(results, Results) else load_results(results)
+
+
+def _clean(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    for col in frame.columns:
+        if col in _NUMERIC:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce")
+        elif col in ("model", "train_group", "test_group", "group", "group_a", "group_b", "kind", "subset",
+                     "ethnicity", "gender", "job_id"):
+            frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
+            frame[col] = frame[col].map(lambda v: v if v is None else str(v))
+    if "seed" in frame.columns and frame["seed"].notna().all():
+        frame["seed"] = frame["seed"].astype("int64")
+    return frame
+
+
+def _keep_done(tables: dict[str, pd.DataFrame], run: dict[str, Any], ledger: dict[str, dict[str, Any]],
+               notes: list[str]) -> dict[str, pd.DataFrame]:
+    """Drop rows of jobs that are not in run.json's plan or that the ledger does not mark done."""
+    planned = {j.get("job_id") for j in run.get("jobs") or [] if isinstance(j, dict)} - {None}
+    done = {k for k, r in ledger.items() if r.get("status") == "done"}
+    out = {}
+    for name, frame in tables.items():
+        if name == "failures" or frame.empty or "job_id" not in frame.columns:
+            out[name] = frame
+            continue
+        keep = pd.Series(True, index=frame.index)
+        if planned:
+            keep &= frame["job_id"].isin(planned)
+        if ledger:
+            keep &= frame["job_id"].isin(done)
+        dropped = int((~keep).sum())
+        if dropped:
+            notes.append(f"{name}: ignored {dropped} row(s) of jobs that are not planned in {RUN_FILE} "
+                         f"or not marked done in the ledger")
+        out[name] = frame[keep].reset_index(drop=True)
+    return out
+
+
+def _grid_section(config: dict[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for section in (config, config.get("protocol") or {}, config.get("grid") or {}):
+        if isinstance(section, dict):
+            merged.update({k: v for k, v in section.items()
+                           if k in ("models", "seeds", "train_groups", "test_groups") and isinstance(v, list)})
+            seeds = section.get("seeds")
+            if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds > 0:
+                merged["seeds"] = list(range(seeds))          # a count N means seeds 0..N-1
+    return merged
+
+
+def _ordered(configured: list[Any], found: set[Any], known: tuple[str, ...] = ()) -> list[Any]:
+    extra = sorted(found - set(configured), key=lambda v: (known.index(v) if v in known else len(known), str(v)))
+    return [*configured, *extra]
+
+
+def _order(config: dict[str, Any], tables: dict[str, pd.DataFrame]) -> tuple[list, list, list, list]:
+    grid = _grid_section(config)
+    acc = tables["accuracy"]
+    models = _ordered([str(m) for m in grid.get("models", [])], set(acc["model"].dropna()))
+    train = _ordered([str(g) for g in grid.get("train_groups", [])], set(acc["train_group"].dropna()), ETHNICITIES)
+    train = [g for g in train if g != ALL] + ([ALL] if ALL in train else [])
+    found_test = set(acc["test_group"].dropna()) | set(tables["verification"]["test_group"].dropna())
+    test = _ordered([str(g) for g in grid.get("test_groups", [])], found_test, ETHNICITIES)
+    seeds_found: set[int] = set()
+    for frame in tables.values():
+        if "seed" in frame.columns and not frame.empty:
+            seeds_found |= {int(s) for s in frame["seed"].dropna()}
+    seeds = [int(s) for s in grid["seeds"]] if "seeds" in grid else sorted(seeds_found)
+    return models, train, test, seeds
+
+
+def demographic_groups(results: Results | str | os.PathLike[str]) -> list[str]:
+    """The demographic groups ("asian_male", ...) present in the verification tables, in ethnicity x gender order."""
+    res = as_results(results)
+    found = set(res.tables["demographic_rates"]["group"].dropna())
+    imp = res.tables["impostor_matrix"]
+    found |= set(imp["group_a"].dropna()) | set(imp["group_b"].dropna())
+    ethnicities = res.test_groups or list(ETHNICITIES)
+    order = [f"{e}_{g}" for e in [*ethnicities, *ETHNICITIES] for g in GENDERS]
+    order = list(dict.fromkeys(order))
+    return [g for g in order if g in found] + sorted(found - set(order))
+
+
+# ---------------------------------------------------------------------------------------------------- matrices
+def accuracy_stats(results: Results | str | os.PathLike[str], metric: str = "accuracy") -> pd.DataFrame:
+    """Mean, std (ddof=1) and n over seeds of ``metric`` for every model x train group x test group cell.
+
+    Columns: model, train_group, test_group, mean, std, n, n_expected, incomplete. Planned cells without any data
+    have n = 0 and NaN mean; ``incomplete`` marks cells with fewer seeds than planned (or than the fullest cell).
+    """
+    if metric not in METRICS:
+        raise InputError(f"unknown accuracy metric {metric!r}; expected one of {', '.join(METRICS)}")
+    res = as_results(results)
+    acc = res.tables["accuracy"]
+    keys = ["model", "train_group", "test_group"]
+    acc = acc.dropna(subset=[metric]).drop_duplicates([*keys, "seed"], keep="last")
+    grouped = acc.groupby(keys, sort=False)[metric].agg(mean="mean", std=lambda s: s.std(ddof=1), n="count")
+    grid = pd.MultiIndex.from_product([res.models, res.train_groups, res.test_groups], names=keys)
+    extra = grouped.index.difference(grid)
+    index = grid.append(extra) if len(extra) else grid
+    out = grouped.reindex(index).reset_index()
+    out["n"] = out["n"].fillna(0).astype(int)
+    planned = len(res.seeds) if res.seeds else 0
+    n_expected = max(planned, int(out["n"].max()) if len(out) else 0)
+    out["n_expected"] = n_expected
+    out["incomplete"] = out["n"] < n_expected
+    out.loc[out["n"] < 2, "std"] = np.nan
+    return out[[*keys, "mean", "std", "n", "n_expected", "incomplete"]]
+
+
+def accuracy_matrix(results: Results | str | os.PathLike[str], model: str, metric: str = "accuracy",
+                    value: str = "mean") -> pd.DataFrame:
+    """Train group (rows) x test group (columns) matrix of one model: value "mean", "std" or "n"."""
+    if value not in ("mean", "std", "n"):
+        raise InputError(f"unknown matrix value {value!r}; expected mean, std or n")
+    res = as_results(results)
+    st = accuracy_stats(res, metric)
+    st = st[st["model"] == model]
+    mat = st.pivot(index="train_group", columns="test_group", values=value)
+    rows = [g for g in res.train_groups if g in mat.index] + [g for g in mat.index if g not in res.train_groups]
+    cols = [g for g in res.test_groups if g in mat.columns] + [g for g in mat.columns if g not in res.test_groups]
+    mat = mat.reindex(index=rows, columns=cols)
+    mat.index.name, mat.columns.name = "train_group", "test_group"
+    return mat
+
+
+def format_cell(mean: float, std: float, n: int, incomplete: bool = False, digits: int = 3) -> str:
+    """"0.951 ± 0.004" ("0.951 (n=1)" for one seed, "—" for none), with † appended when ``incomplete``."""
+    if n == 0 or pd.isna(mean):
+        return "—"
+    text = f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 and not pd.isna(std) else f"{mean:.{digits}f} (n=1)"
+    return text + (MARK if incomplete else "")
+
+
+def matrix_text(results: Results | str | os.PathLike[str], model: str, metric: str = "accuracy",
+                digits: int = 3) -> pd.DataFrame:
+    """The matrix of one model as "mean ± std" strings, cells with fewer seeds marked with †."""
+    res = as_results(results)
+    st = accuracy_stats(res, metric)
+    st = st[st["model"] == model].copy()
+    st["text"] = [format_cell(m, s, n, i, digits) for m, s, n, i in
+                  zip(st["mean"], st["std"], st["n"], st["incomplete"])]
+    mat = st.pivot(index="train_group", columns="test_group", values="text")
+    mat = mat.reindex(index=[g for g in res.train_groups if g in mat.index] +
+                      [g for g in mat.index if g not in res.train_groups],
+                      columns=[g for g in res.test_groups if g in mat.columns] +
+                      [g for g in mat.columns if g not in res.test_groups])
+    mat.index.name, mat.columns.name = "train_group", "test_group"
+    return mat.fillna("—")
+
+
+def incomplete_cells(results: Results | str | os.PathLike[str], metric: str = "accuracy",
+                     model: str | None = None) -> list[str]:
+    """Footnote lines for cells with fewer seeds than planned, one per model, train group and seed count:
+    "mlp train=asian (every test group): 4 of 5 seeds" or "mlp train=asian test=black: 3 of 5 seeds"."""
+    res = as_results(results)
+    st = accuracy_stats(res, metric)
+    if model is not None:
+        st = st[st["model"] == model]
+    lines = []
+    for (m, train), row in st.groupby(["model", "train_group"], sort=False):
+        bad = row[row["incomplete"]]
+        for n, part in bad.groupby("n", sort=True):
+            expected = int(part["n_expected"].iloc[0])
+            where = "(every test group)" if len(part) == len(row) else "test=" + ", ".join(part["test_group"])
+            count = f"no results (0 of {expected} seeds)" if n == 0 else f"{n} of {expected} seeds"
+            lines.append(f"{m} train={train} {where}: {count}")
+    return lines
+
+
+def _per_seed(res: Results, metric: str) -> pd.DataFrame:
+    acc = res.tables["accuracy"].dropna(subset=[metric])
+    return acc.drop_duplicates(["model", "train_group", "test_group", "seed"], keep="last")
+
+
+# ------------------------------------------------------------------------------------------------ paired tests
+def paired_test(x: pd.Series, y: pd.Series, confidence: float = 0.95) -> dict[str, Any]:
+    """Paired comparison of x - y over the labels (seeds) both have.
+
+    Returns n_pairs, mean_diff, sd_diff (ddof=1), ci_low, ci_high (t-distribution CI of the mean difference),
+    t, p_value (two-sided, scipy.stats.ttest_rel) and note. Values that are undefined (fewer than 2 pairs, or
+    differences identical in every pair) are NaN with a note.
+    """
+    both = pd.concat([x.rename("x"), y.rename("y")], axis=1, join="inner").dropna()
+    d = (both["x"] - both["y"]).to_numpy(float)
+    n = int(d.size)
+    out: dict[str, Any] = {"n_pairs": n, "mean_diff": float(d.mean()) if n else float("nan"),
+                           "sd_diff": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+                           "t": float("nan"), "p_value": float("nan"), "note": ""}
+    if n < 2:
+        out["note"] = f"undefined: {n} paired seed{'s' if n != 1 else ''} (needs at least 2)"
+        return out
+    sd = float(d.std(ddof=1))
+    out["sd_diff"] = sd
+    if sd == 0:
+        out["ci_low"] = out["ci_high"] = out["mean_diff"]
+        out["note"] = "undefined test: the difference is identical in every seed"
+        return out
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / np.sqrt(n)
+    test = stats.ttest_rel(both["x"].to_numpy(float), both["y"].to_numpy(float))
+    out.update(ci_low=out["mean_diff"] - half, ci_high=out["mean_diff"] + half,
+               t=float(test.statistic), p_value=float(test.pvalue))
+    return out
+
+
+def holm(p_values: pd.Series) -> pd.Series:
+    """Holm-Bonferroni adjusted p-values (NaN stays NaN and does not count as a test)."""
+    p = p_values.astype(float)
+    valid = p.dropna().sort_values()
+    m = len(valid)
+    adjusted = pd.Series(np.nan, index=p.index)
+    running = 0.0
+    for rank, (idx, value) in enumerate(valid.items()):
+        running = max(running, min(1.0, (m - rank) * value))
+        adjusted[idx] = running
+    return adjusted
+
+
+def paired_differences(results: Results | str | os.PathLike[str], metric: str = "accuracy",
+                       confidence: float = 0.95, alpha: float = 0.05) -> pd.DataFrame:
+    """Each off-diagonal cell against the same-group (diagonal) cell of its column, paired by seed.
+
+    For a test group T and a train group G != T (including ``all`` and unions), the difference is
+    metric(G -> T) - metric(T -> T) per seed. Columns: model, test_group, train_group, reference, n_pairs,
+    mean_cell, mean_reference, mean_diff, sd_diff, ci_low, ci_high, t, p_value, p_holm (Holm-adjusted over the
+    comparisons of the model), significant (p_holm < alpha), note. Columns whose test group is not a train group
+    have no diagonal cell and are left out.
+    """
+    res = as_results(results)
+    acc = _per_seed(res, metric)
+    rows = []
+    for model in res.models:
+        sub = acc[acc["model"] == model]
+        block = []
+        for test in res.test_groups:
+            if test not in res.train_groups:
+                continue
+            col = sub[sub["test_group"] == test]
+            ref = col[col["train_group"] == test].set_index("seed")[metric]
+            for train in res.train_groups:
+                if train == test:
+                    continue
+                cell = col[col["train_group"] == train].set_index("seed")[metric]
+                result = paired_test(cell, ref, confidence)
+                block.append({"model": model, "test_group": test, "train_group": train, "reference": test,
+                              "mean_cell": float(cell.mean()) if len(cell) else np.nan,
+                              "mean_reference": float(ref.mean()) if len(ref) else np.nan, **result})
+        frame = pd.DataFrame(block)
+        if not frame.empty:
+            frame["p_holm"] = holm(frame["p_value"])
+            rows.append(frame)
+    columns = ["model", "test_group", "train_group", "reference", "n_pairs", "mean_cell", "mean_reference",
+               "mean_diff", "sd_diff", "ci_low", "ci_high", "t", "p_value", "p_holm", "significant", "note"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    out = pd.concat(rows, ignore_index=True)
+    out["significant"] = out["p_holm"] < alpha
+    return out[columns]
+
+
+# --------------------------------------------------------------------------------------------- bias summaries
+def _spread(values: pd.Series) -> dict[str, Any]:
+    """max - min, population std, skewed error ratio of one row of accuracies (indexed by test group)."""
+    v = values.dropna()
+    if len(v) < 2:
+        return {"range": np.nan, "std_groups": np.nan, "skewed_error_ratio": np.nan,
+                "note": f"needs at least 2 test groups with data, got {len(v)}"}
+    err = 1.0 - v
+    note = ""
+    if err.min() <= 0:
+        ser = np.nan
+        note = f"skewed error ratio undefined: error is 0 on {err.idxmin()}"
+    else:
+        ser = float(err.max() / err.min())
+    return {"range": float(v.max() - v.min()), "std_groups": float(v.std(ddof=0)), "skewed_error_ratio": ser,
+            "note": note}
+
+
+def _ser_note(sers: pd.Series, wide: pd.DataFrame) -> str:
+    undefined = [int(seed) for seed, v in zip(wide.index, sers) if pd.isna(v)]
+    if not undefined:
+        return ""
+    return f"per-seed SER undefined (error 0) in seed{'s' if len(undefined) > 1 else ''} " + \
+        ", ".join(map(str, undefined))
+
+
+def row_spread(results: Results | str | os.PathLike[str], metric: str = "accuracy") -> pd.DataFrame:
+    """Per model and train group, how unevenly it serves the test groups.
+
+    From the mean matrix: best and worst test group, range = max - min, std_groups (population std, ddof=0,
+    across the test groups), skewed_error_ratio = highest error / lowest error (error = 1 - accuracy; NaN with a
+    note when the lowest error is 0). range_sd: the standard deviation over seeds of the same
+    statistic computed per seed (seeds with every test group), n_seeds of them. The per-seed skewed error ratio
+    is unstable when an error is near 0, so its spread is given as ser_seed_min and ser_seed_max.
+    """
+    res = as_results(results)
+    st = accuracy_stats(res, metric)
+    acc = _per_seed(res, metric)
+    rows = []
+    for model in res.models:
+        for train in res.train_groups:
+            cell = st[(st["model"] == model) & (st["train_group"] == train)].set_index("test_group")["mean"]
+            cell = cell.reindex([g for g in res.test_groups if g in cell.index])
+            if cell.dropna().empty:
+                continue
+            point = _spread(cell)
+            sub = acc[(acc["model"] == model) & (acc["train_group"] == train)]
+            wide = sub.pivot(index="seed", columns="test_group", values=metric).reindex(columns=cell.index)
+            wide = wide.dropna()
+            per_seed = [_spread(r) for _, r in wide.iterrows()] if wide.shape[1] >= 2 else []
+            ranges = pd.Series([p["range"] for p in per_seed], dtype=float)
+            sers = pd.Series([p["skewed_error_ratio"] for p in per_seed], dtype=float)
+            v = cell.dropna()
+            rows.append({
+                "model": model, "train_group": train,
+                "best_test_group": v.idxmax(), "best": float(v.max()),
+                "worst_test_group": v.idxmin(), "worst": float(v.min()),
+                "range": point["range"], "range_sd": float(ranges.std(ddof=1)) if len(ranges) > 1 else np.nan,
+                "std_groups": point["std_groups"], "skewed_error_ratio": point["skewed_error_ratio"],
+                "ser_seed_min": float(sers.min()) if sers.notna().any() else np.nan,
+                "ser_seed_max": float(sers.max()) if sers.notna().any() else np.nan,
+                "n_seeds": len(per_seed), "note": "; ".join(n for n in (point["note"], _ser_note(sers, wide)) if n),
+            })
+    columns = ["model", "train_group", "best_test_group", "best", "worst_test_group", "worst", "range", "range_sd",
+               "std_groups", "skewed_error_ratio", "ser_seed_min", "ser_seed_max", "n_seeds", "note"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def best_train_group(results: Results | str | os.PathLike[str], metric: str = "accuracy",
+                     confidence: float = 0.95) -> pd.DataFrame:
+    """Per model and test group, the train group with the highest mean, and whether it beats the runner-up.
+
+    Columns: model, test_group, best_train_group, best_mean, runner_up, runner_up_mean, margin (best - runner-up,
+    mean of the paired differences), ci_low, ci_high, p_value (paired t-test best vs runner-up), n_pairs,
+    same_group_is_best (None when the test group is not a train group), all_is_best, note.
+    """
+    res = as_results(results)
+    st = accuracy_stats(res, metric)
+    acc = _per_seed(res, metric)
+    rows = []
+    for model in res.models:
+        for test in res.test_groups:
+            col = st[(st["model"] == model) & (st["test_group"] == test)].dropna(subset=["mean"])
+            if col.empty:
+                continue
+            col = col.sort_values("mean", ascending=False, kind="stable")
+            best = col.iloc[0]
+            row: dict[str, Any] = {"model": model, "test_group": test, "best_train_group": best["train_group"],
+                                   "best_mean": float(best["mean"]), "runner_up": None, "runner_up_mean": np.nan,
+                                   "margin": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan,
+                                   "n_pairs": 0,
+                                   "same_group_is_best": (best["train_group"] == test)
+                                   if test in res.train_groups else None,
+                                   "all_is_best": (best["train_group"] == ALL) if ALL in res.train_groups else None,
+                                   "note": ""}
+            if len(col) > 1:
+                second = col.iloc[1]
+                sub = acc[(acc["model"] == model) & (acc["test_group"] == test)]
+                a = sub[sub["train_group"] == best["train_group"]].set_index("seed")[metric]
+                b = sub[sub["train_group"] == second["train_group"]].set_index("seed")[metric]
+                test_result = paired_test(a, b, confidence)
+                row.update(runner_up=second["train_group"], runner_up_mean=float(second["mean"]),
+                           margin=test_result["mean_diff"], ci_low=test_result["ci_low"],
+                           ci_high=test_result["ci_high"], p_value=test_result["p_value"],
+                           n_pairs=test_result["n_pairs"], note=test_result["note"])
+            else:
+                row["note"] = "only one train group has data"
+            rows.append(row)
+    columns = ["model", "test_group", "best_train_group", "best_mean", "runner_up", "runner_up_mean", "margin",
+               "ci_low", "ci_high", "p_value", "n_pairs", "same_group_is_best", "all_is_best", "note"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# ----------------------------------------------------------------------------------------------- verification
+def verification_summary(results: Results | str | os.PathLike[str]) -> pd.DataFrame:
+    """Per test group: EER, FNMR at FMR=1e-3 and at 1e-2 as mean and std (ddof=1) over seeds.
+
+    Columns: test_group, n_seeds, eer_mean, eer_std, eer_threshold_mean, fnmr_at_fmr_1e_3_mean/_std,
+    fnmr_at_fmr_1e_2_mean/_std, genuine_mean, impostor_mean (mean scores), n_genuine, n_impostor (mean per
+    seed), impostor_sampled (in any seed).
+    """
+    res = as_results(results)
+    ver = res.tables["verification"].drop_duplicates(["test_group", "seed"], keep="last")
+    columns = ["test_group", "n_seeds"] + [f"{m}_{s}" for m in VERIFICATION_METRICS for s in ("mean", "std")] + \
+        ["eer_threshold_mean", "genuine_mean", "impostor_mean", "n_genuine", "n_impostor", "impostor_sampled"]
+    if ver.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    groups = [g for g in res.test_groups if g in set(ver["test_group"])]
+    for group in groups:
+        part = ver[ver["test_group"] == group]
+        row: dict[str, Any] = {"test_group": group, "n_seeds": int(len(part))}
+        for m in VERIFICATION_METRICS:
+            row[f"{m}_mean"] = float(part[m].mean())
+            row[f"{m}_std"] = float(part[m].std(ddof=1)) if len(part) > 1 else np.nan
+        row.update(eer_threshold_mean=float(part["eer_threshold"].mean()),
+                   genuine_mean=float(part["genuine_mean"].mean()), impostor_mean=float(part["impostor_mean"].mean()),
+                   n_genuine=float(part["n_genuine"].mean()), n_impostor=float(part["n_impostor"].mean()),
+                   impostor_sampled=bool(part["impostor_sampled"].fillna(False).astype(bool).any()))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def impostor_fmr_matrix(results: Results | str | os.PathLike[str], value: str = "mean") -> pd.DataFrame:
+    """Cross-group impostor FMR at the global threshold (FMR = 1e-3 overall): group_a (rows) x group_b.
+
+    ``value``: "mean" or "std" (ddof=1) over seeds, or "n" (seeds). Empty when nothing is stored.
+    """
+    if value not in ("mean", "std", "n"):
+        raise InputError(f"unknown matrix value {value!r}; expected mean, std or n")
+    res = as_results(results)
+    imp = res.tables["impostor_matrix"].drop_duplicates(["seed", "group_a", "group_b"], keep="last")
+    if imp.empty:
+        return pd.DataFrame()
+    agg = {"mean": "mean", "std": lambda s: s.std(ddof=1), "n": "count"}[value]
+    mat = imp.groupby(["group_a", "group_b"])["fmr"].agg(agg).unstack("group_b")
+    order = demographic_groups(res)
+    mat = mat.reindex(index=[g for g in order if g in mat.index], columns=[g for g in order if g in mat.columns])
+    mat.index.name, mat.columns.name = "group_a", "group_b"
+    return mat
+
+
+def demographic_rates_summary(results: Results | str | os.PathLike[str]) -> pd.DataFrame:
+    """Each demographic group's FMR and FNMR at the global threshold: mean and std (ddof=1) over seeds.
+
+    Columns: group, n_seeds, fmr_mean, fmr_std, fnmr_mean, fnmr_std, threshold_mean.
+    """
+    res = as_results(results)
+    rates = res.tables["demographic_rates"].drop_duplicates(["seed", "group"], keep="last")
+    columns = ["group", "n_seeds", "fmr_mean", "fmr_std", "fnmr_mean", "fnmr_std", "threshold_mean"]
+    if rates.empty:
+        return pd.DataFrame(columns=columns)
+    out = rates.groupby("group").agg(n_seeds=("seed", "count"), fmr_mean=("fmr", "mean"),
+                                     fmr_std=("fmr", lambda s: s.std(ddof=1)), fnmr_mean=("fnmr", "mean"),
+                                     fnmr_std=("fnmr", lambda s: s.std(ddof=1)),
+                                     threshold_mean=("threshold", "mean"))
+    out = out.reindex([g for g in demographic_groups(res) if g in out.index]).reset_index()
+    return out[columns]
+
+
+def fairness_by_seed(results: Results | str | os.PathLike[str], a: float = fairness.DEFAULT_A) -> pd.DataFrame:
+    """The demographic-differential summaries (Max/Min, Max/GeoMean, FDR, GARBE) per seed; see grid.fairness."""
+    res = as_results(results)
+    rates = res.tables["demographic_rates"].drop_duplicates(["seed", "group"], keep="last")
+    groups = [g for g in demographic_groups(res) if g in set(rates["group"])] if not rates.empty else None
+    return fairness.by_seed(rates, a, groups)
+
+
+def fairness_summary(results: Results | str | os.PathLike[str], a: float = fairness.DEFAULT_A) -> pd.DataFrame:
+    """Mean ± std over seeds of each summary; columns metric, label, mean, std, n_seeds, n_undefined, note."""
+    return fairness.summarize(fairness_by_seed(results, a))
+
+
+# --------------------------------------------------------------------------------------------------- job status
+def job_status(results: Results | str | os.PathLike[str]) -> pd.DataFrame:
+    """Every planned job with its status "done", "failed" or "missing" (no ledger record), and the error.
+
+    Columns: job_id, kind, description, model, train_group, test_group, seed, subset, status, error. Without a plan
+    in run.json, the ledger's jobs are listed (status from the ledger).
+    """
+    res = as_results(results)
+    failures = res.tables["failures"]
+    errors = dict(zip(failures["job_id"], failures["error"])) if not failures.empty else {}
+    columns = ["job_id", "kind", "description", "model", "train_group", "test_group", "seed", "subset", "status",
+               "error"]
+    rows = []
+    seen = set()
+    for job in res.jobs:
+        if not isinstance(job, dict):
+            continue
+        jid = job.get("job_id")
+        seen.add(jid)
+        record = res.ledger.get(jid)
+        status = record.get("status", "missing") if record else "missing"
+        error = errors.get(jid) or (record or {}).get("error") or ""
+        rows.append({**{c: job.get(c) for c in columns}, "status": status,
+                     "error": error if status == "failed" else ""})
+    for jid, record in res.ledger.items():
+        if seen or jid in seen:       # with a plan, ledger records of other (earlier) plans are not this run's
+            continue
+        status = record.get("status", "missing")
+        rows.append({**{c: record.get(c) for c in columns}, "job_id": jid, "status": status,
+                     "error": (errors.get(jid) or record.get("error") or "") if status == "failed" else ""})
+    out = pd.DataFrame(rows, columns=columns)
+    out["description"] = [d if isinstance(d, str) and d else f"{k or 'job'} {j}"
+                          for d, k, j in zip(out["description"], out["kind"], out["job_id"])]
+    return out
+
+
+def missing_cells(results: Results | str | os.PathLike[str]) -> pd.DataFrame:
+    """Per model and train group, the seeds whose cell job failed or never finished.
+
+    Columns: model, train_group, failed_seeds, missing_seeds (lists of ints).
+    """
+    status = job_status(results)
+    cells = status[(status["kind"] == "cell") & (status["status"] != "done")]
+    rows = []
+    for (model, train), part in cells.groupby(["model", "train_group"], sort=False):
+        rows.append({"model": model, "train_group": train,
+                     "failed_seeds": sorted(int(s) for s in part.loc[part["status"] == "failed", "seed"]),
+                     "missing_seeds": sorted(int(s) for s in part.loc[part["status"] == "missing", "seed"])})
+    return pd.DataFrame(rows, columns=["model", "train_group", "failed_seeds", "missing_seeds"])
+
+
+def all_summaries(results: Results | str | os.PathLike[str]) -> dict[str, pd.DataFrame]:
+    """Every summary table of the report by name (long-form accuracy stats per metric, bias, verification)."""
+    res = as_results(results)
+    out: dict[str, pd.DataFrame] = {}
+    for metric in METRICS:
+        out[metric] = accuracy_stats(res, metric)
+    out["row_spread"] = row_spread(res)
+    out["best_train_group"] = best_train_group(res)
+    out["paired_differences"] = paired_differences(res)
+    out["verification"] = verification_summary(res)
+    out["demographic_rates"] = demographic_rates_summary(res)
+    out["fairness"] = fairness_summary(res)
+    out["fairness_by_seed"] = fairness_by_seed(res)
+    imp = impostor_fmr_matrix(res)
+    out["impostor_fmr"] = imp.reset_index() if not imp.empty else pd.DataFrame(columns=["group_a"])
+    out["jobs"] = job_status(res)
+    return out

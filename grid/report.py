@@ -1,0 +1,596 @@
+"""The report of a results folder: terminal tables, CSV, Markdown, LaTeX, PNG figures and one self-contained HTML.
+
+    write_report("results/default")        # -> results/default/report/report.html
+    print(format_matrices("results/default"))
+
+The report is built as a list of blocks (headings, paragraphs, tables of display strings, figures) rendered
+to Markdown and HTML from the same content; the CSVs hold the unformatted numbers (mean, std and n as separate
+columns). A results folder with failed or missing jobs, or with empty tables, still gives a report that says
+what is missing. Formulas: docs/REPORT.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from grid import aggregate as agg
+from grid import figures
+from grid.errors import InputError
+
+REPORT_DIR = "report"
+HTML_FILE = "report.html"
+METRIC_TITLES = {"accuracy": "Accuracy", "accuracy_male": "Accuracy on men", "accuracy_female": "Accuracy on women"}
+CORNER = "trained on \\ tested on"
+
+
+# ------------------------------------------------------------------------------------------------- formatting
+def _num(v: Any, digits: int = 3) -> str:
+    return "—" if v is None or pd.isna(v) else f"{v:.{digits}f}"
+
+
+def _pm(mean: Any, std: Any, digits: int = 3, scale: float = 1.0) -> str:
+    if mean is None or pd.isna(mean):
+        return "—"
+    if std is None or pd.isna(std):
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def _p(p: Any) -> str:
+    if p is None or pd.isna(p):
+        return "undefined"
+    return "<1e-4" if p < 1e-4 else f"{p:.4f}"
+
+
+def _sci(v: Any) -> str:
+    return "—" if v is None or pd.isna(v) else ("0" if v == 0 else f"{v:.2e}")
+
+
+def _yes(v: Any) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "—"
+    return "yes" if bool(v) else "no"
+
+
+def _text_table(frame: pd.DataFrame, corner: str) -> str:
+    """Plain-text table with aligned columns (index as first column)."""
+    header = [corner, *[str(c) for c in frame.columns]]
+    body = [[str(i), *[str(v) for v in row]] for i, row in zip(frame.index, frame.to_numpy())]
+    widths = [max(len(r[k]) for r in [header, *body]) for k in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in body]
+    return "\n".join(lines)
+
+
+def format_matrices(results: agg.Results | str | os.PathLike[str],
+                    metrics: tuple[str, ...] = ("accuracy",), digits: int = 3) -> str:
+    """The terminal table of mean ± std (ddof=1) over seeds per model: rows trained on, columns tested on.
+
+    Cells with fewer seeds than planned carry † and are listed under the table; cells with no data show —.
+    """
+    res = agg.as_results(results)
+    if not res.models:
+        return "No accuracy results stored yet."
+    parts = []
+    for metric in metrics:
+        n = len(res.seeds)
+        parts.append(f"{METRIC_TITLES[metric]}: mean ± std over {n} seed{'s' if n != 1 else ''} "
+                     f"(rows: trained on, columns: tested on)")
+        for model in res.models:
+            parts.append("")
+            parts.append(f"[{model}]")
+            parts.append(_text_table(agg.matrix_text(res, model, metric, digits), CORNER))
+            for line in agg.incomplete_cells(res, metric, model):
+                parts.append(f"  † {line}")
+        parts.append("")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def format_status(results: agg.Results | str | os.PathLike[str], limit: int = 10) -> str:
+    """One line of job counts, then up to ``limit`` failed and missing jobs (with the error's first line)."""
+    res = agg.as_results(results)
+    status = agg.job_status(res)
+    if status.empty:
+        return "jobs: no plan in run.json and no ledger records"
+    counts = status["status"].value_counts()
+    line = (f"jobs: {int(counts.get('done', 0))} done, {int(counts.get('failed', 0))} failed, "
+            f"{int(counts.get('missing', 0))} missing (of {len(status)})")
+    lines = [line]
+    bad = status[status["status"] != "done"]
+    for row in bad.head(limit).itertuples():
+        error = (row.error or "").strip().splitlines()
+        lines.append(f"  {row.status:7s} {row.description}" + (f": {error[-1][:160]}" if error else ""))
+    if len(bad) > limit:
+        lines.append(f"  ... and {len(bad) - limit} more (see the report)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- document model
+@dataclass
+class Table:
+    frame: pd.DataFrame           # display strings; the index is shown as the first column when index_name is set
+    caption: str
+    index_name: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FigureBlock:
+    name: str                     # file name under figures/
+    caption: str
+    png: bytes
+
+
+Block = tuple[str, Any]           # ("h2"|"h3"|"p"|"note"|"pre"|"table"|"figure", content)
+
+
+def _matrix_blocks(res: agg.Results) -> list[Block]:
+    blocks: list[Block] = [("h2", "Accuracy matrices")]
+    n = len(res.seeds)
+    blocks.append(("p", f"Mean ± standard deviation (ddof=1) over {n} seed{'s' if n != 1 else ''} "
+                        f"({', '.join(map(str, res.seeds)) or 'none'}); rows: the group the classifier was trained "
+                        f"on, columns: the group it was tested on. † marks a cell with fewer seeds than planned; "
+                        f"— a cell without data. The CSV files hold mean, std and n as separate columns."))
+    if not res.models:
+        blocks.append(("note", "No accuracy results are stored: every cell job failed or is missing "
+                               "(see Failed and missing jobs)."))
+    for model in res.models:
+        blocks.append(("h3", f"Model: {model}"))
+        fig = figures.plot_accuracy(res, model, ("accuracy",))
+        if fig is not None:
+            blocks.append(("figure", FigureBlock(f"accuracy_{_slug(model)}.png",
+                                            f"{model}: accuracy, mean ± std over seeds", _png(fig))))
+        for metric in agg.METRICS:
+            notes = [f"† {line}" for line in agg.incomplete_cells(res, metric, model)]
+            blocks.append(("table", Table(agg.matrix_text(res, model, metric), f"{model}: {METRIC_TITLES[metric]}",
+                                          CORNER, notes)))
+        fig = figures.plot_accuracy(res, model, ("accuracy_male", "accuracy_female"))
+        if fig is not None:
+            blocks.append(("figure", FigureBlock(f"accuracy_gender_{_slug(model)}.png",
+                                            f"{model}: accuracy on men and on women", _png(fig))))
+    return blocks
+
+
+def _bias_blocks(res: agg.Results, s: dict[str, pd.DataFrame]) -> list[Block]:
+    blocks: list[Block] = [("h2", "Bias summaries (accuracy)")]
+    spread = s["row_spread"]
+    blocks.append(("h3", "Spread across test groups, per training group"))
+    blocks.append(("p", "From the mean matrix: range = max − min of the test groups' accuracies, std across "
+                        "groups (population std), skewed error ratio (SER) = highest error / lowest error with "
+                        "error = 1 − accuracy. The range's ± is the standard deviation over seeds of the range "
+                        "computed per seed; the SER per seed, unstable when an error is near 0, is given as its "
+                        "lowest and highest value over seeds."))
+    if spread.empty:
+        blocks.append(("note", "No accuracy results: nothing to summarise."))
+    else:
+        frame = pd.DataFrame({
+            "model": spread["model"], "trained on": spread["train_group"],
+            "best test group": [f"{g} ({_num(v)})" for g, v in zip(spread["best_test_group"], spread["best"])],
+            "worst test group": [f"{g} ({_num(v)})" for g, v in zip(spread["worst_test_group"], spread["worst"])],
+            "range": [_pm(m, s_) for m, s_ in zip(spread["range"], spread["range_sd"])],
+            "std across groups": [_num(v) for v in spread["std_groups"]],
+            "SER": [_num(v, 2) for v in spread["skewed_error_ratio"]],
+            "SER per seed [min, max]": [f"[{_num(lo, 2)}, {_num(hi, 2)}]" if not pd.isna(lo) else "—"
+                                        for lo, hi in zip(spread["ser_seed_min"], spread["ser_seed_max"])],
+            "seeds": spread["n_seeds"].astype(str), "note": spread["note"].fillna(""),
+        })
+        blocks.append(("table", Table(frame, "Spread across test groups")))
+
+    best = s["best_train_group"]
+    blocks.append(("h3", "Best training group for each test group"))
+    blocks.append(("p", "The training group with the highest mean accuracy on each test group, its margin over "
+                        "the runner-up (mean paired difference over seeds, 95% t confidence interval) and the "
+                        "paired t-test p-value of best vs runner-up."))
+    if best.empty:
+        blocks.append(("note", "No accuracy results: nothing to compare."))
+    else:
+        frame = pd.DataFrame({
+            "model": best["model"], "tested on": best["test_group"],
+            "best trained on": [f"{g} ({_num(v)})" for g, v in zip(best["best_train_group"], best["best_mean"])],
+            "runner-up": [f"{g} ({_num(v)})" if isinstance(g, str) else "—"
+                          for g, v in zip(best["runner_up"], best["runner_up_mean"])],
+            "margin [95% CI]": [_ci(m, lo, hi) for m, lo, hi in zip(best["margin"], best["ci_low"], best["ci_high"])],
+            "p": [_p(p) for p in best["p_value"]], "pairs": best["n_pairs"].astype(str),
+            "same group best": [_yes(v) for v in best["same_group_is_best"]],
+            "all best": [_yes(v) for v in best["all_is_best"]], "note": best["note"].fillna(""),
+        })
+        blocks.append(("table", Table(frame, "Best training group per test group")))
+
+    diff = s["paired_differences"]
+    blocks.append(("h3", "Off-diagonal cells against same-group training (paired by seed)"))
+    blocks.append(("p", "For each test group T and each other training group G (including all), the per-seed "
+                        "difference accuracy(G → T) − accuracy(T → T), paired by seed (same split). Mean "
+                        "difference with its 95% t confidence interval, two-sided paired t-test p-value, and the "
+                        "Holm-adjusted p-value over the model's comparisons. Negative = worse than training on the "
+                        "test group itself. Significant = Holm-adjusted p < 0.05."))
+    if diff.empty:
+        blocks.append(("note", "No comparison: the grid has no cell trained and tested on the same group, "
+                               "or no accuracy results."))
+    else:
+        frame = pd.DataFrame({
+            "model": diff["model"], "tested on": diff["test_group"], "trained on": diff["train_group"],
+            "vs": diff["reference"],
+            "difference [95% CI]": [_ci(m, lo, hi) for m, lo, hi in
+                                    zip(diff["mean_diff"], diff["ci_low"], diff["ci_high"])],
+            "p": [_p(p) for p in diff["p_value"]], "p (Holm)": [_p(p) for p in diff["p_holm"]],
+            "pairs": diff["n_pairs"].astype(str),
+            "significant": [_yes(sig) if not pd.isna(p) else "—" for sig, p in zip(diff["significant"],
+                                                                                  diff["p_holm"])],
+            "note": diff["note"].fillna(""),
+        })
+        blocks.append(("table", Table(frame, "Paired differences to the same-group cell")))
+    return blocks
+
+
+def _ci(mean: Any, lo: Any, hi: Any) -> str:
+    if mean is None or pd.isna(mean):
+        return "—"
+    if pd.isna(lo):
+        return f"{mean:+.3f}"
+    return f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _verification_blocks(res: agg.Results, s: dict[str, pd.DataFrame]) -> list[Block]:
+    blocks: list[Block] = [("h2", "Verification")]
+    ver = s["verification"]
+    blocks.append(("p", "Cosine-similarity verification of the test identities per ethnicity: genuine pairs are two "
+                        "images of the same identity, impostor pairs images of different identities. Rates in %, "
+                        "mean ± std over seeds."))
+    if ver.empty:
+        blocks.append(("note", "No verification results are stored (verification disabled, or every scores job "
+                               "failed or is missing)."))
+    else:
+        frame = pd.DataFrame({
+            "test group": ver["test_group"],
+            "EER (%)": [_pm(m, sd, 2, 100) for m, sd in zip(ver["eer_mean"], ver["eer_std"])],
+            "FNMR @ FMR=1e-3 (%)": [_pm(m, sd, 2, 100) for m, sd in
+                                    zip(ver["fnmr_at_fmr_1e_3_mean"], ver["fnmr_at_fmr_1e_3_std"])],
+            "FNMR @ FMR=1e-2 (%)": [_pm(m, sd, 2, 100) for m, sd in
+                                    zip(ver["fnmr_at_fmr_1e_2_mean"], ver["fnmr_at_fmr_1e_2_std"])],
+            "EER threshold": [_num(v) for v in ver["eer_threshold_mean"]],
+            "genuine / impostor pairs": [f"{g:,.0f} / {i:,.0f}" for g, i in zip(ver["n_genuine"], ver["n_impostor"])],
+            "seeds": ver["n_seeds"].astype(str),
+        })
+        notes = ["Impostor pairs were sampled (not every pair scored) in at least one seed of: "
+                 + ", ".join(ver.loc[ver["impostor_sampled"], "test_group"])] if ver["impostor_sampled"].any() else []
+        blocks.append(("table", Table(frame, "EER and FNMR per test group", None, notes)))
+    for name, plot, caption in (
+            ("scores.png", figures.plot_score_densities, "Genuine and impostor score densities per test group, "
+                                                         "EER threshold marked"),
+            ("error_rates.png", figures.plot_error_rates, "FMR and FNMR against the threshold, and DET curves "
+                                                          "(mean over seeds)")):
+        fig = plot(res)
+        if fig is not None:
+            blocks.append(("figure", FigureBlock(name, caption, _png(fig))))
+
+    blocks.append(("h3", "Demographic differentials at the global threshold"))
+    blocks.append(("p", "One threshold for everyone (FMR = 1e-3 over all impostor pairs); each demographic group's "
+                        "own FMR and FNMR at it, and the summaries used in the field (docs/REPORT.md): NIST's "
+                        "Max/Min and Max/GeoMean (1 = equal), FDR (1 = no discrepancy) and GARBE (0 = equal), "
+                        "a = 0.5, computed per seed then mean ± std. A ratio with a zero rate is undefined and "
+                        "reported as such."))
+    rates = s["demographic_rates"]
+    if rates.empty:
+        blocks.append(("note", "No demographic rates are stored (the impostor job failed, is missing, or "
+                               "verification is disabled)."))
+    else:
+        frame = pd.DataFrame({
+            "group": rates["group"],
+            "FMR": [_sci(m) + ("" if pd.isna(sd) else f" ± {_sci(sd)}") for m, sd in
+                    zip(rates["fmr_mean"], rates["fmr_std"])],
+            "FNMR (%)": [_pm(m, sd, 2, 100) for m, sd in zip(rates["fnmr_mean"], rates["fnmr_std"])],
+            "threshold": [_num(v) for v in rates["threshold_mean"]], "seeds": rates["n_seeds"].astype(str),
+        })
+        blocks.append(("table", Table(frame, "FMR and FNMR per demographic group at the global threshold")))
+        fair = s["fairness"]
+        frame = pd.DataFrame({
+            "summary": fair["label"],
+            "mean ± std": [_pm(m, sd, 3) if not pd.isna(m) else "undefined" for m, sd in
+                           zip(fair["mean"], fair["std"])],
+            "defined in seeds": fair["n_seeds"].astype(str), "undefined in seeds": fair["n_undefined"].astype(str),
+            "note": fair["note"].fillna(""),
+        })
+        blocks.append(("table", Table(frame, "Demographic-differential summaries")))
+    mat = agg.impostor_fmr_matrix(res)
+    blocks.append(("h3", "Cross-group impostor FMR"))
+    if mat.empty:
+        blocks.append(("note", "No impostor matrix is stored."))
+    else:
+        blocks.append(("p", "FMR of impostor pairs between an image of group A (rows) and one of group B (columns) at "
+                            "the global threshold, mean over seeds."))
+        fig = figures.plot_impostor_matrix(res)
+        if fig is not None:
+            blocks.append(("figure", FigureBlock("impostor_fmr.png", "Cross-group impostor FMR", _png(fig))))
+        blocks.append(("table", Table(mat.map(_sci), "Cross-group impostor FMR (mean over seeds)", "A \\ B")))
+    return blocks
+
+
+def _tsne_blocks(res: agg.Results) -> list[Block]:
+    blocks: list[Block] = [("h2", "t-SNE of the training embeddings")]
+    fig = figures.plot_tsne(res)
+    if fig is None:
+        blocks.append(("note", "No t-SNE results are stored (t-SNE disabled, or its jobs failed or are missing)."))
+    else:
+        caption = "Men by ethnicity, women by ethnicity, all by ethnicity, all by ethnicity x gender"
+        blocks.append(("figure", FigureBlock("tsne.png", caption, _png(fig))))
+    return blocks
+
+
+def _job_blocks(res: agg.Results) -> list[Block]:
+    blocks: list[Block] = [("h2", "Failed and missing jobs")]
+    status = agg.job_status(res)
+    if status.empty:
+        blocks.append(("note", "run.json lists no planned jobs and the ledger is empty: missing jobs cannot be "
+                               "listed."))
+        return blocks
+    counts = status["status"].value_counts()
+    done, failed, missing = (int(counts.get(k, 0)) for k in ("done", "failed", "missing"))
+    if failed == 0 and missing == 0:
+        blocks.append(("p", f"All {len(status)} planned jobs finished."))
+    else:
+        blocks.append(("note", f"{done} of {len(status)} jobs done, {failed} failed, {missing} missing "
+                               f"(planned but never finished). The tables and figures use the done jobs only."))
+    cells = agg.missing_cells(res)
+    if not cells.empty:
+        frame = pd.DataFrame({"model": cells["model"], "trained on": cells["train_group"],
+                              "failed seeds": [", ".join(map(str, v)) or "—" for v in cells["failed_seeds"]],
+                              "missing seeds": [", ".join(map(str, v)) or "—" for v in cells["missing_seeds"]]})
+        blocks.append(("table", Table(frame, "Accuracy cells without every seed")))
+    bad = status[status["status"] == "failed"]
+    if not bad.empty:
+        frame = pd.DataFrame({"job": bad["description"], "job id": bad["job_id"],
+                              "error": [(e or "").strip() for e in bad["error"]]})
+        blocks.append(("table", Table(frame, "Failed jobs (tracebacks: failures.csv beside this report)")))
+    miss = status[status["status"] == "missing"]
+    if not miss.empty:
+        frame = pd.DataFrame({"job": miss["description"], "job id": miss["job_id"]})
+        blocks.append(("table", Table(frame, "Missing jobs (planned, no ledger record)")))
+    for note in res.notes:
+        blocks.append(("note", note))
+    return blocks
+
+
+def _config_blocks(res: agg.Results) -> list[Block]:
+    blocks: list[Block] = [("h2", "Configuration and provenance")]
+    versions = res.run.get("versions") or {}
+    facts = pd.DataFrame({"value": [res.fingerprint or "unknown", res.run.get("created_at") or "unknown",
+                                    ", ".join(f"{k} {v}" for k, v in versions.items()) or "unknown",
+                                    str(res.path)]},
+                         index=["data fingerprint", "run created at", "versions", "results folder"])
+    blocks.append(("table", Table(facts, "Provenance", "")))
+    blocks.append(("pre", json.dumps(res.config, indent=2, sort_keys=False, default=str) if res.config
+                   else "(run.json has no config)"))
+    return blocks
+
+
+def build_blocks(results: agg.Results | str | os.PathLike[str],
+                 summaries: dict[str, pd.DataFrame] | None = None) -> list[Block]:
+    """The report's content as blocks (see the module docstring); figures rendered to PNG bytes."""
+    res = agg.as_results(results)
+    s = summaries if summaries is not None else agg.all_summaries(res)
+    blocks: list[Block] = [("h1", "biasgrid report")]
+    status = s["jobs"]
+    counts = status["status"].value_counts() if not status.empty else pd.Series(dtype=int)
+    blocks.append(("p", f"Models: {', '.join(res.models) or 'none'}; training groups: "
+                        f"{', '.join(res.train_groups) or 'none'}; test groups: {', '.join(res.test_groups) or 'none'}"
+                        f"; seeds: {', '.join(map(str, res.seeds)) or 'none'}. Data fingerprint: "
+                        f"{res.fingerprint or 'unknown'}."))
+    if int(counts.get("failed", 0)) or int(counts.get("missing", 0)):
+        blocks.append(("note", f"Incomplete run: {int(counts.get('failed', 0))} failed and "
+                               f"{int(counts.get('missing', 0))} missing jobs — see Failed and missing jobs."))
+    blocks += _job_blocks(res)
+    blocks += _matrix_blocks(res)
+    blocks += _bias_blocks(res, s)
+    blocks += _verification_blocks(res, s)
+    blocks += _tsne_blocks(res)
+    blocks += _config_blocks(res)
+    blocks.append(("p", "Definitions of every summary (paired test, confidence interval, skewed error ratio, "
+                        "Max/Min, Max/GeoMean, FDR, GARBE): docs/REPORT.md in the biasgrid repository."))
+    return blocks
+
+
+def _png(fig) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=figures.DPI)
+    return buffer.getvalue()
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+
+
+# ----------------------------------------------------------------------------------------------------- renderers
+def _html_table(t: Table) -> str:
+    head = ([html.escape(t.index_name)] if t.index_name is not None else []) + \
+        [html.escape(str(c)) for c in t.frame.columns]
+    rows = []
+    for idx, row in zip(t.frame.index, t.frame.to_numpy()):
+        cells = ([f"<th>{html.escape(str(idx))}</th>"] if t.index_name is not None else []) + \
+            [f"<td>{html.escape(str(v))}</td>" for v in row]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    notes = "".join(f'<p class="fn">{html.escape(n)}</p>' for n in t.notes)
+    return (f'<div class="tbl"><table><caption>{html.escape(t.caption)}</caption><thead><tr>'
+            + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>" + "".join(rows)
+            + f"</tbody></table>{notes}</div>")
+
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{border-bottom:2px solid #0072B2;padding-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid #ccc}
+nav{background:#f6f8fa;padding:.5em 1em;border-radius:6px}nav a{margin-right:1.2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}caption{text-align:left;font-weight:600;padding:.3em 0}
+th,td{border:1px solid #d0d7de;padding:.25em .6em;text-align:left;vertical-align:top}
+thead th{background:#f0f3f6}tbody tr:nth-child(even){background:#fafbfc}td{font-variant-numeric:tabular-nums}
+.tbl{overflow-x:auto}.fn{font-size:.85em;color:#555;margin:.1em 0}
+.note{background:#fff4e5;border-left:4px solid #E69F00;padding:.5em 1em;margin:.8em 0}
+figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.9em;color:#555}pre{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:.8em}
+"""
+
+
+def render_html(blocks: list[Block]) -> str:
+    """One self-contained HTML page: inline CSS, images as base64 data URIs, no scripts, no network."""
+    body, nav = [], []
+    title = "biasgrid report"
+    for kind, content in blocks:
+        if kind == "h1":
+            title = content
+            body.append(f"<h1>{html.escape(content)}</h1>")
+        elif kind == "h2":
+            anchor = _slug(content.lower())
+            nav.append(f'<a href="#{anchor}">{html.escape(content)}</a>')
+            body.append(f'<h2 id="{anchor}">{html.escape(content)}</h2>')
+        elif kind == "h3":
+            body.append(f"<h3>{html.escape(content)}</h3>")
+        elif kind == "p":
+            body.append(f"<p>{html.escape(content)}</p>")
+        elif kind == "note":
+            body.append(f'<div class="note">{html.escape(content)}</div>')
+        elif kind == "pre":
+            body.append(f"<details open><summary>Resolved configuration (run.json)</summary>"
+                        f"<pre>{html.escape(content)}</pre></details>")
+        elif kind == "table":
+            body.append(_html_table(content))
+        elif kind == "figure":
+            data = base64.b64encode(content.png).decode("ascii")
+            body.append(f'<figure><img alt="{html.escape(content.caption)}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{html.escape(content.caption)}</figcaption></figure>")
+    if body and body[0].startswith("<h1>"):
+        body.insert(1, "<nav>" + "".join(nav) + "</nav>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def _md_cell(v: Any) -> str:
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(t: Table) -> str:
+    head = ([t.index_name or ""] if t.index_name is not None else []) + [str(c) for c in t.frame.columns]
+    lines = [f"**{t.caption}**", "", "| " + " | ".join(_md_cell(h) for h in head) + " |",
+             "|" + "|".join("---" for _ in head) + "|"]
+    for idx, row in zip(t.frame.index, t.frame.to_numpy()):
+        cells = ([str(idx)] if t.index_name is not None else []) + [str(v) for v in row]
+        lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+    lines += ["", *[f"{n}  " for n in t.notes]]
+    return "\n".join(lines).rstrip()
+
+
+def render_markdown(blocks: list[Block], figure_dir: str = "figures") -> str:
+    """The report as Markdown; figures are links to the PNG files under ``figure_dir``."""
+    out = []
+    for kind, content in blocks:
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + content)
+        elif kind == "p":
+            out.append(content)
+        elif kind == "note":
+            out.append(f"> **Note:** {content}")
+        elif kind == "pre":
+            out.append("```json\n" + content + "\n```")
+        elif kind == "table":
+            out.append(_md_table(content))
+        elif kind == "figure":
+            out.append(f"![{content.caption}]({figure_dir}/{content.name})")
+    return "\n\n".join(out) + "\n"
+
+
+_LATEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                 "±": r"$\pm$", "†": r"$^\dagger$", "—": "---", "−": "$-$", "→": r"$\to$",
+                 "<": r"$<$", ">": r"$>$"}
+
+
+def _tex(text: Any) -> str:
+    return "".join(_LATEX_ESCAPE.get(ch, ch) for ch in str(text))
+
+
+def latex_table(t: Table, label: str) -> str:
+    """A booktabs LaTeX table (needs \\usepackage{booktabs})."""
+    head = ([t.index_name or ""] if t.index_name is not None else []) + [str(c) for c in t.frame.columns]
+    lines = [r"\begin{table}[ht]", r"\centering", rf"\caption{{{_tex(t.caption)}}}", rf"\label{{tab:{label}}}",
+             r"\begin{tabular}{" + "l" * len(head) + "}", r"\toprule",
+             " & ".join(_tex(h) for h in head) + r" \\", r"\midrule"]
+    for idx, row in zip(t.frame.index, t.frame.to_numpy()):
+        cells = ([str(idx)] if t.index_name is not None else []) + [str(v) for v in row]
+        lines.append(" & ".join(_tex(c) for c in cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if t.notes:
+        lines.append(r"\par\smallskip{\footnotesize " + r"\\ ".join(_tex(n) for n in t.notes) + "}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines)
+
+
+def render_latex(blocks: list[Block]) -> str:
+    """Every table of the report as LaTeX (booktabs), one table environment each."""
+    out = ["% biasgrid report tables; needs \\usepackage{booktabs}", ""]
+    k = 0
+    for kind, content in blocks:
+        if kind == "table":
+            k += 1
+            out += [latex_table(content, f"biasgrid-{k}-{_slug(content.caption.lower())[:40]}"), ""]
+    return "\n".join(out)
+
+
+# -------------------------------------------------------------------------------------------------------- write
+def _write(path: Path, data: bytes | str) -> None:
+    """Write ``path`` through a hidden temporary file and a rename, so no half-written file is ever seen."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_report(results: str | os.PathLike[str] | agg.Results, out: str | os.PathLike[str] | None = None) -> Path:
+    """Write the report of a results folder and return the path of its report.html.
+
+    Into ``out`` (default ``<results>/report/``): report.html (self-contained), report.md, tables.tex,
+    figures/*.png and CSVs (accuracy*.csv with mean, std, n per cell; row_spread, best_train_group,
+    paired_differences, verification, demographic_rates, fairness, fairness_by_seed, impostor_fmr, jobs, and
+    failures with the tracebacks).
+    Raises InputError when ``results`` is not a results folder.
+    """
+    res = agg.as_results(results)
+    if out is None:
+        if "://" in str(res.path):
+            raise InputError(f"{res.path}: a remote results folder needs an output folder for its report (--out)")
+        out = Path(res.path) / REPORT_DIR
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: the report's output folder is a file")
+    summaries = agg.all_summaries(res)
+    for name, frame in summaries.items():
+        frame = frame.copy()
+        for col in frame.columns:
+            if frame[col].map(lambda v: isinstance(v, list)).any():
+                frame[col] = frame[col].map(lambda v: " ".join(map(str, v)) if isinstance(v, list) else v)
+        _write(out / f"{name}.csv", frame.to_csv(index=False))
+    _write(out / "failures.csv", res.tables["failures"].to_csv(index=False))
+    blocks = build_blocks(res, summaries)
+    for kind, content in blocks:
+        if kind == "figure":
+            _write(out / "figures" / content.name, content.png)
+    _write(out / "report.md", render_markdown(blocks))
+    _write(out / "tables.tex", render_latex(blocks))
+    path = out / HTML_FILE
+    _write(path, render_html(blocks))
+    return path

@@ -1,0 +1,191 @@
+"""The study's identity-disjoint splits, random by seed.
+
+Per ethnicity and gender, ``train_per_gender`` identities are drawn for training (one random image each) and
+``test_per_gender`` other identities for testing: one random image each for classification, all their images
+for verification. The draw for one ethnicity x gender group uses a random generator seeded from
+``(seed, ethnicity code, gender code)`` and the group's identities in sorted order, so it does not depend on row
+order or on which other ethnicities are present: the "all" union and the single-ethnicity train groups share
+their per-ethnicity training sets for a given seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from grid.errors import InputError
+from storage.table import ETHNICITIES, GENDERS, EmbeddingTable
+
+_SPLIT_STREAM = 0x5B11  # separates the split's random streams from other users of the same seed
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How many identities per gender each ethnicity contributes to training and to testing."""
+
+    train_per_gender: int = 500
+    test_per_gender: int = 250
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Row indices (sorted, int64) per ethnicity."""
+
+    train: dict[str, np.ndarray]         # one image per training identity
+    test: dict[str, np.ndarray]          # one image per test identity (classification)
+    verification: dict[str, np.ndarray]  # every image of the test identities (verification scores)
+
+
+def _check_protocol(protocol: Protocol) -> None:
+    for name in ("train_per_gender", "test_per_gender"):
+        value = getattr(protocol, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"protocol: '{name}' must be an integer >= 1, got {value!r}")
+
+
+def _check_ethnicities(ethnicities: Sequence[str]) -> list[str]:
+    if isinstance(ethnicities, str):
+        ethnicities = [ethnicities]
+    chosen = list(ethnicities)
+    if not chosen:
+        raise InputError(f"split: no ethnicities requested; expected some of {', '.join(ETHNICITIES)}")
+    for e in chosen:
+        if e not in ETHNICITIES:
+            raise InputError(f"split: unknown ethnicity {e!r}; expected one of {', '.join(ETHNICITIES)}")
+    if len(set(chosen)) != len(chosen):
+        raise InputError(f"split: ethnicities repeat: {chosen}")
+    return chosen
+
+
+def make_split(table: EmbeddingTable, seed: int, protocol: Protocol = Protocol(),
+               ethnicities: Sequence[str] = ETHNICITIES) -> Split:
+    """Draw the identity-disjoint train/test split of ``seed`` for each of ``ethnicities``.
+
+    Pure and deterministic: the same table content and seed give the same rows. Raises InputError when a
+    group (ethnicity_gender) has fewer identities than ``train_per_gender + test_per_gender``, naming the
+    group, how many it has and how many the split needs (every short group is listed).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"split: seed must be a non-negative integer, got {seed!r}")
+    _check_protocol(protocol)
+    chosen = _check_ethnicities(ethnicities)
+    need = protocol.train_per_gender + protocol.test_per_gender
+
+    # Rows ordered by (identity, image name): a row-order-independent view of every identity's images.
+    id_codes = table.identity_codes()
+    img_codes, _ = pd.factorize(np.asarray(table.image, dtype=object), sort=True)
+    order = np.lexsort((img_codes, id_codes))
+    n_ids = int(id_codes.max()) + 1 if len(id_codes) else 0
+    counts = np.bincount(id_codes, minlength=n_ids)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    id_eth = np.empty(n_ids, dtype=np.int8)
+    id_gen = np.empty(n_ids, dtype=np.int8)
+    id_eth[id_codes] = table.ethnicity  # one label per identity (validate_table guarantees it)
+    id_gen[id_codes] = table.gender
+
+    short = []
+    group_ids: dict[tuple[int, int], np.ndarray] = {}
+    for e in chosen:
+        ec = ETHNICITIES.index(e)
+        for gc, g in enumerate(GENDERS):
+            ids = np.flatnonzero((id_eth == ec) & (id_gen == gc))  # sorted by identity string
+            group_ids[ec, gc] = ids
+            if len(ids) < need:
+                short.append(f"{e}_{g} has {len(ids)} identities")
+    if short:
+        raise InputError(f"split: too few identities: {'; '.join(short)}; the split needs {need} per group "
+                         f"({protocol.train_per_gender} training + {protocol.test_per_gender} test identities "
+                         f"per gender). Lower protocol.train_per_gender / protocol.test_per_gender or add data")
+
+    train: dict[str, np.ndarray] = {}
+    test: dict[str, np.ndarray] = {}
+    verification: dict[str, np.ndarray] = {}
+    for e in chosen:
+        ec = ETHNICITIES.index(e)
+        parts: dict[str, list[np.ndarray]] = {"train": [], "test": [], "verification": []}
+        for gc in range(len(GENDERS)):
+            ids = group_ids[ec, gc]
+            rng = np.random.default_rng([int(seed), _SPLIT_STREAM, ec, gc])
+            perm = rng.permutation(len(ids))
+            train_ids = ids[perm[:protocol.train_per_gender]]
+            test_ids = ids[perm[protocol.train_per_gender:need]]
+            parts["train"].append(order[starts[train_ids] + rng.integers(0, counts[train_ids])])
+            parts["test"].append(order[starts[test_ids] + rng.integers(0, counts[test_ids])])
+            parts["verification"].append(
+                np.concatenate([order[s:s + c] for s, c in zip(starts[test_ids], counts[test_ids])]))
+        train[e] = np.sort(np.concatenate(parts["train"])).astype(np.int64)
+        test[e] = np.sort(np.concatenate(parts["test"])).astype(np.int64)
+        verification[e] = np.sort(np.concatenate(parts["verification"])).astype(np.int64)
+    return Split(train=train, test=test, verification=verification)
+
+
+def train_group_ethnicities(train_group: str, available: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The ethnicities a train group stands for, in canonical order: ``"asian"`` -> ``("asian",)``,
+    ``"all"`` -> all of ``available`` (default: every ethnicity), ``"black+asian"`` -> ``("asian", "black")``.
+
+    Raises InputError for anything else, or when the group needs an ethnicity not in ``available``.
+    """
+    avail = list(ETHNICITIES if available is None else available)
+    if not isinstance(train_group, str) or not train_group.strip():
+        raise InputError(f"train group {train_group!r}: expected an ethnicity ({', '.join(ETHNICITIES)}), "
+                         f"'all' or a union such as 'asian+black'")
+    name = train_group.strip()
+    if name == "all":
+        return tuple(e for e in ETHNICITIES if e in avail)
+    parts = [p.strip() for p in name.split("+")]
+    for p in parts:
+        if p not in ETHNICITIES:
+            raise InputError(f"train group {train_group!r}: {p!r} is not an ethnicity; expected an ethnicity "
+                             f"({', '.join(ETHNICITIES)}), 'all' or a union such as 'asian+black'")
+    if len(set(parts)) != len(parts):
+        raise InputError(f"train group {train_group!r} names an ethnicity twice")
+    for p in parts:
+        if p not in avail:
+            raise InputError(f"train group {train_group!r} needs {p!r}, which is not available "
+                             f"(available: {', '.join(avail) or 'none'})")
+    return tuple(e for e in ETHNICITIES if e in parts)
+
+
+def train_rows(split: Split, train_group: str) -> np.ndarray:
+    """Sorted training rows of ``train_group``: one ethnicity (``"asian"``), a union (``"asian+black"``) or
+    ``"all"`` (the union of every ethnicity in the split). InputError for an unknown or missing group."""
+    groups = train_group_ethnicities(train_group, split.train.keys())
+    if not groups:
+        raise InputError(f"train group {train_group!r}: the split has no ethnicities")
+    if len(groups) == 1:
+        return split.train[groups[0]]
+    return np.sort(np.concatenate([split.train[e] for e in groups]))
+
+
+def check_groups(train_groups: Sequence[str], test_groups: Sequence[str],
+                 available_ethnicities: Iterable[str]) -> None:
+    """Raise InputError naming the first train or test group that is malformed, repeated, or needs an
+    ethnicity missing from the data. ``"all"`` needs all three ethnicities (for a subset, name the union,
+    e.g. ``"asian+caucasian"``); test groups are single ethnicities."""
+    avail = [e for e in ETHNICITIES if e in set(available_ethnicities)]
+    if not list(train_groups):
+        raise InputError("train groups: none given; expected ethnicities, 'all' or unions such as 'asian+black'")
+    if not list(test_groups):
+        raise InputError(f"test groups: none given; expected some of {', '.join(ETHNICITIES)}")
+    seen: dict[tuple[str, ...], str] = {}
+    for group in train_groups:
+        if group == "all":
+            missing = [e for e in ETHNICITIES if e not in avail]
+            if missing:
+                raise InputError(f"train group 'all' needs every ethnicity but the data has no "
+                                 f"{', '.join(missing)} rows; name the union of what is there instead, e.g. "
+                                 f"{'+'.join(avail) or 'asian'!r}")
+        key = train_group_ethnicities(group, avail)
+        if key in seen:
+            raise InputError(f"train group {group!r} repeats {seen[key]!r}")
+        seen[key] = group
+    for group in dict.fromkeys(test_groups):
+        if group not in ETHNICITIES:
+            raise InputError(f"test group {group!r}: expected one of {', '.join(ETHNICITIES)}")
+        if group not in avail:
+            raise InputError(f"test group {group!r} is not in the data (available: {', '.join(avail) or 'none'})")
+    if len(set(test_groups)) != len(list(test_groups)):
+        raise InputError(f"test groups repeat: {list(test_groups)}")

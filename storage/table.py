@@ -1,0 +1,375 @@
+"""The embedding table: one row per face image, stored as Parquet.
+
+Parquet schema (one row per image)::
+
+    identity   string                          who the face belongs to
+    image      string                          image name, unique within its identity
+    ethnicity  string                          asian | caucasian | black
+    gender     string                          male | female
+    embedding  fixed_size_list<float32>[d]     any dimension d (2048 for DiveFace)
+
+In memory the table is an :class:`EmbeddingTable`: a C-contiguous ``(n, d)`` float32 matrix plus label
+columns, ethnicity and gender as int8 codes into :data:`ETHNICITIES` and :data:`GENDERS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from grid.errors import InputError
+
+ETHNICITIES: tuple[str, ...] = ("asian", "caucasian", "black")
+GENDERS: tuple[str, ...] = ("male", "female")
+LABEL_COLUMNS: tuple[str, ...] = ("identity", "image", "ethnicity", "gender")
+EMBEDDING_COLUMN = "embedding"
+ROW_GROUP_SIZE = 8192
+_READ_BATCH = 2048   # rows per batch when filling the matrix (with 1 MiB read buffers: peak ~1.15x the matrix)
+_CHECK_BLOCK = 8192  # rows per block when scanning the matrix (bounded temporary memory)
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddingTable:
+    """Face embeddings with identity, image and demographic labels (row i of each array = image i).
+
+    ``embeddings`` is ``(n, d)`` float32 C-contiguous; ``identity`` and ``image`` are string arrays;
+    ``ethnicity`` and ``gender`` are int8 codes into :data:`ETHNICITIES` and :data:`GENDERS`
+    (gender 0 = male, 1 = female). Check a table built by hand with :func:`validate_table`.
+    """
+
+    embeddings: np.ndarray
+    identity: np.ndarray
+    image: np.ndarray
+    ethnicity: np.ndarray
+    gender: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """The embedding dimension d."""
+        return int(self.embeddings.shape[1])
+
+    def identity_codes(self) -> np.ndarray:
+        """(n,) int64: one code per distinct identity string, numbered in sorted order of the strings
+        (so the codes do not depend on row order). Computed once and cached."""
+        cached = self.__dict__.get("_identity_codes")
+        if cached is None:
+            codes, _ = pd.factorize(np.asarray(self.identity, dtype=object), sort=True)
+            cached = codes.astype(np.int64, copy=False)
+            cached.setflags(write=False)
+            object.__setattr__(self, "_identity_codes", cached)
+        return cached
+
+    def fingerprint(self) -> str:
+        """SHA-256 hex digest of the content: shape, embedding bytes and every label column.
+
+        The same content gives the same digest in every run and process (row order matters).
+        Computed once and cached.
+        """
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            h = hashlib.sha256(b"biasgrid-embedding-table-v1")
+            emb = np.ascontiguousarray(self.embeddings, dtype="<f4")
+            h.update(np.asarray(emb.shape, dtype="<i8").tobytes())
+            h.update(memoryview(emb).cast("B"))
+            for values in (self.identity, self.image):
+                arr = pa.array(np.asarray(values, dtype=object), type=pa.large_string())
+                _, offsets, data = arr.buffers()
+                ends = np.frombuffer(offsets, dtype="<i8")[:len(arr) + 1]
+                h.update(ends.tobytes())  # int64 offsets: separate the strings unambiguously
+                if data is not None:
+                    h.update(memoryview(data)[:int(ends[-1])])
+            h.update(np.asarray(self.ethnicity, dtype=np.int8).tobytes())
+            h.update(np.asarray(self.gender, dtype=np.int8).tobytes())
+            cached = h.hexdigest()
+            object.__setattr__(self, "_fingerprint", cached)
+        return cached
+
+
+def demographic_groups(table: EmbeddingTable) -> np.ndarray:
+    """(n,) object array of ``f"{ethnicity}_{gender}"`` per row, e.g. ``"asian_female"``."""
+    names = np.array([f"{e}_{g}" for e in ETHNICITIES for g in GENDERS], dtype=object)
+    return names[table.ethnicity.astype(np.intp) * len(GENDERS) + table.gender.astype(np.intp)]
+
+
+def _row_name(table: EmbeddingTable, row: int) -> str:
+    try:
+        return f"row {row} (identity {table.identity[row]!r}, image {table.image[row]!r})"
+    except Exception:  # noqa: BLE001 - label columns may be the broken part
+        return f"row {row}"
+
+
+def _check_strings(values: np.ndarray, field: str, n: int, source: str) -> None:
+    if not isinstance(values, np.ndarray) or values.ndim != 1 or len(values) != n:
+        raise InputError(f"{source}: '{field}' must be a 1-D array of {n} strings (one per embedding row), "
+                         f"got {type(values).__name__} of shape {getattr(values, 'shape', '?')}")
+    if values.dtype.kind == "U":
+        bad = np.flatnonzero(values == "")
+    elif values.dtype == object:
+        ok = np.fromiter((type(v) is str and v != "" for v in values), dtype=bool, count=n)
+        bad = np.flatnonzero(~ok)
+    else:
+        raise InputError(f"{source}: '{field}' must hold strings, got dtype {values.dtype}")
+    if len(bad):
+        raise InputError(f"{source}: '{field}' of row {bad[0]} is {values[bad[0]]!r}; expected a non-empty "
+                         f"string ({len(bad)} such rows)")
+
+
+def _check_codes(values: np.ndarray, field: str, names: tuple[str, ...], n: int, source: str) -> None:
+    if not isinstance(values, np.ndarray) or values.ndim != 1 or len(values) != n:
+        raise InputError(f"{source}: '{field}' must be a 1-D array of {n} codes, got shape "
+                         f"{getattr(values, 'shape', '?')}")
+    if values.dtype != np.int8:
+        raise InputError(f"{source}: '{field}' must be int8 codes into {names}, got dtype {values.dtype}")
+    bad = np.flatnonzero((values < 0) | (values >= len(names)))
+    if len(bad):
+        raise InputError(f"{source}: '{field}' code {values[bad[0]]} at row {bad[0]} is outside 0..{len(names) - 1} "
+                         f"({', '.join(f'{i} = {v}' for i, v in enumerate(names))})")
+
+
+def check_finite(matrix: np.ndarray, source: str, describe_row: Callable[[int], str] | None = None) -> None:
+    """Raise InputError naming the first row of ``matrix`` holding NaN or inf (scanned in blocks)."""
+    for start in range(0, matrix.shape[0], _CHECK_BLOCK):
+        block = matrix[start:start + _CHECK_BLOCK]
+        finite = np.isfinite(block)
+        if not finite.all():
+            rows = np.flatnonzero(~finite.all(axis=1))
+            first = start + int(rows[0])
+            col = int(np.flatnonzero(~finite[rows[0]])[0])
+            where = describe_row(first) if describe_row else f"row {first}"
+            total = sum(int((~np.isfinite(matrix[s:s + _CHECK_BLOCK])).any(axis=1).sum())
+                        for s in range(start, matrix.shape[0], _CHECK_BLOCK))
+            raise InputError(f"{source}: embedding of {where} has {matrix[first, col]} at position {col}; "
+                             f"expected finite numbers ({total} rows have NaN or inf)")
+
+
+def validate_table(table: EmbeddingTable, source: str) -> None:
+    """Check shapes, dtypes, labels and values; raise InputError naming ``source``, the field and the row.
+
+    Refused: a matrix that is not 2-D C-contiguous float32 or has no rows/columns, label arrays of the wrong
+    length or type, empty identity or image names, codes outside the known values, NaN or inf, duplicate
+    (identity, image) rows, and an identity labelled with two different ethnicities or genders.
+    """
+    emb = table.embeddings
+    if not isinstance(emb, np.ndarray) or emb.ndim != 2:
+        raise InputError(f"{source}: embeddings must be a 2-D (rows x dimension) array, got shape "
+                         f"{getattr(emb, 'shape', type(emb).__name__)}")
+    if emb.dtype != np.float32 or not emb.flags.c_contiguous:
+        raise InputError(f"{source}: embeddings must be C-contiguous float32, got {emb.dtype}"
+                         f"{'' if emb.flags.c_contiguous else ' (not C-contiguous)'}")
+    n, d = emb.shape
+    if n == 0:
+        raise InputError(f"{source}: the table has no rows; expected at least one embedding")
+    if d == 0:
+        raise InputError(f"{source}: embeddings have dimension 0; expected at least one value per row")
+    _check_strings(table.identity, "identity", n, source)
+    _check_strings(table.image, "image", n, source)
+    _check_codes(table.ethnicity, "ethnicity", ETHNICITIES, n, source)
+    _check_codes(table.gender, "gender", GENDERS, n, source)
+    check_finite(emb, source, lambda row: _row_name(table, row))
+
+    frame = pd.DataFrame({"identity": np.asarray(table.identity, dtype=object),
+                          "image": np.asarray(table.image, dtype=object)})
+    dup = np.flatnonzero(frame.duplicated(keep=False).to_numpy())
+    if len(dup):
+        first = dup[0]
+        same = dup[(frame["identity"].to_numpy()[dup] == table.identity[first])
+                   & (frame["image"].to_numpy()[dup] == table.image[first])]
+        raise InputError(f"{source}: duplicate (identity, image) ({table.identity[first]!r}, "
+                         f"{table.image[first]!r}) at rows {', '.join(map(str, same[:5]))}; expected each image "
+                         f"once ({len(dup)} rows are duplicates)")
+
+    codes = table.identity_codes()
+    label = table.ethnicity.astype(np.int16) * len(GENDERS) + table.gender
+    per_identity = pd.Series(label).groupby(codes).nunique()
+    mixed = per_identity.index[per_identity.to_numpy() > 1]
+    if len(mixed):
+        rows = np.flatnonzero(codes == mixed[0])
+        groups = demographic_groups(table)
+        seen: dict[str, int] = {}
+        for r in rows:
+            seen.setdefault(groups[r], int(r))
+        listing = ", ".join(f"{g} (row {r})" for g, r in seen.items())
+        raise InputError(f"{source}: identity {table.identity[rows[0]]!r} is labelled {listing}; expected one "
+                         f"ethnicity and one gender per identity ({len(mixed)} identities are mixed). If identity "
+                         f"names are only unique within each group, import with 'biasgrid data import --prefix-group'")
+
+
+def _labels_arrow(table: EmbeddingTable) -> dict[str, pa.Array]:
+    eth = np.asarray(ETHNICITIES, dtype=object)[table.ethnicity.astype(np.intp)]
+    gen = np.asarray(GENDERS, dtype=object)[table.gender.astype(np.intp)]
+    return {"identity": pa.array(np.asarray(table.identity, dtype=object), type=pa.string()),
+            "image": pa.array(np.asarray(table.image, dtype=object), type=pa.string()),
+            "ethnicity": pa.array(eth, type=pa.string()),
+            "gender": pa.array(gen, type=pa.string())}
+
+
+def write_table(table: EmbeddingTable, path: str | Path) -> None:
+    """Validate ``table`` and write it as Parquet at ``path`` (row groups of 8192 rows, LZ4 compression).
+
+    Atomic: written under a temporary name in the same folder, then renamed over ``path``; on any error
+    nothing is left behind. Creates the parent folder if needed.
+    """
+    path = Path(path)
+    validate_table(table, "table to write")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected a file name for the table, such as {path / 'data.parquet'}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n, d = table.embeddings.shape
+    flat = pa.array(table.embeddings.reshape(-1), type=pa.float32())  # zero-copy view of the matrix
+    columns = _labels_arrow(table)
+    columns[EMBEDDING_COLUMN] = pa.FixedSizeListArray.from_arrays(flat, d)
+    arrow = pa.table(columns).replace_schema_metadata({"biasgrid": "embedding-table/1"})
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "wb") as sink:
+            pq.write_table(arrow, sink, row_group_size=ROW_GROUP_SIZE, compression="lz4",
+                           use_dictionary=["identity", "ethnicity", "gender"],
+                           write_statistics=list(LABEL_COLUMNS))
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def parse_labels(values: pa.ChunkedArray | pa.Array, names: tuple[str, ...], field: str, source: str) -> np.ndarray:
+    """String labels (case and surrounding spaces ignored) -> int8 codes into ``names``; InputError naming
+    the first row whose value is missing or not one of ``names``."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        raise InputError(f"{source}: column '{field}' has type {values.type}; expected strings "
+                         f"({' | '.join(names)})")
+    normal = pc.utf8_lower(pc.utf8_trim_whitespace(values))
+    codes = pc.index_in(normal, value_set=pa.array(names))
+    if codes.null_count:
+        bad = int(np.flatnonzero(codes.is_null().to_numpy(zero_copy_only=False))[0])
+        raise InputError(f"{source}: column '{field}' of row {bad} is {values[bad].as_py()!r}; expected one of "
+                         f"{', '.join(names)} ({codes.null_count} rows are outside these values)")
+    return codes.to_numpy(zero_copy_only=False).astype(np.int8)
+
+
+def _strings(values: pa.ChunkedArray, field: str, source: str) -> np.ndarray:
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        raise InputError(f"{source}: column '{field}' has type {values.type}; expected strings")
+    if values.null_count:
+        bad = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+        raise InputError(f"{source}: column '{field}' is missing at row {bad}; expected a string in every row")
+    return values.to_numpy(zero_copy_only=False).astype(object, copy=False)
+
+
+def _embedding_dim(field: pa.Field, name: str, source: str) -> int | None:
+    """d for fixed_size_list<float>[d], None for list<float> (known after reading); InputError otherwise."""
+    t = field.type
+    if pa.types.is_fixed_size_list(t) and pa.types.is_floating(t.value_type):
+        return int(t.list_size)
+    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_floating(t.value_type):
+        return None
+    raise InputError(f"{source}: column '{name}' has type {t}; expected fixed_size_list<float32>[d] "
+                     f"(or a list<float> whose rows all have the same length)")
+
+
+def read_table(path: str | Path) -> EmbeddingTable:
+    """Read and validate an embedding table written by :func:`write_table` (or any Parquet file with the
+    same columns; ``embedding`` may also be a ``list<float>`` whose rows all have the same length).
+
+    The ``(n, d)`` float32 matrix is allocated once from the file's metadata and filled batch by batch, so
+    peak memory stays near one copy of the matrix. Raises InputError naming the file, column and row.
+    """
+    return read_parquet_table(path)
+
+
+def read_parquet_table(path: str | Path, columns: Mapping[str, str] | None = None) -> EmbeddingTable:
+    """:func:`read_table` for Parquet files whose columns have other names: ``columns`` maps the table's
+    names (identity, image, ethnicity, gender, embedding) to the file's, e.g. ``{"identity": "subject_id"}``.
+    Labels are matched ignoring case and surrounding spaces."""
+    path = Path(path)
+    source = str(path)
+    names = {c: c for c in (*LABEL_COLUMNS, EMBEDDING_COLUMN)}
+    for key, value in (columns or {}).items():
+        if key not in names:
+            raise InputError(f"column mapping: unknown table column {key!r}; expected some of "
+                             f"{', '.join(names)}")
+        names[key] = value
+    if not path.exists():
+        raise InputError(f"{source}: no such file; expected a Parquet embedding table")
+    if path.is_dir():
+        raise InputError(f"{source}: is a folder; expected a Parquet embedding table file "
+                         f"(use 'biasgrid data import' for folders of embeddings)")
+    try:
+        # No pre-buffering (it would hold many row groups at once) and 1 MiB read buffers: streams page by page.
+        pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{source}: not a readable Parquet file ({exc})") from exc
+    schema = pf.schema_arrow
+    missing = [names[c] for c in (*LABEL_COLUMNS, EMBEDDING_COLUMN) if names[c] not in schema.names]
+    if missing:
+        raise InputError(f"{source}: missing column(s) {', '.join(missing)}; expected identity, image, ethnicity, "
+                         f"gender, embedding (found: {', '.join(schema.names)}). Tables with other column names: "
+                         f"'biasgrid data import {source} --format table --map identity=<column> ...'")
+    emb_name = names[EMBEDDING_COLUMN]
+    d = _embedding_dim(schema.field(emb_name), emb_name, source)
+    n = pf.metadata.num_rows
+    if n == 0:
+        raise InputError(f"{source}: the table has no rows; expected at least one embedding")
+
+    labels = pf.read(columns=list(dict.fromkeys(names[c] for c in LABEL_COLUMNS)))
+    identity = _strings(labels.column(names["identity"]), names["identity"], source)
+    image = _strings(labels.column(names["image"]), names["image"], source)
+    ethnicity = parse_labels(labels.column(names["ethnicity"]), ETHNICITIES, names["ethnicity"], source)
+    gender = parse_labels(labels.column(names["gender"]), GENDERS, names["gender"], source)
+    del labels
+
+    matrix: np.ndarray | None = None if d is None else np.empty((n, d), dtype=np.float32)
+    pos = 0
+    for batch in pf.iter_batches(batch_size=_READ_BATCH, columns=[emb_name]):
+        col = batch.column(0)
+        rows = len(col)
+        if rows == 0:
+            continue
+        if col.null_count:
+            bad = pos + int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise InputError(f"{source}: '{emb_name}' of row {bad} is missing; expected {d or 'd'} numbers per row")
+        if not pa.types.is_fixed_size_list(col.type):
+            lengths = np.diff(col.offsets.to_numpy())
+            if matrix is None:
+                d = int(lengths[0])
+                if d == 0:
+                    raise InputError(f"{source}: '{emb_name}' of row {pos} is empty; expected at least one number")
+                matrix = np.empty((n, d), dtype=np.float32)
+            bad = np.flatnonzero(lengths != d)
+            if len(bad):
+                raise InputError(f"{source}: '{emb_name}' of row {pos + int(bad[0])} has {lengths[bad[0]]} values, "
+                                 f"expected {d} like row 0; every embedding must have the same dimension")
+        assert matrix is not None and d is not None
+        values = col.flatten()  # honours the array's offset; zero-copy for float32 without nulls
+        if values.null_count:
+            flat_bad = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+            raise InputError(f"{source}: '{emb_name}' of row {pos + flat_bad // d} has a missing value at "
+                             f"position {flat_bad % d}; expected {d} numbers")
+        matrix[pos:pos + rows] = values.to_numpy(zero_copy_only=False).reshape(rows, d)
+        pos += rows
+        del batch, col, values
+    if matrix is None or pos != n:
+        raise InputError(f"{source}: read {pos} embeddings but the metadata promises {n} rows; the file is damaged")
+    table = EmbeddingTable(matrix, identity, image, ethnicity, gender)
+    validate_table(table, source)
+    return table
