@@ -249,3 +249,12 @@ def test_store_is_written_atomically(tmp_path: Path) -> None:
     assert store.ledger()["j"]["status"] == "done"
     store.write_job("j", {"impostor_matrix": frame}, {"kind": "impostor"})  # the same job again replaces it
     assert len(load(tmp_path / "r")["impostor_matrix"]) == 1
+
+
+def test_results_path_may_be_a_pyarrow_uri(tmp_path: Path) -> None:
+    uri = (tmp_path / "r").as_uri()  # file:///...: the same pyarrow file-system code path as s3://
+    cfg = resolve_config(config_file(tmp_path), {"run.executor": "local", "run.out": uri, "grid.models": ["logreg"],
+                                                 "verification.enabled": False, "tsne.enabled": False})
+    assert run_grid(cfg, progress=False).exit_code == 0
+    assert len(load(uri)["accuracy"]) == 24
+    assert len(pd.read_parquet(tmp_path / "r" / "accuracy")) == 24

@@ -1,0 +1,78 @@
+"""The train-and-evaluate cell: train one model on one train group's rows, evaluate it on every test group."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from grid.errors import InputError
+from tasks.models import build_model
+from tasks.threads import limit_threads
+
+ACCURACY_COLUMNS = ("model", "train_group", "test_group", "seed", "accuracy", "accuracy_male", "accuracy_female",
+                    "n_test", "train_seconds")
+
+
+def check_rows(rows: np.ndarray, n: int, what: str) -> np.ndarray:
+    """``rows`` as a non-empty 1-D int64 array of row indices < n; InputError naming ``what`` otherwise."""
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or rows.size == 0:
+        raise InputError(f"{what} has no rows (expected a non-empty list of row indices)")
+    if not np.issubdtype(rows.dtype, np.integer):
+        raise InputError(f"{what}: row indices must be integers, got {rows.dtype}")
+    if rows.min() < 0 or rows.max() >= n:
+        raise InputError(f"{what}: row indices must lie in [0, {n}), got {rows.min()}..{rows.max()}")
+    return rows.astype(np.int64, copy=False)
+
+
+def run_cell(X: np.ndarray, gender: np.ndarray, train_idx: np.ndarray, test_sets: Mapping[str, np.ndarray], *,
+             model: str, model_config: Mapping, train_group: str, seed: int, threads: int = 1) -> pd.DataFrame:
+    """Train ``model`` once on rows ``train_idx`` of X (labels: gender codes, 0 male, 1 female), initialised by
+    ``seed``, and evaluate it on each test set (name -> rows). One row per test group: ``model, train_group,
+    test_group, seed, accuracy, accuracy_male, accuracy_female, n_test, train_seconds`` (NaN for a gender with
+    no test rows; train_seconds is the wall time of fit)."""
+    limit_threads(threads)
+    if X.ndim != 2:
+        raise InputError(f"embedding matrix must be 2-D, got shape {X.shape}")
+    gender = np.asarray(gender)
+    if gender.shape != (len(X),):
+        raise InputError(f"gender must have one code per embedding row ({len(X)}), got shape {gender.shape}")
+    train_idx = check_rows(train_idx, len(X), f"train group {train_group!r}")
+    if not test_sets:
+        raise InputError(f"cell of train group {train_group!r}: no test groups given")
+    tests = {name: check_rows(rows, len(X), f"test group {name!r}") for name, rows in test_sets.items()}
+    for name, rows in [(f"train group {train_group!r}", train_idx)] + [(f"test group {k!r}", v) for k, v in
+                                                                        tests.items()]:
+        bad = ~np.isin(gender[rows], (0, 1))
+        if bad.any():
+            raise InputError(f"{name}: gender codes must be 0 (male) or 1 (female), got {gender[rows][bad][0]!r}")
+    y_train = gender[train_idx].astype(np.int64)
+    if len(np.unique(y_train)) < 2:
+        only = "male" if y_train[0] == 0 else "female"
+        raise InputError(f"train group {train_group!r} has only {only} rows; a gender classifier needs both")
+
+    classifier = build_model(model, model_config, seed=seed, threads=threads)  # resolves (and checks) the config
+    X_train = np.ascontiguousarray(X[train_idx], dtype=np.float32)
+    start = time.perf_counter()
+    classifier.fit(X_train, y_train)
+    train_seconds = time.perf_counter() - start
+    del X_train
+
+    records = []
+    for name, rows in tests.items():
+        y = gender[rows].astype(np.int64)
+        pred = np.asarray(classifier.predict(np.ascontiguousarray(X[rows], dtype=np.float32))).astype(np.int64)
+        if pred.shape != y.shape:
+            raise InputError(f"model {model!r}: predict returned shape {pred.shape} for {len(y)} test rows")
+        correct = pred == y
+        records.append({
+            "model": model, "train_group": train_group, "test_group": name, "seed": seed,
+            "accuracy": float(correct.mean()),
+            "accuracy_male": float(correct[y == 0].mean()) if (y == 0).any() else float("nan"),
+            "accuracy_female": float(correct[y == 1].mean()) if (y == 1).any() else float("nan"),
+            "n_test": int(len(y)), "train_seconds": train_seconds,
+        })
+    return pd.DataFrame.from_records(records, columns=list(ACCURACY_COLUMNS))

@@ -1,0 +1,78 @@
+"""t-SNE job: 2-D map of (a gender subset of) the training embeddings, as in the study's figures.
+
+PCA to ``pca_dims`` dimensions (scikit-learn, randomized solver), then scikit-learn's Barnes-Hut t-SNE (PCA
+initialisation, automatic learning rate, 1000 iterations), both seeded. scikit-learn's TSNE was chosen over
+openTSNE after measuring both here (same speed within noise at 1500-3000 rows on one thread, same quality;
+docs/PERFORMANCE.md, bench/bench_tsne.py), so no extra dependency is needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from grid.errors import InputError
+from storage.table import ETHNICITIES, GENDERS
+from tasks.cell import check_rows
+from tasks.threads import limit_threads
+
+SUBSETS: tuple[str, ...] = ("male", "female", "all")
+TSNE_COLUMNS = ("subset", "x", "y", "ethnicity", "gender", "identity")
+
+
+def _names(values: np.ndarray, vocabulary: tuple[str, ...], what: str) -> np.ndarray:
+    """Labels as strings: integer codes are mapped through ``vocabulary``; strings must belong to it."""
+    values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.integer):
+        if values.size and (values.min() < 0 or values.max() >= len(vocabulary)):
+            raise InputError(f"{what} codes must lie in 0..{len(vocabulary) - 1} ({', '.join(vocabulary)})")
+        return np.asarray(vocabulary, dtype=object)[values]
+    values = values.astype(object)
+    bad = ~np.isin(values, vocabulary)
+    if bad.any():
+        raise InputError(f"unknown {what} {values[bad][0]!r}; allowed: {', '.join(vocabulary)}")
+    return values
+
+
+def tsne_job(X: np.ndarray, rows: np.ndarray, ethnicity: np.ndarray, gender: np.ndarray, identity: np.ndarray, *,
+             subset: str, seed: int, perplexity: float = 30.0, pca_dims: int = 50,
+             threads: int = 1) -> pd.DataFrame:
+    """2-D t-SNE coordinates of the ``rows`` of X whose gender is ``subset`` ("male", "female" or "all").
+
+    ethnicity, gender and identity have one entry per row of X (names, or integer codes into ETHNICITIES /
+    GENDERS). Returns columns ``subset, x, y, ethnicity, gender, identity``, one row per embedded image."""
+    if subset not in SUBSETS:
+        raise InputError(f"unknown t-SNE subset {subset!r}; allowed: {', '.join(SUBSETS)}")
+    if X.ndim != 2:
+        raise InputError(f"embedding matrix must be 2-D, got shape {X.shape}")
+    for what, values in (("ethnicity", ethnicity), ("gender", gender), ("identity", identity)):
+        if np.shape(values) != (len(X),):
+            raise InputError(f"{what} must have one entry per embedding row ({len(X)}), got shape "
+                             f"{np.shape(values)}")
+    rows = check_rows(rows, len(X), f"t-SNE subset {subset!r}")
+    eth = _names(np.asarray(ethnicity)[rows], ETHNICITIES, "ethnicity")
+    gen = _names(np.asarray(gender)[rows], GENDERS, "gender")
+    if subset != "all":
+        keep = gen == subset
+        rows, eth, gen = rows[keep], eth[keep], gen[keep]
+    if not 0 < perplexity < len(rows):
+        raise InputError(f"t-SNE subset {subset!r} has {len(rows)} rows; perplexity must be > 0 and less than "
+                         f"that, got {perplexity}")
+    if isinstance(pca_dims, bool) or not isinstance(pca_dims, (int, np.integer)) or pca_dims < 2:
+        raise InputError(f"pca_dims must be an integer >= 2, got {pca_dims!r}")
+
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    limit_threads(threads)  # after the imports, so that threadpoolctl also sees scikit-learn's OpenMP
+
+    data = np.asarray(X[rows], dtype=np.float32)
+    dims = min(int(pca_dims), data.shape[0], data.shape[1])
+    if dims < data.shape[1]:
+        data = PCA(dims, svd_solver="randomized", random_state=seed).fit_transform(data)
+    xy = TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed,
+              n_jobs=threads).fit_transform(data)
+    return pd.DataFrame({"subset": subset, "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64),
+                         "ethnicity": eth.astype(str), "gender": gen.astype(str),
+                         "identity": np.asarray(identity, dtype=object)[rows].astype(str)},
+                        columns=list(TSNE_COLUMNS))

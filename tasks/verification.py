@@ -1,0 +1,293 @@
+"""Verification scores: genuine and impostor cosine similarities of a group's embeddings, and what they give.
+
+- Genuine pairs: every pair of two images of the same identity. Impostor pairs: pairs of images of different
+  identities, all of them when there are at most ``max_impostor_pairs``, otherwise a uniform sample without
+  replacement of exactly that many, drawn from ``seed`` (``impostor_sampled`` says which).
+- All pairs are scored with blocked matrix products (``_GRAM_BLOCK`` rows at a time). Sampled pairs (sorted by
+  their first image) too when they are many for the group's size (the normalised rows are then copied, at most
+  ~14K x d); otherwise with one matrix-vector product per image, which touches only the sampled pairs' rows,
+  so X is not copied (it can be a memory map). Memory is bounded by the pair count plus one block of products.
+- EER: where FMR and FNMR cross on the ROC curve (scikit-learn's ``roc_curve``, every operating point), linearly
+  interpolated between the two operating points around the crossing. FNMR at FMR = x: the FNMR of the
+  operating point with the largest acceptance whose FMR <= x. A pair is accepted when its score >= threshold.
+- FMR/FNMR curves on a fixed grid of :data:`THRESHOLDS` and histograms on fixed :data:`HIST_EDGES`, the same for
+  every job, so curves can be averaged over seeds and densities drawn without the raw scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_curve
+
+from grid.errors import InputError
+from tasks.cell import check_rows
+
+THRESHOLDS = np.linspace(-1.0, 1.0, 1001)   # FMR/FNMR curve grid, the same for every job
+HIST_EDGES = np.linspace(-1.0, 1.0, 401)    # 400 histogram bins, the same for every job
+_GRAM_BLOCK = 1024                          # rows per block when scoring all pairs
+_NORM_BLOCK = 8192                          # rows per block when computing norms
+_GRAM_PAIRS_RATIO = 40                      # score sampled pairs by matrix products when rows^2 < this x pairs
+
+
+@dataclass
+class _Scores:
+    """Scored pairs of a set of rows; pair members are positions in that set (a < b)."""
+
+    gen_a: np.ndarray
+    gen_b: np.ndarray
+    gen: np.ndarray
+    imp_a: np.ndarray
+    imp_b: np.ndarray
+    imp: np.ndarray
+    sampled: bool
+
+
+# ------------------------------------------------------------------------------------------------- pairs ---
+def genuine_pairs(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs (a, b), a < b, of positions with the same identity code, sorted by (a, b)."""
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    sizes = np.diff(np.r_[starts, len(codes)])
+    parts_a, parts_b = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for k in np.unique(sizes[sizes >= 2]):
+        first = starts[sizes == k][:, None]
+        iu, ju = np.triu_indices(int(k), 1)
+        parts_a.append(order[(first + iu).ravel()])
+        parts_b.append(order[(first + ju).ravel()])
+    a, b = np.concatenate(parts_a), np.concatenate(parts_b)
+    a, b = np.minimum(a, b), np.maximum(a, b)
+    o = np.lexsort((b, a))
+    return a[o].astype(np.int64), b[o].astype(np.int64)
+
+
+def sample_impostor_pairs(codes: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` distinct pairs (a, b), a < b, of positions with different identity codes, uniform without
+    replacement, sorted by (a, b). Needs at least k such pairs."""
+    n = len(codes)
+    if n * (n - 1) // 2 <= 4 * k:  # dense: list every impostor pair, then choose
+        keys = np.concatenate([i * n + np.flatnonzero(codes[i + 1:] != codes[i]) + i + 1 for i in range(n - 1)])
+    else:  # sparse: draw uniform pairs, keep the distinct impostor ones (exchangeable, so still uniform)
+        keys = np.empty(0, np.int64)
+        while len(keys) < k:
+            m = int(1.3 * (k - len(keys))) + 1000
+            i = rng.integers(0, n, m)
+            j = rng.integers(0, n - 1, m)
+            j += j >= i
+            lo, hi = np.minimum(i, j), np.maximum(i, j)
+            keep = codes[lo] != codes[hi]
+            keys = np.concatenate([keys, lo[keep] * n + hi[keep]])
+            keys.sort()
+            keys = keys[np.r_[True, keys[1:] != keys[:-1]]]
+    keys = keys[np.sort(rng.choice(len(keys), size=k, replace=False))]
+    return keys // n, keys % n
+
+
+# ----------------------------------------------------------------------------------------------- scoring ---
+def _inverse_norms(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    inv = np.empty(len(rows), np.float32)
+    for s in range(0, len(rows), _NORM_BLOCK):
+        block = np.asarray(X[rows[s:s + _NORM_BLOCK]], dtype=np.float32)
+        inv[s:s + _NORM_BLOCK] = np.sqrt(np.einsum("ij,ij->i", block, block))
+    if not (inv > 0).all():
+        raise InputError(f"{int((inv <= 0).sum())} embedding(s) are all zeros: cosine similarity is undefined")
+    return 1.0 / inv
+
+
+def pair_scores(X: np.ndarray, rows: np.ndarray, inv: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of pairs (rows[a], rows[b]) of X, for pairs sorted by a, a < b. Many pairs among few
+    rows: blocked matrix products, keeping the pairs' entries; otherwise one matrix-vector product per distinct a
+    (memory traffic ~ pairs x d instead of compute ~ rows^2 x d)."""
+    out = np.empty(len(a), np.float32)
+    if len(a) == 0:
+        return out
+    if len(rows) ** 2 < _GRAM_PAIRS_RATIO * len(a):
+        Xn = np.asarray(X[rows], dtype=np.float32) * inv[:, None]
+        bounds = np.searchsorted(a, np.arange(0, len(rows) + _GRAM_BLOCK, _GRAM_BLOCK))
+        for blk, (s, e) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
+            if s < e:
+                i0 = blk * _GRAM_BLOCK
+                G = Xn[i0:i0 + _GRAM_BLOCK] @ Xn[i0:].T
+                out[s:e] = G[a[s:e] - i0, b[s:e] - i0]
+        return out
+    starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
+    ends = np.r_[starts[1:], len(a)]
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        out[s:e] = np.asarray(X[rows[b[s:e]]], dtype=np.float32) @ np.asarray(X[rows[a[s]]], dtype=np.float32)
+    out *= inv[a]
+    out *= inv[b]
+    return out
+
+
+def _all_pair_scores(X: np.ndarray, rows: np.ndarray, inv: np.ndarray, codes: np.ndarray) -> _Scores:
+    Xn = np.asarray(X[rows], dtype=np.float32) * inv[:, None]
+    gen, imp = ([], [], []), ([], [], [])
+    for i0 in range(0, len(rows), _GRAM_BLOCK):
+        i1 = min(i0 + _GRAM_BLOCK, len(rows))
+        G = Xn[i0:i1] @ Xn[i0:].T
+        ii, jj = np.nonzero(np.arange(i0, i1)[:, None] < np.arange(i0, len(rows))[None, :])
+        s = G[ii, jj]
+        ii, jj = ii + i0, jj + i0
+        same = codes[ii] == codes[jj]
+        for out, mask in ((gen, same), (imp, ~same)):
+            out[0].append(ii[mask])
+            out[1].append(jj[mask])
+            out[2].append(s[mask])
+    return _Scores(*(np.concatenate(p) for p in gen), *(np.concatenate(p) for p in imp), sampled=False)
+
+
+def _check_codes(X: np.ndarray, identity_codes: np.ndarray) -> np.ndarray:
+    if X.ndim != 2:
+        raise InputError(f"embedding matrix must be 2-D, got shape {X.shape}")
+    identity_codes = np.asarray(identity_codes)
+    if identity_codes.shape != (len(X),):
+        raise InputError(f"identity codes must have one entry per embedding row ({len(X)}), "
+                         f"got shape {identity_codes.shape}")
+    return identity_codes
+
+
+def score_pairs(X: np.ndarray, identity_codes: np.ndarray, rows: np.ndarray, *, seed: int,
+                max_impostor_pairs: int, what: str) -> _Scores:
+    """Genuine and impostor scores of the images ``rows`` of X (all impostor pairs, or a seeded sample)."""
+    X = np.asarray(X)
+    identity_codes = _check_codes(X, identity_codes)
+    if isinstance(max_impostor_pairs, bool) or not isinstance(max_impostor_pairs, (int, np.integer)) \
+            or max_impostor_pairs < 1:
+        raise InputError(f"max_impostor_pairs must be a positive integer, got {max_impostor_pairs!r}")
+    rows = check_rows(rows, len(X), what)
+    if len(np.unique(rows)) != len(rows):
+        raise InputError(f"{what}: a row is listed twice")
+    codes = identity_codes[rows]
+    gen_a, gen_b = genuine_pairs(codes)
+    if len(gen_a) == 0:
+        raise InputError(f"{what}: no identity has two images, so there are no genuine pairs to score")
+    n_impostor = len(rows) * (len(rows) - 1) // 2 - len(gen_a)
+    if n_impostor == 0:
+        raise InputError(f"{what}: all images belong to one identity, so there are no impostor pairs to score")
+    inv = _inverse_norms(X, rows)
+    if n_impostor <= max_impostor_pairs:
+        return _all_pair_scores(X, rows, inv, codes)
+    imp_a, imp_b = sample_impostor_pairs(codes, int(max_impostor_pairs), np.random.default_rng(seed))
+    return _Scores(gen_a, gen_b, pair_scores(X, rows, inv, gen_a, gen_b),
+                   imp_a, imp_b, pair_scores(X, rows, inv, imp_a, imp_b), sampled=True)
+
+
+# ----------------------------------------------------------------------------------------------- metrics ---
+def eer_from_roc(fpr: np.ndarray, fnr: np.ndarray, thresholds: np.ndarray) -> tuple[float, float]:
+    """(EER, its threshold): the crossing of FMR and FNMR, interpolated between the two ROC operating points
+    around it (operating points in roc_curve's order: decreasing threshold)."""
+    d = fpr - fnr  # -1 at the first point (nothing accepted), +1 at the last (everything accepted)
+    k = int(np.argmax(d >= 0))
+    w = d[k - 1] / (d[k - 1] - d[k])
+    eer = fpr[k - 1] + w * (fpr[k] - fpr[k - 1])
+    t0, t1 = thresholds[k - 1], thresholds[k]
+    return float(eer), float(t1 if not np.isfinite(t0) else t0 + w * (t1 - t0))
+
+
+def threshold_at_fmr(impostor: np.ndarray, target_fmr: float) -> float:
+    """The lowest threshold whose FMR (share of impostor scores >= threshold) is at most ``target_fmr``."""
+    s = np.sort(impostor)
+    values = np.unique(s)
+    accepted = len(s) - np.searchsorted(s, values, side="left")
+    ok = np.flatnonzero(accepted <= target_fmr * len(s))
+    return float(values[ok[0]]) if len(ok) else float(np.nextafter(s[-1], np.inf))
+
+
+def rates_on_grid(genuine: np.ndarray, impostor: np.ndarray,
+                  thresholds: np.ndarray = THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
+    """(FMR, FNMR) at each threshold: share of impostor scores >= t, share of genuine scores < t."""
+    g, i = np.sort(genuine), np.sort(impostor)
+    fmr = 1.0 - np.searchsorted(i, thresholds, side="left") / len(i)
+    fnmr = np.searchsorted(g, thresholds, side="left") / len(g)
+    return fmr, fnmr
+
+
+def _histogram(kind: str, scores: np.ndarray) -> pd.DataFrame:
+    counts, _ = np.histogram(np.clip(scores, HIST_EDGES[0], HIST_EDGES[-1]), bins=HIST_EDGES)
+    return pd.DataFrame({"kind": kind, "bin_left": HIST_EDGES[:-1], "bin_right": HIST_EDGES[1:],
+                         "count": counts.astype(np.int64)})
+
+
+def score_group(X: np.ndarray, identity_codes: np.ndarray, rows: np.ndarray, *, seed: int,
+                max_impostor_pairs: int = 5_000_000) -> dict[str, pd.DataFrame]:
+    """Verification scores of the images ``rows`` of X (identity_codes: one code per row of X).
+
+    Returns ``{"verification": one row (eer, eer_threshold, fnmr_at_fmr_1e_2, fnmr_at_fmr_1e_3, genuine_mean,
+    impostor_mean, n_genuine, n_impostor, impostor_sampled), "verification_curve": (threshold, fmr, fnmr) on
+    :data:`THRESHOLDS`, "verification_hist": (kind, bin_left, bin_right, count) on :data:`HIST_EDGES`}``."""
+    sc = score_pairs(X, identity_codes, rows, seed=seed, max_impostor_pairs=max_impostor_pairs,
+                     what="verification group")
+    labels = np.r_[np.ones(len(sc.gen), np.int8), np.zeros(len(sc.imp), np.int8)]
+    fpr, tpr, thr = roc_curve(labels, np.r_[sc.gen, sc.imp], drop_intermediate=False)
+    fnr = 1.0 - tpr
+    eer, eer_threshold = eer_from_roc(fpr, fnr, thr)
+
+    def fnmr_at(target: float) -> float:
+        return float(fnr[np.searchsorted(fpr, target, side="right") - 1])
+
+    summary = pd.DataFrame([{
+        "eer": eer, "eer_threshold": eer_threshold,
+        "fnmr_at_fmr_1e_2": fnmr_at(1e-2), "fnmr_at_fmr_1e_3": fnmr_at(1e-3),
+        "genuine_mean": float(sc.gen.mean(dtype=np.float64)), "impostor_mean": float(sc.imp.mean(dtype=np.float64)),
+        "n_genuine": int(len(sc.gen)), "n_impostor": int(len(sc.imp)), "impostor_sampled": sc.sampled,
+    }])
+    fmr, fnmr = rates_on_grid(sc.gen, sc.imp)
+    curve = pd.DataFrame({"threshold": THRESHOLDS, "fmr": fmr, "fnmr": fnmr})
+    hist = pd.concat([_histogram("genuine", sc.gen), _histogram("impostor", sc.imp)], ignore_index=True)
+    return {"verification": summary, "verification_curve": curve, "verification_hist": hist}
+
+
+def impostor_matrix(X: np.ndarray, identity_codes: np.ndarray, demographic_group: np.ndarray, rows: np.ndarray, *,
+                    seed: int, target_fmr: float = 1e-3,
+                    max_impostor_pairs: int = 5_000_000) -> dict[str, pd.DataFrame]:
+    """Cross-group false matches at ONE global threshold, as in NIST's demographic-effects reports.
+
+    The threshold gives FMR = ``target_fmr`` over all impostor pairs of ``rows`` (all, or a seeded uniform
+    sample of ``max_impostor_pairs``). ``demographic_group`` has one group name per row of X (e.g.
+    "asian_female"). Returns ``{"impostor_matrix": group_a, group_b, fmr, n_pairs, threshold`` (every ordered
+    pair of groups, a group with itself included; the matrix is symmetric), ``"demographic_rates": group, fmr,
+    fnmr, threshold, n_genuine, n_impostor`` (each group's own impostor FMR and genuine FNMR at that threshold)}.
+    """
+    if not (isinstance(target_fmr, (int, float)) and 0.0 < target_fmr < 1.0):
+        raise InputError(f"target_fmr must be between 0 and 1, got {target_fmr!r}")
+    X = np.asarray(X)
+    demographic_group = np.asarray(demographic_group)
+    if demographic_group.shape != (len(X),):
+        raise InputError(f"demographic groups must have one entry per embedding row ({len(X)}), "
+                         f"got shape {demographic_group.shape}")
+    rows = check_rows(rows, len(X), "impostor matrix")
+    labels = demographic_group[rows]
+    if not all(isinstance(v, str) and v for v in labels.tolist()):
+        raise InputError("impostor matrix: every selected row needs a demographic group name")
+    names, group = np.unique(labels.astype(str), return_inverse=True)
+    spans = pd.Series(group).groupby(_check_codes(np.asarray(X), identity_codes)[rows]).nunique()
+    if (spans > 1).any():
+        raise InputError(f"impostor matrix: identity code {spans.index[spans > 1][0]} has images in more than one "
+                         f"demographic group")
+    sc = score_pairs(X, identity_codes, rows, seed=seed, max_impostor_pairs=max_impostor_pairs,
+                     what="impostor matrix")
+    threshold = threshold_at_fmr(sc.imp, target_fmr)
+
+    G = len(names)
+    ga, gb = group[sc.imp_a], group[sc.imp_b]
+    key = np.minimum(ga, gb) * G + np.maximum(ga, gb)
+    n_pairs = np.bincount(key, minlength=G * G).reshape(G, G)
+    false_matches = np.bincount(key, weights=sc.imp >= threshold, minlength=G * G).reshape(G, G)
+    n_pairs = np.triu(n_pairs) + np.triu(n_pairs, 1).T
+    false_matches = np.triu(false_matches) + np.triu(false_matches, 1).T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fmr = np.where(n_pairs > 0, false_matches / np.maximum(n_pairs, 1), np.nan)
+    matrix = pd.DataFrame({"group_a": np.repeat(names, G), "group_b": np.tile(names, G), "fmr": fmr.ravel(),
+                           "n_pairs": n_pairs.ravel().astype(np.int64), "threshold": threshold})
+
+    gen_group = group[sc.gen_a]
+    n_gen = np.bincount(gen_group, minlength=G)
+    false_non = np.bincount(gen_group, weights=sc.gen < threshold, minlength=G)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fnmr = np.where(n_gen > 0, false_non / np.maximum(n_gen, 1), np.nan)
+    rates = pd.DataFrame({"group": names, "fmr": np.diag(fmr), "fnmr": fnmr, "threshold": threshold,
+                          "n_genuine": n_gen.astype(np.int64), "n_impostor": np.diag(n_pairs).astype(np.int64)})
+    return {"impostor_matrix": matrix, "demographic_rates": rates}
