@@ -37,7 +37,10 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[1500, 3000])
     a = p.parse_args()
 
-    import openTSNE
+    try:
+        import openTSNE
+    except ImportError:
+        raise SystemExit("bench_tsne.py compares with openTSNE: pip install -e '.[bench]'") from None
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE, trustworthiness
     from sklearn.metrics import silhouette_score

@@ -147,8 +147,10 @@ def parse_seeds(value: Any, where: str) -> list[int]:
                      f"got {value!r}")
 
 
-def _normalise(cfg: dict[str, Any], source: str) -> None:
-    """Check values that go beyond types, and put lists in canonical form."""
+def _normalise(cfg: dict[str, Any], source: str, models_from_option: bool = False) -> None:
+    """Check values that go beyond types, and put lists in canonical form. A [model.X] section for a model
+    not in 'grid.models' is refused, unless the model list came from an option (``--models`` narrowing a
+    file's grid), in which case it is checked and left out."""
     g = cfg["grid"]
     g["seeds"] = parse_seeds(g["seeds"], f"{source}: 'grid.seeds'")
     for key in ("models", "train_groups", "test_groups"):
@@ -175,10 +177,12 @@ def _normalise(cfg: dict[str, Any], source: str) -> None:
 
     from tasks.models import resolve_model_config  # light import: no TensorFlow at module level
 
-    unknown_sections = set(cfg["model"]) - set(g["models"])
-    if unknown_sections:
-        raise InputError(f"{source}: [model.{sorted(unknown_sections)[0]}] configures a model that is not in "
+    unselected = sorted(set(cfg["model"]) - set(g["models"]))
+    if unselected and not models_from_option:
+        raise InputError(f"{source}: [model.{unselected[0]}] configures a model that is not in "
                          f"'grid.models' ({', '.join(g['models'])})")
+    for m in unselected:  # narrowed by --models: still checked, then left out of this run
+        resolve_model_config(m, cfg["model"][m])
     cfg["model"] = {m: resolve_model_config(m, cfg["model"].get(m)) for m in g["models"]}
 
     v = cfg["verification"]
@@ -232,5 +236,5 @@ def resolve_config(path: str | os.PathLike[str] | None = None,
         for parent in reversed(parents):
             nested = {parent: nested}
         _merge(cfg, nested, (), f"option --{leaf.replace('_', '-')}")
-    _normalise(cfg, source)
+    _normalise(cfg, source, models_from_option=(overrides or {}).get("grid.models") is not None)
     return cfg

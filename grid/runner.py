@@ -19,8 +19,7 @@ from grid.splits import Protocol, Split, check_groups, make_split, train_group_e
 from storage.results import ResultStore
 from storage.table import ETHNICITIES, EmbeddingTable, read_table
 
-VERSIONED = ("biasgrid", "numpy", "ray", "tensorflow", "keras", "xgboost", "scikit-learn", "pyarrow", "pandas",
-             "openTSNE")
+VERSIONED = ("biasgrid", "numpy", "ray", "tensorflow", "keras", "xgboost", "scikit-learn", "pyarrow", "pandas")
 
 
 @dataclass

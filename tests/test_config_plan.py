@@ -75,6 +75,16 @@ def test_unknown_model_key_names_the_allowed_keys(tmp_path: Path) -> None:
     assert "epoch" in str(err.value) and "epochs" in str(err.value)
 
 
+def test_models_option_narrows_a_file_that_configures_other_models(tmp_path: Path) -> None:
+    path = write(tmp_path, "[grid]\nmodels = ['mlp', 'xgboost']\n[model.mlp]\nepochs = 3\n")
+    cfg = resolve_config(path, {"grid.models": ["xgboost"]})
+    assert cfg["grid"]["models"] == ["xgboost"] and set(cfg["model"]) == {"xgboost"}
+    # the left-out section is still checked
+    bad = write(tmp_path, "[model.mlp]\nepoch = 3\n")
+    with pytest.raises(InputError, match="epoch"):
+        resolve_config(bad, {"grid.models": ["xgboost"]})
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist"):
         resolve_config(tmp_path / "nope.toml")
