@@ -3,8 +3,10 @@
     .venv/bin/python bench/bench_grid.py [--executor ray|local] [--workers 2] [--out DIR] [--seeds 5]
 
 Prints: wall time (Ray start-up included), the sum of the jobs' own times (measured inside the workers), the
-ratio wall / (sum / workers) (1.0 = perfect packing), the driver's own costs (data + plan, writing results)
-and the remaining scheduling/transfer overhead, as shares of the total job time.
+ratio wall / (sum / workers) (1.0 = perfect packing), the driver's own costs (data + plan, writing results),
+and from each worker process's timeline (when each job started and ended): start-up (run start to the
+worker's first job: Ray/pool start, data transfer), gaps between its jobs (scheduling, payload and result
+transfer, the driver's writing) and idle time at the tail (no job left for it: packing, not machinery).
 """
 
 from __future__ import annotations
@@ -34,17 +36,26 @@ def main() -> None:
         shutil.rmtree(out)
     cfg = resolve_config(args.config, {"run.executor": args.executor, "run.workers": args.workers,
                                        "run.out": out, "grid.seeds": args.seeds, "run.report": False})
-    start = time.perf_counter()
+    t0, start = time.time(), time.perf_counter()
     summary = run_grid(cfg, progress=True)
     wall = time.perf_counter() - start
+    t_end = t0 + wall
 
     by_kind: dict[str, list[float]] = defaultdict(list)
+    timeline: dict[str, list[tuple[float, float]]] = defaultdict(list)
     cpu = 0.0
     for record in (Path(out) / "_jobs").glob("*.json"):
         r = json.loads(record.read_text())
         key = r["kind"] + (f" {r['model']}" if r.get("model") else "")
         by_kind[key].append(r["seconds"])
         cpu += r.get("cpu_seconds", 0.0)
+        timeline[r["worker"]].append((r["started"], r["started"] + r["seconds"]))
+    startup = gaps = tail = 0.0
+    for spans in timeline.values():
+        spans.sort()
+        startup += spans[0][0] - t0
+        gaps += sum(max(0.0, b[0] - a[1]) for a, b in zip(spans, spans[1:]))
+        tail += t_end - spans[-1][1]
     jobs = summary.job_seconds
     ideal = jobs / args.workers
     print(f"\nexecutor={args.executor} workers={args.workers} jobs={summary.ran} failed={len(summary.failed)}")
@@ -57,9 +68,13 @@ def main() -> None:
           f"({100 * summary.prepare_seconds / jobs:.2f}% of job time)")
     print(f"driver: writing results           {summary.write_seconds:8.2f} s "
           f"({100 * summary.write_seconds / jobs:.2f}% of job time)")
+    print(f"worker processes: {len(timeline)}  (per-process timelines, summed over processes)")
+    print(f"  start-up (run start -> first job) {startup:8.1f} s ({100 * startup / jobs:.1f}% of job time)")
+    print(f"  gaps between jobs                 {gaps:8.1f} s ({100 * gaps / jobs:.1f}% of job time)")
+    print(f"  idle at the tail (nothing left)   {tail:8.1f} s ({100 * tail / jobs:.1f}% of job time)")
     machinery = wall * args.workers - jobs
-    print(f"all machinery (workers x wall - job time) {machinery:8.1f} s "
-          f"({100 * machinery / jobs:.1f}% of job time; includes start-up and idle cores at the tail)")
+    print(f"workers x wall - job time           {machinery:8.1f} s "
+          f"({100 * machinery / jobs:.1f}% of job time; = start-up + gaps + tail)")
     if not args.out:
         shutil.rmtree(out, ignore_errors=True)
 

@@ -150,7 +150,8 @@ def run_grid(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool 
             for outcome in executor.run(payloads, data):
                 job = by_id[outcome.job_id]
                 record = {**job.record(), "node": outcome.node, "finished_at": outcome.finished_at,
-                          "seconds": round(outcome.seconds, 3), "cpu_seconds": round(outcome.cpu_seconds, 3)}
+                          "seconds": round(outcome.seconds, 3), "cpu_seconds": round(outcome.cpu_seconds, 3),
+                          "worker": outcome.worker, "started": round(outcome.started, 3)}
                 written = time.perf_counter()
                 if outcome.error is None:
                     store.write_job(job.job_id, outcome.tables, record)

@@ -8,6 +8,7 @@ only system failures (a lost worker or node).
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 import traceback as tb
@@ -35,6 +36,8 @@ class Outcome:
     finished_at: str = ""
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    worker: str = ""        # the process that ran it: "<host>:<pid>"
+    started: float = 0.0    # when it started, Unix time (for timelines: bench/bench_grid.py)
 
 
 def node_name() -> str:
@@ -94,19 +97,19 @@ def _run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str
 
 def run_job(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> Outcome:
     """Run one job; its tables get ``job_id``, ``node`` and ``finished_at``. Exceptions become a failed Outcome."""
-    start, cpu_start = time.perf_counter(), time.process_time()
+    started, start, cpu_start = time.time(), time.perf_counter(), time.process_time()
     node = node_name()
     job = payload["job_id"]
+    where = {"node": node, "worker": f"{socket.gethostname()}:{os.getpid()}", "started": started}
     try:
         tables = _run(payload, data)
     except Exception as exc:  # noqa: BLE001 - the job's own error is the result
-        return Outcome(job, error=f"{type(exc).__name__}: {exc}", traceback=tb.format_exc(), node=node,
-                       finished_at=_now(), seconds=time.perf_counter() - start,
-                       cpu_seconds=time.process_time() - cpu_start)
+        return Outcome(job, error=f"{type(exc).__name__}: {exc}", traceback=tb.format_exc(), finished_at=_now(),
+                       seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu_start, **where)
     finished = _now()
     tables = {name: df.assign(job_id=job, node=node, finished_at=finished) for name, df in tables.items()}
-    return Outcome(job, tables=tables, node=node, finished_at=finished, seconds=time.perf_counter() - start,
-                   cpu_seconds=time.process_time() - cpu_start)
+    return Outcome(job, tables=tables, finished_at=finished, seconds=time.perf_counter() - start,
+                   cpu_seconds=time.process_time() - cpu_start, **where)
 
 
 def _now() -> str:

@@ -56,7 +56,9 @@ def test_cluster_yaml_passes_rays_validation() -> None:
     assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
     setup = " ".join(prepared["setup_commands"])
     assert "pip install" in setup and "~/biasgrid" in setup
-    assert prepared["file_mounts"] == {"~/biasgrid": "."}
+    assert prepared["file_mounts"] == {"~/biasgrid": ".", "~/.ray/auth_token": "~/.ray/auth_token"}
+    workers = " ".join(prepared["worker_start_ray_commands"])
+    assert "RAY_AUTH_MODE=token ray start --head" in head and "RAY_AUTH_MODE=token ray start --address" in workers
 
 
 def free_port() -> int:

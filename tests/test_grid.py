@@ -106,6 +106,12 @@ def test_duckdb_reads_the_store(tmp_path: Path) -> None:
     rows = duckdb.sql(f"select model, count(*) as n from read_parquet('{glob}', hive_partitioning=true) "
                       f"group by model").fetchall()
     assert rows == [("logreg", 24)]
+    # pandas and storage.load read the same rows
+    import storage
+
+    assert len(pd.read_parquet(tmp_path / "r" / "accuracy")) == 24
+    tables = storage.load(tmp_path / "r")
+    assert len(tables["accuracy"]) == 24 and tables["verification"].empty and tables["failures"].empty
 
 
 def test_rerun_skips_stored_jobs_and_new_seeds_run_only_new_jobs(tmp_path: Path) -> None:
