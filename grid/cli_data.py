@@ -16,8 +16,9 @@ import numpy as np
 from grid.errors import InputError
 from storage.table import ETHNICITIES, GENDERS, EmbeddingTable
 
-_PER_ETHNICITY_FORMS = ("a number for every ethnicity, three values for asian,caucasian,black (e.g. 5,5.5,6) "
-                        "or some of them by name (e.g. asian=5,black=6)")
+_PER_ETHNICITY_FORMS = ("a number for every ethnicity, three values for asian,caucasian,black (e.g. 1,0.8,1.2) "
+                        "or some of them by name (e.g. asian=1.2); a value starting with '-' needs '=': "
+                        "--gender-offset=-0.3,0.3,0")
 
 
 def register(subparsers: Any) -> None:

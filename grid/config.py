@@ -15,7 +15,9 @@ from typing import Any
 
 from grid.errors import InputError
 from grid.splits import train_group_ethnicities
+from storage.importers import FORMATS
 from storage.table import ETHNICITIES
+
 EXECUTORS = ("ray", "local")
 
 DEFAULTS: dict[str, Any] = {
@@ -214,10 +216,20 @@ def _normalise(cfg: dict[str, Any], source: str, models_from_option: bool = Fals
     if not r["out"]:
         raise InputError(f"{source}: 'run.out' must name a results folder")
 
-    if cfg["data"]["synth"]:
+    d = cfg["data"]
+    if d["format"] and d["format"] not in FORMATS:
+        raise InputError(f"{source}: 'data.format' is {d['format']!r}; allowed: {', '.join(FORMATS)} "
+                         f"(or empty: detected from 'data.path')")
+    if d["format"] and not d["path"]:
+        raise InputError(f"{source}: 'data.format' is {d['format']!r} but 'data.path' names no data; "
+                         f"the built-in data needs no format")
+    if d["synth"] and d["path"]:
+        raise InputError(f"{source}: [data.synth] sets the built-in generator, but 'data.path' names your data "
+                         f"({d['path']}); remove one of them")
+    if d["synth"]:
         from grid.synth import synth_params_from_dict
 
-        synth_params_from_dict(cfg["data"]["synth"], f"{source}: [data.synth]")
+        synth_params_from_dict(d["synth"], f"{source}: [data.synth]")
 
 
 def resolve_config(path: str | os.PathLike[str] | None = None,

@@ -110,7 +110,20 @@ def prepare(cfg: dict[str, Any]) -> tuple[EmbeddingTable, str, list[Job], dict[i
     ethnicities = _needed_ethnicities(cfg)
     seeds = sorted({j.seed for j in jobs})
     splits = {seed: make_split(table, seed, protocol, ethnicities) for seed in seeds}
+    if cfg["verification"]["enabled"]:
+        _check_genuine_pairs(table, splits, cfg["grid"]["test_groups"])
     return table, fingerprint, jobs, splits
+
+
+def _check_genuine_pairs(table: EmbeddingTable, splits: dict[int, Split], test_groups: list[str]) -> None:
+    """Verification needs genuine pairs: some test identity of every group with two or more images."""
+    codes = table.identity_codes()
+    for seed, split in splits.items():
+        for group in test_groups:
+            if np.bincount(codes[split.verification[group]]).max(initial=0) < 2:
+                raise InputError(f"data: no {group} test identity has two or more images (seed {seed}), so there "
+                                 f"are no genuine pairs for verification scores; give identities several images "
+                                 f"or set [verification] enabled = false")
 
 
 def run_grid(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool = True,

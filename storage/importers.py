@@ -145,15 +145,16 @@ def _looks_like_attributes(header: list[str]) -> bool:
     return any(a in names for a in UAM_COLUMNS["gender"]) and any(a in names for a in UAM_COLUMNS["ethnicity"])
 
 
-def _looks_like_csv_table(header: list[str]) -> bool:
-    return f"{_CSV_EMBEDDING_PREFIX}0" in {h.strip() for h in header}
+def _looks_like_csv_table(header: list[str], prefix: str = _CSV_EMBEDDING_PREFIX) -> bool:
+    return f"{prefix}0" in {h.strip() for h in header}
 
 
-def detect_format(src: str | Path) -> str:
+def detect_format(src: str | Path, embedding_prefix: str | None = None) -> str:
     """The importer format of ``src`` (one of :data:`FORMATS`), from its suffix, contents or CSV header.
 
     Folder with group folders -> ``diveface``; ``.npy``/``.npz`` file or folder of them -> ``npy``; ``.parquet``
-    -> ``table``; CSV with columns ``e0 ...`` -> ``table``; other CSV or folder of CSVs -> ``uam-csv``.
+    -> ``table``; CSV with columns ``e0 ...`` (or ``<embedding_prefix>0 ...``, the prefix a column mapping
+    gives) -> ``table``; other CSV or folder of CSVs -> ``uam-csv``.
     """
     src = Path(src)
     if not src.exists():
@@ -166,7 +167,8 @@ def detect_format(src: str | Path) -> str:
         if suffix in (".npy", ".npz"):
             return "npy"
         if suffix == ".csv":
-            return "table" if _looks_like_csv_table(_header(src)) else "uam-csv"
+            return "table" if _looks_like_csv_table(_header(src), embedding_prefix or _CSV_EMBEDDING_PREFIX) \
+                else "uam-csv"
         raise InputError(f"{src}: cannot tell the format from the suffix {suffix!r}; expected .parquet, .csv, "
                          f".npy or .npz, or name it with --format ({', '.join(FORMATS)})")
     entries = _scandir(src)
@@ -196,7 +198,7 @@ def import_embeddings(src: str | Path, fmt: str | None = None, *, columns: Mappi
     src = Path(src)
     if not src.exists():
         raise InputError(f"{src}: no such file or folder; expected embeddings to import")
-    fmt = fmt or detect_format(src)
+    fmt = fmt or detect_format(src, (columns or {}).get("embedding"))
     if fmt not in FORMATS:
         raise InputError(f"format {fmt!r} is unknown; expected one of {', '.join(FORMATS)}")
     if columns and fmt not in ("table", "uam-csv"):
@@ -429,6 +431,16 @@ def _sidecars(folder: Path, groups: dict[tuple[int, int], Path]) -> dict[tuple[i
     return found
 
 
+def _named_sidecars(folder: Path, groups: dict[tuple[int, int], Path]) -> dict[tuple[int, int], Path]:
+    """The lists of a folder the user named with --identities: it must hold one for every matrix."""
+    found = _sidecars(folder, groups)
+    lacking = [groups[c].stem for c in groups if c not in found]
+    if lacking:
+        raise InputError(f"{folder}: no identity list for {', '.join(lacking)}; expected <group>.txt files "
+                         f"named like the matrices (e.g. {lacking[0]}.txt)")
+    return found
+
+
 def _import_npy(src: Path, identities: Path | None) -> EmbeddingTable:
     if src.is_file():
         files = [src]
@@ -458,8 +470,10 @@ def _import_npy(src: Path, identities: Path | None) -> EmbeddingTable:
         sidecars = {next(iter(groups)): identities}
     elif identities is not None and not identities.exists():
         raise InputError(f"{identities}: no such file or folder; expected the identity list(s)")
+    elif identities is not None:
+        sidecars = _named_sidecars(identities, groups)
     else:
-        sidecars = _sidecars(identities or (src if src.is_dir() else src.parent), groups)
+        sidecars = _sidecars(src if src.is_dir() else src.parent, groups)
     if sidecars and len(sidecars) != len(groups):
         lacking = [groups[c].name for c in groups if c not in sidecars]
         raise InputError(f"identity lists found for {', '.join(p.name for p in sidecars.values())} but not for "

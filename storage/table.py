@@ -187,9 +187,12 @@ def validate_table(table: EmbeddingTable, source: str) -> None:
         first = dup[0]
         same = dup[(frame["identity"].to_numpy()[dup] == table.identity[first])
                    & (frame["image"].to_numpy()[dup] == table.image[first])]
+        groups = {(int(table.ethnicity[r]), int(table.gender[r])) for r in same}
+        hint = ("; they are in different groups: if identity names are only unique within a group, import "
+                "with --prefix-group") if len(groups) > 1 else ""
         raise InputError(f"{source}: duplicate (identity, image) ({table.identity[first]!r}, "
                          f"{table.image[first]!r}) at rows {', '.join(map(str, same[:5]))}; expected each image "
-                         f"once ({len(dup)} rows are duplicates)")
+                         f"once ({len(dup)} rows are duplicates){hint}")
 
     codes = table.identity_codes()
     label = table.ethnicity.astype(np.int16) * len(GENDERS) + table.gender
@@ -268,8 +271,10 @@ def parse_labels(values: pa.ChunkedArray | pa.Array, names: tuple[str, ...], fie
 def _strings(values: pa.ChunkedArray, field: str, source: str) -> np.ndarray:
     if pa.types.is_dictionary(values.type):
         values = values.cast(values.type.value_type)
+    if pa.types.is_integer(values.type):  # numeric ids, as the CSV forms read them: their decimal text
+        values = values.cast(pa.string())
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-        raise InputError(f"{source}: column '{field}' has type {values.type}; expected strings")
+        raise InputError(f"{source}: column '{field}' has type {values.type}; expected strings (or integer ids)")
     if values.null_count:
         bad = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
         raise InputError(f"{source}: column '{field}' is missing at row {bad}; expected a string in every row")

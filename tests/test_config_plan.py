@@ -61,6 +61,9 @@ out = "from-file"
     ("[tsne]\nsubsets = ['children']\n", ["children", "male"]),
     ("[verification]\ntarget_fmr = 2.0\n", ["target_fmr"]),
     ("not toml = = =\n", ["not valid TOML"]),
+    ("[data]\npath = 'x.parquet'\nformat = 'hdf5'\n", ["data.format", "'hdf5'", "diveface, npy"]),
+    ("[data]\nformat = 'npy'\n", ["data.format", "names no data"]),
+    ("[data]\npath = 'x.parquet'\n[data.synth]\nseed = 3\n", ["[data.synth]", "data.path", "x.parquet"]),
 ])
 def test_bad_config_is_refused_naming_the_key(tmp_path: Path, text: str, words: list[str]) -> None:
     with pytest.raises(InputError) as err:

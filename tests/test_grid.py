@@ -128,6 +128,25 @@ def test_rerun_skips_stored_jobs_and_new_seeds_run_only_new_jobs(tmp_path: Path)
     assert len(acc) == 24 and not acc.duplicated(KEYS["accuracy"]).any()
 
 
+def test_data_without_genuine_pairs_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    from grid.errors import InputError
+
+    out = tmp_path / "r"
+    cfg = resolve_config(config_file(tmp_path, ""), {"run.executor": "local", "run.out": str(out),
+                                                      "data.synth": {"identities_per_group": 30, "dim": 32,
+                                                                     "images_per_identity": 1}})
+    with pytest.raises(InputError, match="no asian test identity has two or more images"):
+        run_grid(cfg, progress=False)
+    assert not out.exists()
+    # without verification the same data runs
+    cfg = resolve_config(config_file(tmp_path, ""), {"run.executor": "local", "run.out": str(out),
+                                                      "grid.models": ["logreg"], "tsne.enabled": False,
+                                                      "verification.enabled": False, "grid.seeds": "1",
+                                                      "data.synth": {"identities_per_group": 30, "dim": 32,
+                                                                     "images_per_identity": 1}})
+    assert run_grid(cfg, progress=False).exit_code == 0
+
+
 def test_sigkill_midway_then_rerun_stores_every_row_exactly_once(tmp_path: Path) -> None:
     out = tmp_path / "r"
     path = config_file(tmp_path, "")

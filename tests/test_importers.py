@@ -95,6 +95,15 @@ def test_diveface_layout_with_dataset_names_under_a_parent_folder(tmp_path):
     assert np.all(table.embeddings[r] == 1)
 
 
+def test_npy_identities_folder_without_matching_lists_is_refused(tmp_path):
+    src = matrices(tmp_path / "m", ["Group1_Female"], sidecar=None)
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "something_else.txt").write_text("a\n")
+    with pytest.raises(InputError, match=r"lists: no identity list for Group1_Female; expected <group>.txt"):
+        import_embeddings(src, identities=lists)
+
+
 @pytest.mark.parametrize("damage,pattern", [
     (lambda root: (root / "Group4_Male").mkdir(), r"folder 'Group4_Male' is not a known group; expected group "
                                                   r"folders named HA4K_120, MA4K_120"),
@@ -207,6 +216,8 @@ def test_npy_without_lists_is_one_identity_per_row_and_single_file_with_list(tmp
      r"Group1_Male.txt: line 2 is empty"),
     (lambda f: (f / "Group1_Male.txt").write_text("\n".join(["x/1.jpg"] * 6)),
      r"duplicate \(identity, image\) \('x', '1'\)"),
+    (lambda f: ((f / "Group1_Male.txt").write_text("x\n" * 6), (f / "Group1_Female.txt").write_text("x\n" * 4)),
+     r"duplicate \(identity, image\) \('x', '0'\).*different groups.*--prefix-group"),
 ])
 def test_npy_bad_input(tmp_path, damage, pattern):
     src = matrices(tmp_path / "m", ["Group1_Male", "Group1_Female"], STUDY_NAME)
@@ -351,6 +362,10 @@ def test_csv_table_with_e_columns_and_prefix_mapping(tmp_path):
     assert list(back.identity) == list(table.identity) and np.array_equal(back.ethnicity, table.ethnicity)
     other = table_csv(table, tmp_path / "o.csv", prefix="emb_", names={"identity": "person"})
     back = import_embeddings(other, "table", columns={"identity": "person", "embedding": "emb_"})
+    assert back.fingerprint() == table.fingerprint()
+    # the mapped prefix is enough to detect the form
+    assert detect_format(other) == "uam-csv" and detect_format(other, "emb_") == "table"
+    back = import_embeddings(other, columns={"identity": "person", "embedding": "emb_"})
     assert back.fingerprint() == table.fingerprint()
 
 

@@ -216,3 +216,18 @@ def test_demographic_groups():
     table = make_table()
     groups = demographic_groups(table)
     assert groups[0] == "asian_male" and groups[3] == "caucasian_male" and groups[9 * 3] == "asian_female"
+
+
+def test_integer_ids_are_read_as_text_and_float_ids_refused(tmp_path):
+    table = make_table()
+    path = tmp_path / "t.parquet"
+    write_table(table, path)
+    arrow = pq.read_table(path)
+    ids = pa.array([int(s.split("_")[1]) for s in table.identity], pa.int64())
+    pq.write_table(arrow.set_column(0, "identity", ids), path)
+    back = read_table(path)
+    assert list(back.identity) == [str(int(s.split("_")[1])) for s in table.identity]
+    assert np.array_equal(back.embeddings, table.embeddings)
+    pq.write_table(arrow.set_column(0, "identity", ids.cast(pa.float64())), path)
+    with pytest.raises(InputError, match=r"t.parquet: column 'identity' has type double; expected strings"):
+        read_table(path)
