@@ -207,7 +207,7 @@ def build(config, seed, threads):
 '''
 
 
-@pytest.mark.parametrize("executor", ["ray"])
+@pytest.mark.parametrize("executor", ["ray", "local"])
 def test_a_failing_job_is_recorded_and_every_other_row_stored(tmp_path: Path, executor: str) -> None:
     pkg = tmp_path / "flakymodels"
     pkg.mkdir()
