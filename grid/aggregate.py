@@ -24,7 +24,7 @@ import pandas as pd
 from scipy import stats
 
 from grid import fairness
-from grid.errors import InputError
+from storage.errors import InputError
 from storage.results import RUN_FILE, TABLES, ResultStore, load
 
 METRICS: tuple[str, ...] = ("accuracy", "accuracy_male", "accuracy_female")

@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 from grid import __version__
-from grid.errors import InputError
+from storage.errors import InputError
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from grid.errors import InputError
+from storage.errors import InputError
 from storage.table import ETHNICITIES, GENDERS, EmbeddingTable
 
 _PER_ETHNICITY_FORMS = ("a number for every ethnicity, three values for asian,caucasian,black (e.g. 1,0.8,1.2) "

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from grid.errors import InputError
+from storage.errors import InputError
 from grid.splits import train_group_ethnicities
 from storage.importers import FORMATS
 from storage.table import ETHNICITIES

@@ -25,7 +25,7 @@ import pandas as pd
 
 from grid import aggregate as agg
 from grid import figures
-from grid.errors import InputError
+from storage.errors import InputError
 
 REPORT_DIR = "report"
 HTML_FILE = "report.html"

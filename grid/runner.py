@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from grid.errors import InputError
+from storage.errors import InputError
 from grid.executors import Executor, make_executor
 from grid.plan import Job, make_plan
 from grid.splits import Protocol, Split, check_groups, make_split, train_group_ethnicities, train_rows

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from grid.errors import InputError
+from storage.errors import InputError
 from storage.table import ETHNICITIES, GENDERS, EmbeddingTable
 
 _SPLIT_STREAM = 0x5B11  # separates the split's random streams from other users of the same seed

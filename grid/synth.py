@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from grid.errors import InputError
+from storage.errors import InputError
 from storage.table import ETHNICITIES, GENDERS, EmbeddingTable, validate_table
 
 _STREAM = 0x5E17  # separates the generator's random streams from other users of the same seed

@@ -65,7 +65,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from grid.errors import InputError
+from storage.errors import InputError
 from storage.table import (ETHNICITIES, GENDERS, EmbeddingTable, check_finite, parse_labels,
                            read_parquet_table, validate_table)
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from grid.errors import InputError
+from storage.errors import InputError
 
 ETHNICITIES: tuple[str, ...] = ("asian", "caucasian", "black")
 GENDERS: tuple[str, ...] = ("male", "female")

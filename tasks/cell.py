@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from grid.errors import InputError
+from storage.errors import InputError
 from tasks.models import build_model
 from tasks.threads import limit_threads
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from grid.errors import InputError
+from storage.errors import InputError
 from tasks.threads import limit_tensorflow_threads
 
 ADAM_BETA_1 = 0.9     # keras.optimizers.Adam defaults

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from grid.errors import InputError
+from storage.errors import InputError
 
 MODEL_TYPES: tuple[str, ...] = ("mlp", "xgboost", "logreg")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from grid.errors import InputError
+from storage.errors import InputError
 from storage.table import ETHNICITIES, GENDERS
 from tasks.cell import check_rows
 from tasks.threads import limit_threads

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
-from grid.errors import InputError
+from storage.errors import InputError
 from tasks.cell import check_rows
 
 THRESHOLDS = np.linspace(-1.0, 1.0, 1001)   # FMR/FNMR curve grid, the same for every job

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from grid import aggregate as agg
-from grid.errors import InputError
+from storage.errors import InputError
 from storage.results import ResultStore
 
 MODELS = ["mlp", "xgboost"]

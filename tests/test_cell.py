@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from grid.errors import InputError
+from storage.errors import InputError
 from tasks.cell import ACCURACY_COLUMNS, run_cell
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import grid.cli_data
-from grid.errors import InputError
+from storage.errors import InputError
 from grid.synth import SynthParams, generate
 from storage.table import read_table
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from grid.config import DEFAULTS, parse_seeds, resolve_config
-from grid.errors import InputError
+from storage.errors import InputError
 from grid.plan import make_plan
 
 

@@ -129,7 +129,7 @@ def test_rerun_skips_stored_jobs_and_new_seeds_run_only_new_jobs(tmp_path: Path)
 
 
 def test_data_without_genuine_pairs_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    from grid.errors import InputError
+    from storage.errors import InputError
 
     out = tmp_path / "r"
     cfg = resolve_config(config_file(tmp_path, ""), {"run.executor": "local", "run.out": str(out),

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from grid.errors import InputError
+from storage.errors import InputError
 from storage.importers import detect_format, import_embeddings
 from storage.table import ETHNICITIES, GENDERS, EmbeddingTable, write_table
 

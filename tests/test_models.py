@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from grid.errors import InputError
+from storage.errors import InputError
 from tasks.models import MODEL_TYPES, build_model, resolve_model_config
 from tasks.threads import limit_threads
 

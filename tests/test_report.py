@@ -11,7 +11,7 @@ import pytest
 
 from grid import aggregate as agg
 from grid import cli_report, report
-from grid.errors import InputError
+from storage.errors import InputError
 from storage.results import ResultStore
 
 ETH = ["asian", "caucasian", "black"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grid.errors import InputError
+from storage.errors import InputError
 from grid.splits import Protocol, check_groups, make_split, train_group_ethnicities, train_rows
 from grid.synth import SynthParams, generate
 from storage.table import ETHNICITIES, EmbeddingTable

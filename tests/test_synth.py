@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from grid.errors import InputError
+from storage.errors import InputError
 from grid.splits import Protocol, make_split, train_rows
 from grid.synth import SynthParams, diveface_images_per_identity, generate, synth_params_from_dict
 from storage.table import ETHNICITIES

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from grid.errors import InputError
+from storage.errors import InputError
 from storage.table import (ETHNICITIES, GENDERS, EmbeddingTable, demographic_groups, read_parquet_table,
                            read_table, validate_table, write_table)
 

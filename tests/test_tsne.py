@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from grid.errors import InputError
+from storage.errors import InputError
 from tasks.tsne import TSNE_COLUMNS, tsne_job
 
 

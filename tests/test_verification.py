@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from grid.errors import InputError
+from storage.errors import InputError
 from tasks.verification import (HIST_EDGES, THRESHOLDS, genuine_pairs, impostor_matrix, pair_scores,
                                 sample_impostor_pairs, score_group, score_pairs, threshold_at_fmr)
 
