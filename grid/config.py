@@ -1,7 +1,7 @@
 """The grid config: a TOML file in which every field has a default, overridden by command-line options.
 
 ``resolve_config(path, overrides)`` returns a plain, JSON-ready dict (stored in ``run.json``). Unknown keys and
-bad values are refused with :class:`grid.errors.InputError` naming the key and what is allowed.
+bad values are refused with :class:`storage.errors.InputError` naming the key and what is allowed.
 """
 
 from __future__ import annotations
