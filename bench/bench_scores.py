@@ -2,7 +2,7 @@
 
 Run from the repository root:  .venv/bin/python bench/bench_scores.py [--group Group3_Female] [--identities 4000]
 
-A synthetic group is drawn with DiveFace's images-per-identity distribution of --group (grid/data/
+A synthetic group is drawn with DiveFace's images-per-identity distribution of --group (storage/data/
 diveface_images_per_identity.csv; Group3_Female is the largest, ~28K images for 4000 identities): non-negative,
 L2-normalised 2048-d rows, images of one identity clustered around it. It is generated in a child process and
 saved as .npy, which a second child memory-maps as the local executor's workers do and scores, so the peak RSS
@@ -32,7 +32,7 @@ def make_group(path: str, group: str, identities: int, dim: int, seed: int) -> N
     """Write X (n, dim) float32 and identity codes (n,) to path + '.X.npy' / '.ids.npy'."""
     import numpy as np
 
-    with open(ROOT / "grid" / "data" / "diveface_images_per_identity.csv") as f:
+    with open(ROOT / "storage" / "data" / "diveface_images_per_identity.csv") as f:
         dist = [(int(r["images_per_identity"]), int(r["identities"])) for r in csv.DictReader(f) if r["group"] == group]
     if not dist:
         raise SystemExit(f"unknown group {group!r}")

@@ -1,4 +1,4 @@
-"""Benchmark and calibration check of the built-in synthetic data (grid/synth.py).
+"""Benchmark and calibration check of the built-in synthetic data (storage/synth.py).
 
     PYTHONPATH=. .venv/bin/python bench/bench_synth.py [--seeds 3] [--no-mlp] [--param gender_alignment=0.5 ...]
 
@@ -23,9 +23,9 @@ import warnings
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from grid.splits import make_split, train_rows
-from grid.synth import PER_ETHNICITY_PARAMS, generate, synth_params_from_dict
-from storage.table import ETHNICITIES
+from grid.splits import make_split
+from storage.synth import PER_ETHNICITY_PARAMS, generate, synth_params_from_dict
+from storage.vocab import ETHNICITIES
 
 TRAIN_GROUPS = (*ETHNICITIES, "all")
 
@@ -93,7 +93,7 @@ def main() -> None:
             ver[s, j] = verification(X[rows], codes[rows])
         for name, make in models.items():
             for i, train in enumerate(TRAIN_GROUPS):
-                rows = train_rows(split, train)
+                rows = split.train_rows(train)
                 clf = make(s).fit(X[rows], y[rows])
                 for j, test in enumerate(ETHNICITIES):
                     acc[name][s, i, j] = clf.score(X[split.test[test]], y[split.test[test]])

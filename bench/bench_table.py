@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the Parquet file (printed)")
     args = parser.parse_args()
 
-    from grid.synth import SynthParams, generate
+    from storage.synth import SynthParams, generate
     from storage.table import write_table
 
     t = time.perf_counter()

@@ -13,24 +13,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from storage.errors import InputError
+from grid.executors import EXECUTORS
 from grid.splits import train_group_ethnicities
-from storage.importers import FORMATS
-from storage.table import ETHNICITIES
-
-EXECUTORS = ("ray", "local")
+from storage.errors import InputError
+from storage.importers import FORMAT_NAMES
+from storage.vocab import ALL, ETHNICITIES
+from tasks.tsne import SUBSETS
 
 DEFAULTS: dict[str, Any] = {
     "data": {
         "path": "",        # embedding table or importer source; "" = built-in synthetic data
         "format": "",      # importer format; "" = detect from the path
-        "synth": {},       # parameters of the built-in generator (grid.synth.SynthParams)
+        "synth": {},       # parameters of the built-in generator (storage.synth.SynthParams)
     },
     "grid": {
         "models": ["mlp", "xgboost"],
         "seeds": 5,        # N (seeds 0..N-1) or an explicit list of seeds
-        "train_groups": ["asian", "caucasian", "black", "all"],
-        "test_groups": ["asian", "caucasian", "black"],
+        "train_groups": [*ETHNICITIES, ALL],
+        "test_groups": list(ETHNICITIES),
     },
     "protocol": {
         "train_per_gender": 500,
@@ -45,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "tsne": {
         "enabled": True,
         "seeds": [],       # [] = the first grid seed
-        "subsets": ["male", "female", "all"],
+        "subsets": list(SUBSETS),
         "perplexity": 30.0,
         "pca_dims": 50,
     },
@@ -62,7 +62,6 @@ DEFAULTS: dict[str, Any] = {
 
 # Sections whose keys are free-form (validated elsewhere).
 _OPEN_SECTIONS = {("data", "synth"), ("model",)}
-TSNE_SUBSETS = ("male", "female", "all")
 
 
 def _type_name(value: Any) -> str:
@@ -171,7 +170,7 @@ def _normalise(cfg: dict[str, Any], source: str, models_from_option: bool = Fals
             raise InputError(f"{source}: 'grid.test_groups': unknown test group {group!r}; allowed: "
                              f"{', '.join(ETHNICITIES)}")
     # "all" last, as in the study's table.
-    g["train_groups"] = [t for t in g["train_groups"] if t != "all"] + (["all"] if "all" in g["train_groups"] else [])
+    g["train_groups"] = [t for t in g["train_groups"] if t != ALL] + ([ALL] if ALL in g["train_groups"] else [])
 
     for key in ("train_per_gender", "test_per_gender"):
         if cfg["protocol"][key] < 1:
@@ -197,8 +196,8 @@ def _normalise(cfg: dict[str, Any], source: str, models_from_option: bool = Fals
     t = cfg["tsne"]
     t["seeds"] = parse_seeds(t["seeds"], f"{source}: 'tsne.seeds'") if t["seeds"] else [g["seeds"][0]]
     for subset in t["subsets"]:
-        if subset not in TSNE_SUBSETS:
-            raise InputError(f"{source}: 'tsne.subsets' has {subset!r}; allowed: {', '.join(TSNE_SUBSETS)}")
+        if subset not in SUBSETS:
+            raise InputError(f"{source}: 'tsne.subsets' has {subset!r}; allowed: {', '.join(SUBSETS)}")
     if t["perplexity"] <= 0 or t["pca_dims"] < 2:
         raise InputError(f"{source}: 'tsne.perplexity' must be > 0 and 'tsne.pca_dims' >= 2")
 
@@ -217,8 +216,8 @@ def _normalise(cfg: dict[str, Any], source: str, models_from_option: bool = Fals
         raise InputError(f"{source}: 'run.out' must name a results folder")
 
     d = cfg["data"]
-    if d["format"] and d["format"] not in FORMATS:
-        raise InputError(f"{source}: 'data.format' is {d['format']!r}; allowed: {', '.join(FORMATS)} "
+    if d["format"] and d["format"] not in FORMAT_NAMES:
+        raise InputError(f"{source}: 'data.format' is {d['format']!r}; allowed: {', '.join(FORMAT_NAMES)} "
                          f"(or empty: detected from 'data.path')")
     if d["format"] and not d["path"]:
         raise InputError(f"{source}: 'data.format' is {d['format']!r} but 'data.path' names no data; "
@@ -227,7 +226,7 @@ def _normalise(cfg: dict[str, Any], source: str, models_from_option: bool = Fals
         raise InputError(f"{source}: [data.synth] sets the built-in generator, but 'data.path' names your data "
                          f"({d['path']}); remove one of them")
     if d["synth"]:
-        from grid.synth import synth_params_from_dict
+        from storage.synth import synth_params_from_dict
 
         synth_params_from_dict(d["synth"], f"{source}: [data.synth]")
 

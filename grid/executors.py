@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol
@@ -101,22 +101,23 @@ def _ray_job(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> Outc
     return run_job(payload, data)
 
 
-def shipped_modules(extra_models: Sequence[str] = ()) -> list[Any]:
-    """The packages a Ray worker needs from the driver: biasgrid's own, plus user model packages."""
-    import grid
+def shipped_modules(extra: Sequence[str] = ()) -> list[Any]:
+    """The packages a Ray worker runs: biasgrid's worker and data layers (``tasks``, ``storage``; never the
+    driver's ``grid``), plus the packages of ``extra`` ``"package.module:name"`` references (user models, the
+    worker functions of job kinds from outside biasgrid)."""
     import storage
     import tasks
 
-    modules: list[Any] = [grid, tasks, storage]
-    for name in extra_models:
+    modules: list[Any] = [tasks, storage]
+    for name in extra:
         if ":" not in name:
             continue
         top = name.split(":", 1)[0].split(".")[0]
         if top in {"grid", "tasks", "storage"} or top in sys.stdlib_module_names:
             continue
         module = importlib.import_module(top)
-        if hasattr(module, "__path__"):  # a package folder: Ray ships it; a single-file module must be installed
-            modules.append(module)
+        if hasattr(module, "__path__") and module not in modules:
+            modules.append(module)   # a package folder: Ray ships it; a single-file module must be installed
     return modules
 
 
@@ -124,23 +125,24 @@ class RayExecutor:
     """Runs payloads as Ray tasks on a local Ray (started here) or an existing cluster (``address``)."""
 
     def __init__(self, address: str = "", workers: int = 0, threads_per_job: int = 1, max_retries: int = 3,
-                 models: Sequence[str] = ()) -> None:
+                 ship: Sequence[str] = ()) -> None:
         self.address = address
         self.workers = workers
         self.threads = threads_per_job
         self.max_retries = max_retries
-        self.models = list(models)
+        self.ship = list(ship)
 
     def run(self, payloads: Sequence[Mapping[str, Any]], data: Mapping[str, np.ndarray]) -> Iterator[Outcome]:
         import ray
 
-        runtime_env = {"py_modules": shipped_modules(self.models), "env_vars": dict(WORKER_ENV)}
+        extra = [*self.ship, *{p["run"] for p in payloads}]
+        runtime_env = {"py_modules": shipped_modules(extra), "env_vars": dict(WORKER_ENV)}
         init_args: dict[str, Any] = {"runtime_env": runtime_env, "log_to_driver": False,
                                      "logging_level": logging.WARNING, "configure_logging": True}
         if self.address:
             init_args["address"] = self.address
-        else:
-            init_args.update(num_cpus=self.workers or None, include_dashboard=False)
+        else:   # "local": a Ray of our own, even when RAY_ADDRESS or a running `ray start` would be found
+            init_args.update(address="local", num_cpus=self.workers or None, include_dashboard=False)
         ray.init(**init_args)
         data_ref = ray.put(dict(data))
         remote = ray.remote(_ray_job).options(num_cpus=self.threads, max_retries=self.max_retries,
@@ -163,9 +165,13 @@ class RayExecutor:
             ray.shutdown()
 
 
-def make_executor(run_cfg: Mapping[str, Any], models: Sequence[str] = ()) -> Executor:
-    """The executor named in the ``[run]`` section of a resolved config."""
-    if run_cfg["executor"] == "local":
-        return LocalExecutor(run_cfg["workers"], run_cfg["threads_per_job"])
-    return RayExecutor(run_cfg["address"], run_cfg["workers"], run_cfg["threads_per_job"],
-                       run_cfg["max_retries"], models)
+EXECUTORS: dict[str, Callable[[Mapping[str, Any], Sequence[str]], Executor]] = {
+    "ray": lambda run, ship: RayExecutor(run["address"], run["workers"], run["threads_per_job"], run["max_retries"],
+                                         ship),
+    "local": lambda run, ship: LocalExecutor(run["workers"], run["threads_per_job"]),
+}
+
+
+def make_executor(run_cfg: Mapping[str, Any], ship: Sequence[str] = ()) -> Executor:
+    """The executor named in the ``[run]`` section of a resolved config (``ship``: user packages, e.g. models)."""
+    return EXECUTORS[run_cfg["executor"]](run_cfg, ship)

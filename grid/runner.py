@@ -15,9 +15,10 @@ import numpy as np
 from storage.errors import InputError
 from grid.executors import Executor, make_executor
 from grid.plan import Job, make_plan
-from grid.splits import Protocol, Split, check_groups, make_split, train_group_ethnicities, train_rows
-from storage.results import ResultStore
-from storage.table import ETHNICITIES, EmbeddingTable, read_table
+from grid.splits import Protocol, Split, check_groups, make_split, train_group_ethnicities
+from storage.results import ResultStore, job_state
+from storage.table import EmbeddingTable, read_table
+from storage.vocab import ETHNICITIES
 
 VERSIONED = ("biasgrid", "numpy", "ray", "tensorflow", "keras", "xgboost", "scikit-learn", "pyarrow", "pandas")
 
@@ -46,7 +47,7 @@ def load_data(data_cfg: dict[str, Any]) -> EmbeddingTable:
     """The embedding table the config names, or the built-in synthetic data when it names none."""
     path, fmt = data_cfg["path"], data_cfg["format"]
     if not path:
-        from grid.synth import generate, synth_params_from_dict
+        from storage.synth import generate, synth_params_from_dict
 
         return generate(synth_params_from_dict(data_cfg["synth"], "[data.synth]"))
     if not Path(path).exists():
@@ -63,21 +64,6 @@ def shared_arrays(table: EmbeddingTable) -> dict[str, np.ndarray]:
     """The arrays every job reads: the matrix and the label columns (indices select rows per job)."""
     return {"X": table.embeddings, "gender": table.gender, "ethnicity": table.ethnicity,
             "identity_codes": table.identity_codes(), "identity": np.asarray(table.identity, dtype=object)}
-
-
-def payload(job: Job, split: Split) -> dict[str, Any]:
-    """The job plus the row indices it needs from this seed's split."""
-    p: dict[str, Any] = {"job_id": job.job_id, "kind": job.kind, "seed": job.seed, "params": job.params}
-    if job.kind == "cell":
-        p["train_idx"] = train_rows(split, job.params["train_group"])
-        p["test_sets"] = {g: split.test[g] for g in job.params["test_groups"]}
-    elif job.kind == "scores":
-        p["rows"] = split.verification[job.params["test_group"]]
-    elif job.kind == "impostor":
-        p["rows"] = np.concatenate([split.verification[g] for g in job.params["test_groups"]])
-    elif job.kind == "tsne":
-        p["rows"] = train_rows(split, "all")
-    return p
 
 
 def versions() -> dict[str, str]:
@@ -136,7 +122,7 @@ def run_grid(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool 
     summary = RunSummary(out=cfg["run"]["out"], planned=len(jobs))
     todo: list[Job] = []
     for job in jobs:
-        status = ledger.get(job.job_id, {}).get("status")
+        status = job_state(ledger.get(job.job_id))
         if status == "done":
             summary.stored_before += 1
         elif status == "failed" and not rerun_failed:
@@ -156,7 +142,7 @@ def run_grid(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool 
                    f"{cfg['run']['executor']} -> {cfg['run']['out']}")
     if todo:
         data = shared_arrays(table)
-        payloads = [payload(j, splits[j.seed]) for j in todo]
+        payloads = [j.payload(splits[j.seed]) for j in todo]
         executor = executor or make_executor(cfg["run"], cfg["grid"]["models"])
         bar = _progress_bar(len(todo), progress)
         try:

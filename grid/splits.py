@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import InputError
-from storage.table import ETHNICITIES, GENDERS, EmbeddingTable
+from storage.table import EmbeddingTable
+from storage.vocab import ETHNICITIES, GENDERS
 
 _SPLIT_STREAM = 0x5B11  # separates the split's random streams from other users of the same seed
 
@@ -37,6 +38,16 @@ class Split:
     train: dict[str, np.ndarray]         # one image per training identity
     test: dict[str, np.ndarray]          # one image per test identity (classification)
     verification: dict[str, np.ndarray]  # every image of the test identities (verification scores)
+
+    def train_rows(self, train_group: str) -> np.ndarray:
+        """Sorted training rows of ``train_group``: one ethnicity (``"asian"``), a union (``"asian+black"``) or
+        ``"all"`` (the union of every ethnicity in the split). InputError for an unknown or missing group."""
+        groups = train_group_ethnicities(train_group, self.train.keys())
+        if not groups:
+            raise InputError(f"train group {train_group!r}: the split has no ethnicities")
+        if len(groups) == 1:
+            return self.train[groups[0]]
+        return np.sort(np.concatenate([self.train[e] for e in groups]))
 
 
 def _check_protocol(protocol: Protocol) -> None:
@@ -147,17 +158,6 @@ def train_group_ethnicities(train_group: str, available: Iterable[str] | None = 
             raise InputError(f"train group {train_group!r} needs {p!r}, which is not available "
                              f"(available: {', '.join(avail) or 'none'})")
     return tuple(e for e in ETHNICITIES if e in parts)
-
-
-def train_rows(split: Split, train_group: str) -> np.ndarray:
-    """Sorted training rows of ``train_group``: one ethnicity (``"asian"``), a union (``"asian+black"``) or
-    ``"all"`` (the union of every ethnicity in the split). InputError for an unknown or missing group."""
-    groups = train_group_ethnicities(train_group, split.train.keys())
-    if not groups:
-        raise InputError(f"train group {train_group!r}: the split has no ethnicities")
-    if len(groups) == 1:
-        return split.train[groups[0]]
-    return np.sort(np.concatenate([split.train[e] for e in groups]))
 
 
 def check_groups(train_groups: Sequence[str], test_groups: Sequence[str],

@@ -29,32 +29,20 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-# Columns of every table, in order. Partition columns are encoded in the folder names, not the files.
-TABLES: dict[str, tuple[str, ...]] = {
-    "accuracy": ("model", "train_group", "test_group", "seed", "accuracy", "accuracy_male",
-                 "accuracy_female", "n_test", "train_seconds", "job_id", "node", "finished_at"),
-    "verification": ("test_group", "seed", "eer", "eer_threshold", "fnmr_at_fmr_1e_2", "fnmr_at_fmr_1e_3",
-                     "genuine_mean", "impostor_mean", "n_genuine", "n_impostor", "impostor_sampled",
-                     "job_id", "node", "finished_at"),
-    "verification_curve": ("test_group", "seed", "threshold", "fmr", "fnmr", "job_id"),
-    "verification_hist": ("test_group", "seed", "kind", "bin_left", "bin_right", "count", "job_id"),
-    "impostor_matrix": ("seed", "group_a", "group_b", "fmr", "n_pairs", "threshold", "job_id"),
-    "demographic_rates": ("seed", "group", "fmr", "fnmr", "threshold", "n_genuine", "n_impostor", "job_id"),
-    "tsne": ("seed", "subset", "x", "y", "ethnicity", "gender", "identity", "job_id"),
-    "failures": ("job_id", "kind", "description", "error", "traceback", "finished_at"),
-}
-PARTITION: dict[str, str] = {
-    "accuracy": "model",
-    "verification": "test_group",
-    "verification_curve": "test_group",
-    "verification_hist": "test_group",
-    "impostor_matrix": "seed",
-    "demographic_rates": "seed",
-    "tsne": "subset",
-    "failures": "kind",
-}
+from storage.schema import TABLES, schema
+
 LEDGER = "_jobs"
 RUN_FILE = "run.json"
+JOB_STATES: tuple[str, ...] = ("done", "failed", "missing")
+
+
+def job_state(record: Mapping[str, Any] | None) -> str:
+    """The state of a planned job, decided here only: ``done`` or ``failed`` as its ledger record says,
+    ``missing`` when it has no record (never run, or lost in flight)."""
+    if not record:
+        return "missing"
+    status = record.get("status")
+    return status if status in ("done", "failed") else "missing"
 
 
 class ResultStore:
@@ -95,15 +83,14 @@ class ResultStore:
     # -- writing -------------------------------------------------------------------------------------------
     def write_table_rows(self, table: str, job_id: str, rows: pd.DataFrame) -> None:
         """Store one job's rows of ``table``: one file per partition value, named by the job id."""
-        if table not in TABLES:
-            raise KeyError(f"unknown results table {table!r}; known: {', '.join(TABLES)}")
-        columns = TABLES[table]
-        missing = [c for c in columns if c not in rows.columns]
+        spec = schema(table)
+        missing = [c for c in spec.names if c not in rows.columns]
         if missing:
             raise ValueError(f"rows for table {table!r} lack columns {missing}")
-        key = PARTITION[table]
-        for value, part in rows[list(columns)].groupby(key, sort=False):
-            arrow = pa.Table.from_pandas(part.drop(columns=[key]), preserve_index=False)
+        key = spec.partition
+        file_schema = spec.arrow_schema(without=key)
+        for value, part in rows[spec.names].groupby(key, sort=False):
+            arrow = pa.Table.from_pandas(part.drop(columns=[key]), schema=file_schema, preserve_index=False)
             path = self._path(table, f"{key}={quote(str(value), safe='')}", f"{job_id}.parquet")
             self._write_atomic(path, lambda s, t=arrow: pq.write_table(t, s))
 
@@ -161,20 +148,16 @@ class ResultStore:
             return json.loads(stream.read())
 
     def read(self, table: str) -> pd.DataFrame:
-        """One table as a DataFrame (empty, with the table's columns, when nothing is stored)."""
-        columns = list(TABLES[table])
+        """One table as a DataFrame with the schema's columns and types (empty when nothing is stored)."""
+        spec = schema(table)
         folder = self._path(table)
         if not self._exists(folder):
-            return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+            return spec.empty()
         dataset = ds.dataset(folder, filesystem=self.fs, format="parquet", partitioning="hive")
-        frame = dataset.to_table().to_pandas()
-        for col in frame.columns:
-            if isinstance(frame[col].dtype, pd.CategoricalDtype):
-                frame[col] = frame[col].astype(frame[col].cat.categories.dtype)
-        return frame[columns]
+        return spec.conform(dataset.to_table().to_pandas())
 
 
 def load(path: str | os.PathLike[str], tables: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
     """Load the results tables of a results folder (local path or URI) as DataFrames, by table name."""
     store = ResultStore(path)
-    return {name: store.read(name) for name in (tables or TABLES)}
+    return {name: store.read(name) for name in (tables or list(TABLES))}

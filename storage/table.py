@@ -9,7 +9,8 @@ Parquet schema (one row per image)::
     embedding  fixed_size_list<float32>[d]     any dimension d (2048 for DiveFace)
 
 In memory the table is an :class:`EmbeddingTable`: a C-contiguous ``(n, d)`` float32 matrix plus label
-columns, ethnicity and gender as int8 codes into :data:`ETHNICITIES` and :data:`GENDERS`.
+columns, ethnicity and gender as int8 codes into :data:`storage.vocab.ETHNICITIES` and
+:data:`storage.vocab.GENDERS` (the vocabulary lives in :mod:`storage.vocab`; import it from there).
 """
 
 from __future__ import annotations
@@ -27,10 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from storage import vocab
 from storage.errors import InputError
 
-ETHNICITIES: tuple[str, ...] = ("asian", "caucasian", "black")
-GENDERS: tuple[str, ...] = ("male", "female")
 LABEL_COLUMNS: tuple[str, ...] = ("identity", "image", "ethnicity", "gender")
 EMBEDDING_COLUMN = "embedding"
 ROW_GROUP_SIZE = 8192
@@ -43,8 +43,9 @@ class EmbeddingTable:
     """Face embeddings with identity, image and demographic labels (row i of each array = image i).
 
     ``embeddings`` is ``(n, d)`` float32 C-contiguous; ``identity`` and ``image`` are string arrays;
-    ``ethnicity`` and ``gender`` are int8 codes into :data:`ETHNICITIES` and :data:`GENDERS`
-    (gender 0 = male, 1 = female). Check a table built by hand with :func:`validate_table`.
+    ``ethnicity`` and ``gender`` are int8 codes into :data:`storage.vocab.ETHNICITIES` and
+    :data:`storage.vocab.GENDERS` (gender 0 = male, 1 = female). Check a table built by hand with
+    :func:`validate_table`.
     """
 
     embeddings: np.ndarray
@@ -100,8 +101,7 @@ class EmbeddingTable:
 
 def demographic_groups(table: EmbeddingTable) -> np.ndarray:
     """(n,) object array of ``f"{ethnicity}_{gender}"`` per row, e.g. ``"asian_female"``."""
-    names = np.array([f"{e}_{g}" for e in ETHNICITIES for g in GENDERS], dtype=object)
-    return names[table.ethnicity.astype(np.intp) * len(GENDERS) + table.gender.astype(np.intp)]
+    return vocab.demographic_names(table.ethnicity, table.gender)
 
 
 def _row_name(table: EmbeddingTable, row: int) -> str:
@@ -176,8 +176,8 @@ def validate_table(table: EmbeddingTable, source: str) -> None:
         raise InputError(f"{source}: embeddings have dimension 0; expected at least one value per row")
     _check_strings(table.identity, "identity", n, source)
     _check_strings(table.image, "image", n, source)
-    _check_codes(table.ethnicity, "ethnicity", ETHNICITIES, n, source)
-    _check_codes(table.gender, "gender", GENDERS, n, source)
+    _check_codes(table.ethnicity, "ethnicity", vocab.ETHNICITIES, n, source)
+    _check_codes(table.gender, "gender", vocab.GENDERS, n, source)
     check_finite(emb, source, lambda row: _row_name(table, row))
 
     frame = pd.DataFrame({"identity": np.asarray(table.identity, dtype=object),
@@ -195,7 +195,7 @@ def validate_table(table: EmbeddingTable, source: str) -> None:
                          f"once ({len(dup)} rows are duplicates){hint}")
 
     codes = table.identity_codes()
-    label = table.ethnicity.astype(np.int16) * len(GENDERS) + table.gender
+    label = table.ethnicity.astype(np.int16) * len(vocab.GENDERS) + table.gender
     per_identity = pd.Series(label).groupby(codes).nunique()
     mixed = per_identity.index[per_identity.to_numpy() > 1]
     if len(mixed):
@@ -211,8 +211,8 @@ def validate_table(table: EmbeddingTable, source: str) -> None:
 
 
 def _labels_arrow(table: EmbeddingTable) -> dict[str, pa.Array]:
-    eth = np.asarray(ETHNICITIES, dtype=object)[table.ethnicity.astype(np.intp)]
-    gen = np.asarray(GENDERS, dtype=object)[table.gender.astype(np.intp)]
+    eth = vocab.ethnicity_names(table.ethnicity)
+    gen = vocab.gender_names(table.gender)
     return {"identity": pa.array(np.asarray(table.identity, dtype=object), type=pa.string()),
             "image": pa.array(np.asarray(table.image, dtype=object), type=pa.string()),
             "ethnicity": pa.array(eth, type=pa.string()),
@@ -250,8 +250,11 @@ def write_table(table: EmbeddingTable, path: str | Path) -> None:
 
 
 def parse_labels(values: pa.ChunkedArray | pa.Array, names: tuple[str, ...], field: str, source: str) -> np.ndarray:
-    """String labels (case and surrounding spaces ignored) -> int8 codes into ``names``; InputError naming
-    the first row whose value is missing or not one of ``names``."""
+    """String labels -> int8 codes into ``names``; InputError naming the first row whose value is missing or
+    not one of ``names``.
+
+    Values are compared by :func:`storage.vocab.normalise`'s rule (surrounding spaces and case ignored), applied
+    here with Arrow's vectorised kernels (trim, then lower) instead of per value in Python."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
     if pa.types.is_dictionary(values.type):
@@ -305,7 +308,7 @@ def read_table(path: str | Path) -> EmbeddingTable:
 def read_parquet_table(path: str | Path, columns: Mapping[str, str] | None = None) -> EmbeddingTable:
     """:func:`read_table` for Parquet files whose columns have other names: ``columns`` maps the table's
     names (identity, image, ethnicity, gender, embedding) to the file's, e.g. ``{"identity": "subject_id"}``.
-    Labels are matched ignoring case and surrounding spaces."""
+    Labels are matched as :func:`parse_labels` does (case and surrounding spaces ignored)."""
     path = Path(path)
     source = str(path)
     names = {c: c for c in (*LABEL_COLUMNS, EMBEDDING_COLUMN)}
@@ -339,8 +342,8 @@ def read_parquet_table(path: str | Path, columns: Mapping[str, str] | None = Non
     labels = pf.read(columns=list(dict.fromkeys(names[c] for c in LABEL_COLUMNS)))
     identity = _strings(labels.column(names["identity"]), names["identity"], source)
     image = _strings(labels.column(names["image"]), names["image"], source)
-    ethnicity = parse_labels(labels.column(names["ethnicity"]), ETHNICITIES, names["ethnicity"], source)
-    gender = parse_labels(labels.column(names["gender"]), GENDERS, names["gender"], source)
+    ethnicity = parse_labels(labels.column(names["ethnicity"]), vocab.ETHNICITIES, names["ethnicity"], source)
+    gender = parse_labels(labels.column(names["gender"]), vocab.GENDERS, names["gender"], source)
     del labels
 
     matrix: np.ndarray | None = None if d is None else np.empty((n, d), dtype=np.float32)

@@ -1,27 +1,27 @@
 """The one entry point executors call in a worker: run a job payload on the shared data, return its tables.
 
-A payload is the plan's job (``kind``, ``seed``, ``params``) plus the row indices the driver computed from the
-seed's split. ``data`` holds the arrays shared by every job (put once in Ray's object store, or memory-mapped
-by local workers). Errors raised by the job are returned as an :class:`Outcome`, never retried: Ray retries
-only system failures (a lost worker or node).
+A payload is the plan's job (``kind``, ``seed``, ``params``), the row indices the driver computed from the
+seed's split, and ``run``: the ``"module:function"`` of its kind's worker function (``tasks.kinds``), looked up
+here. ``data`` holds the arrays shared by every job (put once in Ray's object store, or memory-mapped by local
+workers). Errors raised by the job are returned as an :class:`Outcome`, never retried: Ray retries only system
+failures (a lost worker or node).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import time
 import traceback as tb
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cache
 from typing import Any
 
 import numpy as np
 import pandas as pd
-
-ETHNICITIES = ("asian", "caucasian", "black")
-GENDERS = ("male", "female")
 
 
 @dataclass
@@ -53,46 +53,11 @@ def node_name() -> str:
     return host
 
 
-def _demographic(data: Mapping[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
-    eth = np.asarray(ETHNICITIES, dtype=object)[data["ethnicity"][rows]]
-    gen = np.asarray(GENDERS, dtype=object)[data["gender"][rows]]
-    return (eth + "_" + gen).astype(object)
-
-
-def _run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:
-    kind, seed, p = payload["kind"], payload["seed"], payload["params"]
-    X = data["X"]
-    if kind == "cell":
-        from tasks.cell import run_cell
-
-        rows = run_cell(X, data["gender"], payload["train_idx"], payload["test_sets"], model=p["model"],
-                        model_config=p["model_config"], train_group=p["train_group"], seed=seed,
-                        threads=p["threads"])
-        return {"accuracy": rows}
-    if kind == "scores":
-        from tasks.verification import score_group
-
-        out = score_group(X, data["identity_codes"], payload["rows"], seed=seed,
-                          max_impostor_pairs=p["max_impostor_pairs"])
-        return {name: df.assign(test_group=p["test_group"], seed=seed) for name, df in out.items()}
-    if kind == "impostor":
-        from tasks.verification import impostor_matrix
-
-        rows = payload["rows"]
-        demographic = np.empty(len(X), dtype=object)
-        demographic[rows] = _demographic(data, rows)
-        out = impostor_matrix(X, data["identity_codes"], demographic, rows, seed=seed,
-                              target_fmr=p["target_fmr"], max_impostor_pairs=p["max_impostor_pairs"])
-        return {name: df.assign(seed=seed) for name, df in out.items()}
-    if kind == "tsne":
-        from tasks.tsne import tsne_job
-
-        eth = np.asarray(ETHNICITIES, dtype=object)[data["ethnicity"]]
-        gen = np.asarray(GENDERS, dtype=object)[data["gender"]]
-        df = tsne_job(X, payload["rows"], eth, gen, data["identity"], subset=p["subset"], seed=seed,
-                      perplexity=p["perplexity"], pca_dims=p["pca_dims"], threads=p["threads"])
-        return {"tsne": df.assign(seed=seed)}
-    raise ValueError(f"unknown job kind {kind!r}")
+@cache
+def worker_function(path: str) -> Callable[[Mapping[str, Any], Mapping[str, np.ndarray]], dict[str, pd.DataFrame]]:
+    """The function named ``"package.module:function"``."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def run_job(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> Outcome:
@@ -102,7 +67,7 @@ def run_job(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> Outco
     job = payload["job_id"]
     where = {"node": node, "worker": f"{socket.gethostname()}:{os.getpid()}", "started": started}
     try:
-        tables = _run(payload, data)
+        tables = worker_function(payload["run"])(payload, data)
     except Exception as exc:  # noqa: BLE001 - the job's own error is the result
         return Outcome(job, error=f"{type(exc).__name__}: {exc}", traceback=tb.format_exc(), finished_at=_now(),
                        seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu_start, **where)

@@ -8,16 +8,20 @@ docs/PERFORMANCE.md, bench/bench_tsne.py), so no extra dependency is needed.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator, Mapping
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from storage.errors import InputError
-from storage.table import ETHNICITIES, GENDERS
+from storage.vocab import ALL, ETHNICITIES, GENDERS, ethnicity_names, gender_names
 from tasks.cell import check_rows
+from tasks.kinds import JobKind, PlannedJob
 from tasks.threads import limit_threads
 
-SUBSETS: tuple[str, ...] = ("male", "female", "all")
-TSNE_COLUMNS = ("subset", "x", "y", "ethnicity", "gender", "identity")
+SUBSETS: tuple[str, ...] = (*GENDERS, ALL)   # the training images of one gender, or all of them
 
 
 def _names(values: np.ndarray, vocabulary: tuple[str, ...], what: str) -> np.ndarray:
@@ -74,5 +78,29 @@ def tsne_job(X: np.ndarray, rows: np.ndarray, ethnicity: np.ndarray, gender: np.
               n_jobs=threads).fit_transform(data)
     return pd.DataFrame({"subset": subset, "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64),
                          "ethnicity": eth.astype(str), "gender": gen.astype(str),
-                         "identity": np.asarray(identity, dtype=object)[rows].astype(str)},
-                        columns=list(TSNE_COLUMNS))
+                         "identity": np.asarray(identity, dtype=object)[rows].astype(str)})
+
+
+# ------------------------------------------------------------------------------------------------- the kind ---
+def _plan(cfg: Mapping[str, Any]) -> Iterator[PlannedJob]:
+    """One t-SNE job per t-SNE seed x subset (when t-SNE is enabled)."""
+    t = cfg["tsne"]
+    if not t["enabled"]:
+        return
+    for seed, subset in itertools.product(t["seeds"], t["subsets"]):
+        params = {"subset": subset, "perplexity": t["perplexity"], "pca_dims": t["pca_dims"],
+                  "threads": cfg["run"]["threads_per_job"]}
+        yield PlannedJob(seed, params, f"tsne {subset} seed={seed}")
+
+
+def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:
+    """Worker entry of a t-SNE job: the 2-D map of the ``all`` training images (of the subset's gender)."""
+    p, seed = payload["params"], payload["seed"]
+    df = tsne_job(data["X"], payload["rows"], ethnicity_names(data["ethnicity"]), gender_names(data["gender"]),
+                  data["identity"], subset=p["subset"], seed=seed, perplexity=p["perplexity"],
+                  pca_dims=p["pca_dims"], threads=p["threads"])
+    return {"tsne": df.assign(seed=seed)}
+
+
+KIND = JobKind("tsne", plan=_plan, rows=lambda p, split: {"rows": split.train_rows(ALL)}, run="tasks.tsne:run",
+               tables=("tsne",), order=2, cost=lambda p: 3 if p["subset"] == ALL else 1)

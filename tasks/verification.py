@@ -16,14 +16,19 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
 from storage.errors import InputError
+from storage.vocab import demographic_names
 from tasks.cell import check_rows
+from tasks.kinds import JobKind, PlannedJob
 
 THRESHOLDS = np.linspace(-1.0, 1.0, 1001)   # FMR/FNMR curve grid, the same for every job
 HIST_EDGES = np.linspace(-1.0, 1.0, 401)    # 400 histogram bins, the same for every job
@@ -291,3 +296,52 @@ def impostor_matrix(X: np.ndarray, identity_codes: np.ndarray, demographic_group
     rates = pd.DataFrame({"group": names, "fmr": np.diag(fmr), "fnmr": fnmr, "threshold": threshold,
                           "n_genuine": n_gen.astype(np.int64), "n_impostor": np.diag(n_pairs).astype(np.int64)})
     return {"impostor_matrix": matrix, "demographic_rates": rates}
+
+
+# ------------------------------------------------------------------------------------------------ the kinds ---
+def _plan_scores(cfg: Mapping[str, Any]) -> Iterator[PlannedJob]:
+    """One scores job per seed x test group (when verification is enabled)."""
+    v, g = cfg["verification"], cfg["grid"]
+    if not v["enabled"]:
+        return
+    for seed, test_group in itertools.product(g["seeds"], g["test_groups"]):
+        params = {"test_group": test_group, "max_impostor_pairs": v["max_impostor_pairs"]}
+        yield PlannedJob(seed, params, f"scores test={test_group} seed={seed}")
+
+
+def run_scores(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:
+    """Worker entry of a scores job: the verification summary, curve and histogram rows of one test group."""
+    p, seed = payload["params"], payload["seed"]
+    out = score_group(data["X"], data["identity_codes"], payload["rows"], seed=seed,
+                      max_impostor_pairs=p["max_impostor_pairs"])
+    return {name: df.assign(test_group=p["test_group"], seed=seed) for name, df in out.items()}
+
+
+def _plan_impostor(cfg: Mapping[str, Any]) -> Iterator[PlannedJob]:
+    """One impostor-matrix job per seed (when verification is enabled)."""
+    v, g = cfg["verification"], cfg["grid"]
+    if not v["enabled"]:
+        return
+    for seed in g["seeds"]:
+        params = {"test_groups": list(g["test_groups"]), "target_fmr": v["target_fmr"],
+                  "max_impostor_pairs": v["max_impostor_pairs"]}
+        yield PlannedJob(seed, params, f"impostor matrix seed={seed}")
+
+
+def run_impostor(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:
+    """Worker entry of an impostor-matrix job: the cross-group FMR matrix and each group's rates."""
+    p, seed, rows = payload["params"], payload["seed"], payload["rows"]
+    X = data["X"]
+    demographic = np.empty(len(X), dtype=object)
+    demographic[rows] = demographic_names(data["ethnicity"][rows], data["gender"][rows])
+    out = impostor_matrix(X, data["identity_codes"], demographic, rows, seed=seed, target_fmr=p["target_fmr"],
+                          max_impostor_pairs=p["max_impostor_pairs"])
+    return {name: df.assign(seed=seed) for name, df in out.items()}
+
+
+SCORES = JobKind("scores", plan=_plan_scores, rows=lambda p, split: {"rows": split.verification[p["test_group"]]},
+                 run="tasks.verification:run_scores",
+                 tables=("verification", "verification_curve", "verification_hist"), order=0)
+IMPOSTOR = JobKind("impostor", plan=_plan_impostor,
+                   rows=lambda p, split: {"rows": np.concatenate([split.verification[g] for g in p["test_groups"]])},
+                   run="tasks.verification:run_impostor", tables=("impostor_matrix", "demographic_rates"), order=1)

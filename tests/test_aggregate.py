@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from grid import aggregate as agg
+from grid.report import load_results
+from grid.report import stats as agg
 from storage.errors import InputError
 from storage.results import ResultStore
 
@@ -89,7 +90,7 @@ def plant(out, skip=(), fail=()):
 def grid(tmp_path_factory):
     out = tmp_path_factory.mktemp("grid")
     truth, ver, imp, rates = plant(out)
-    return agg.load_results(out), truth, ver, imp, rates
+    return load_results(out), truth, ver, imp, rates
 
 
 def test_order_follows_config_with_all_last(grid):
@@ -227,7 +228,7 @@ def test_verification_aggregates(grid):
 
 def test_incomplete_cells_and_job_status(tmp_path):
     truth, *_ = plant(tmp_path, skip={"cell-mlp-asian-3"}, fail={"cell-mlp-black-0", "cell-mlp-black-1"})
-    res = agg.load_results(tmp_path)
+    res = load_results(tmp_path)
     st = agg.accuracy_stats(res).set_index(["model", "train_group", "test_group"])
     assert st.loc[("mlp", "asian", "black"), "n"] == 3 and st.loc[("mlp", "asian", "black"), "incomplete"]
     assert st.loc[("mlp", "black", "black"), "n"] == 2
@@ -255,19 +256,19 @@ def test_rows_of_unfinished_or_unplanned_jobs_are_ignored(tmp_path):
     store = ResultStore(tmp_path)
     stray = truth.iloc[:3].assign(job_id="stray", accuracy=0.0)   # data files of a job without a ledger record
     store.write_table_rows("accuracy", "stray", stray)
-    res = agg.load_results(tmp_path)
+    res = load_results(tmp_path)
     assert (res.tables["accuracy"]["job_id"] != "stray").all()
     assert any("ignored 3 row(s)" in note for note in res.notes)
 
 
 def test_not_a_results_folder(tmp_path):
     with pytest.raises(InputError, match="no such results folder"):
-        agg.load_results(tmp_path / "nope")
+        load_results(tmp_path / "nope")
     with pytest.raises(InputError, match="not a biasgrid results folder"):
-        agg.load_results(tmp_path)
+        load_results(tmp_path)
     (tmp_path / "run.json").write_text("{not json")
     with pytest.raises(InputError, match="run.json"):
-        agg.load_results(tmp_path)
+        load_results(tmp_path)
 
 
 def test_empty_results_folder_gives_empty_frames(tmp_path):
@@ -275,7 +276,7 @@ def test_empty_results_folder_gives_empty_frames(tmp_path):
                                                          "train_groups": ["asian"], "test_groups": ["asian"]}},
                                      "jobs": [{"job_id": "j0", "kind": "cell", "model": "mlp",
                                                "train_group": "asian", "seed": 0}]})
-    res = agg.load_results(tmp_path)
+    res = load_results(tmp_path)
     summaries = agg.all_summaries(res)
     assert summaries["accuracy"]["n"].tolist() == [0]
     assert summaries["verification"].empty and summaries["fairness"].empty

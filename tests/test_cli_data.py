@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import grid.cli_data
+from grid.cli import data as cli_data
 from storage.errors import InputError
-from grid.synth import SynthParams, generate
+from storage.synth import SynthParams, generate
 from storage.table import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ def run(argv: list[str]) -> int:
     """Parse ``argv`` the way grid/cli.py does and call the handler."""
     parser = argparse.ArgumentParser(prog="biasgrid")
     sub = parser.add_subparsers(dest="command", required=True)
-    grid.cli_data.register(sub)
+    cli_data.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -110,7 +110,6 @@ def test_import_bad_input_writes_nothing(tmp_path):
 
 
 def test_biasgrid_command_line(tmp_path):
-    pytest.importorskip("grid.cli_report", reason="grid/cli.py needs the report command to build its parser")
     out = tmp_path / "s.parquet"
     done = subprocess.run([sys.executable, "-m", "grid.cli", "data", "synth", "--out", str(out),
                            "--identities-per-group", "5", "--dim", "8"], cwd=ROOT, capture_output=True, text=True)

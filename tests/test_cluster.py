@@ -1,25 +1,22 @@
 """Cluster: cluster.yaml passes Ray's own validation; a real two-node Ray cluster on this machine runs a grid
-on both nodes; killing the worker node midway still completes the grid with every row once."""
+on both nodes; killing the worker node midway still completes the grid with every row once; and a Ray that is
+not the suite's own survives everything the suite does with Ray."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, RayNode, alive, ray_env
 
 from storage.results import load
-
-REPO = Path(__file__).resolve().parents[1]
-RAY = str(Path(sys.executable).parent / "ray")
 
 GRID = """
 [data.synth]
@@ -61,67 +58,40 @@ def test_cluster_yaml_passes_rays_validation() -> None:
     assert "RAY_AUTH_MODE=token ray start --head" in head and "RAY_AUTH_MODE=token ray start --address" in workers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ray_env() -> dict[str, str]:
-    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
-            # notice a dead node within seconds rather than the default half minute
-            "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
-            "RAY_health_check_timeout_ms": "1000",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-
-
 class TwoNodes:
+    """Two Ray nodes of one CPU each, on two loopback addresses: the driver attaches to the head (127.0.0.1), so
+    killing the worker node (127.0.0.2) takes only that node's jobs down."""
+
     def __init__(self) -> None:
-        self.port = free_port()
-        self.worker_port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.env = ray_env()
-
-    def start(self) -> None:
-        # Two nodes of one CPU each, on two loopback addresses: the driver attaches to the head (127.0.0.1),
-        # so killing the worker node (127.0.0.2) takes only that node's jobs down.
-        common = ["--num-cpus=1", "--disable-usage-stats"]
-        subprocess.run([RAY, "start", "--head", f"--port={self.port}", "--include-dashboard=false",
-                        "--node-ip-address=127.0.0.1", *common],
-                       env=self.env, check=True, capture_output=True, timeout=120)
-        subprocess.run([RAY, "start", f"--address={self.address}", f"--node-manager-port={self.worker_port}",
-                        "--node-ip-address=127.0.0.2", *common],
-                       env=self.env, check=True, capture_output=True, timeout=120)
-
-    def worker_raylet_pid(self) -> int:
-        out = subprocess.run(["pgrep", "-f", f"raylet.*node_manager_port={self.worker_port}"],
-                             capture_output=True, text=True).stdout.split()
-        assert out, "the worker node's raylet is not running"
-        return int(out[0])
+        self.head = RayNode("127.0.0.1", env=ray_env(fast_failure_detection=True))
+        self.head.wait_ready()
+        self.address = self.head.address
+        self.env = self.head.env
+        self.worker = RayNode("127.0.0.2", head_address=self.address, env=self.env)
+        self.worker.wait_ready()
 
     def stop(self) -> None:
-        subprocess.run([RAY, "stop", "--force"], env=self.env, capture_output=True, timeout=120)
+        self.worker.stop()
+        self.head.stop()
 
 
 @pytest.fixture
 def cluster() -> Iterator[TwoNodes]:
     nodes = TwoNodes()
-    nodes.stop()  # no Ray left over from an earlier test
-    nodes.start()
     try:
         yield nodes
     finally:
         nodes.stop()
 
 
-def grid_command(tmp_path: Path, cluster: TwoNodes, out: Path) -> list[str]:
+def grid_command(tmp_path, cluster: TwoNodes, out, seeds: int = 3) -> list[str]:
     cfg = tmp_path / "grid.toml"
     cfg.write_text(GRID)
     return [sys.executable, "-m", "grid.cli", "run", "--config", str(cfg), "--address", cluster.address,
-            "--out", str(out)]
+            "--out", str(out), "--seeds", str(seeds)]
 
 
-def test_grid_on_a_two_node_cluster_uses_both_nodes(tmp_path: Path, cluster: TwoNodes) -> None:
+def test_grid_on_a_two_node_cluster_uses_both_nodes(tmp_path, cluster: TwoNodes) -> None:
     out = tmp_path / "r"
     result = subprocess.run(grid_command(tmp_path, cluster, out), env=cluster.env, capture_output=True,
                             text=True, timeout=900)
@@ -132,9 +102,9 @@ def test_grid_on_a_two_node_cluster_uses_both_nodes(tmp_path: Path, cluster: Two
     assert len(nodes) == 2, nodes  # both nodes ran cells, and each row says which
 
 
-def test_killing_the_worker_node_midway_still_completes_the_grid(tmp_path: Path, cluster: TwoNodes) -> None:
+def test_killing_the_worker_node_midway_still_completes_the_grid(tmp_path, cluster: TwoNodes) -> None:
     out = tmp_path / "r"
-    proc = subprocess.Popen(grid_command(tmp_path, cluster, out), env=cluster.env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(grid_command(tmp_path, cluster, out, seeds=6), env=cluster.env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     ledger = out / "_jobs"
     deadline = time.time() + 600
@@ -149,15 +119,44 @@ def test_killing_the_worker_node_midway_still_completes_the_grid(tmp_path: Path,
                     pass
     assert proc.poll() is None and len(nodes) == 2, "both nodes should have finished jobs before the kill"
     done_at_kill = len(list(ledger.glob("*.json")))
-    os.kill(cluster.worker_raylet_pid(), signal.SIGKILL)
+    raylet = cluster.worker.raylet_pid()
+    assert raylet is not None, "the worker node's raylet is not running"
+    os.kill(raylet, signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=900)
     assert proc.returncode == 0, stderr[-3000:]
     run = json.loads((out / "run.json").read_text())
     assert done_at_kill < len(run["jobs"])
     tables = load(out)
     acc = tables["accuracy"]
-    assert len(acc) == 2 * 4 * 3 * 3
+    assert len(acc) == 2 * 4 * 6 * 3
     assert not acc.duplicated(["model", "train_group", "test_group", "seed"]).any()
-    assert len(tables["verification"]) == 3 * 3 and len(tables["failures"]) == 0
+    assert len(tables["verification"]) == 6 * 3 and len(tables["failures"]) == 0
     ledger_records = [json.loads(p.read_text()) for p in ledger.glob("*.json")]
     assert len(ledger_records) == len(run["jobs"]) and all(r["status"] == "done" for r in ledger_records)
+
+
+def test_an_unrelated_ray_survives_the_suites_ray_runs(tmp_path) -> None:
+    """A user's Ray running beside the suite: the suite's Ray runs (a grid on a local Ray started by biasgrid,
+    a two-node cluster started and stopped) neither attach to it nor stop it."""
+    bystander = RayNode("127.0.0.1")
+    bystander.wait_ready()
+    theirs = bystander.core_pids()
+    try:
+        cfg = tmp_path / "grid.toml"
+        cfg.write_text(GRID.replace("seeds = 3", "seeds = 1"))
+        # with RAY_ADDRESS pointing at the bystander, as a user's shell might: biasgrid still starts its own Ray
+        env = {**bystander.env, "RAY_ADDRESS": bystander.address}
+        out = tmp_path / "r"
+        result = subprocess.run([sys.executable, "-m", "grid.cli", "run", "--config", str(cfg), "--out", str(out),
+                                 "--workers", "1", "--models", "logreg"], env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert bystander.raylet_pid() is not None
+        their_node = subprocess.run([sys.executable, "-c", "import ray; ray.init(); "
+                                     "print(ray.get_runtime_context().get_node_id()[:12]); ray.shutdown()"],
+                                    env=env, capture_output=True, text=True, timeout=120).stdout.strip()
+        assert their_node and all(not n.endswith(their_node) for n in load(out)["accuracy"]["node"])
+        TwoNodes().stop()
+        assert all(alive(p) for p in theirs), "the suite ended a process of a Ray it did not start"
+    finally:
+        bystander.stop()
+    assert not any(alive(p) for p in theirs)

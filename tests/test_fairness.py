@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from grid import fairness
+from grid.report import fairness
 
 FMR = [0.001, 0.002, 0.004]
 FNMR = [0.02, 0.05, 0.03]

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from storage.errors import InputError
-from storage.importers import detect_format, import_embeddings
-from storage.table import ETHNICITIES, GENDERS, EmbeddingTable, write_table
+from storage.importers import FORMAT_NAMES, FORMATS, Format, detect_format, import_embeddings
+from storage.table import EmbeddingTable, write_table
+from storage.vocab import ETHNICITIES, GENDERS
 
 D = 6
 # Real identity and image names from DiveFace's annotation lists (<identity>/<image>.jpg), per group.
@@ -407,3 +408,68 @@ def test_detect_format_refuses_what_it_cannot_tell(tmp_path):
     empty.mkdir()
     with pytest.raises(InputError, match="cannot tell the format: no group folders"):
         detect_format(empty)
+
+
+@pytest.mark.parametrize("fmt,option,message", [
+    ("diveface", {"columns": {"identity": "x"}},
+     r"^column mapping \(identity=x\) applies to the table and uam-csv formats, not diveface$"),
+    ("table", {"identities": "lists"}, r"^identities \(lists\) applies to the npy format, not table$"),
+    ("npy", {"attributes": "a.csv"}, r"^attributes \(a.csv\) applies to the uam-csv format, not npy$"),
+])
+def test_declared_options_decide_what_is_refused(tmp_path, fmt, option, message):
+    assert FORMAT_NAMES == tuple(FORMATS) == ("diveface", "npy", "uam-csv", "table")
+    src = tmp_path / "anything"
+    src.mkdir()
+    with pytest.raises(InputError, match=message):
+        import_embeddings(src, fmt, **option)
+
+
+# ---------------------------------------------------------------------------------------------- the registry
+
+
+def read_jsonl(src: Path, columns: dict[str, str]) -> EmbeddingTable:
+    """A toy format: one JSON object per line with identity, image, ethnicity, gender and embedding."""
+    rows = [json.loads(line) for line in src.read_text().splitlines()]
+    key = {k: columns.get(k, k) for k in ("identity", "image", "ethnicity", "gender", "embedding")}
+
+    def column(name: str) -> np.ndarray:
+        return np.array([r[key[name]] for r in rows], dtype=object)
+
+    return EmbeddingTable(np.array([r[key["embedding"]] for r in rows], dtype=np.float32), column("identity"),
+                          column("image"), np.array([ETHNICITIES.index(e) for e in column("ethnicity")], np.int8),
+                          np.array([GENDERS.index(g) for g in column("gender")], np.int8))
+
+
+TOY = Format("toy", read_jsonl, "JSON lines", frozenset({"columns"}),
+             lambda src, embedding_prefix: src.suffix == ".jsonl")
+
+
+def test_a_registered_format_is_detected_imported_and_checked_then_gone(tmp_path, monkeypatch):
+    table = small_table()
+    src = tmp_path / "faces.jsonl"
+    src.write_text("\n".join(json.dumps({"person": i, "image": m, "ethnicity": ETHNICITIES[e], "gender": GENDERS[g],
+                                         "embedding": v.tolist()})
+                             for i, m, e, g, v in zip(table.identity, table.image, table.ethnicity, table.gender,
+                                                      table.embeddings)))
+    npy_src = matrices(tmp_path / "m", ["Group1_Male"], sidecar=None)
+    with monkeypatch.context() as m:
+        m.setitem(FORMATS, "toy", TOY)
+        assert detect_format(src) == "toy"
+        back = import_embeddings(src, columns={"identity": "person"})
+        assert back.fingerprint() == table.fingerprint()
+        prefixed = import_embeddings(src, "toy", columns={"identity": "person"}, prefix_group=True)
+        assert prefixed.identity[0] == "asian_male/" + table.identity[0]
+        # Refusals follow the declared options: the toy takes a column mapping, not attributes ...
+        with pytest.raises(InputError, match=r"^attributes \(a.csv\) applies to the uam-csv format, not toy$"):
+            import_embeddings(src, "toy", attributes="a.csv")
+        # ... and the messages of the other formats now name it.
+        with pytest.raises(InputError, match=r"column mapping \(identity=x\) applies to the table, toy and uam-csv "
+                                             r"formats, not npy$"):
+            import_embeddings(npy_src, "npy", columns={"identity": "x"})
+        with pytest.raises(InputError, match="expected one of diveface, npy, uam-csv, table, toy"):
+            import_embeddings(src, "hdf5")
+    assert "toy" not in FORMATS
+    with pytest.raises(InputError, match="format 'toy' is unknown; expected one of diveface, npy, uam-csv, table$"):
+        import_embeddings(src, "toy")
+    with pytest.raises(InputError, match="cannot tell the format from the suffix '.jsonl'"):
+        detect_format(src)

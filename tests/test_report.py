@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from grid import aggregate as agg
-from grid import cli_report, report
+from grid.cli import report as cli_report
+from grid.report import load_results, write_report
+from grid.report.render import format_matrices, format_status
 from storage.errors import InputError
 from storage.results import ResultStore
 
@@ -135,7 +136,7 @@ def _check_html(text):
 def full(tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
     truth = plant(out, models=("mlp", "xgboost"))
-    return out, truth, report.write_report(out)
+    return out, truth, write_report(load_results(out))
 
 
 def test_full_report_files(full):
@@ -186,7 +187,7 @@ def test_html_is_self_contained_and_complete(full):
 
 def test_format_matrices(full):
     out, truth, _ = full
-    text = report.format_matrices(out)
+    text = format_matrices(load_results(out))
     lines = text.splitlines()
     assert lines[0].startswith("Accuracy: mean ± std over 3 seeds")
     assert "[mlp]" in lines and "[xgboost]" in lines
@@ -203,7 +204,7 @@ def test_partial_results_still_give_a_report(tmp_path):
     fail = {"cell-mlp-asian-2", "scores-black-1", "impostor-0", "impostor-1", "impostor-2"}
     skip = {"cell-mlp-black-0", "cell-mlp-black-1", "tsne-male-0", "tsne-female-0", "tsne-all-0"}
     plant(tmp_path, skip=skip, fail=fail)
-    html_path = report.write_report(tmp_path, tmp_path / "elsewhere")
+    html_path = write_report(load_results(tmp_path), tmp_path / "elsewhere")
     assert html_path == tmp_path / "elsewhere" / "report.html"
     text = html_path.read_text(encoding="utf-8")
     _check_html(text)
@@ -216,8 +217,8 @@ def test_partial_results_still_give_a_report(tmp_path):
     assert "mlp train=black (every test group): 1 of 3 seeds" in text
     assert "No demographic rates are stored" in text and "No t-SNE results are stored" in text
     assert "No impostor matrix is stored" in text
-    assert "0.9" in report.format_matrices(tmp_path) and "†" in report.format_matrices(tmp_path)
-    status = report.format_status(tmp_path)
+    assert "0.9" in format_matrices(load_results(tmp_path)) and "†" in format_matrices(load_results(tmp_path))
+    status = format_status(load_results(tmp_path))
     assert status.startswith("jobs: 17 done, 5 failed, 5 missing (of 27)") and "planted failure" in status
 
 
@@ -228,7 +229,7 @@ def test_nothing_done_yet(tmp_path):
                                      "data_fingerprint": "abc",
                                      "jobs": [{"job_id": "c1", "kind": "cell", "model": "mlp", "train_group": "asian",
                                                "seed": 0, "description": "cell mlp train=asian seed=0"}]})
-    text = report.write_report(tmp_path).read_text(encoding="utf-8")
+    text = write_report(load_results(tmp_path)).read_text(encoding="utf-8")
     _check_html(text)
     assert "No accuracy results: nothing to summarise." in text
     assert "No verification results are stored" in text and "cell mlp train=asian seed=0" in text
@@ -259,5 +260,5 @@ def test_cli_report(tmp_path, capsys):
 
 def test_report_is_reproducible(full, tmp_path):
     out, _, html_path = full
-    again = report.write_report(agg.load_results(out), tmp_path / "again")
+    again = write_report(load_results(out), tmp_path / "again")
     assert again.read_bytes() == html_path.read_bytes()

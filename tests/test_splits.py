@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from storage.errors import InputError
-from grid.splits import Protocol, check_groups, make_split, train_group_ethnicities, train_rows
-from grid.synth import SynthParams, generate
-from storage.table import ETHNICITIES, EmbeddingTable
+from grid.splits import Protocol, check_groups, make_split, train_group_ethnicities
+from storage.synth import SynthParams, generate
+from storage.table import EmbeddingTable
+from storage.vocab import ETHNICITIES
 
 PROTOCOL = Protocol(train_per_gender=10, test_per_gender=5)
 
@@ -99,17 +100,17 @@ def test_bad_protocol_seed_and_ethnicity(table):
 def test_train_rows_unions(table):
     split = make_split(table, 0, PROTOCOL)
     everything = np.sort(np.concatenate([split.train[e] for e in ETHNICITIES]))
-    assert np.array_equal(train_rows(split, "all"), everything)
-    assert np.array_equal(train_rows(split, "black+asian"),
+    assert np.array_equal(split.train_rows("all"), everything)
+    assert np.array_equal(split.train_rows("black+asian"),
                           np.sort(np.concatenate([split.train["asian"], split.train["black"]])))
-    assert np.array_equal(train_rows(split, "caucasian"), split.train["caucasian"])
+    assert np.array_equal(split.train_rows("caucasian"), split.train["caucasian"])
     for bad, pattern in (("martian", "'martian' is not an ethnicity"), ("asian+asian", "names an ethnicity twice"),
                          ("", "expected an ethnicity")):
         with pytest.raises(InputError, match=pattern):
-            train_rows(split, bad)
+            split.train_rows(bad)
     partial = make_split(table, 0, PROTOCOL, ethnicities=["asian"])
     with pytest.raises(InputError, match="needs 'black', which is not available"):
-        train_rows(partial, "asian+black")
+        partial.train_rows("asian+black")
 
 
 def test_train_group_ethnicities_is_canonical():

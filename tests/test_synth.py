@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
 from storage.errors import InputError
-from grid.splits import Protocol, make_split, train_rows
-from grid.synth import SynthParams, diveface_images_per_identity, generate, synth_params_from_dict
-from storage.table import ETHNICITIES
+from grid.splits import Protocol, make_split
+from storage.synth import SynthParams, diveface_images_per_identity, generate, synth_params_from_dict
+from storage.vocab import ETHNICITIES
 
 SMALL = SynthParams(identities_per_group=40, dim=64)
 
@@ -83,7 +86,7 @@ def test_default_bias_pattern_same_group_training_transfers_best():
     X, y = table.embeddings, table.gender
     acc = {}
     for train in (*ETHNICITIES, "all"):
-        rows = train_rows(split, train)
+        rows = split.train_rows(train)
         clf = LogisticRegression(max_iter=2000).fit(X[rows], y[rows])
         for test in ETHNICITIES:
             acc[train, test] = clf.score(X[split.test[test]], y[split.test[test]])
@@ -134,3 +137,12 @@ def test_params_from_dict_refuses_bad_input(given, pattern):
 def test_generate_checks_params_built_by_hand():
     with pytest.raises(InputError, match="'private_dims' must be an integer >= 2"):
         generate(SynthParams(identities_per_group=2, dim=8, private_dims=1))
+
+
+def test_the_generator_and_its_data_live_in_storage_without_grid():
+    """Layering: storage never imports grid; the distribution file ships with the storage package."""
+    code = ("import sys, storage.synth, storage.importers; storage.synth.diveface_images_per_identity(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'grid'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.errors import InputError
-from storage.table import (ETHNICITIES, GENDERS, EmbeddingTable, demographic_groups, read_parquet_table,
-                           read_table, validate_table, write_table)
+from storage.table import (EmbeddingTable, demographic_groups, read_parquet_table, read_table, validate_table,
+                           write_table)
+from storage.vocab import ETHNICITIES, GENDERS
 
 
 def make_table(n_ids: int = 12, per_id: int = 3, d: int = 8, seed: int = 0) -> EmbeddingTable:
@@ -216,6 +217,12 @@ def test_demographic_groups():
     table = make_table()
     groups = demographic_groups(table)
     assert groups[0] == "asian_male" and groups[3] == "caucasian_male" and groups[9 * 3] == "asian_female"
+
+
+def test_the_vocabulary_is_not_re_exported():
+    import storage.table
+
+    assert not {"ETHNICITIES", "GENDERS", "DEMOGRAPHIC_GROUPS"} & set(vars(storage.table))
 
 
 def test_integer_ids_are_read_as_text_and_float_ids_refused(tmp_path):

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from storage.errors import InputError
-from tasks.tsne import TSNE_COLUMNS, tsne_job
+from storage.schema import TABLES
+from tasks.tsne import tsne_job
 
 
 def data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -33,7 +34,7 @@ def test_all_subset_keeps_clusters_apart_and_labels_rows():
     X, eth, gen, ident = data()
     rows = np.arange(150)
     out = tsne_job(X, rows, eth, gen, ident, subset="all", seed=0, perplexity=10, pca_dims=20)
-    assert list(out.columns) == list(TSNE_COLUMNS) and len(out) == 150
+    assert list(out.columns) == [c for c in TABLES["tsne"].names if c not in ("seed", "job_id")] and len(out) == 150
     assert set(out["subset"]) == {"all"}
     assert out["identity"].tolist() == ident[:150].tolist()
     assert out["ethnicity"].tolist() == np.array(["asian", "caucasian", "black"])[eth[:150]].tolist()

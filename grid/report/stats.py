@@ -1,194 +1,45 @@
-"""Aggregate a results folder into DataFrames: the matrices and summaries of the report (the notebook API).
+"""Statistics of loaded results: the matrices and summaries of the report (the notebook API).
 
-    >>> from grid import aggregate as agg
-    >>> res = agg.load_results("results/default")
-    >>> agg.accuracy_matrix(res, "mlp")                       # train group x test group, mean over seeds
-    >>> agg.matrix_text(res, "mlp")                           # the same as "0.951 ± 0.004" strings
-    >>> agg.paired_differences(res)                           # off-diagonal cell - same-group cell, CI and p
+    >>> from grid.report import load_results, stats
+    >>> res = load_results("results")
+    >>> stats.accuracy_matrix(res, "mlp")                     # train group x test group, mean over seeds
+    >>> stats.matrix_text(res, "mlp")                         # the same as "0.951 ± 0.004" strings
+    >>> stats.paired_differences(res)                         # off-diagonal cell - same-group cell, CI and p
 
-Every function takes a loaded ``Results`` or a results folder path. Rows and columns follow the config's order
-(train groups as configured with ``all`` last, test groups as configured). Only rows of planned jobs that the
-ledger marks done are used. Standard deviations over seeds use ddof=1. Formulas: docs/REPORT.md.
+Every function takes loaded :class:`~grid.report.results.Results` (never a path). Rows and columns follow the
+config's order (train groups as configured with ``all`` last, test groups as configured). Only rows of planned
+jobs that the ledger marks done are used. Standard deviations over seeds use ddof=1. Formulas: docs/REPORT.md.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from grid import fairness
+from grid.report import fairness
+from grid.report.results import Results
 from storage.errors import InputError
-from storage.results import RUN_FILE, TABLES, ResultStore, load
+from storage.results import job_state
+from storage.vocab import ALL, demographic_order
 
 METRICS: tuple[str, ...] = ("accuracy", "accuracy_male", "accuracy_female")
 VERIFICATION_METRICS: tuple[str, ...] = ("eer", "fnmr_at_fmr_1e_3", "fnmr_at_fmr_1e_2")
-ALL = "all"
 MARK = "†"
-ETHNICITIES: tuple[str, ...] = ("asian", "caucasian", "black")
-GENDERS: tuple[str, ...] = ("male", "female")
-_NUMERIC = ("seed", "accuracy", "accuracy_male", "accuracy_female", "n_test", "train_seconds", "eer",
-            "eer_threshold", "fnmr_at_fmr_1e_2", "fnmr_at_fmr_1e_3", "genuine_mean", "impostor_mean", "n_genuine",
-            "n_impostor", "threshold", "fmr", "fnmr", "bin_left", "bin_right", "count", "n_pairs", "x", "y")
 
 
-@dataclass
-class Results:
-    """One loaded results folder: its tables (done jobs only), run.json, ledger and the grid's order."""
-
-    path: str
-    tables: dict[str, pd.DataFrame]
-    run: dict[str, Any]
-    ledger: dict[str, dict[str, Any]]
-    models: list[str]
-    train_groups: list[str]
-    test_groups: list[str]
-    seeds: list[int]
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.run.get("config") or {}
-
-    @property
-    def fingerprint(self) -> str | None:
-        return self.run.get("data_fingerprint")
-
-    @property
-    def jobs(self) -> list[dict[str, Any]]:
-        return list(self.run.get("jobs") or [])
-
-    def table(self, name: str) -> pd.DataFrame:
-        return self.tables[name]
-
-
-# ---------------------------------------------------------------------------------------------------- loading
-def load_results(path: str | os.PathLike[str]) -> Results:
-    """Load a results folder (local path or URI). Raises InputError when it is not a biasgrid results folder."""
-    text = str(path)
-    local = "://" not in text
-    if local and not Path(text).is_dir():
-        raise InputError(f"{text}: no such results folder (expected the folder written by `biasgrid run --out`)")
-    store = ResultStore(text)
-    try:
-        run = store.run_info()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{text}/{RUN_FILE}: not valid JSON ({exc})") from exc
-    if run is not None and not isinstance(run, dict):
-        raise InputError(f"{text}/{RUN_FILE}: expected a JSON object with config, data_fingerprint and jobs")
-    try:
-        ledger = store.ledger()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{text}/_jobs: a ledger record is not valid JSON ({exc})") from exc
-    has_tables = local and any((Path(text) / name).is_dir() for name in TABLES)
-    if run is None and not ledger and not has_tables:
-        raise InputError(f"{text} is not a biasgrid results folder: it has no {RUN_FILE}, no job ledger (_jobs/) "
-                         f"and no results tables (expected the folder written by `biasgrid run --out`)")
-    run = run or {}
-    tables = {name: _clean(frame) for name, frame in load(text).items()}
-    notes: list[str] = []
-    if not run:
-        notes.append(f"{RUN_FILE} is missing: the grid's order, the config and the planned jobs are unknown")
-    tables = _keep_done(tables, run, ledger, notes)
-    models, train_groups, test_groups, seeds = _order(run.get("config") or {}, tables)
-    return Results(text, tables, run, ledger, models, train_groups, test_groups, seeds, notes)
-
-
-def as_results(results: Results | str | os.PathLike[str]) -> Results:
-    """``results`` itself when already loaded, else ``load_results(results)``."""
-    return results if isinstance(results, Results) else load_results(results)
-
-
-def _clean(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = frame.copy()
-    for col in frame.columns:
-        if col in _NUMERIC:
-            frame[col] = pd.to_numeric(frame[col], errors="coerce")
-        elif col in ("model", "train_group", "test_group", "group", "group_a", "group_b", "kind", "subset",
-                     "ethnicity", "gender", "job_id"):
-            frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
-            frame[col] = frame[col].map(lambda v: v if v is None else str(v))
-    if "seed" in frame.columns and frame["seed"].notna().all():
-        frame["seed"] = frame["seed"].astype("int64")
-    return frame
-
-
-def _keep_done(tables: dict[str, pd.DataFrame], run: dict[str, Any], ledger: dict[str, dict[str, Any]],
-               notes: list[str]) -> dict[str, pd.DataFrame]:
-    """Drop rows of jobs that are not in run.json's plan or that the ledger does not mark done."""
-    planned = {j.get("job_id") for j in run.get("jobs") or [] if isinstance(j, dict)} - {None}
-    done = {k for k, r in ledger.items() if r.get("status") == "done"}
-    out = {}
-    for name, frame in tables.items():
-        if name == "failures" or frame.empty or "job_id" not in frame.columns:
-            out[name] = frame
-            continue
-        keep = pd.Series(True, index=frame.index)
-        if planned:
-            keep &= frame["job_id"].isin(planned)
-        if ledger:
-            keep &= frame["job_id"].isin(done)
-        dropped = int((~keep).sum())
-        if dropped:
-            notes.append(f"{name}: ignored {dropped} row(s) of jobs that are not planned in {RUN_FILE} "
-                         f"or not marked done in the ledger")
-        out[name] = frame[keep].reset_index(drop=True)
-    return out
-
-
-def _grid_section(config: dict[str, Any]) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for section in (config, config.get("protocol") or {}, config.get("grid") or {}):
-        if isinstance(section, dict):
-            merged.update({k: v for k, v in section.items()
-                           if k in ("models", "seeds", "train_groups", "test_groups") and isinstance(v, list)})
-            seeds = section.get("seeds")
-            if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds > 0:
-                merged["seeds"] = list(range(seeds))          # a count N means seeds 0..N-1
-    return merged
-
-
-def _ordered(configured: list[Any], found: set[Any], known: tuple[str, ...] = ()) -> list[Any]:
-    extra = sorted(found - set(configured), key=lambda v: (known.index(v) if v in known else len(known), str(v)))
-    return [*configured, *extra]
-
-
-def _order(config: dict[str, Any], tables: dict[str, pd.DataFrame]) -> tuple[list, list, list, list]:
-    grid = _grid_section(config)
-    acc = tables["accuracy"]
-    models = _ordered([str(m) for m in grid.get("models", [])], set(acc["model"].dropna()))
-    train = _ordered([str(g) for g in grid.get("train_groups", [])], set(acc["train_group"].dropna()), ETHNICITIES)
-    train = [g for g in train if g != ALL] + ([ALL] if ALL in train else [])
-    found_test = set(acc["test_group"].dropna()) | set(tables["verification"]["test_group"].dropna())
-    test = _ordered([str(g) for g in grid.get("test_groups", [])], found_test, ETHNICITIES)
-    seeds_found: set[int] = set()
-    for frame in tables.values():
-        if "seed" in frame.columns and not frame.empty:
-            seeds_found |= {int(s) for s in frame["seed"].dropna()}
-    seeds = [int(s) for s in grid["seeds"]] if "seeds" in grid else sorted(seeds_found)
-    return models, train, test, seeds
-
-
-def demographic_groups(results: Results | str | os.PathLike[str]) -> list[str]:
+def demographic_groups(res: Results) -> list[str]:
     """The demographic groups ("asian_male", ...) present in the verification tables, in ethnicity x gender order."""
-    res = as_results(results)
     found = set(res.tables["demographic_rates"]["group"].dropna())
     imp = res.tables["impostor_matrix"]
     found |= set(imp["group_a"].dropna()) | set(imp["group_b"].dropna())
-    ethnicities = res.test_groups or list(ETHNICITIES)
-    order = [f"{e}_{g}" for e in [*ethnicities, *ETHNICITIES] for g in GENDERS]
-    order = list(dict.fromkeys(order))
-    return [g for g in order if g in found] + sorted(found - set(order))
+    return demographic_order(found, res.test_groups)
 
 
 # ---------------------------------------------------------------------------------------------------- matrices
-def accuracy_stats(results: Results | str | os.PathLike[str], metric: str = "accuracy") -> pd.DataFrame:
+def accuracy_stats(res: Results, metric: str = "accuracy") -> pd.DataFrame:
     """Mean, std (ddof=1) and n over seeds of ``metric`` for every model x train group x test group cell.
 
     Columns: model, train_group, test_group, mean, std, n, n_expected, incomplete. Planned cells without any data
@@ -196,7 +47,6 @@ def accuracy_stats(results: Results | str | os.PathLike[str], metric: str = "acc
     """
     if metric not in METRICS:
         raise InputError(f"unknown accuracy metric {metric!r}; expected one of {', '.join(METRICS)}")
-    res = as_results(results)
     acc = res.tables["accuracy"]
     keys = ["model", "train_group", "test_group"]
     acc = acc.dropna(subset=[metric]).drop_duplicates([*keys, "seed"], keep="last")
@@ -214,12 +64,11 @@ def accuracy_stats(results: Results | str | os.PathLike[str], metric: str = "acc
     return out[[*keys, "mean", "std", "n", "n_expected", "incomplete"]]
 
 
-def accuracy_matrix(results: Results | str | os.PathLike[str], model: str, metric: str = "accuracy",
+def accuracy_matrix(res: Results, model: str, metric: str = "accuracy",
                     value: str = "mean") -> pd.DataFrame:
     """Train group (rows) x test group (columns) matrix of one model: value "mean", "std" or "n"."""
     if value not in ("mean", "std", "n"):
         raise InputError(f"unknown matrix value {value!r}; expected mean, std or n")
-    res = as_results(results)
     st = accuracy_stats(res, metric)
     st = st[st["model"] == model]
     mat = st.pivot(index="train_group", columns="test_group", values=value)
@@ -238,10 +87,9 @@ def format_cell(mean: float, std: float, n: int, incomplete: bool = False, digit
     return text + (MARK if incomplete else "")
 
 
-def matrix_text(results: Results | str | os.PathLike[str], model: str, metric: str = "accuracy",
+def matrix_text(res: Results, model: str, metric: str = "accuracy",
                 digits: int = 3) -> pd.DataFrame:
     """The matrix of one model as "mean ± std" strings, cells with fewer seeds marked with †."""
-    res = as_results(results)
     st = accuracy_stats(res, metric)
     st = st[st["model"] == model].copy()
     st["text"] = [format_cell(m, s, n, i, digits) for m, s, n, i in
@@ -255,11 +103,10 @@ def matrix_text(results: Results | str | os.PathLike[str], model: str, metric: s
     return mat.fillna("—")
 
 
-def incomplete_cells(results: Results | str | os.PathLike[str], metric: str = "accuracy",
+def incomplete_cells(res: Results, metric: str = "accuracy",
                      model: str | None = None) -> list[str]:
     """Footnote lines for cells with fewer seeds than planned, one per model, train group and seed count:
     "mlp train=asian (every test group): 4 of 5 seeds" or "mlp train=asian test=black: 3 of 5 seeds"."""
-    res = as_results(results)
     st = accuracy_stats(res, metric)
     if model is not None:
         st = st[st["model"] == model]
@@ -322,7 +169,7 @@ def holm(p_values: pd.Series) -> pd.Series:
     return adjusted
 
 
-def paired_differences(results: Results | str | os.PathLike[str], metric: str = "accuracy",
+def paired_differences(res: Results, metric: str = "accuracy",
                        confidence: float = 0.95, alpha: float = 0.05) -> pd.DataFrame:
     """Each off-diagonal cell against the same-group (diagonal) cell of its column, paired by seed.
 
@@ -332,7 +179,6 @@ def paired_differences(results: Results | str | os.PathLike[str], metric: str = 
     comparisons of the model), significant (p_holm < alpha), note. Columns whose test group is not a train group
     have no diagonal cell and are left out.
     """
-    res = as_results(results)
     acc = _per_seed(res, metric)
     rows = []
     for model in res.models:
@@ -366,20 +212,17 @@ def paired_differences(results: Results | str | os.PathLike[str], metric: str = 
 
 # --------------------------------------------------------------------------------------------- bias summaries
 def _spread(values: pd.Series) -> dict[str, Any]:
-    """max - min, population std, skewed error ratio of one row of accuracies (indexed by test group)."""
+    """Range, population std and skewed error ratio (grid.report.fairness) of one row of accuracies (indexed by
+    test group)."""
     v = values.dropna()
     if len(v) < 2:
         return {"range": np.nan, "std_groups": np.nan, "skewed_error_ratio": np.nan,
                 "note": f"needs at least 2 test groups with data, got {len(v)}"}
-    err = 1.0 - v
-    note = ""
-    if err.min() <= 0:
-        ser = np.nan
-        note = f"skewed error ratio undefined: error is 0 on {err.idxmin()}"
-    else:
-        ser = float(err.max() / err.min())
-    return {"range": float(v.max() - v.min()), "std_groups": float(v.std(ddof=0)), "skewed_error_ratio": ser,
-            "note": note}
+    ser, note = fairness.skewed_error_ratio(v)
+    if note:
+        note = f"skewed error ratio undefined: error is 0 on {(1.0 - v).idxmin()}"
+    return {"range": fairness.value_range(v, "accuracy")[0], "std_groups": fairness.group_std(v, "accuracy")[0],
+            "skewed_error_ratio": ser, "note": note}
 
 
 def _ser_note(sers: pd.Series, wide: pd.DataFrame) -> str:
@@ -390,7 +233,7 @@ def _ser_note(sers: pd.Series, wide: pd.DataFrame) -> str:
         ", ".join(map(str, undefined))
 
 
-def row_spread(results: Results | str | os.PathLike[str], metric: str = "accuracy") -> pd.DataFrame:
+def row_spread(res: Results, metric: str = "accuracy") -> pd.DataFrame:
     """Per model and train group, how unevenly it serves the test groups.
 
     From the mean matrix: best and worst test group, range = max - min, std_groups (population std, ddof=0,
@@ -399,7 +242,6 @@ def row_spread(results: Results | str | os.PathLike[str], metric: str = "accurac
     statistic computed per seed (seeds with every test group), n_seeds of them. The per-seed skewed error ratio
     is unstable when an error is near 0, so its spread is given as ser_seed_min and ser_seed_max.
     """
-    res = as_results(results)
     st = accuracy_stats(res, metric)
     acc = _per_seed(res, metric)
     rows = []
@@ -432,7 +274,7 @@ def row_spread(results: Results | str | os.PathLike[str], metric: str = "accurac
     return pd.DataFrame(rows, columns=columns)
 
 
-def best_train_group(results: Results | str | os.PathLike[str], metric: str = "accuracy",
+def best_train_group(res: Results, metric: str = "accuracy",
                      confidence: float = 0.95) -> pd.DataFrame:
     """Per model and test group, the train group with the highest mean, and whether it beats the runner-up.
 
@@ -440,7 +282,6 @@ def best_train_group(results: Results | str | os.PathLike[str], metric: str = "a
     mean of the paired differences), ci_low, ci_high, p_value (paired t-test best vs runner-up), n_pairs,
     same_group_is_best (None when the test group is not a train group), all_is_best, note.
     """
-    res = as_results(results)
     st = accuracy_stats(res, metric)
     acc = _per_seed(res, metric)
     rows = []
@@ -478,14 +319,13 @@ def best_train_group(results: Results | str | os.PathLike[str], metric: str = "a
 
 
 # ----------------------------------------------------------------------------------------------- verification
-def verification_summary(results: Results | str | os.PathLike[str]) -> pd.DataFrame:
+def verification_summary(res: Results) -> pd.DataFrame:
     """Per test group: EER, FNMR at FMR=1e-3 and at 1e-2 as mean and std (ddof=1) over seeds.
 
     Columns: test_group, n_seeds, eer_mean, eer_std, eer_threshold_mean, fnmr_at_fmr_1e_3_mean/_std,
     fnmr_at_fmr_1e_2_mean/_std, genuine_mean, impostor_mean (mean scores), n_genuine, n_impostor (mean per
     seed), impostor_sampled (in any seed).
     """
-    res = as_results(results)
     ver = res.tables["verification"].drop_duplicates(["test_group", "seed"], keep="last")
     columns = ["test_group", "n_seeds"] + [f"{m}_{s}" for m in VERIFICATION_METRICS for s in ("mean", "std")] + \
         ["eer_threshold_mean", "genuine_mean", "impostor_mean", "n_genuine", "n_impostor", "impostor_sampled"]
@@ -507,14 +347,13 @@ def verification_summary(results: Results | str | os.PathLike[str]) -> pd.DataFr
     return pd.DataFrame(rows, columns=columns)
 
 
-def impostor_fmr_matrix(results: Results | str | os.PathLike[str], value: str = "mean") -> pd.DataFrame:
+def impostor_fmr_matrix(res: Results, value: str = "mean") -> pd.DataFrame:
     """Cross-group impostor FMR at the global threshold (FMR = 1e-3 overall): group_a (rows) x group_b.
 
     ``value``: "mean" or "std" (ddof=1) over seeds, or "n" (seeds). Empty when nothing is stored.
     """
     if value not in ("mean", "std", "n"):
         raise InputError(f"unknown matrix value {value!r}; expected mean, std or n")
-    res = as_results(results)
     imp = res.tables["impostor_matrix"].drop_duplicates(["seed", "group_a", "group_b"], keep="last")
     if imp.empty:
         return pd.DataFrame()
@@ -526,12 +365,11 @@ def impostor_fmr_matrix(results: Results | str | os.PathLike[str], value: str = 
     return mat
 
 
-def demographic_rates_summary(results: Results | str | os.PathLike[str]) -> pd.DataFrame:
+def demographic_rates_summary(res: Results) -> pd.DataFrame:
     """Each demographic group's FMR and FNMR at the global threshold: mean and std (ddof=1) over seeds.
 
     Columns: group, n_seeds, fmr_mean, fmr_std, fnmr_mean, fnmr_std, threshold_mean.
     """
-    res = as_results(results)
     rates = res.tables["demographic_rates"].drop_duplicates(["seed", "group"], keep="last")
     columns = ["group", "n_seeds", "fmr_mean", "fmr_std", "fnmr_mean", "fnmr_std", "threshold_mean"]
     if rates.empty:
@@ -544,27 +382,25 @@ def demographic_rates_summary(results: Results | str | os.PathLike[str]) -> pd.D
     return out[columns]
 
 
-def fairness_by_seed(results: Results | str | os.PathLike[str], a: float = fairness.DEFAULT_A) -> pd.DataFrame:
+def fairness_by_seed(res: Results, a: float = fairness.DEFAULT_A) -> pd.DataFrame:
     """The demographic-differential summaries (Max/Min, Max/GeoMean, FDR, GARBE) per seed; see grid.fairness."""
-    res = as_results(results)
     rates = res.tables["demographic_rates"].drop_duplicates(["seed", "group"], keep="last")
     groups = [g for g in demographic_groups(res) if g in set(rates["group"])] if not rates.empty else None
     return fairness.by_seed(rates, a, groups)
 
 
-def fairness_summary(results: Results | str | os.PathLike[str], a: float = fairness.DEFAULT_A) -> pd.DataFrame:
+def fairness_summary(res: Results, a: float = fairness.DEFAULT_A) -> pd.DataFrame:
     """Mean ± std over seeds of each summary; columns metric, label, mean, std, n_seeds, n_undefined, note."""
-    return fairness.summarize(fairness_by_seed(results, a))
+    return fairness.summarize(fairness_by_seed(res, a))
 
 
 # --------------------------------------------------------------------------------------------------- job status
-def job_status(results: Results | str | os.PathLike[str]) -> pd.DataFrame:
+def job_status(res: Results) -> pd.DataFrame:
     """Every planned job with its status "done", "failed" or "missing" (no ledger record), and the error.
 
     Columns: job_id, kind, description, model, train_group, test_group, seed, subset, status, error. Without a plan
     in run.json, the ledger's jobs are listed (status from the ledger).
     """
-    res = as_results(results)
     failures = res.tables["failures"]
     errors = dict(zip(failures["job_id"], failures["error"])) if not failures.empty else {}
     columns = ["job_id", "kind", "description", "model", "train_group", "test_group", "seed", "subset", "status",
@@ -577,14 +413,14 @@ def job_status(results: Results | str | os.PathLike[str]) -> pd.DataFrame:
         jid = job.get("job_id")
         seen.add(jid)
         record = res.ledger.get(jid)
-        status = record.get("status", "missing") if record else "missing"
+        status = job_state(record)
         error = errors.get(jid) or (record or {}).get("error") or ""
         rows.append({**{c: job.get(c) for c in columns}, "status": status,
                      "error": error if status == "failed" else ""})
     for jid, record in res.ledger.items():
         if seen or jid in seen:       # with a plan, ledger records of other (earlier) plans are not this run's
             continue
-        status = record.get("status", "missing")
+        status = job_state(record)
         rows.append({**{c: record.get(c) for c in columns}, "job_id": jid, "status": status,
                      "error": (errors.get(jid) or record.get("error") or "") if status == "failed" else ""})
     out = pd.DataFrame(rows, columns=columns)
@@ -593,12 +429,12 @@ def job_status(results: Results | str | os.PathLike[str]) -> pd.DataFrame:
     return out
 
 
-def missing_cells(results: Results | str | os.PathLike[str]) -> pd.DataFrame:
+def missing_cells(res: Results) -> pd.DataFrame:
     """Per model and train group, the seeds whose cell job failed or never finished.
 
     Columns: model, train_group, failed_seeds, missing_seeds (lists of ints).
     """
-    status = job_status(results)
+    status = job_status(res)
     cells = status[(status["kind"] == "cell") & (status["status"] != "done")]
     rows = []
     for (model, train), part in cells.groupby(["model", "train_group"], sort=False):
@@ -608,9 +444,8 @@ def missing_cells(results: Results | str | os.PathLike[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "train_group", "failed_seeds", "missing_seeds"])
 
 
-def all_summaries(results: Results | str | os.PathLike[str]) -> dict[str, pd.DataFrame]:
+def all_summaries(res: Results) -> dict[str, pd.DataFrame]:
     """Every summary table of the report by name (long-form accuracy stats per metric, bias, verification)."""
-    res = as_results(results)
     out: dict[str, pd.DataFrame] = {}
     for metric in METRICS:
         out[metric] = accuracy_stats(res, metric)

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from storage.errors import InputError
-from storage.table import ETHNICITIES, GENDERS, EmbeddingTable
+from storage.table import EmbeddingTable
+from storage.vocab import DEMOGRAPHIC_GROUPS, ETHNICITIES, demographic_names
 
 _PER_ETHNICITY_FORMS = ("a number for every ethnicity, three values for asian,caucasian,black (e.g. 1,0.8,1.2) "
                         "or some of them by name (e.g. asian=1.2); a value starting with '-' needs '=': "
@@ -23,8 +24,8 @@ _PER_ETHNICITY_FORMS = ("a number for every ethnicity, three values for asian,ca
 
 def register(subparsers: Any) -> None:
     """Add the ``data`` command with subcommands ``synth`` and ``import`` to the ``biasgrid`` subparsers."""
-    from grid.synth import PARAM_HELP, PER_ETHNICITY_PARAMS, SynthParams
-    from storage.importers import FORMATS
+    from storage.importers import FORMAT_NAMES
+    from storage.synth import PARAM_HELP, PER_ETHNICITY_PARAMS, SynthParams
 
     data = subparsers.add_parser("data", help="write an embedding table: synthetic (synth) or imported (import)",
                                  description="Write an embedding table (Parquet) for 'biasgrid run --data'.")
@@ -50,7 +51,7 @@ def register(subparsers: Any) -> None:
                                      "table (Parquet or CSV with identity, image, ethnicity, gender and e0..e{d-1}).")
     imp.add_argument("src", help="file or folder to import")
     imp.add_argument("--out", required=True, help="output table (.parquet)")
-    imp.add_argument("--format", choices=FORMATS, help="input format (default: detected from SRC)")
+    imp.add_argument("--format", choices=FORMAT_NAMES, help="input format (default: detected from SRC)")
     imp.add_argument("--map", action="append", default=[], metavar="COLUMN=SOURCE",
                      help="take a table column from a differently named source column, e.g. identity=subject_id "
                           "(repeat, or comma-separate); for a CSV table, embedding=PREFIX names the embedding "
@@ -108,19 +109,14 @@ def _per_ethnicity(text: str, name: str) -> Any:
 
 def _summary(table: EmbeddingTable, out: Path, what: str) -> str:
     codes = table.identity_codes()
-    groups = table.ethnicity.astype(np.int64) * len(GENDERS) + table.gender
-    per_group = []
-    for e, eth in enumerate(ETHNICITIES):
-        for g, gen in enumerate(GENDERS):
-            mask = groups == e * len(GENDERS) + g
-            if mask.any():
-                per_group.append(f"{eth}_{gen} {len(np.unique(codes[mask]))}")
+    names = demographic_names(table.ethnicity, table.gender)
+    per_group = [f"{g} {len(np.unique(codes[names == g]))}" for g in DEMOGRAPHIC_GROUPS if (names == g).any()]
     return (f"wrote {out}: {what}, {len(table)} rows, dim {table.dim}, {len(np.unique(codes))} identities "
             f"({', '.join(per_group)})")
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from grid.synth import PER_ETHNICITY_PARAMS, SynthParams, generate, synth_params_from_dict
+    from storage.synth import PER_ETHNICITY_PARAMS, SynthParams, generate, synth_params_from_dict
     from storage.table import write_table
 
     out = _check_out(args.out)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from grid import aggregate as agg
-from grid import report
+from grid.report import load_results, write_report
+from grid.report.render import format_matrices, format_status
 
 
 def register(subparsers: Any) -> None:
@@ -23,9 +23,9 @@ def register(subparsers: Any) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     """Load the results (InputError if DIR is not a results folder), print the tables, write the report."""
-    res = agg.load_results(args.results)
-    print(report.format_matrices(res))
-    print(report.format_status(res))
-    path = report.write_report(res, args.out)
+    res = load_results(args.results)
+    print(format_matrices(res))
+    print(format_status(res))
+    path = write_report(res, args.out)
     print(f"\nreport: {path}")
     return 0

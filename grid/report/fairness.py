@@ -1,6 +1,10 @@
-"""Demographic-differential summaries of a verification system at one (global) threshold.
+"""Group aggregators: how unevenly a system serves groups, from one value per group. The single home of each.
 
-Given each demographic group's false match rate (FMR) and false non-match rate (FNMR) at the same threshold:
+For a classifier, from each test group's accuracy: the range (max - min), the population standard deviation
+across groups, and the skewed error ratio SER = max error / min error (error = 1 - accuracy).
+
+For a verification system, from each demographic group's false match rate (FMR) and false non-match rate (FNMR)
+at the same threshold:
 
 - Max/Min and Max/GeoMean of the FMRs and of the FNMRs (NIST FRVT's summaries of demographic differentials),
 - the Fairness Discrepancy Rate  FDR = 1 - (a * max|FMR_i - FMR_j| + (1 - a) * max|FNMR_i - FNMR_j|),
@@ -46,6 +50,25 @@ def _check_rates(x: np.ndarray, name: str) -> str | None:
     return None
 
 
+def value_range(x: Sequence[float] | np.ndarray, name: str = "rate") -> tuple[float, str]:
+    """max(x) - min(x) and a note; (NaN, note) with fewer than two groups or missing values."""
+    v = _vector(x)
+    note = _check_rates(v, name)
+    return (float("nan"), note) if note else (float(v.max() - v.min()), "")
+
+
+def group_std(x: Sequence[float] | np.ndarray, name: str = "rate") -> tuple[float, str]:
+    """Population standard deviation (ddof=0) across the groups, and a note; NaN with a note when undefined."""
+    v = _vector(x)
+    note = _check_rates(v, name)
+    return (float("nan"), note) if note else (float(v.std(ddof=0)), "")
+
+
+def skewed_error_ratio(accuracy: Sequence[float] | np.ndarray) -> tuple[float, str]:
+    """SER = max(error) / min(error), error = 1 - accuracy per group; (NaN, note) when the lowest error is 0."""
+    return max_min_ratio(1.0 - _vector(accuracy), "error")
+
+
 def max_min_ratio(x: Sequence[float] | np.ndarray, name: str = "rate") -> tuple[float, str]:
     """max(x) / min(x) and a note; (NaN, note) when the lowest rate is 0 (the ratio is undefined)."""
     v = _vector(x)
@@ -85,11 +108,10 @@ def gini(x: Sequence[float] | np.ndarray, name: str = "rate") -> tuple[float, st
 def fdr(fmr: Sequence[float] | np.ndarray, fnmr: Sequence[float] | np.ndarray,
         a: float = DEFAULT_A) -> tuple[float, str]:
     """Fairness Discrepancy Rate 1 - (a max|FMR_i - FMR_j| + (1 - a) max|FNMR_i - FNMR_j|); 1 = no discrepancy."""
-    f, g = _vector(fmr), _vector(fnmr)
-    note = _check_rates(f, "FMR") or _check_rates(g, "FNMR")
-    if note:
-        return float("nan"), note
-    return float(1.0 - (a * (f.max() - f.min()) + (1.0 - a) * (g.max() - g.min()))), ""
+    (f, n1), (g, n2) = value_range(fmr, "FMR"), value_range(fnmr, "FNMR")
+    if n1 or n2:
+        return float("nan"), n1 or n2
+    return float(1.0 - (a * f + (1.0 - a) * g)), ""
 
 
 def garbe(fmr: Sequence[float] | np.ndarray, fnmr: Sequence[float] | np.ndarray,

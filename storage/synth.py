@@ -21,7 +21,7 @@ The model (a latent Gaussian model pushed through a random ReLU layer, like ``av
 So identities are tight clusters (EER of a few percent, differing between ethnicities through ``image_noise``),
 ethnicity and gender form t-SNE clusters, a gender classifier trained on one ethnicity transfers only partly to
 the others (through ``gender_alignment``), and one trained on all ethnicities can use every group's own
-direction. Images per identity follow DiveFace's real distribution (``grid/data``), at least 3 per identity.
+direction. Images per identity follow DiveFace's real distribution (``storage/data``), at least 3 per identity.
 """
 
 from __future__ import annotations
@@ -39,18 +39,19 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from storage.errors import InputError
-from storage.table import ETHNICITIES, GENDERS, EmbeddingTable, validate_table
+from storage.table import EmbeddingTable, validate_table
+from storage.vocab import DIVEFACE_GROUPS, ETHNICITIES, GENDERS
 
 _STREAM = 0x5E17  # separates the generator's random streams from other users of the same seed
-# DiveFace's own group names for the images-per-identity distribution.
-_DIVEFACE_GROUP = {"asian": "Group1", "black": "Group2", "caucasian": "Group3"}
+# (ethnicity, gender) -> DiveFace's own group name, as the images-per-identity distribution names it.
+_DIVEFACE_NAME = {labels: name for name, labels in DIVEFACE_GROUPS.items()}
 
 
 @dataclass(frozen=True)
 class SynthParams:
     """Parameters of the synthetic DiveFace-like data; the defaults reproduce the study's pattern.
 
-    Per-ethnicity fields are tuples in :data:`storage.table.ETHNICITIES` order (asian, caucasian, black).
+    Per-ethnicity fields are tuples in :data:`storage.vocab.ETHNICITIES` order (asian, caucasian, black).
     Distances are in units of the spread of identity centres (1 per latent axis). Each field's
     ``metadata["help"]`` says what it does (see also :data:`PARAM_HELP`).
     """
@@ -173,7 +174,7 @@ def synth_params_from_dict(d: Mapping[str, Any], source: str) -> SynthParams:
 @lru_cache(maxsize=None)
 def diveface_images_per_identity() -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
     """DiveFace's images-per-identity distribution: (ethnicity, gender) -> (counts k, probability of k)."""
-    text = (resources.files("grid") / "data" / "diveface_images_per_identity.csv").read_text()
+    text = (resources.files("storage") / "data" / "diveface_images_per_identity.csv").read_text()
     rows: dict[str, list[tuple[int, int]]] = {}
     for line in text.splitlines()[1:]:
         if line.strip():
@@ -182,7 +183,7 @@ def diveface_images_per_identity() -> dict[tuple[str, str], tuple[np.ndarray, np
     out = {}
     for e in ETHNICITIES:
         for g in GENDERS:
-            pairs = sorted(rows[f"{_DIVEFACE_GROUP[e]}_{g.capitalize()}"])
+            pairs = sorted(rows[_DIVEFACE_NAME[e, g]])
             k = np.array([p[0] for p in pairs], dtype=np.int64)
             w = np.array([p[1] for p in pairs], dtype=np.float64)
             out[e, g] = (k, w / w.sum())

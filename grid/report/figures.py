@@ -16,9 +16,11 @@ from matplotlib import colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from scipy import stats
+from scipy.stats import norm
 
-from grid import aggregate as agg
+from grid.report import stats
+from grid.report.results import Results
+from storage.vocab import ALL
 
 # Okabe-Ito colour-blind-safe palette: one colour per ethnicity, the same in every figure.
 ETHNICITY_COLORS: dict[str, str] = {"asian": "#E69F00", "caucasian": "#0072B2", "black": "#009E73"}
@@ -33,7 +35,7 @@ def group_color(group: str) -> str:
     ethnicity = group.split("_")[0]
     if ethnicity in ETHNICITY_COLORS:
         return ETHNICITY_COLORS[ethnicity]
-    if ethnicity == agg.ALL:
+    if ethnicity == ALL:
         return "#444444"
     return _EXTRA_COLORS[sum(map(ord, ethnicity)) % len(_EXTRA_COLORS)]
 
@@ -72,14 +74,13 @@ def _label(group: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ accuracy
-def plot_accuracy(results: agg.Results | str, model: str,
+def plot_accuracy(res: Results, model: str,
                   metrics: tuple[str, ...] = ("accuracy",)) -> Figure | None:
     """Annotated heatmap(s) of one model's train x test matrix: mean ± std in each cell, † = fewer seeds.
 
     One panel per metric; the colour scale is shared across models and panels so figures compare at a glance.
     """
-    res = agg.as_results(results)
-    all_stats = pd.concat([agg.accuracy_stats(res, m) for m in metrics])
+    all_stats = pd.concat([stats.accuracy_stats(res, m) for m in metrics])
     if all_stats["mean"].dropna().empty:
         return None
     lo, hi = float(all_stats["mean"].min()), float(all_stats["mean"].max())
@@ -92,8 +93,8 @@ def plot_accuracy(results: agg.Results | str, model: str,
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     image = None
     for ax, metric in zip(axes, metrics):
-        mean = agg.accuracy_matrix(res, model, metric, "mean")
-        text = agg.matrix_text(res, model, metric)
+        mean = stats.accuracy_matrix(res, model, metric, "mean")
+        text = stats.matrix_text(res, model, metric)
         data = mean.to_numpy(float)
         image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, norm=norm, aspect="auto")
         for i in range(data.shape[0]):
@@ -121,13 +122,12 @@ def _cmap(name: str) -> mcolors.Colormap:
 
 
 # -------------------------------------------------------------------------------------------- verification
-def plot_score_densities(results: agg.Results | str) -> Figure | None:
+def plot_score_densities(res: Results) -> Figure | None:
     """Genuine and impostor score densities per test group (histograms pooled over seeds), EER threshold marked."""
-    res = agg.as_results(results)
     hist = res.tables["verification_hist"]
     if hist.empty:
         return None
-    ver = agg.verification_summary(res).set_index("test_group") if not res.tables["verification"].empty else None
+    ver = stats.verification_summary(res).set_index("test_group") if not res.tables["verification"].empty else None
     groups = [g for g in res.test_groups if g in set(hist["test_group"])]
     fig = _figure(4.2 * len(groups), 3.4)
     axes = fig.subplots(1, len(groups), squeeze=False, sharey=True)[0]
@@ -156,17 +156,16 @@ def plot_score_densities(results: agg.Results | str) -> Figure | None:
     return fig
 
 
-def _mean_curves(res: agg.Results) -> pd.DataFrame:
+def _mean_curves(res: Results) -> pd.DataFrame:
     curve = res.tables["verification_curve"]
     return curve.groupby(["test_group", "threshold"], as_index=False)[["fmr", "fnmr"]].mean()
 
 
-def plot_error_rates(results: agg.Results | str) -> Figure | None:
+def plot_error_rates(res: Results) -> Figure | None:
     """Left: FMR and FNMR against the threshold per group; right: DET curves (FNMR vs FMR, probit axes).
 
     Curves are the mean over seeds of FMR and FNMR at each threshold of the shared threshold grid.
     """
-    res = agg.as_results(results)
     if res.tables["verification_curve"].empty:
         return None
     curves = _mean_curves(res)
@@ -200,10 +199,10 @@ def plot_error_rates(results: agg.Results | str) -> Figure | None:
 
 def _probit_axes(ax) -> None:
     def forward(p):
-        return stats.norm.ppf(np.clip(p, 1e-9, 1 - 1e-9))
+        return norm.ppf(np.clip(p, 1e-9, 1 - 1e-9))
 
     def inverse(z):
-        return stats.norm.cdf(z)
+        return norm.cdf(z)
 
     ticks = [1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5, 0.8, 0.95]
     labels = ["1e-5", "1e-4", "1e-3", "0.01", "0.05", "0.2", "0.5", "0.8", "0.95"]
@@ -214,10 +213,9 @@ def _probit_axes(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def plot_impostor_matrix(results: agg.Results | str) -> Figure | None:
+def plot_impostor_matrix(res: Results) -> Figure | None:
     """Heatmap of the cross-group impostor FMR (mean over seeds) at the global threshold, log colour scale."""
-    res = agg.as_results(results)
-    mat = agg.impostor_fmr_matrix(res)
+    mat = stats.impostor_fmr_matrix(res)
     if mat.empty:
         return None
     data = mat.to_numpy(float)
@@ -257,9 +255,8 @@ TSNE_PANELS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def plot_tsne(results: agg.Results | str, seed: int | None = None) -> Figure | None:
+def plot_tsne(res: Results, seed: int | None = None) -> Figure | None:
     """The study's four t-SNE scatter plots of one seed's training embeddings (default: the lowest seed)."""
-    res = agg.as_results(results)
     tsne = res.tables["tsne"]
     if tsne.empty:
         return None

@@ -1,18 +1,15 @@
-"""The report of a results folder: terminal tables, CSV, Markdown, LaTeX, PNG figures and one self-contained HTML.
+"""The report of a results folder: its content as blocks (headings, paragraphs, tables of display strings,
+figures), written as report.html (self-contained), report.md, tables.tex, CSV and PNG files.
 
-    write_report("results/default")        # -> results/default/report/report.html
-    print(format_matrices("results/default"))
+    from grid.report import load_results, write_report
+    write_report(load_results("results"))        # -> results/report/report.html
 
-The report is built as a list of blocks (headings, paragraphs, tables of display strings, figures) rendered
-to Markdown and HTML from the same content; the CSVs hold the unformatted numbers (mean, std and n as separate
-columns). A results folder with failed or missing jobs, or with empty tables, still gives a report that says
-what is missing. Formulas: docs/REPORT.md.
+The CSVs hold the unformatted numbers (mean, std and n as separate columns). A results folder with failed or
+missing jobs, or with empty tables, still gives a report that says what is missing. Formulas: docs/REPORT.md.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import os
 import uuid
@@ -23,14 +20,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from grid import aggregate as agg
-from grid import figures
+from grid.report import figures, stats
+from grid.report.render import CORNER, METRIC_TITLES, slug, render_html, render_latex, render_markdown
+from grid.report.results import Results
 from storage.errors import InputError
 
 REPORT_DIR = "report"
 HTML_FILE = "report.html"
-METRIC_TITLES = {"accuracy": "Accuracy", "accuracy_male": "Accuracy on men", "accuracy_female": "Accuracy on women"}
-CORNER = "trained on \\ tested on"
 
 
 # ------------------------------------------------------------------------------------------------- formatting
@@ -62,60 +58,6 @@ def _yes(v: Any) -> str:
     return "yes" if bool(v) else "no"
 
 
-def _text_table(frame: pd.DataFrame, corner: str) -> str:
-    """Plain-text table with aligned columns (index as first column)."""
-    header = [corner, *[str(c) for c in frame.columns]]
-    body = [[str(i), *[str(v) for v in row]] for i, row in zip(frame.index, frame.to_numpy())]
-    widths = [max(len(r[k]) for r in [header, *body]) for k in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in body]
-    return "\n".join(lines)
-
-
-def format_matrices(results: agg.Results | str | os.PathLike[str],
-                    metrics: tuple[str, ...] = ("accuracy",), digits: int = 3) -> str:
-    """The terminal table of mean ± std (ddof=1) over seeds per model: rows trained on, columns tested on.
-
-    Cells with fewer seeds than planned carry † and are listed under the table; cells with no data show —.
-    """
-    res = agg.as_results(results)
-    if not res.models:
-        return "No accuracy results stored yet."
-    parts = []
-    for metric in metrics:
-        n = len(res.seeds)
-        parts.append(f"{METRIC_TITLES[metric]}: mean ± std over {n} seed{'s' if n != 1 else ''} "
-                     f"(rows: trained on, columns: tested on)")
-        for model in res.models:
-            parts.append("")
-            parts.append(f"[{model}]")
-            parts.append(_text_table(agg.matrix_text(res, model, metric, digits), CORNER))
-            for line in agg.incomplete_cells(res, metric, model):
-                parts.append(f"  † {line}")
-        parts.append("")
-    return "\n".join(parts).rstrip() + "\n"
-
-
-def format_status(results: agg.Results | str | os.PathLike[str], limit: int = 10) -> str:
-    """One line of job counts, then up to ``limit`` failed and missing jobs (with the error's first line)."""
-    res = agg.as_results(results)
-    status = agg.job_status(res)
-    if status.empty:
-        return "jobs: no plan in run.json and no ledger records"
-    counts = status["status"].value_counts()
-    line = (f"jobs: {int(counts.get('done', 0))} done, {int(counts.get('failed', 0))} failed, "
-            f"{int(counts.get('missing', 0))} missing (of {len(status)})")
-    lines = [line]
-    bad = status[status["status"] != "done"]
-    for row in bad.head(limit).itertuples():
-        error = (row.error or "").strip().splitlines()
-        lines.append(f"  {row.status:7s} {row.description}" + (f": {error[-1][:160]}" if error else ""))
-    if len(bad) > limit:
-        lines.append(f"  ... and {len(bad) - limit} more (see the report)")
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------------------------- document model
 @dataclass
 class Table:
@@ -135,7 +77,7 @@ class FigureBlock:
 Block = tuple[str, Any]           # ("h2"|"h3"|"p"|"note"|"pre"|"table"|"figure", content)
 
 
-def _matrix_blocks(res: agg.Results) -> list[Block]:
+def _matrix_blocks(res: Results) -> list[Block]:
     blocks: list[Block] = [("h2", "Accuracy matrices")]
     n = len(res.seeds)
     blocks.append(("p", f"Mean ± standard deviation (ddof=1) over {n} seed{'s' if n != 1 else ''} "
@@ -149,20 +91,20 @@ def _matrix_blocks(res: agg.Results) -> list[Block]:
         blocks.append(("h3", f"Model: {model}"))
         fig = figures.plot_accuracy(res, model, ("accuracy",))
         if fig is not None:
-            blocks.append(("figure", FigureBlock(f"accuracy_{_slug(model)}.png",
+            blocks.append(("figure", FigureBlock(f"accuracy_{slug(model)}.png",
                                             f"{model}: accuracy, mean ± std over seeds", _png(fig))))
-        for metric in agg.METRICS:
-            notes = [f"† {line}" for line in agg.incomplete_cells(res, metric, model)]
-            blocks.append(("table", Table(agg.matrix_text(res, model, metric), f"{model}: {METRIC_TITLES[metric]}",
+        for metric in stats.METRICS:
+            notes = [f"† {line}" for line in stats.incomplete_cells(res, metric, model)]
+            blocks.append(("table", Table(stats.matrix_text(res, model, metric), f"{model}: {METRIC_TITLES[metric]}",
                                           CORNER, notes)))
         fig = figures.plot_accuracy(res, model, ("accuracy_male", "accuracy_female"))
         if fig is not None:
-            blocks.append(("figure", FigureBlock(f"accuracy_gender_{_slug(model)}.png",
+            blocks.append(("figure", FigureBlock(f"accuracy_gender_{slug(model)}.png",
                                             f"{model}: accuracy on men and on women", _png(fig))))
     return blocks
 
 
-def _bias_blocks(res: agg.Results, s: dict[str, pd.DataFrame]) -> list[Block]:
+def _bias_blocks(res: Results, s: dict[str, pd.DataFrame]) -> list[Block]:
     blocks: list[Block] = [("h2", "Bias summaries (accuracy)")]
     spread = s["row_spread"]
     blocks.append(("h3", "Spread across test groups, per training group"))
@@ -241,7 +183,7 @@ def _ci(mean: Any, lo: Any, hi: Any) -> str:
     return f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
-def _verification_blocks(res: agg.Results, s: dict[str, pd.DataFrame]) -> list[Block]:
+def _verification_blocks(res: Results, s: dict[str, pd.DataFrame]) -> list[Block]:
     blocks: list[Block] = [("h2", "Verification")]
     ver = s["verification"]
     blocks.append(("p", "Cosine-similarity verification of the test identities per ethnicity: genuine pairs are two "
@@ -302,7 +244,7 @@ def _verification_blocks(res: agg.Results, s: dict[str, pd.DataFrame]) -> list[B
             "note": fair["note"].fillna(""),
         })
         blocks.append(("table", Table(frame, "Demographic-differential summaries")))
-    mat = agg.impostor_fmr_matrix(res)
+    mat = stats.impostor_fmr_matrix(res)
     blocks.append(("h3", "Cross-group impostor FMR"))
     if mat.empty:
         blocks.append(("note", "No impostor matrix is stored."))
@@ -316,7 +258,7 @@ def _verification_blocks(res: agg.Results, s: dict[str, pd.DataFrame]) -> list[B
     return blocks
 
 
-def _tsne_blocks(res: agg.Results) -> list[Block]:
+def _tsne_blocks(res: Results) -> list[Block]:
     blocks: list[Block] = [("h2", "t-SNE of the training embeddings")]
     fig = figures.plot_tsne(res)
     if fig is None:
@@ -327,9 +269,9 @@ def _tsne_blocks(res: agg.Results) -> list[Block]:
     return blocks
 
 
-def _job_blocks(res: agg.Results) -> list[Block]:
+def _job_blocks(res: Results) -> list[Block]:
     blocks: list[Block] = [("h2", "Failed and missing jobs")]
-    status = agg.job_status(res)
+    status = stats.job_status(res)
     if status.empty:
         blocks.append(("note", "run.json lists no planned jobs and the ledger is empty: missing jobs cannot be "
                                "listed."))
@@ -341,7 +283,7 @@ def _job_blocks(res: agg.Results) -> list[Block]:
     else:
         blocks.append(("note", f"{done} of {len(status)} jobs done, {failed} failed, {missing} missing "
                                f"(planned but never finished). The tables and figures use the done jobs only."))
-    cells = agg.missing_cells(res)
+    cells = stats.missing_cells(res)
     if not cells.empty:
         frame = pd.DataFrame({"model": cells["model"], "trained on": cells["train_group"],
                               "failed seeds": [", ".join(map(str, v)) or "—" for v in cells["failed_seeds"]],
@@ -361,7 +303,7 @@ def _job_blocks(res: agg.Results) -> list[Block]:
     return blocks
 
 
-def _config_blocks(res: agg.Results) -> list[Block]:
+def _config_blocks(res: Results) -> list[Block]:
     blocks: list[Block] = [("h2", "Configuration and provenance")]
     versions = res.run.get("versions") or {}
     facts = pd.DataFrame({"value": [res.fingerprint or "unknown", res.run.get("created_at") or "unknown",
@@ -374,11 +316,10 @@ def _config_blocks(res: agg.Results) -> list[Block]:
     return blocks
 
 
-def build_blocks(results: agg.Results | str | os.PathLike[str],
+def build_blocks(res: Results,
                  summaries: dict[str, pd.DataFrame] | None = None) -> list[Block]:
     """The report's content as blocks (see the module docstring); figures rendered to PNG bytes."""
-    res = agg.as_results(results)
-    s = summaries if summaries is not None else agg.all_summaries(res)
+    s = summaries if summaries is not None else stats.all_summaries(res)
     blocks: list[Block] = [("h1", "biasgrid report")]
     status = s["jobs"]
     counts = status["status"].value_counts() if not status.empty else pd.Series(dtype=int)
@@ -407,146 +348,6 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
-
-
-# ----------------------------------------------------------------------------------------------------- renderers
-def _html_table(t: Table) -> str:
-    head = ([html.escape(t.index_name)] if t.index_name is not None else []) + \
-        [html.escape(str(c)) for c in t.frame.columns]
-    rows = []
-    for idx, row in zip(t.frame.index, t.frame.to_numpy()):
-        cells = ([f"<th>{html.escape(str(idx))}</th>"] if t.index_name is not None else []) + \
-            [f"<td>{html.escape(str(v))}</td>" for v in row]
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    notes = "".join(f'<p class="fn">{html.escape(n)}</p>' for n in t.notes)
-    return (f'<div class="tbl"><table><caption>{html.escape(t.caption)}</caption><thead><tr>'
-            + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>" + "".join(rows)
-            + f"</tbody></table>{notes}</div>")
-
-
-CSS = """
-body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}
-h1{border-bottom:2px solid #0072B2;padding-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid #ccc}
-nav{background:#f6f8fa;padding:.5em 1em;border-radius:6px}nav a{margin-right:1.2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}caption{text-align:left;font-weight:600;padding:.3em 0}
-th,td{border:1px solid #d0d7de;padding:.25em .6em;text-align:left;vertical-align:top}
-thead th{background:#f0f3f6}tbody tr:nth-child(even){background:#fafbfc}td{font-variant-numeric:tabular-nums}
-.tbl{overflow-x:auto}.fn{font-size:.85em;color:#555;margin:.1em 0}
-.note{background:#fff4e5;border-left:4px solid #E69F00;padding:.5em 1em;margin:.8em 0}
-figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.9em;color:#555}pre{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:.8em}
-"""
-
-
-def render_html(blocks: list[Block]) -> str:
-    """One self-contained HTML page: inline CSS, images as base64 data URIs, no scripts, no network."""
-    body, nav = [], []
-    title = "biasgrid report"
-    for kind, content in blocks:
-        if kind == "h1":
-            title = content
-            body.append(f"<h1>{html.escape(content)}</h1>")
-        elif kind == "h2":
-            anchor = _slug(content.lower())
-            nav.append(f'<a href="#{anchor}">{html.escape(content)}</a>')
-            body.append(f'<h2 id="{anchor}">{html.escape(content)}</h2>')
-        elif kind == "h3":
-            body.append(f"<h3>{html.escape(content)}</h3>")
-        elif kind == "p":
-            body.append(f"<p>{html.escape(content)}</p>")
-        elif kind == "note":
-            body.append(f'<div class="note">{html.escape(content)}</div>')
-        elif kind == "pre":
-            body.append(f"<details open><summary>Resolved configuration (run.json)</summary>"
-                        f"<pre>{html.escape(content)}</pre></details>")
-        elif kind == "table":
-            body.append(_html_table(content))
-        elif kind == "figure":
-            data = base64.b64encode(content.png).decode("ascii")
-            body.append(f'<figure><img alt="{html.escape(content.caption)}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{html.escape(content.caption)}</figcaption></figure>")
-    if body and body[0].startswith("<h1>"):
-        body.insert(1, "<nav>" + "".join(nav) + "</nav>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
-
-
-def _md_cell(v: Any) -> str:
-    return str(v).replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(t: Table) -> str:
-    head = ([t.index_name or ""] if t.index_name is not None else []) + [str(c) for c in t.frame.columns]
-    lines = [f"**{t.caption}**", "", "| " + " | ".join(_md_cell(h) for h in head) + " |",
-             "|" + "|".join("---" for _ in head) + "|"]
-    for idx, row in zip(t.frame.index, t.frame.to_numpy()):
-        cells = ([str(idx)] if t.index_name is not None else []) + [str(v) for v in row]
-        lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
-    lines += ["", *[f"{n}  " for n in t.notes]]
-    return "\n".join(lines).rstrip()
-
-
-def render_markdown(blocks: list[Block], figure_dir: str = "figures") -> str:
-    """The report as Markdown; figures are links to the PNG files under ``figure_dir``."""
-    out = []
-    for kind, content in blocks:
-        if kind in ("h1", "h2", "h3"):
-            out.append("#" * int(kind[1]) + " " + content)
-        elif kind == "p":
-            out.append(content)
-        elif kind == "note":
-            out.append(f"> **Note:** {content}")
-        elif kind == "pre":
-            out.append("```json\n" + content + "\n```")
-        elif kind == "table":
-            out.append(_md_table(content))
-        elif kind == "figure":
-            out.append(f"![{content.caption}]({figure_dir}/{content.name})")
-    return "\n\n".join(out) + "\n"
-
-
-_LATEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                 "±": r"$\pm$", "†": r"$^\dagger$", "—": "---", "−": "$-$", "→": r"$\to$",
-                 "<": r"$<$", ">": r"$>$"}
-
-
-def _tex(text: Any) -> str:
-    return "".join(_LATEX_ESCAPE.get(ch, ch) for ch in str(text))
-
-
-def latex_table(t: Table, label: str) -> str:
-    """A booktabs LaTeX table (needs \\usepackage{booktabs})."""
-    head = ([t.index_name or ""] if t.index_name is not None else []) + [str(c) for c in t.frame.columns]
-    lines = [r"\begin{table}[ht]", r"\centering", rf"\caption{{{_tex(t.caption)}}}", rf"\label{{tab:{label}}}",
-             r"\begin{tabular}{" + "l" * len(head) + "}", r"\toprule",
-             " & ".join(_tex(h) for h in head) + r" \\", r"\midrule"]
-    for idx, row in zip(t.frame.index, t.frame.to_numpy()):
-        cells = ([str(idx)] if t.index_name is not None else []) + [str(v) for v in row]
-        lines.append(" & ".join(_tex(c) for c in cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    if t.notes:
-        lines.append(r"\par\smallskip{\footnotesize " + r"\\ ".join(_tex(n) for n in t.notes) + "}")
-    lines.append(r"\end{table}")
-    return "\n".join(lines)
-
-
-def render_latex(blocks: list[Block]) -> str:
-    """Every table of the report as LaTeX (booktabs), one table environment each."""
-    out = ["% biasgrid report tables; needs \\usepackage{booktabs}", ""]
-    k = 0
-    for kind, content in blocks:
-        if kind == "table":
-            k += 1
-            out += [latex_table(content, f"biasgrid-{k}-{_slug(content.caption.lower())[:40]}"), ""]
-    return "\n".join(out)
-
-
 # -------------------------------------------------------------------------------------------------------- write
 def _write(path: Path, data: bytes | str) -> None:
     """Write ``path`` through a hidden temporary file and a rename, so no half-written file is ever seen."""
@@ -560,7 +361,7 @@ def _write(path: Path, data: bytes | str) -> None:
             tmp.unlink()
 
 
-def write_report(results: str | os.PathLike[str] | agg.Results, out: str | os.PathLike[str] | None = None) -> Path:
+def write_report(res: Results, out: str | os.PathLike[str] | None = None) -> Path:
     """Write the report of a results folder and return the path of its report.html.
 
     Into ``out`` (default ``<results>/report/``): report.html (self-contained), report.md, tables.tex,
@@ -569,7 +370,6 @@ def write_report(results: str | os.PathLike[str] | agg.Results, out: str | os.Pa
     failures with the tracebacks).
     Raises InputError when ``results`` is not a results folder.
     """
-    res = agg.as_results(results)
     if out is None:
         if "://" in str(res.path):
             raise InputError(f"{res.path}: a remote results folder needs an output folder for its report (--out)")
@@ -577,7 +377,7 @@ def write_report(results: str | os.PathLike[str] | agg.Results, out: str | os.Pa
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: the report's output folder is a file")
-    summaries = agg.all_summaries(res)
+    summaries = stats.all_summaries(res)
     for name, frame in summaries.items():
         frame = frame.copy()
         for col in frame.columns:

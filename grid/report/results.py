@@ -1,0 +1,139 @@
+"""Loading a results folder for the report: its tables (rows of done jobs only), run.json, ledger and the order
+of the grid (models, train groups with ``all`` last, test groups, seeds as configured).
+
+    >>> from grid.report import load_results
+    >>> res = load_results("results")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from storage.errors import InputError
+from storage.results import RUN_FILE, ResultStore, job_state, load
+from storage.schema import TABLES
+from storage.vocab import ALL, ETHNICITIES
+
+
+@dataclass
+class Results:
+    """One loaded results folder: its tables (done jobs only), run.json, ledger and the grid's order."""
+
+    path: str
+    tables: dict[str, pd.DataFrame]
+    run: dict[str, Any]
+    ledger: dict[str, dict[str, Any]]
+    models: list[str]
+    train_groups: list[str]
+    test_groups: list[str]
+    seeds: list[int]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.run.get("config") or {}
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.run.get("data_fingerprint")
+
+    @property
+    def jobs(self) -> list[dict[str, Any]]:
+        return list(self.run.get("jobs") or [])
+
+    def table(self, name: str) -> pd.DataFrame:
+        return self.tables[name]
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def load_results(path: str | os.PathLike[str]) -> Results:
+    """Load a results folder (local path or URI). Raises InputError when it is not a biasgrid results folder."""
+    text = str(path)
+    local = "://" not in text
+    if local and not Path(text).is_dir():
+        raise InputError(f"{text}: no such results folder (expected the folder written by `biasgrid run --out`)")
+    store = ResultStore(text)
+    try:
+        run = store.run_info()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{text}/{RUN_FILE}: not valid JSON ({exc})") from exc
+    if run is not None and not isinstance(run, dict):
+        raise InputError(f"{text}/{RUN_FILE}: expected a JSON object with config, data_fingerprint and jobs")
+    try:
+        ledger = store.ledger()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{text}/_jobs: a ledger record is not valid JSON ({exc})") from exc
+    has_tables = local and any((Path(text) / name).is_dir() for name in TABLES)
+    if run is None and not ledger and not has_tables:
+        raise InputError(f"{text} is not a biasgrid results folder: it has no {RUN_FILE}, no job ledger (_jobs/) "
+                         f"and no results tables (expected the folder written by `biasgrid run --out`)")
+    run = run or {}
+    tables = load(text)
+    notes: list[str] = []
+    if not run:
+        notes.append(f"{RUN_FILE} is missing: the grid's order, the config and the planned jobs are unknown")
+    tables = _keep_done(tables, run, ledger, notes)
+    models, train_groups, test_groups, seeds = _order(run.get("config") or {}, tables)
+    return Results(text, tables, run, ledger, models, train_groups, test_groups, seeds, notes)
+
+
+def _keep_done(tables: dict[str, pd.DataFrame], run: dict[str, Any], ledger: dict[str, dict[str, Any]],
+               notes: list[str]) -> dict[str, pd.DataFrame]:
+    """Drop rows of jobs that are not in run.json's plan or that the ledger does not mark done."""
+    planned = {j.get("job_id") for j in run.get("jobs") or [] if isinstance(j, dict)} - {None}
+    done = {k for k, r in ledger.items() if job_state(r) == "done"}
+    out = {}
+    for name, frame in tables.items():
+        if name == "failures" or frame.empty or "job_id" not in frame.columns:
+            out[name] = frame
+            continue
+        keep = pd.Series(True, index=frame.index)
+        if planned:
+            keep &= frame["job_id"].isin(planned)
+        if ledger:
+            keep &= frame["job_id"].isin(done)
+        dropped = int((~keep).sum())
+        if dropped:
+            notes.append(f"{name}: ignored {dropped} row(s) of jobs that are not planned in {RUN_FILE} "
+                         f"or not marked done in the ledger")
+        out[name] = frame[keep].reset_index(drop=True)
+    return out
+
+
+def _grid_section(config: dict[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for section in (config, config.get("protocol") or {}, config.get("grid") or {}):
+        if isinstance(section, dict):
+            merged.update({k: v for k, v in section.items()
+                           if k in ("models", "seeds", "train_groups", "test_groups") and isinstance(v, list)})
+            seeds = section.get("seeds")
+            if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds > 0:
+                merged["seeds"] = list(range(seeds))          # a count N means seeds 0..N-1
+    return merged
+
+
+def _ordered(configured: list[Any], found: set[Any], known: tuple[str, ...] = ()) -> list[Any]:
+    extra = sorted(found - set(configured), key=lambda v: (known.index(v) if v in known else len(known), str(v)))
+    return [*configured, *extra]
+
+
+def _order(config: dict[str, Any], tables: dict[str, pd.DataFrame]) -> tuple[list, list, list, list]:
+    grid = _grid_section(config)
+    acc = tables["accuracy"]
+    models = _ordered([str(m) for m in grid.get("models", [])], set(acc["model"].dropna()))
+    train = _ordered([str(g) for g in grid.get("train_groups", [])], set(acc["train_group"].dropna()), ETHNICITIES)
+    train = [g for g in train if g != ALL] + ([ALL] if ALL in train else [])
+    found_test = set(acc["test_group"].dropna()) | set(tables["verification"]["test_group"].dropna())
+    test = _ordered([str(g) for g in grid.get("test_groups", [])], found_test, ETHNICITIES)
+    seeds_found: set[int] = set()
+    for frame in tables.values():
+        if "seed" in frame.columns and not frame.empty:
+            seeds_found |= {int(s) for s in frame["seed"].dropna()}
+    seeds = [int(s) for s in grid["seeds"]] if "seeds" in grid else sorted(seeds_found)
+    return models, train, test, seeds

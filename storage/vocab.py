@@ -1,0 +1,86 @@
+"""The demographic vocabulary, defined once: ethnicities, genders, demographic groups and their names.
+
+Labels are stored as int8 codes into :data:`ETHNICITIES` and :data:`GENDERS`. A demographic group is an
+ethnicity x gender pair named ``"<ethnicity>_<gender>"`` (``"asian_female"``). Names read from files are
+normalised by :func:`normalise` (surrounding spaces and case ignored). Group folders and files may use the
+study's names (``HA4K_120`` ...), DiveFace's annotation lists (``Group1_Male`` ...) or the plain names.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ETHNICITIES: tuple[str, ...] = ("asian", "caucasian", "black")
+GENDERS: tuple[str, ...] = ("male", "female")
+ALL = "all"   # the train group made of every ethnicity
+
+# H = hombre (male), M = mujer (female); A = asian, B = blanco (caucasian), N = negro (black).
+STUDY_GROUPS: dict[str, tuple[str, str]] = {
+    "HA4K_120": ("asian", "male"), "MA4K_120": ("asian", "female"),
+    "HB4K_120": ("caucasian", "male"), "MB4K_120": ("caucasian", "female"),
+    "HN4K_120": ("black", "male"), "MN4K_120": ("black", "female")}
+# DiveFace's lists: Group1 = East Asian, Group2 = Sub-Saharan and South Indian, Group3 = Caucasian.
+DIVEFACE_GROUPS: dict[str, tuple[str, str]] = {
+    "Group1_Male": ("asian", "male"), "Group1_Female": ("asian", "female"),
+    "Group2_Male": ("black", "male"), "Group2_Female": ("black", "female"),
+    "Group3_Male": ("caucasian", "male"), "Group3_Female": ("caucasian", "female")}
+
+
+def normalise(name: str) -> str:
+    """A label as read from a file, compared without surrounding spaces and case."""
+    return str(name).strip().lower()
+
+
+def demographic_name(ethnicity: str, gender: str) -> str:
+    """``"asian", "female"`` -> ``"asian_female"``."""
+    return f"{ethnicity}_{gender}"
+
+
+DEMOGRAPHIC_GROUPS: tuple[str, ...] = tuple(demographic_name(e, g) for e in ETHNICITIES for g in GENDERS)
+
+_GROUP_CODES: dict[str, tuple[int, int]] = {
+    normalise(name): (ETHNICITIES.index(e), GENDERS.index(g))
+    for name, (e, g) in [*STUDY_GROUPS.items(), *DIVEFACE_GROUPS.items(),
+                         *((demographic_name(e, g), (e, g)) for e in ETHNICITIES for g in GENDERS)]}
+
+
+def group_codes(name: str) -> tuple[int, int] | None:
+    """(ethnicity code, gender code) of a group name in any accepted naming (case ignored), else None."""
+    return _GROUP_CODES.get(normalise(name))
+
+
+def group_label(codes: tuple[int, int]) -> str:
+    """(ethnicity code, gender code) -> ``"asian_male"``."""
+    return demographic_name(ETHNICITIES[codes[0]], GENDERS[codes[1]])
+
+
+def accepted_group_names() -> str:
+    """The group names accepted for folders and files (case ignored), for messages."""
+    return ("HA4K_120, MA4K_120 (asian male, female), HB4K_120, MB4K_120 (caucasian), HN4K_120, MN4K_120 (black); "
+            "Group1_Male, Group1_Female (asian), Group2_Male, Group2_Female (black), Group3_Male, Group3_Female "
+            "(caucasian); or " + ", ".join(DEMOGRAPHIC_GROUPS))
+
+
+def ethnicity_names(codes: np.ndarray) -> np.ndarray:
+    """int8 ethnicity codes -> object array of names."""
+    return np.asarray(ETHNICITIES, dtype=object)[np.asarray(codes, dtype=np.intp)]
+
+
+def gender_names(codes: np.ndarray) -> np.ndarray:
+    """int8 gender codes -> object array of names."""
+    return np.asarray(GENDERS, dtype=object)[np.asarray(codes, dtype=np.intp)]
+
+
+def demographic_names(ethnicity: np.ndarray, gender: np.ndarray) -> np.ndarray:
+    """Per row ``"<ethnicity>_<gender>"`` from int8 codes (object array)."""
+    index = np.asarray(ethnicity, dtype=np.intp) * len(GENDERS) + np.asarray(gender, dtype=np.intp)
+    return np.asarray(DEMOGRAPHIC_GROUPS, dtype=object)[index]
+
+
+def demographic_order(found: set[str] | list[str], ethnicities: list[str] | None = None) -> list[str]:
+    """Demographic group names in ethnicity x gender order (``ethnicities`` first, e.g. the grid's test groups),
+    then any other names sorted."""
+    order = list(dict.fromkeys(demographic_name(e, g) for e in [*(ethnicities or []), *ETHNICITIES]
+                               for g in GENDERS))
+    found = set(found)
+    return [g for g in order if g in found] + sorted(found - set(order))

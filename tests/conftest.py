@@ -1,0 +1,159 @@
+"""Shared test helpers. Tests leave the machine as they found it: every Ray a test starts lives in the test
+session's own temporary folder (``RAY_TMPDIR``) on its own ports, and is ended through the processes the test
+started (never ``ray stop``, ``pkill`` or ``killall``), so a user's own Ray cluster beside the suite is untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_ray_folder() -> Iterator[str]:
+    """A short temporary folder for every Ray this session starts (Unix socket paths must stay short), set as
+    RAY_TMPDIR for the tests and the processes they spawn; removed at the end."""
+    folder = tempfile.mkdtemp(prefix="bgray-", dir="/tmp")
+    before = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = folder
+    try:
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = before
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children, ...), read from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return [p for p in found if alive(p)]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def end_processes(pids: list[int], grace: float = 30.0) -> None:
+    """SIGTERM each of ``pids`` (processes this test started), then SIGKILL what is left after ``grace`` s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            if alive(pid):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        deadline = time.time() + grace
+        while time.time() < deadline and any(alive(p) for p in pids):
+            time.sleep(0.2)
+
+
+def ray_env(fast_failure_detection: bool = False) -> dict[str, str]:
+    """Environment for Ray processes of a test: token authentication with a token of this session, no usage
+    stats, biasgrid importable; with ``fast_failure_detection`` a dead node is noticed within about 10 s
+    (Ray's default is about 30 s; much shorter settings misfire on a loaded machine)."""
+    token = os.environ.get("BIASGRID_TEST_RAY_TOKEN") or secrets.token_hex(16)
+    os.environ["BIASGRID_TEST_RAY_TOKEN"] = token
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    if fast_failure_detection:
+        env.update({"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "10",
+                    "RAY_health_check_timeout_ms": "2000"})
+    return env
+
+
+class RayNode:
+    """One Ray node this test starts with ``ray start --block`` on free ports; ended by signalling that process
+    (which drains and stops every process of the node) and, if need be, killing what it left."""
+
+    def __init__(self, ip: str, head_address: str | None = None, env: dict[str, str] | None = None) -> None:
+        self.ip = ip
+        self.port = free_port()
+        self.node_manager_port = free_port()
+        self.address = head_address or f"{ip}:{self.port}"
+        self.env = env or ray_env()
+        role = ["--head", f"--port={self.port}", "--include-dashboard=false",
+                f"--ray-client-server-port={free_port()}"] if head_address is None else [f"--address={head_address}"]
+        ports = [f"--node-manager-port={self.node_manager_port}", f"--object-manager-port={free_port()}",
+                 f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                 f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+        self.proc = subprocess.Popen([RAY, "start", "--block", *role, *ports, f"--node-ip-address={ip}",
+                                      "--num-cpus=1", "--disable-usage-stats"], env=self.env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Until the node's raylet runs (RuntimeError if ``ray start`` exits first)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ray start on {self.ip} exited with {self.proc.returncode}")
+            if self.raylet_pid() is not None:
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"the Ray node on {self.ip} did not start within {timeout:.0f} s")
+
+    def _named(self, names: set[str]) -> list[int]:
+        found = []
+        for pid in descendants(self.proc.pid):
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() in names:
+                    found.append(pid)
+            except OSError:
+                continue
+        return found
+
+    def raylet_pid(self) -> int | None:
+        found = self._named({"raylet"})
+        return found[0] if found else None
+
+    def core_pids(self) -> list[int]:
+        """``ray start`` and the node's GCS server and raylet (the processes that live as long as the node)."""
+        return [self.proc.pid, *self._named({"raylet", "gcs_server"})]
+
+    def pids(self) -> list[int]:
+        """The processes of this node: ``ray start`` and everything below it."""
+        return [self.proc.pid, *descendants(self.proc.pid)]
+
+    def stop(self) -> None:
+        started = self.pids()
+        end_processes([self.proc.pid])
+        self.proc.wait(timeout=60)
+        end_processes(started, grace=10.0)   # anything the node left behind; only this node's own processes

@@ -1,0 +1,51 @@
+"""The layout's rules: imports point one way (grid -> tasks -> storage), and each concept has one definition."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (functions included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def layer_violations(package: str, forbidden: tuple[str, ...]) -> list[str]:
+    return [f"{path.relative_to(REPO)} imports {module}"
+            for path in sorted((REPO / package).rglob("*.py"))
+            for module in sorted(imported_modules(path))
+            if module.split(".")[0] in forbidden]
+
+
+def test_imports_point_one_way() -> None:
+    assert layer_violations("storage", ("grid", "tasks")) == []
+    assert layer_violations("tasks", ("grid",)) == []
+
+
+def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from grid.config import resolve_config\n    import grid.runner\n")
+    assert imported_modules(bad) == {"grid.config", "grid.runner"}
+
+
+def test_one_definition_of_the_vocabulary_and_the_result_columns() -> None:
+    """The demographic names and the result tables' column lists are spelled out in one module each."""
+    vocabulary = '("asian", "caucasian", "black")'
+    columns = '"accuracy_male"'
+    spelled = {path.relative_to(REPO).as_posix() for package in ("grid", "tasks", "storage")
+               for path in (REPO / package).rglob("*.py") if vocabulary in path.read_text(encoding="utf-8")}
+    assert spelled == {"storage/vocab.py"}
+    spelled = {path.relative_to(REPO).as_posix() for package in ("grid", "tasks", "storage")
+               for path in (REPO / package).rglob("*.py") if columns in path.read_text(encoding="utf-8")}
+    assert spelled <= {"storage/schema.py", "tasks/cell.py", "grid/report/stats.py", "grid/report/figures.py",
+                       "grid/report/document.py", "grid/report/render.py"}
+    assert "storage/schema.py" in spelled
