@@ -57,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
         "threads_per_job": 1,
         "max_retries": 3,  # Ray retries of jobs lost to system failures (a dead worker or node)
         "report": True,
+        "max_jobs": 100_000,       # a grid planning more jobs is refused (a typo in --seeds, say)
+        "connect_timeout": 30.0,   # seconds to wait for a Ray cluster at run.address before giving up
     },
 }
 
@@ -118,6 +120,8 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"config file {p} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"config file {p} is not UTF-8 text (byte {exc.start}); expected a TOML file") from None
 
 
 def parse_seeds(value: Any, where: str) -> list[int]:
@@ -148,33 +152,40 @@ def parse_seeds(value: Any, where: str) -> list[int]:
                      f"got {value!r}")
 
 
-def _normalise(cfg: dict[str, Any], source: str, models_from_option: bool = False) -> None:
+def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | None = None) -> None:
     """Check values that go beyond types, and put lists in canonical form. A [model.X] section for a model
     not in 'grid.models' is refused, unless the model list came from an option (``--models`` narrowing a
     file's grid), in which case it is checked and left out."""
+    options = options or {}
+
+    def where(key: str) -> str:
+        """Who set ``key``: the option that did, or the config file."""
+        return options.get(key) or f"{source}: '{key}'"
+
+    models_from_option = "grid.models" in options
     g = cfg["grid"]
-    g["seeds"] = parse_seeds(g["seeds"], f"{source}: 'grid.seeds'")
+    g["seeds"] = parse_seeds(g["seeds"], where("grid.seeds"))
     for key in ("models", "train_groups", "test_groups"):
         items = g[key]
         if not items or not all(isinstance(s, str) and s for s in items):
-            raise InputError(f"{source}: 'grid.{key}' must be a non-empty list of names, got {items!r}")
+            raise InputError(f"{where(f'grid.{key}')} must be a non-empty list of names, got {items!r}")
         if len(set(items)) != len(items):
-            raise InputError(f"{source}: 'grid.{key}' repeats a name: {items!r}")
+            raise InputError(f"{where(f'grid.{key}')} repeats a name: {items!r}")
     for group in g["train_groups"]:
         try:
             train_group_ethnicities(group)
         except InputError as exc:
-            raise InputError(f"{source}: 'grid.train_groups': {exc}") from None
+            raise InputError(f"{where('grid.train_groups')}: {exc}") from None
     for group in g["test_groups"]:
         if group not in ETHNICITIES:
-            raise InputError(f"{source}: 'grid.test_groups': unknown test group {group!r}; allowed: "
+            raise InputError(f"{where('grid.test_groups')}: unknown test group {group!r}; allowed: "
                              f"{', '.join(ETHNICITIES)}")
     # "all" last, as in the study's table.
     g["train_groups"] = [t for t in g["train_groups"] if t != ALL] + ([ALL] if ALL in g["train_groups"] else [])
 
     for key in ("train_per_gender", "test_per_gender"):
         if cfg["protocol"][key] < 1:
-            raise InputError(f"{source}: 'protocol.{key}' must be at least 1, got {cfg['protocol'][key]}")
+            raise InputError(f"{where(f'protocol.{key}')} must be at least 1, got {cfg['protocol'][key]}")
 
     from tasks.models import resolve_model_config  # light import: no TensorFlow at module level
 
@@ -188,39 +199,43 @@ def _normalise(cfg: dict[str, Any], source: str, models_from_option: bool = Fals
 
     v = cfg["verification"]
     if v["max_impostor_pairs"] < 1000:
-        raise InputError(f"{source}: 'verification.max_impostor_pairs' must be at least 1000, "
+        raise InputError(f"{where('verification.max_impostor_pairs')} must be at least 1000, "
                          f"got {v['max_impostor_pairs']}")
     if not 0.0 < v["target_fmr"] < 1.0:
-        raise InputError(f"{source}: 'verification.target_fmr' must be between 0 and 1, got {v['target_fmr']}")
+        raise InputError(f"{where('verification.target_fmr')} must be between 0 and 1, got {v['target_fmr']}")
 
     t = cfg["tsne"]
-    t["seeds"] = parse_seeds(t["seeds"], f"{source}: 'tsne.seeds'") if t["seeds"] else [g["seeds"][0]]
+    t["seeds"] = parse_seeds(t["seeds"], where("tsne.seeds")) if t["seeds"] else [g["seeds"][0]]
     for subset in t["subsets"]:
         if subset not in SUBSETS:
-            raise InputError(f"{source}: 'tsne.subsets' has {subset!r}; allowed: {', '.join(SUBSETS)}")
+            raise InputError(f"{where('tsne.subsets')} has {subset!r}; allowed: {', '.join(SUBSETS)}")
     if t["perplexity"] <= 0 or t["pca_dims"] < 2:
-        raise InputError(f"{source}: 'tsne.perplexity' must be > 0 and 'tsne.pca_dims' >= 2")
+        raise InputError(f"{where('tsne.perplexity')} must be > 0 and 'tsne.pca_dims' >= 2")
 
     r = cfg["run"]
     if r["executor"] not in EXECUTORS:
-        raise InputError(f"{source}: 'run.executor' must be one of {', '.join(EXECUTORS)}, got {r['executor']!r}")
+        raise InputError(f"{where('run.executor')} must be one of {', '.join(EXECUTORS)}, got {r['executor']!r}")
     if r["workers"] < 0:
-        raise InputError(f"{source}: 'run.workers' must be >= 0 (0 = the number of CPUs), got {r['workers']}")
+        raise InputError(f"{where('run.workers')} must be >= 0 (0 = the number of CPUs), got {r['workers']}")
     if r["workers"] == 0:
         r["workers"] = os.cpu_count() or 1
     if r["threads_per_job"] < 1:
-        raise InputError(f"{source}: 'run.threads_per_job' must be at least 1, got {r['threads_per_job']}")
+        raise InputError(f"{where('run.threads_per_job')} must be at least 1, got {r['threads_per_job']}")
+    if r["max_jobs"] < 1:
+        raise InputError(f"{where('run.max_jobs')} must be at least 1, got {r['max_jobs']}")
+    if r["connect_timeout"] <= 0:
+        raise InputError(f"{where('run.connect_timeout')} must be > 0 seconds, got {r['connect_timeout']}")
     if r["max_retries"] < 0:
-        raise InputError(f"{source}: 'run.max_retries' must be >= 0, got {r['max_retries']}")
+        raise InputError(f"{where('run.max_retries')} must be >= 0, got {r['max_retries']}")
     if not r["out"]:
-        raise InputError(f"{source}: 'run.out' must name a results folder")
+        raise InputError(f"{where('run.out')} must name a results folder")
 
     d = cfg["data"]
     if d["format"] and d["format"] not in FORMAT_NAMES:
-        raise InputError(f"{source}: 'data.format' is {d['format']!r}; allowed: {', '.join(FORMAT_NAMES)} "
+        raise InputError(f"{where('data.format')} is {d['format']!r}; allowed: {', '.join(FORMAT_NAMES)} "
                          f"(or empty: detected from 'data.path')")
     if d["format"] and not d["path"]:
-        raise InputError(f"{source}: 'data.format' is {d['format']!r} but 'data.path' names no data; "
+        raise InputError(f"{where('data.format')} is {d['format']!r} but 'data.path' names no data; "
                          f"the built-in data needs no format")
     if d["synth"] and d["path"]:
         raise InputError(f"{source}: [data.synth] sets the built-in generator, but 'data.path' names your data "
@@ -229,6 +244,15 @@ def _normalise(cfg: dict[str, Any], source: str, models_from_option: bool = Fals
         from storage.synth import synth_params_from_dict
 
         synth_params_from_dict(d["synth"], f"{source}: [data.synth]")
+
+
+# Options whose name is not the config key's last part.
+_OPTION_NAMES = {"data.path": "--data", "data.format": "--format", "run.out": "--out", "run.report": "--no-report"}
+
+
+def option_name(dotted: str) -> str:
+    """How the command line names the option that sets config key ``dotted`` ("option --seeds")."""
+    return "option " + _OPTION_NAMES.get(dotted, "--" + dotted.rsplit(".", 1)[-1].replace("_", "-"))
 
 
 def resolve_config(path: str | os.PathLike[str] | None = None,
@@ -246,6 +270,7 @@ def resolve_config(path: str | os.PathLike[str] | None = None,
         nested: dict[str, Any] = {leaf: value}
         for parent in reversed(parents):
             nested = {parent: nested}
-        _merge(cfg, nested, (), f"option --{leaf.replace('_', '-')}")
-    _normalise(cfg, source, models_from_option=(overrides or {}).get("grid.models") is not None)
+        _merge(cfg, nested, (), option_name(dotted))
+    options = {k: option_name(k) for k, v in (overrides or {}).items() if v is not None}
+    _normalise(cfg, source, options)
     return cfg

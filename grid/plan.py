@@ -49,6 +49,11 @@ def job_id(identity: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def count_jobs(cfg: dict[str, Any]) -> int:
+    """How many jobs ``cfg`` plans, counted without keeping them (memory independent of the count)."""
+    return sum(1 for kind in kinds.all_kinds() for _ in kind.plan(cfg))
+
+
 def make_plan(cfg: dict[str, Any], fingerprint: str) -> list[Job]:
     """All jobs of the resolved config ``cfg`` for the data with ``fingerprint``, longest kinds first."""
     common = {"data": fingerprint, "protocol": cfg["protocol"], "code": JOB_CODE_VERSION}

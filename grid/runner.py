@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -12,11 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from storage.errors import InputError
+from grid import experiment
 from grid.executors import Executor, make_executor
-from grid.plan import Job, make_plan
+from grid.plan import Job, count_jobs, make_plan
 from grid.splits import Protocol, Split, check_groups, make_split, train_group_ethnicities
-from storage.results import ResultStore, job_state
+from storage.errors import EnvironmentFailure, InputError
+from storage.lock import FolderLock
+from storage.results import ResultStore, job_state, jobs_from_columns, jobs_to_columns
 from storage.table import EmbeddingTable, read_table
 from storage.vocab import ETHNICITIES
 
@@ -85,12 +88,39 @@ def _needed_ethnicities(cfg: dict[str, Any]) -> list[str]:
     return [e for e in ETHNICITIES if e in groups]
 
 
-def prepare(cfg: dict[str, Any]) -> tuple[EmbeddingTable, str, list[Job], dict[int, Split]]:
-    """Load and check everything a run needs, before anything is written (bad input -> InputError)."""
+@dataclass
+class Prepared:
+    """Everything a run needs, checked before anything is written."""
+
+    cfg: dict[str, Any]            # the config as run: test groups include those the folder already holds
+    table: EmbeddingTable
+    fingerprint: str
+    jobs: list[Job]
+    splits: dict[int, Split]
+    fixed: dict[str, Any]          # the folder's experiment after this run
+    requested_grid: dict[str, Any]  # the grid as this run asked for it
+
+
+def load_checked_data(cfg: dict[str, Any]) -> tuple[EmbeddingTable, str]:
+    """The data, checked against the configured groups; and its fingerprint."""
     table = load_data(cfg["data"])
     present = sorted({ETHNICITIES[c] for c in np.unique(table.ethnicity)}, key=ETHNICITIES.index)
     check_groups(cfg["grid"]["train_groups"], cfg["grid"]["test_groups"], present)
-    fingerprint = table.fingerprint()
+    return table, table.fingerprint()
+
+
+def prepare(cfg: dict[str, Any], table: EmbeddingTable, fingerprint: str,
+            stored: dict[str, Any] | None = None) -> Prepared:
+    """Plan the run against the folder's stored record (None for a new folder) and check everything it needs:
+    the experiment is the folder's (InputError naming each difference), the grid is the folder's grid extended
+    by this run's (grid/experiment.py), the job bound, the splits, genuine pairs. Writes nothing."""
+    stored = stored or {}
+    requested_grid = dict(cfg["grid"])
+    stored_fixed = stored.get("experiment") or (experiment.fixed_part(stored["config"], stored["data_fingerprint"])
+                                                if stored.get("config") and stored.get("data_fingerprint") else None)
+    fixed = experiment.merge_fixed(stored_fixed, experiment.fixed_part(cfg, fingerprint), cfg["run"]["out"])
+    cfg = experiment.merged_config(stored.get("config"), cfg, fixed)
+    check_job_bound(cfg)
     jobs = make_plan(cfg, fingerprint)
     protocol = Protocol(cfg["protocol"]["train_per_gender"], cfg["protocol"]["test_per_gender"])
     ethnicities = _needed_ethnicities(cfg)
@@ -98,7 +128,15 @@ def prepare(cfg: dict[str, Any]) -> tuple[EmbeddingTable, str, list[Job], dict[i
     splits = {seed: make_split(table, seed, protocol, ethnicities) for seed in seeds}
     if cfg["verification"]["enabled"]:
         _check_genuine_pairs(table, splits, cfg["grid"]["test_groups"])
-    return table, fingerprint, jobs, splits
+    return Prepared(cfg, table, fingerprint, jobs, splits, fixed, requested_grid)
+
+
+def check_job_bound(cfg: dict[str, Any]) -> None:
+    """InputError when the grid plans more jobs than ``run.max_jobs`` (counted without building them)."""
+    count = count_jobs(cfg)
+    if count > cfg["run"]["max_jobs"]:
+        raise InputError(f"the grid plans {count:,} jobs, more than the limit of {cfg['run']['max_jobs']:,} "
+                         f"(run.max_jobs); check --seeds and the groups, or raise the limit with --max-jobs")
 
 
 def _check_genuine_pairs(table: EmbeddingTable, splits: dict[int, Split], test_groups: list[str]) -> None:
@@ -112,13 +150,77 @@ def _check_genuine_pairs(table: EmbeddingTable, splits: dict[int, Split], test_g
                                  f"or set [verification] enabled = false")
 
 
+def check_out(out: str) -> None:
+    """InputError when ``--out`` names something that cannot be a results folder (a local regular file)."""
+    if "://" not in out and Path(out).exists() and not Path(out).is_dir():
+        raise InputError(f"--out {out}: is a file; expected a results folder (a new or an existing one)")
+
+
+def probe_address(address: str, timeout: float) -> None:
+    """EnvironmentFailure when a Ray cluster address (host:port or ray://host:port) does not accept a connection
+    within ``timeout`` seconds ("auto" and "local" are left to Ray)."""
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return
+    except ValueError:
+        raise InputError(f"--address {address}: expected host:port, ray://host:port or auto") from None
+    except OSError as exc:
+        raise EnvironmentFailure(f"--address {address}: no Ray cluster answers there within {timeout:g} s "
+                                 f"({exc.strerror or exc}); check the address and that the cluster is up "
+                                 f"(run.connect_timeout sets the wait)") from None
+
+
+def _slot(record: dict[str, Any]) -> tuple[Any, ...]:
+    """What a job's rows are about: two jobs of one slot would store the same rows (kind, seed, group, ...)."""
+    return tuple(record.get(k) for k in ("kind", "seed", "model", "train_group", "test_group", "subset"))
+
+
+def _run_record(cfg: dict[str, Any], planned: int, to_run: int) -> dict[str, Any]:
+    return {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": socket.gethostname(),
+            "command": " ".join(sys.argv)[:500], "config": cfg, "versions": versions(), "planned": planned,
+            "to_run": to_run}
+
+
 def run_grid(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool = True,
-             executor: Executor | None = None) -> RunSummary:
-    """Run every job of ``cfg`` that is not stored yet; write each result the moment it arrives."""
+             executor: Executor | None = None, wait: bool = False) -> RunSummary:
+    """Run every job of ``cfg`` that is not stored yet; write each result the moment it arrives.
+
+    Everything is checked before the results folder is touched; the folder is then locked for this run (another
+    run refuses, or waits with ``wait``), damaged results and leftovers are removed, and run.json records the
+    folder's experiment and this run next to the earlier ones.
+    """
     start = time.perf_counter()
-    table, fingerprint, jobs, splits = prepare(cfg)
-    store = ResultStore(cfg["run"]["out"])
+    out = cfg["run"]["out"]
+    check_out(out)
+    table, fingerprint = load_checked_data(cfg)
+    store = ResultStore(out)
+    plan = prepare(cfg, table, fingerprint, store.run_info() if store.exists() else None)
+    if cfg["run"]["executor"] == "ray":
+        probe_address(cfg["run"]["address"], cfg["run"]["connect_timeout"])
+    lock = FolderLock(store.fs, store.root)
+    notes = lock.acquire(wait)
+    try:
+        stored = store.run_info() or {}
+        if stored:   # re-plan under the lock: another run may have written the folder meanwhile
+            plan = prepare(cfg, table, fingerprint, stored)
+        return _run_locked(plan, store, stored, notes, rerun_failed, progress, executor, start)
+    finally:
+        lock.release()
+
+
+def _run_locked(plan: Prepared, store: ResultStore, stored: dict[str, Any], notes: list[str], rerun_failed: bool,
+                progress: bool, executor: Executor | None, start: float) -> RunSummary:
+    cfg, jobs = plan.cfg, plan.jobs
     ledger = store.ledger()
+    for job_id, reason in store.damage(ledger, verify=True).items():
+        notes.append(f"damaged result of job {job_id} removed, to be recomputed: {reason}")
+        store.discard_job(job_id, ledger.pop(job_id, None))
+    removed = store.clean(ledger)
+    if removed:
+        notes.append(f"removed {len(removed)} leftover file(s) of interrupted writes or unfinished jobs")
     summary = RunSummary(out=cfg["run"]["out"], planned=len(jobs))
     todo: list[Job] = []
     for job in jobs:
@@ -129,42 +231,62 @@ def run_grid(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool 
             summary.failed_before.append(job.description)
         else:
             todo.append(job)
+    planned = {j.job_id for j in jobs}
+    slots = {_slot(j.record()) for j in jobs}
+    earlier = [r for r in jobs_from_columns(stored.get("jobs")) if r.get("job_id") not in planned]
+    superseded = [r["job_id"] for r in earlier if _slot(r) in slots]
+    for job_id in superseded:   # the same rows from a job with fewer test groups: its replacement runs now
+        store.discard_job(job_id, ledger.pop(job_id, None))
+    if superseded:
+        notes.append(f"{len(superseded)} earlier job(s) run again to include the added test groups")
+    if cfg["grid"] != plan.requested_grid:
+        notes.append("the results folder's grid (the union of every run's) is completed: "
+                     + ", ".join(f"{k} {', '.join(map(str, v))}" for k, v in cfg["grid"].items()))
+    kept = [r for r in earlier if _slot(r) not in slots]
     store.write_run({
-        "config": cfg, "data_fingerprint": fingerprint, "versions": versions(),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data": {"rows": len(table), "dim": table.dim},
-        "jobs": [j.record() for j in jobs],
+        "experiment": plan.fixed,
+        "config": cfg,
+        "data_fingerprint": plan.fingerprint,
+        "data": {"rows": len(plan.table), "dim": plan.table.dim, "source": cfg["data"]["path"] or "built-in synthetic"},
+        "versions": versions(),
+        "created_at": stored.get("created_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "runs": [*(stored.get("runs") or []), _run_record(cfg, len(jobs), len(todo))],
+        "jobs": jobs_to_columns([*kept, *(j.record() for j in jobs)]),
     })
     summary.prepare_seconds = time.perf_counter() - start
+    for note in notes:
+        _say(progress, f"biasgrid: {note}")
     by_id = {j.job_id: j for j in todo}
     _say(progress, f"biasgrid: {len(jobs)} jobs planned, {summary.stored_before} already stored, "
                    f"{len(summary.failed_before)} failed before (not retried), {len(todo)} to run on "
                    f"{cfg['run']['executor']} -> {cfg['run']['out']}")
-    if todo:
-        data = shared_arrays(table)
-        payloads = [j.payload(splits[j.seed]) for j in todo]
-        executor = executor or make_executor(cfg["run"], cfg["grid"]["models"])
-        bar = _progress_bar(len(todo), progress)
-        try:
-            for outcome in executor.run(payloads, data):
-                job = by_id[outcome.job_id]
-                record = {**job.record(), "node": outcome.node, "finished_at": outcome.finished_at,
-                          "seconds": round(outcome.seconds, 3), "cpu_seconds": round(outcome.cpu_seconds, 3),
-                          "worker": outcome.worker, "started": round(outcome.started, 3)}
-                written = time.perf_counter()
-                if outcome.error is None:
-                    store.write_job(job.job_id, outcome.tables, record)
-                else:
-                    store.write_failure(job.job_id, record, outcome.error, outcome.traceback or "")
-                    summary.failed.append(f"{job.description}: {outcome.error}")
-                summary.write_seconds += time.perf_counter() - written
-                summary.job_seconds += outcome.seconds
-                summary.ran += 1
-                bar.update(1)
-                bar.set_postfix(failed=len(summary.failed), refresh=False)
-        finally:
-            bar.close()
-            executor.close()
+    if not todo:
+        summary.seconds = time.perf_counter() - start
+        return summary
+    data = shared_arrays(plan.table)
+    payloads = [j.payload(plan.splits[j.seed]) for j in todo]
+    executor = executor or make_executor(cfg["run"], cfg["grid"]["models"])
+    bar = _progress_bar(len(todo), progress)
+    try:
+        for outcome in executor.run(payloads, data):
+            job = by_id[outcome.job_id]
+            record = {**job.record(), "node": outcome.node, "finished_at": outcome.finished_at,
+                      "seconds": round(outcome.seconds, 3), "cpu_seconds": round(outcome.cpu_seconds, 3),
+                      "worker": outcome.worker, "started": round(outcome.started, 3)}
+            written = time.perf_counter()
+            if outcome.error is None:
+                store.write_job(job.job_id, outcome.tables, record)
+            else:
+                store.write_failure(job.job_id, record, outcome.error, outcome.traceback or "")
+                summary.failed.append(f"{job.description}: {outcome.error}")
+            summary.write_seconds += time.perf_counter() - written
+            summary.job_seconds += outcome.seconds
+            summary.ran += 1
+            bar.update(1)
+            bar.set_postfix(failed=len(summary.failed), refresh=False)
+    finally:
+        bar.close()
+        executor.close()
     summary.seconds = time.perf_counter() - start
     return summary
 

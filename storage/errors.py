@@ -1,4 +1,9 @@
-"""Errors biasgrid reports to the user."""
+"""Errors biasgrid reports to the user, each with its exit code and a one-line message."""
+
+from __future__ import annotations
+
+import errno
+
 
 
 class InputError(Exception):
@@ -8,3 +13,30 @@ class InputError(Exception):
     """
 
     exit_code = 2
+
+
+class EnvironmentFailure(Exception):
+    """The environment failed, not the input: a read-only or full file system, an unreachable cluster, no
+    memory. Reported with exit code 3 and a message naming the path or address and what to do."""
+
+    exit_code = 3
+
+
+_ADVICE = {
+    errno.ENOSPC: "no space left: free some space, or write elsewhere (--out)",
+    errno.EDQUOT: "disk quota exceeded: free some space, or write elsewhere (--out)",
+    errno.EROFS: "the file system is read-only: write elsewhere (--out)",
+    errno.EACCES: "no permission to write there: write elsewhere (--out)",
+    errno.EPERM: "no permission to write there: write elsewhere (--out)",
+}
+
+
+def environment_failure(path: str, exc: OSError) -> EnvironmentFailure:
+    """An OSError met while writing ``path``, as one sentence: what happened and what to do."""
+    code = exc.errno
+    if code is None:   # pyarrow's errors carry the text only
+        text = str(exc)
+        code = next((c for c, words in ((errno.ENOSPC, "No space left"), (errno.EROFS, "Read-only file system"),
+                                        (errno.EACCES, "Permission denied")) if words in text), None)
+    advice = _ADVICE.get(code or -1, "check the path, its free space and permissions")
+    return EnvironmentFailure(f"{path}: cannot write ({exc.strerror or exc}); {advice}")

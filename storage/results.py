@@ -5,20 +5,26 @@ Layout (``out`` is a local folder or a URI that pyarrow's file systems understan
     out/accuracy/model=mlp/<job_id>.parquet
     out/verification/test_group=asian/<job_id>.parquet
     ...
-    out/_jobs/<job_id>.json      the ledger: one small record per finished (done or failed) job
-    out/run.json                 resolved config, data fingerprint, versions, planned jobs
+    out/_jobs/<job_id>.json      the ledger: one record per finished (done or failed) job, with the size and
+                                 SHA-256 of each file the job wrote
+    out/run.json                 the folder's experiment, merged config, every run's record, planned jobs
+    out/.lock.json               while a run writes the folder (storage/lock.py)
 
 Every file is written under a hidden temporary name and renamed into place, so readers (pandas, pyarrow,
 DuckDB) only ever see whole files. A job's data files are written before its ledger record: a job without a
-record is run again and its files (named by job id) are replaced, so no row is ever stored twice.
+record is run again and its files (named by job id) are replaced, so no row is ever stored twice. A done job
+whose files are missing, of another size, unreadable or (with ``verify``) of another checksum is *damaged*:
+reported as such, left out of the report, and recomputed by the next run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -29,20 +35,48 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from storage.errors import InputError, environment_failure
 from storage.schema import TABLES, schema
 
 LEDGER = "_jobs"
 RUN_FILE = "run.json"
-JOB_STATES: tuple[str, ...] = ("done", "failed", "missing")
+JOB_STATES: tuple[str, ...] = ("done", "failed", "missing", "damaged")
+JOB_FIELDS = ("job_id", "kind", "seed", "description", "model", "train_group", "test_group", "subset")
 
 
-def job_state(record: Mapping[str, Any] | None) -> str:
+def job_state(record: Mapping[str, Any] | None, damage: str | None = None) -> str:
     """The state of a planned job, decided here only: ``done`` or ``failed`` as its ledger record says,
+    ``damaged`` when a done job's files are not as recorded or its record cannot be read (``damage`` says how),
     ``missing`` when it has no record (never run, or lost in flight)."""
+    if damage and (not record or record.get("status") == "done"):
+        return "damaged"
     if not record:
         return "missing"
     status = record.get("status")
     return status if status in ("done", "failed") else "missing"
+
+
+def jobs_to_columns(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """Job records as one list per field (run.json's compact form)."""
+    records = list(records)
+    return {f: [r.get(f) for r in records] for f in JOB_FIELDS}
+
+
+def jobs_from_columns(jobs: Any) -> list[dict[str, Any]]:
+    """Job records from run.json: the compact form (one list per field) or a list of records."""
+    if isinstance(jobs, dict):
+        ids = jobs.get("job_id") or []
+        columns = {f: jobs.get(f) or [None] * len(ids) for f in JOB_FIELDS}
+        return [{f: columns[f][i] for f in JOB_FIELDS if columns[f][i] is not None} for i in range(len(ids))]
+    return [j for j in jobs or [] if isinstance(j, dict)]
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A file of the results folder: its path relative to the root and its size in bytes."""
+
+    path: str
+    size: int
 
 
 class ResultStore:
@@ -56,50 +90,71 @@ class ResultStore:
             self.fs, self.root = pafs.LocalFileSystem(), str(Path(out).resolve())
         self.uri = out
         self.root = self.root.rstrip("/")
+        self.unreadable: dict[str, str] = {}   # ledger records that could not be read: job id -> reason
 
     # -- paths ---------------------------------------------------------------------------------------------
     def _path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
-    def _write_atomic(self, path: str, write: Any) -> None:
-        """Write through ``write(stream)`` to a hidden temporary file next to ``path``, then rename it."""
-        folder, name = path.rsplit("/", 1)
-        self.fs.create_dir(folder, recursive=True)
-        tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
-        try:
-            with self.fs.open_output_stream(tmp) as stream:
-                write(stream)
-            self.fs.move(tmp, path)
-        except BaseException:
-            try:
-                self.fs.delete_file(tmp)
-            except (OSError, FileNotFoundError):
-                pass
-            raise
+    def exists(self) -> bool:
+        """Whether the results folder exists."""
+        return self._exists(self.root)
 
     def _exists(self, path: str) -> bool:
         return self.fs.get_file_info(path).type != pafs.FileType.NotFound
 
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        """Write ``data`` to ``relative`` through a hidden temporary file and a rename (EnvironmentFailure when
+        the file system refuses: read-only, full, no permission)."""
+        path = self._path(relative)
+        folder, name = path.rsplit("/", 1)
+        tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+        try:
+            self.fs.create_dir(folder, recursive=True)
+            with self.fs.open_output_stream(tmp) as stream:
+                stream.write(data)
+            self.fs.move(tmp, path)
+        except OSError as exc:
+            self._delete(tmp)
+            raise environment_failure(path, exc) from exc
+        except BaseException:
+            self._delete(tmp)
+            raise
+
+    def _delete(self, path: str) -> None:
+        try:
+            self.fs.delete_file(path)
+        except (OSError, FileNotFoundError):
+            pass
+
     # -- writing -------------------------------------------------------------------------------------------
-    def write_table_rows(self, table: str, job_id: str, rows: pd.DataFrame) -> None:
-        """Store one job's rows of ``table``: one file per partition value, named by the job id."""
+    def write_table_rows(self, table: str, job_id: str, rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
+        """Store one job's rows of ``table``: one file per partition value, named by the job id. Returns each
+        file's path (relative to the folder) with its size and SHA-256."""
         spec = schema(table)
         missing = [c for c in spec.names if c not in rows.columns]
         if missing:
             raise ValueError(f"rows for table {table!r} lack columns {missing}")
         key = spec.partition
         file_schema = spec.arrow_schema(without=key)
+        files = {}
         for value, part in rows[spec.names].groupby(key, sort=False):
             arrow = pa.Table.from_pandas(part.drop(columns=[key]), schema=file_schema, preserve_index=False)
-            path = self._path(table, f"{key}={quote(str(value), safe='')}", f"{job_id}.parquet")
-            self._write_atomic(path, lambda s, t=arrow: pq.write_table(t, s))
+            sink = pa.BufferOutputStream()
+            pq.write_table(arrow, sink)
+            data = sink.getvalue().to_pybytes()
+            relative = f"{table}/{key}={quote(str(value), safe='')}/{job_id}.parquet"
+            self.write_bytes(relative, data)
+            files[relative] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        return files
 
     def write_job(self, job_id: str, tables: Mapping[str, pd.DataFrame], record: Mapping[str, Any]) -> None:
         """Store a finished job: its tables first, then its ledger record (which marks it done)."""
+        files: dict[str, dict[str, Any]] = {}
         for name, rows in tables.items():
-            self.write_table_rows(name, job_id, rows)
-        self._delete_failure(job_id, record.get("kind", ""))
-        self._write_record(job_id, {**record, "status": "done"})
+            files.update(self.write_table_rows(name, job_id, rows))
+        self._delete(self._failure_path(job_id, record.get("kind", "")))
+        self._write_record(job_id, {**record, "status": "done", "files": files})
 
     def write_failure(self, job_id: str, record: Mapping[str, Any], error: str, traceback: str) -> None:
         """Store a failed job in ``failures/`` and mark it failed in the ledger."""
@@ -107,27 +162,40 @@ class ResultStore:
             "job_id": job_id, "kind": record.get("kind", ""), "description": record.get("description", ""),
             "error": error, "traceback": traceback, "finished_at": record.get("finished_at", ""),
         }])
-        self.write_table_rows("failures", job_id, row)
-        self._write_record(job_id, {**record, "status": "failed", "error": error})
+        files = self.write_table_rows("failures", job_id, row)
+        self._write_record(job_id, {**record, "status": "failed", "error": error, "files": files})
 
-    def _delete_failure(self, job_id: str, kind: str) -> None:
-        path = self._path("failures", f"kind={quote(str(kind), safe='')}", f"{job_id}.parquet")
-        if self._exists(path):
-            self.fs.delete_file(path)
+    def _failure_path(self, job_id: str, kind: str) -> str:
+        return self._path("failures", f"kind={quote(str(kind), safe='')}", f"{job_id}.parquet")
 
     def _write_record(self, job_id: str, record: Mapping[str, Any]) -> None:
-        data = json.dumps(dict(record), sort_keys=True).encode()
-        self._write_atomic(self._path(LEDGER, f"{job_id}.json"), lambda s: s.write(data))
+        self.write_bytes(f"{LEDGER}/{job_id}.json", json.dumps(dict(record), sort_keys=True).encode())
 
     def write_run(self, info: Mapping[str, Any]) -> None:
-        """Write ``run.json`` (resolved config, data fingerprint, versions, planned jobs)."""
-        data = json.dumps(dict(info), indent=2, sort_keys=False, default=str).encode()
-        self._write_atomic(self._path(RUN_FILE), lambda s: s.write(data))
+        """Write ``run.json`` (the experiment, merged config, every run's record, planned jobs)."""
+        self.write_bytes(RUN_FILE, json.dumps(dict(info), indent=1, default=str).encode())
+
+    def discard_job(self, job_id: str, record: Mapping[str, Any] | None) -> None:
+        """Delete a job's ledger record, then its files (the recorded ones and any named by its id)."""
+        self._delete(self._path(LEDGER, f"{job_id}.json"))
+        for relative in (record or {}).get("files") or {}:
+            self._delete(self._path(relative))
+        for stored in self.listing():
+            if stored.path.rsplit("/", 1)[-1] == f"{job_id}.parquet":
+                self._delete(self._path(stored.path))
 
     # -- reading -------------------------------------------------------------------------------------------
+    def listing(self) -> list[Stored]:
+        """Every file under the folder (one recursive listing)."""
+        if not self.exists():
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True))
+        return [Stored(i.path[len(self.root) + 1:], int(i.size or 0)) for i in infos if i.type == pafs.FileType.File]
+
     def ledger(self) -> dict[str, dict[str, Any]]:
-        """Every job record in the ledger, by job id."""
+        """Every readable job record in the ledger, by job id (unreadable ones are in ``self.unreadable``)."""
         folder = self._path(LEDGER)
+        self.unreadable = {}
         if not self._exists(folder):
             return {}
         records: dict[str, dict[str, Any]] = {}
@@ -135,29 +203,106 @@ class ResultStore:
             name = info.base_name
             if info.type != pafs.FileType.File or not name.endswith(".json") or name.startswith("."):
                 continue
-            with self.fs.open_input_stream(info.path) as stream:
-                records[name[:-5]] = json.loads(stream.read())
+            try:
+                with self.fs.open_input_stream(info.path) as stream:
+                    record = json.loads(stream.read())
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+                records[name[:-5]] = record
+            except (OSError, ValueError) as exc:
+                self.unreadable[name[:-5]] = f"{LEDGER}/{name} is not a readable ledger record ({exc})"
         return records
 
     def run_info(self) -> dict[str, Any] | None:
-        """The contents of ``run.json``, or None when there is none."""
+        """The contents of ``run.json``, or None when there is none; InputError naming it when malformed."""
         path = self._path(RUN_FILE)
         if not self._exists(path):
             return None
-        with self.fs.open_input_stream(path) as stream:
-            return json.loads(stream.read())
+        try:
+            with self.fs.open_input_stream(path) as stream:
+                info = json.loads(stream.read())
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{path}: not valid JSON ({exc}); expected the record written by 'biasgrid run'") \
+                from exc
+        if not isinstance(info, dict):
+            raise InputError(f"{path}: expected a JSON object with config, data_fingerprint and jobs")
+        return info
 
-    def read(self, table: str) -> pd.DataFrame:
-        """One table as a DataFrame with the schema's columns and types (empty when nothing is stored)."""
+    def damage(self, ledger: Mapping[str, Mapping[str, Any]], verify: bool = False) -> dict[str, str]:
+        """Done jobs whose files are not as their record says: job id -> what is wrong. Sizes are compared
+        (one listing); with ``verify`` every file is also read and its SHA-256 compared."""
+        sizes = {s.path: s.size for s in self.listing()}
+        damaged: dict[str, str] = {}
+        for job_id, record in ledger.items():
+            if record.get("status") != "done":
+                continue
+            for relative, meta in (record.get("files") or {}).items():
+                size = sizes.get(relative)
+                if size is None:
+                    damaged[job_id] = f"{relative} is missing"
+                elif size != meta.get("size"):
+                    damaged[job_id] = f"{relative} has {size} bytes, {meta.get('size')} were written"
+                elif verify and self._sha256(relative) != meta.get("sha256"):
+                    damaged[job_id] = f"{relative} does not have the checksum it was written with"
+                else:
+                    continue
+                break
+        for job_id, reason in self.unreadable.items():
+            damaged.setdefault(job_id, reason)
+        return damaged
+
+    def _sha256(self, relative: str) -> str:
+        digest = hashlib.sha256()
+        with self.fs.open_input_stream(self._path(relative)) as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def clean(self, ledger: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Remove what no finished job owns: leftover ``.tmp`` files of interrupted writes and table files whose
+        job has no ledger record (lost in flight; the job runs again). Returns what was removed."""
+        removed = []
+        for stored in self.listing():
+            name = stored.path.rsplit("/", 1)[-1]
+            table = stored.path.split("/", 1)[0]
+            orphan = table in TABLES and name.endswith(".parquet") and name[:-8] not in ledger
+            if (name.startswith(".") and name.endswith(".tmp")) or orphan:
+                self._delete(self._path(stored.path))
+                removed.append(stored.path)
+        return removed
+
+    def read(self, table: str, skip_jobs: Iterable[str] = ()) -> tuple[pd.DataFrame, dict[str, str]]:
+        """One table as a DataFrame with the schema's columns and types (empty when nothing is stored), without
+        the files of ``skip_jobs``. Files that cannot be read are left out and returned: job id -> reason."""
         spec = schema(table)
-        folder = self._path(table)
-        if not self._exists(folder):
-            return spec.empty()
-        dataset = ds.dataset(folder, filesystem=self.fs, format="parquet", partitioning="hive")
-        return spec.conform(dataset.to_table().to_pandas())
+        skip = {f"{j}.parquet" for j in skip_jobs}
+        files = [self._path(s.path) for s in self.listing()
+                 if s.path.startswith(f"{table}/") and s.path.endswith(".parquet")
+                 and not s.path.rsplit("/", 1)[-1].startswith(".") and s.path.rsplit("/", 1)[-1] not in skip]
+        if not files:
+            return spec.empty(), {}
+        try:
+            return spec.conform(self._dataset(table, files).to_table().to_pandas()), {}
+        except (OSError, pa.ArrowException):
+            pass
+        frames, unreadable = [], {}
+        for path in files:   # one file is damaged: read file by file to find it and keep the others
+            try:
+                frames.append(self._dataset(table, [path]).to_table().to_pandas())
+            except (OSError, pa.ArrowException) as exc:
+                unreadable[path.rsplit("/", 1)[-1][:-8]] = f"{path[len(self.root) + 1:]} cannot be read ({exc})"
+        frame = pd.concat(frames, ignore_index=True) if frames else spec.empty()
+        return spec.conform(frame), unreadable
+
+    def _dataset(self, table: str, files: list[str]) -> ds.Dataset:
+        spec = schema(table)
+        partitioning = ds.partitioning(pa.schema([(spec.partition, pa.string())]), flavor="hive")
+        return ds.dataset(files, filesystem=self.fs, format="parquet", partitioning=partitioning,
+                          partition_base_dir=self._path(table), schema=spec.arrow_schema(without=spec.partition)
+                          .append(pa.field(spec.partition, pa.string())))
 
 
 def load(path: str | os.PathLike[str], tables: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
     """Load the results tables of a results folder (local path or URI) as DataFrames, by table name."""
     store = ResultStore(path)
-    return {name: store.read(name) for name in (tables or list(TABLES))}
+    return {name: store.read(name)[0] for name in (tables or list(TABLES))}

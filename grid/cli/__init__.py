@@ -2,7 +2,9 @@
 parser and sets its handler (``args -> exit code``): run, status, report, data (synth, import).
 
 Exit codes: 0 success; 1 some jobs failed (every other result stored); 2 bad input (nothing written);
-130 interrupted (every finished job stored: run again to resume).
+3 the environment failed (read-only or full file system, unreachable cluster, out of memory); 4 an internal
+error (a bug: the traceback is shown); 130 interrupted (every finished job stored: run again to resume).
+Only exit 4 shows a traceback, or any error with --debug.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import sys
 
 from grid import __version__
 from grid.cli import data, report, run, status
-from storage.errors import InputError
+import traceback
+
+from storage.errors import EnvironmentFailure, InputError, environment_failure
 
 SUBCOMMANDS = (run, status, report, data)
 
@@ -23,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Measure how a face-embedding gender classifier's accuracy depends on the demographic group it was "
         "trained and tested on: every train-group x test-group x seed x model cell, in parallel."))
     parser.add_argument("--version", action="version", version=f"biasgrid {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS:
         module.register(sub)
@@ -32,13 +37,37 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``biasgrid`` command."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv    # accepted anywhere on the line, not only before the subcommand
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     try:
         return int(args.func(args))
-    except InputError as exc:
-        print(f"biasgrid: error: {exc}", file=sys.stderr)
-        return InputError.exit_code
     except KeyboardInterrupt:
         print("\nbiasgrid: interrupted; every finished job is stored: run the same command again to resume",
               file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - every failure ends in one sentence and its exit code
+        code, message = classify(exc)
+        if args.debug or code == INTERNAL_ERROR:
+            traceback.print_exc()
+        print(f"biasgrid: error: {message}", file=sys.stderr)
+        return code
+
+
+INTERNAL_ERROR = 4
+
+
+def classify(exc: BaseException) -> tuple[int, str]:
+    """The exit code and one-line message of an error: bad input 2, environment 3, anything else 4 (a bug)."""
+    if isinstance(exc, InputError):
+        return InputError.exit_code, str(exc)
+    if isinstance(exc, EnvironmentFailure):
+        return EnvironmentFailure.exit_code, str(exc)
+    if isinstance(exc, MemoryError):
+        return EnvironmentFailure.exit_code, ("out of memory; run fewer jobs at once (--workers), use smaller "
+                                              "data, or a machine with more memory")
+    if isinstance(exc, OSError):
+        return EnvironmentFailure.exit_code, str(environment_failure(str(exc.filename or "biasgrid"), exc))
+    return INTERNAL_ERROR, (f"internal error ({type(exc).__name__}: {exc}); this is a bug in biasgrid, "
+                            f"please report it with the traceback above")

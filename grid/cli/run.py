@@ -24,6 +24,9 @@ def register(subparsers: Any) -> None:
     run.add_argument("--workers", type=int, help="parallel jobs (default: the number of CPUs)")
     run.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
     run.add_argument("--rerun-failed", action="store_true", help="run again the jobs that failed before")
+    run.add_argument("--wait", action="store_true",
+                     help="when another run holds the results folder, wait for it instead of refusing")
+    run.add_argument("--max-jobs", type=int, help="refuse a grid of more jobs than this (default: 100000)")
     run.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=handler)
@@ -38,12 +41,12 @@ def handler(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {
         "data.path": args.data, "data.format": args.format, "run.out": args.out, "grid.seeds": args.seeds,
-        "grid.models": args.models.split(",") if args.models else None, "run.executor": args.executor,
-        "run.workers": args.workers, "run.address": args.address,
-        "run.report": False if args.no_report else None,
+        "grid.models": args.models.split(",") if args.models is not None else None,
+        "run.executor": args.executor, "run.workers": args.workers, "run.address": args.address,
+        "run.report": False if args.no_report else None, "run.max_jobs": args.max_jobs,
     }
     cfg = resolve_config(args.config, overrides)
-    summary = run_grid(cfg, rerun_failed=args.rerun_failed, progress=not args.quiet)
+    summary = run_grid(cfg, rerun_failed=args.rerun_failed, progress=not args.quiet, wait=args.wait)
     out = cfg["run"]["out"]
     print(f"\n{summary.ran} jobs run, {summary.stored_before} were already stored, "
           f"{len(summary.failed) + len(summary.failed_before)} failed; {summary.seconds:.0f} s")
@@ -51,8 +54,7 @@ def handler(args: argparse.Namespace) -> int:
     print(format_matrices(results))
     print(format_status(results))
     if cfg["run"]["report"]:
-        local_copy = "report" if "://" in out else None  # a remote results folder: the report is written here
-        print(f"report: {write_report(results, local_copy)}")
+        print(f"report: {write_report(results)}")
     print(f"results: {out}  (pandas: pd.read_parquet('{out}/accuracy'); status: biasgrid status {out})")
     for line in summary.failed + [f"{d} (failed in an earlier run; --rerun-failed retries it)"
                                   for d in summary.failed_before]:

@@ -7,13 +7,15 @@ from collections import Counter
 from typing import Any
 
 from storage.errors import InputError
-from storage.results import JOB_STATES, ResultStore, job_state
+from storage.results import JOB_STATES, ResultStore, job_state, jobs_from_columns
 
 
 def register(subparsers: Any) -> None:
     """Add the ``status`` subcommand."""
     status = subparsers.add_parser("status", help="list done, failed and missing jobs of a results folder")
     status.add_argument("dir", help="results folder")
+    status.add_argument("--verify", action="store_true",
+                        help="read every result file and compare its checksum (default: sizes only)")
     status.set_defaults(func=handler)
 
 
@@ -24,16 +26,21 @@ def handler(args: argparse.Namespace) -> int:
     if info is None:
         raise InputError(f"{args.dir}: no run.json here; expected a results folder written by 'biasgrid run'")
     ledger = store.ledger()
+    damage = store.damage(ledger, verify=args.verify)
+    jobs = jobs_from_columns(info.get("jobs"))
     states: Counter[str] = Counter()
     lines = []
-    for job in info["jobs"]:
+    for job in jobs:
         record = ledger.get(job["job_id"])
-        state = job_state(record)
+        state = job_state(record, damage.get(job["job_id"]))
         states[state] += 1
         if state != "done":
-            detail = f": {record.get('error', '')}" if record else ""
-            lines.append(f"  {state:8s} {job['description']} [{job['job_id']}]{detail}")
-    total = len(info["jobs"])
+            detail = damage.get(job["job_id"]) if state == "damaged" else (record or {}).get("error", "")
+            lines.append(f"  {state:8s} {job.get('description', '')} [{job['job_id']}]"
+                         + (f": {detail}" if detail else ""))
+    total = len(jobs)
     print(f"{args.dir}: {total} jobs planned: " + ", ".join(f"{states[s]} {s}" for s in JOB_STATES))
     print("\n".join(lines) if lines else "  every planned job is stored")
+    if states["damaged"]:
+        print("damaged results are left out of the report; the next 'biasgrid run' recomputes them")
     return 0 if states["done"] == total else 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,8 @@ import pandas as pd
 from grid.report import figures, stats
 from grid.report.render import CORNER, METRIC_TITLES, slug, render_html, render_latex, render_markdown
 from grid.report.results import Results
-from storage.errors import InputError
+from storage.errors import EnvironmentFailure, InputError
+from storage.results import ResultStore
 
 REPORT_DIR = "report"
 HTML_FILE = "report.html"
@@ -277,11 +279,13 @@ def _job_blocks(res: Results) -> list[Block]:
                                "listed."))
         return blocks
     counts = status["status"].value_counts()
-    done, failed, missing = (int(counts.get(k, 0)) for k in ("done", "failed", "missing"))
-    if failed == 0 and missing == 0:
+    done, failed, missing, damaged = (int(counts.get(k, 0)) for k in ("done", "failed", "missing", "damaged"))
+    if failed == 0 and missing == 0 and damaged == 0:
         blocks.append(("p", f"All {len(status)} planned jobs finished."))
     else:
-        blocks.append(("note", f"{done} of {len(status)} jobs done, {failed} failed, {missing} missing "
+        broken = (f", {damaged} damaged (stored, but their files are not as written; the next run recomputes "
+                  f"them)") if damaged else ""
+        blocks.append(("note", f"{done} of {len(status)} jobs done, {failed} failed, {missing} missing{broken} "
                                f"(planned but never finished). The tables and figures use the done jobs only."))
     cells = stats.missing_cells(res)
     if not cells.empty:
@@ -294,6 +298,10 @@ def _job_blocks(res: Results) -> list[Block]:
         frame = pd.DataFrame({"job": bad["description"], "job id": bad["job_id"],
                               "error": [(e or "").strip() for e in bad["error"]]})
         blocks.append(("table", Table(frame, "Failed jobs (tracebacks: failures.csv beside this report)")))
+    broken = status[status["status"] == "damaged"]
+    if not broken.empty:
+        frame = pd.DataFrame({"job": broken["description"], "job id": broken["job_id"], "what is wrong": broken["error"]})
+        blocks.append(("table", Table(frame, "Damaged results (left out of every table and figure)")))
     miss = status[status["status"] == "missing"]
     if not miss.empty:
         frame = pd.DataFrame({"job": miss["description"], "job id": miss["job_id"]})
@@ -327,9 +335,12 @@ def build_blocks(res: Results,
                         f"{', '.join(res.train_groups) or 'none'}; test groups: {', '.join(res.test_groups) or 'none'}"
                         f"; seeds: {', '.join(map(str, res.seeds)) or 'none'}. Data fingerprint: "
                         f"{res.fingerprint or 'unknown'}."))
-    if int(counts.get("failed", 0)) or int(counts.get("missing", 0)):
+    if int(counts.get("failed", 0)) or int(counts.get("missing", 0)) or int(counts.get("damaged", 0)):
+        damaged = int(counts.get("damaged", 0))
         blocks.append(("note", f"Incomplete run: {int(counts.get('failed', 0))} failed and "
-                               f"{int(counts.get('missing', 0))} missing jobs — see Failed and missing jobs."))
+                               f"{int(counts.get('missing', 0))} missing jobs"
+                               + (f" and {damaged} damaged results" if damaged else "")
+                               + " — see Failed and missing jobs."))
     blocks += _job_blocks(res)
     blocks += _matrix_blocks(res)
     blocks += _bias_blocks(res, s)
@@ -349,48 +360,67 @@ def _png(fig) -> bytes:
 
 
 # -------------------------------------------------------------------------------------------------------- write
-def _write(path: Path, data: bytes | str) -> None:
-    """Write ``path`` through a hidden temporary file and a rename, so no half-written file is ever seen."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_report(res: Results, out: str | os.PathLike[str] | None = None) -> Path:
-    """Write the report of a results folder and return the path of its report.html.
-
-    Into ``out`` (default ``<results>/report/``): report.html (self-contained), report.md, tables.tex,
-    figures/*.png and CSVs (accuracy*.csv with mean, std, n per cell; row_spread, best_train_group,
+def report_files(res: Results) -> dict[str, bytes]:
+    """Every file of the report, by path within the report folder: report.html (self-contained), report.md,
+    tables.tex, figures/*.png and CSVs (accuracy*.csv with mean, std, n per cell; row_spread, best_train_group,
     paired_differences, verification, demographic_rates, fairness, fairness_by_seed, impostor_fmr, jobs, and
-    failures with the tracebacks).
-    Raises InputError when ``results`` is not a results folder.
-    """
-    if out is None:
-        if "://" in str(res.path):
-            raise InputError(f"{res.path}: a remote results folder needs an output folder for its report (--out)")
-        out = Path(res.path) / REPORT_DIR
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: the report's output folder is a file")
+    failures with the tracebacks)."""
+    files: dict[str, bytes] = {}
     summaries = stats.all_summaries(res)
     for name, frame in summaries.items():
         frame = frame.copy()
         for col in frame.columns:
             if frame[col].map(lambda v: isinstance(v, list)).any():
                 frame[col] = frame[col].map(lambda v: " ".join(map(str, v)) if isinstance(v, list) else v)
-        _write(out / f"{name}.csv", frame.to_csv(index=False))
-    _write(out / "failures.csv", res.tables["failures"].to_csv(index=False))
+        files[f"{name}.csv"] = frame.to_csv(index=False).encode()
+    files["failures.csv"] = res.tables["failures"].to_csv(index=False).encode()
     blocks = build_blocks(res, summaries)
     for kind, content in blocks:
         if kind == "figure":
-            _write(out / "figures" / content.name, content.png)
-    _write(out / "report.md", render_markdown(blocks))
-    _write(out / "tables.tex", render_latex(blocks))
-    path = out / HTML_FILE
-    _write(path, render_html(blocks))
-    return path
+            files[f"figures/{content.name}"] = content.png
+    files["report.md"] = render_markdown(blocks).encode()
+    files["tables.tex"] = render_latex(blocks).encode()
+    files[HTML_FILE] = render_html(blocks).encode()
+    return files
+
+
+def write_report(res: Results, out: str | os.PathLike[str] | None = None) -> Path | str:
+    """Write the report of loaded results and return the location of its report.html.
+
+    Into ``out`` (a local folder), by default into the results folder's ``report/`` (also when the results
+    folder is a URI such as s3://...: never into the current folder). A local report folder is replaced as a
+    whole (written beside it, then swapped in), so a full disk leaves the previous report or none, never half
+    of one; on an object store each file is replaced whole.
+    """
+    files = report_files(res)
+    if out is None and "://" in str(res.path):
+        store = ResultStore(res.path)
+        for name, data in files.items():
+            store.write_bytes(f"{REPORT_DIR}/{name}", data)
+        return f"{str(res.path).rstrip('/')}/{REPORT_DIR}/{HTML_FILE}"
+    out = Path(out) if out is not None else Path(res.path) / REPORT_DIR
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: the report's output folder is a file")
+    _replace_folder(out, files)
+    return out / HTML_FILE
+
+
+def _replace_folder(folder: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` into a new folder beside ``folder``, then swap it in place of ``folder``."""
+    tag = uuid.uuid4().hex[:12]
+    new, old = folder.parent / f".{folder.name}-{tag}.tmp", folder.parent / f".{folder.name}-{tag}.old"
+    try:
+        for name, data in files.items():
+            (new / name).parent.mkdir(parents=True, exist_ok=True)
+            (new / name).write_bytes(data)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(new, folder)
+    except OSError as exc:
+        shutil.rmtree(new, ignore_errors=True)
+        if old.exists() and not folder.exists():
+            os.replace(old, folder)
+        raise EnvironmentFailure(f"{folder}: cannot write the report ({exc.strerror or exc}); the previous "
+                                 f"report (if any) is unchanged. Free some space, or write it elsewhere "
+                                 f"(biasgrid report DIR --out FOLDER)") from exc
+    shutil.rmtree(old, ignore_errors=True)

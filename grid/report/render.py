@@ -64,7 +64,9 @@ def format_status(res: Results, limit: int = 10) -> str:
         return "jobs: no plan in run.json and no ledger records"
     counts = status["status"].value_counts()
     line = (f"jobs: {int(counts.get('done', 0))} done, {int(counts.get('failed', 0))} failed, "
-            f"{int(counts.get('missing', 0))} missing (of {len(status)})")
+            f"{int(counts.get('missing', 0))} missing"
+            + (f", {int(counts.get('damaged', 0))} damaged" if counts.get("damaged", 0) else "")
+            + f" (of {len(status)})")
     lines = [line]
     bad = status[status["status"] != "done"]
     for row in bad.head(limit).itertuples():

@@ -7,7 +7,6 @@ of the grid (models, train groups with ``all`` last, test groups, seeds as confi
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from storage.errors import InputError
-from storage.results import RUN_FILE, ResultStore, job_state, load
+from storage.results import RUN_FILE, ResultStore, job_state, jobs_from_columns
 from storage.schema import TABLES
 from storage.vocab import ALL, ETHNICITIES
 
@@ -34,6 +33,7 @@ class Results:
     test_groups: list[str]
     seeds: list[int]
     notes: list[str] = field(default_factory=list)
+    damaged: dict[str, str] = field(default_factory=dict)   # done jobs whose files are not as recorded: why
 
     @property
     def config(self) -> dict[str, Any]:
@@ -45,7 +45,7 @@ class Results:
 
     @property
     def jobs(self) -> list[dict[str, Any]]:
-        return list(self.run.get("jobs") or [])
+        return jobs_from_columns(self.run.get("jobs"))
 
     def table(self, name: str) -> pd.DataFrame:
         return self.tables[name]
@@ -59,35 +59,33 @@ def load_results(path: str | os.PathLike[str]) -> Results:
     if local and not Path(text).is_dir():
         raise InputError(f"{text}: no such results folder (expected the folder written by `biasgrid run --out`)")
     store = ResultStore(text)
-    try:
-        run = store.run_info()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{text}/{RUN_FILE}: not valid JSON ({exc})") from exc
-    if run is not None and not isinstance(run, dict):
-        raise InputError(f"{text}/{RUN_FILE}: expected a JSON object with config, data_fingerprint and jobs")
-    try:
-        ledger = store.ledger()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{text}/_jobs: a ledger record is not valid JSON ({exc})") from exc
+    run = store.run_info()
+    ledger = store.ledger()
     has_tables = local and any((Path(text) / name).is_dir() for name in TABLES)
     if run is None and not ledger and not has_tables:
         raise InputError(f"{text} is not a biasgrid results folder: it has no {RUN_FILE}, no job ledger (_jobs/) "
                          f"and no results tables (expected the folder written by `biasgrid run --out`)")
     run = run or {}
-    tables = load(text)
+    damaged = store.damage(ledger, verify=True)   # the files are read anyway: checksums cost little more
+    tables = {}
+    for name in TABLES:
+        tables[name], unreadable = store.read(name, skip_jobs=damaged)
+        damaged.update(unreadable)
     notes: list[str] = []
     if not run:
         notes.append(f"{RUN_FILE} is missing: the grid's order, the config and the planned jobs are unknown")
-    tables = _keep_done(tables, run, ledger, notes)
+    for job_id, reason in damaged.items():
+        notes.append(f"damaged result of job {job_id} left out ({reason}); the next 'biasgrid run' recomputes it")
+    tables = _keep_done(tables, run, ledger, notes, damaged)
     models, train_groups, test_groups, seeds = _order(run.get("config") or {}, tables)
-    return Results(text, tables, run, ledger, models, train_groups, test_groups, seeds, notes)
+    return Results(text, tables, run, ledger, models, train_groups, test_groups, seeds, notes, damaged)
 
 
 def _keep_done(tables: dict[str, pd.DataFrame], run: dict[str, Any], ledger: dict[str, dict[str, Any]],
-               notes: list[str]) -> dict[str, pd.DataFrame]:
-    """Drop rows of jobs that are not in run.json's plan or that the ledger does not mark done."""
-    planned = {j.get("job_id") for j in run.get("jobs") or [] if isinstance(j, dict)} - {None}
-    done = {k for k, r in ledger.items() if job_state(r) == "done"}
+               notes: list[str], damaged: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """Drop rows of jobs that are not in run.json's plan, or that the ledger does not mark done (or damaged)."""
+    planned = {j.get("job_id") for j in jobs_from_columns(run.get("jobs"))} - {None}
+    done = {k for k, r in ledger.items() if job_state(r, damaged.get(k)) == "done"}
     out = {}
     for name, frame in tables.items():
         if name == "failures" or frame.empty or "job_id" not in frame.columns:
@@ -98,6 +96,7 @@ def _keep_done(tables: dict[str, pd.DataFrame], run: dict[str, Any], ledger: dic
             keep &= frame["job_id"].isin(planned)
         if ledger:
             keep &= frame["job_id"].isin(done)
+        keep &= ~frame["job_id"].isin(damaged)
         dropped = int((~keep).sum())
         if dropped:
             notes.append(f"{name}: ignored {dropped} row(s) of jobs that are not planned in {RUN_FILE} "

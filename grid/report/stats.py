@@ -413,20 +413,25 @@ def job_status(res: Results) -> pd.DataFrame:
         jid = job.get("job_id")
         seen.add(jid)
         record = res.ledger.get(jid)
-        status = job_state(record)
-        error = errors.get(jid) or (record or {}).get("error") or ""
+        status = job_state(record, res.damaged.get(jid))
         rows.append({**{c: job.get(c) for c in columns}, "status": status,
-                     "error": error if status == "failed" else ""})
+                     "error": _status_error(status, errors.get(jid) or (record or {}).get("error"),
+                                            res.damaged.get(jid))})
     for jid, record in res.ledger.items():
         if seen or jid in seen:       # with a plan, ledger records of other (earlier) plans are not this run's
             continue
-        status = job_state(record)
+        status = job_state(record, res.damaged.get(jid))
         rows.append({**{c: record.get(c) for c in columns}, "job_id": jid, "status": status,
-                     "error": (errors.get(jid) or record.get("error") or "") if status == "failed" else ""})
+                     "error": _status_error(status, errors.get(jid) or record.get("error"), res.damaged.get(jid))})
     out = pd.DataFrame(rows, columns=columns)
     out["description"] = [d if isinstance(d, str) and d else f"{k or 'job'} {j}"
                           for d, k, j in zip(out["description"], out["kind"], out["job_id"])]
     return out
+
+
+def _status_error(status: str, error: str | None, damage: str | None) -> str:
+    """What the status table says about a job: a failed job's error, what is wrong with a damaged one."""
+    return {"failed": error or "", "damaged": damage or ""}.get(status, "")
 
 
 def missing_cells(res: Results) -> pd.DataFrame:

@@ -53,9 +53,17 @@ def csv_header(path: Path) -> list[str]:
     """The first row of a CSV file (empty list for an empty file)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            return next(csv.reader(f), [])
+            header = next(csv.reader(f), [])
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: cannot read the CSV header ({exc})") from exc
+    if len(header) == 1:
+        other = next((d for d in (";", "\t", "|") if d in header[0]), None)
+        if other:
+            shown = {"\t": "tabs"}.get(other, repr(other))
+            raise InputError(f"{path}: the header reads as one column ({header[0][:60]!r}...); the file seems to "
+                             f"separate columns with {shown}, but biasgrid reads comma-separated CSV: convert it, "
+                             f"e.g. pandas.read_csv(path, sep={other!r}).to_csv(new_path, index=False)")
+    return header
 
 
 def looks_like_csv_table(header: list[str], prefix: str | None = None) -> bool:
@@ -106,7 +114,8 @@ def check_mapping(mapping: Mapping[str, str], allowed: tuple[str, ...], fmt: str
 
 def csv_error(path: Path, exc: Exception) -> InputError:
     """The InputError for a CSV that Arrow or pandas could not parse."""
-    return InputError(f"{path}: cannot read the CSV ({str(exc).strip()})")
+    text = str(exc).strip()
+    return InputError(f"{path}: cannot read the CSV ({text[:300]}{'...' if len(text) > 300 else ''})")
 
 
 def float_columns_to_matrix(batch: pa.RecordBatch | pa.Table, names: list[str], header_names: list[str],

@@ -1,0 +1,89 @@
+"""One experiment per results folder.
+
+The first run on a folder fixes its experiment: the data (fingerprint), the protocol, each model's
+configuration, and - once they are first run - the verification and t-SNE parameters. Later runs may add
+seeds, models, train or test groups, verification or t-SNE jobs; a run that would change anything already fixed
+is refused before anything is written, naming each differing key with its stored and its new value. The folder's
+grid is the union of every run's grid, and each run completes it: a cell is evaluated on every test group the
+folder holds, so no cell is stored twice with different test groups and no matrix has holes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage.errors import InputError
+
+GRID_LISTS = ("models", "seeds", "train_groups", "test_groups")
+
+
+def fixed_part(cfg: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+    """What a run fixes in its folder: data fingerprint, protocol, model configurations, and the verification and
+    t-SNE parameters when those are enabled."""
+    fixed: dict[str, Any] = {"data_fingerprint": fingerprint, "protocol": dict(cfg["protocol"]),
+                             "model": {m: cfg["model"][m] for m in cfg["grid"]["models"]}}
+    v, t = cfg["verification"], cfg["tsne"]
+    if v["enabled"]:
+        fixed["verification"] = {k: val for k, val in v.items() if k != "enabled"}
+    if t["enabled"]:
+        fixed["tsne"] = {k: val for k, val in t.items() if k not in ("enabled", "seeds", "subsets")}
+    return fixed
+
+
+_UNSET = object()
+
+
+def _show(value: Any) -> str:
+    return "(unset)" if value is _UNSET else repr(value)
+
+
+def _differences(stored: Any, new: Any, where: str) -> list[str]:
+    """Every leaf where ``stored`` and ``new`` differ, as "key: stored X, new Y"."""
+    if isinstance(stored, dict) and isinstance(new, dict):
+        return [d for key in sorted(set(stored) | set(new), key=str)
+                for d in _differences(stored.get(key, _UNSET), new.get(key, _UNSET), f"{where}.{key}")]
+    return [] if stored == new else [f"{where}: stored {_show(stored)}, new {_show(new)}"]
+
+
+def merge_fixed(stored: dict[str, Any] | None, new: dict[str, Any], out: str) -> dict[str, Any]:
+    """The folder's fixed part after this run: ``stored`` extended by what ``new`` adds (models, verification,
+    t-SNE). InputError listing every key whose new value differs from the stored one."""
+    if not stored:
+        return new
+    differences = []
+    for key, value in new.items():
+        if key == "model":
+            for model, config in value.items():
+                if model in stored.get("model", {}):
+                    differences += _differences(stored["model"][model], config, f"model.{model}")
+        elif key in stored:
+            differences += _differences(stored[key], value, "data" if key == "data_fingerprint" else key)
+    if differences:
+        raise InputError(f"{out} holds another experiment; this run would change: " + "; ".join(differences)
+                         + f". A results folder holds one experiment (its data, protocol and model "
+                           f"configurations): use another --out for this one")
+    merged = {**stored, **{k: v for k, v in new.items() if k not in stored}}
+    merged["model"] = {**stored.get("model", {}), **new["model"]}
+    return merged
+
+
+def merged_config(stored_config: dict[str, Any] | None, cfg: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+    """The config a run on the folder runs: its grid is the union of the stored grid and this run's (stored
+    entries first, ``all`` last), with the folder's model configurations; verification and t-SNE stay on once a
+    run turned them on, with the folder's parameters. A run thus completes the folder's whole grid."""
+    stored = (stored_config or {}).get("grid") or {}
+    grid = {}
+    for key in GRID_LISTS:
+        before = [v for v in stored.get(key) or [] if isinstance(v, (str, int)) and not isinstance(v, bool)]
+        grid[key] = before + [v for v in cfg["grid"][key] if v not in before]
+    if "all" in grid["train_groups"]:
+        grid["train_groups"] = [g for g in grid["train_groups"] if g != "all"] + ["all"]
+    merged = {**cfg, "grid": grid, "model": {m: fixed["model"][m] for m in grid["models"]}}
+    if "verification" in fixed:
+        merged["verification"] = {**fixed["verification"], "enabled": True}
+    if "tsne" in fixed:
+        stored_tsne = (stored_config or {}).get("tsne") or {}
+        merged["tsne"] = {**cfg["tsne"], **fixed["tsne"], "enabled": True,
+                          **{k: list(dict.fromkeys([*(stored_tsne.get(k) or []), *cfg["tsne"][k]]))
+                             for k in ("seeds", "subsets")}}
+    return merged
