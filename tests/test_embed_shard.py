@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from storage.errors import InputError
-from tasks.embedders import embed_shard, model_fingerprint, open_embedder, resolve_spec, shard_key, split_model
+from tasks.embedders import (embed_shard, model_fingerprint, open_embedder, resolve_spec, shard_key, split_model,
+                              split_shards)
 
 USER_MODULE = '''
 import numpy as np
@@ -110,3 +111,10 @@ def test_results_and_specs_cross_process_boundaries(user_package, tmp_path):
     assert len(model_fingerprint(spec)) == 64
     empty = embed_shard([], resolve_spec("dlib"))
     assert empty.embeddings.shape == (0, 128) and empty.index.shape == (0,) and empty.errors == ()
+
+
+def test_split_shards():
+    assert split_shards(7, 3) == [range(0, 3), range(3, 6), range(6, 7)]
+    assert split_shards(0, 5) == []
+    with pytest.raises(InputError, match="shard size must be a positive integer"):
+        split_shards(4, 0)

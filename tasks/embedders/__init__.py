@@ -332,7 +332,8 @@ def model_fingerprint(spec: EmbedSpec) -> str:
     return _fingerprint(json.dumps(spec.to_dict(), sort_keys=True))
 
 
-from tasks.embedders.shard import ShardResult, embed_shard, shard_key  # noqa: E402  (re-exported)
+from tasks.embedders.shard import ShardResult, embed_shard, shard_key, split_shards  # noqa: E402  (re-exported)
 
 __all__ = ["EMBEDDERS", "EMBED_CODE_VERSION", "EmbedSpec", "Embedder", "ShardResult", "embed_shard",
-           "model_fingerprint", "open_embedder", "option_defaults", "resolve_spec", "shard_key", "split_model"]
+           "model_fingerprint", "open_embedder", "option_defaults", "resolve_spec", "shard_key", "split_model",
+           "split_shards"]

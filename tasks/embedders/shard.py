@@ -50,6 +50,15 @@ class ShardResult:
         return int(self.embeddings.shape[1])
 
 
+def split_shards(n: int, size: int) -> list[range]:
+    """Rows 0..n-1 cut into consecutive shards of ``size`` images (the last may be smaller). Cut a sorted image
+    list (:class:`storage.images.LabelledImages` is sorted by path) so that the same files give the same
+    shards, and so the same keys, on every run."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise InputError(f"shard size must be a positive integer, got {size!r}")
+    return [range(lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+
 def file_digests(paths: Sequence[str | Path]) -> list[str]:
     """SHA-256 hex digest of each file's bytes; InputError naming a file that cannot be read."""
     out = []
