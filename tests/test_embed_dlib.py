@@ -81,6 +81,16 @@ def test_no_face_gives_the_centre_crop_fallback_or_is_skipped(photos):
     assert not np.allclose(np.linalg.norm(raw.embeddings, axis=1), 1.0)
 
 
+def test_large_photographs_may_be_shrunk_for_detection_only(photos, tmp_path):
+    big = save(tmp_path / "big.png", np.asarray(Image.fromarray(data.astronaut()).resize((1400, 1400),
+                                                                                       Image.BICUBIC)))
+    spec = resolve_spec("dlib", {"detect_max_side": 500, "upsample": 1})
+    result = embed_shard([photos["astronaut"], big], spec)
+    assert result.face_detected.tolist() == [True, True]
+    assert np.linalg.norm(result.embeddings[0] - result.embeddings[1]) < 0.15
+    assert shard_key([big], spec) != shard_key([big], resolve_spec("dlib"))
+
+
 def test_deterministic_across_runs_and_batch_sizes(photos):
     paths = [photos[n] for n in ("astronaut", "coffee", "smaller")]
     a = embed_shard(paths, resolve_spec("dlib"))

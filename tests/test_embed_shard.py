@@ -118,3 +118,12 @@ def test_split_shards():
     assert split_shards(0, 5) == []
     with pytest.raises(InputError, match="shard size must be a positive integer"):
         split_shards(4, 0)
+
+
+def test_importing_the_registry_loads_no_model_library():
+    import subprocess
+
+    code = ("import sys, tasks.embedders, storage.images; "
+            "print(sorted(m for m in ('dlib', 'tensorflow', 'keras', 'onnxruntime', 'PIL') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -7,17 +7,20 @@ A model is named by a string (``EmbedSpec.model``):
     HOG face detector (largest face), 5-point landmarks, the aligned chip ``dlib.get_face_chip(image, shape,
     size=150, padding=0.25)`` -- exactly what ``compute_face_descriptor(image, shape)`` cuts -- fed as RGB uint8
     (the network normalises internally). No face: the centre crop resized to 150 x 150, ``face_detected=False``.
-    Options: ``upsample`` (1), ``padding`` (0.25), ``num_jitters`` (0; > 1 averages randomly jittered copies).
+    Options: ``upsample`` (1), ``padding`` (0.25), ``num_jitters`` (0; > 1 averages randomly jittered copies),
+    ``detect_max_side`` (0 = off; else large images are shrunk to this longest side for detection only).
 ``keras:PATH``
     A saved Keras model (``.keras``, or legacy ``.h5``) loaded with ``keras.saving.load_model(PATH,
     compile=False)`` (safe mode: no Lambda code). Options: ``preprocess`` (required, see
     :mod:`.preprocess`), ``layer`` ("" = the model's output; the study used ``avg_pool``), ``input_size`` (0 =
     the model's input shape; else N or [H, W]), ``align`` (``none`` by default: images are face crops; or
-    ``arcface`` / ``dlib``, see :mod:`.faces`), ``upsample``, ``padding``. The layer's output is flattened.
+    ``arcface`` / ``dlib``, see :mod:`.faces`), ``upsample``, ``padding``, ``detect_max_side``. The layer's
+    output is flattened.
 ``onnx:PATH``
     An ONNX model run by onnxruntime on the CPU, e.g. InsightFace's ArcFace: options ``align`` (``arcface``),
     ``preprocess`` (``arcface``: (x - 127.5) / 127.5, RGB), ``input_size`` (0 = the model's), ``output`` ("" =
-    the first output), ``upsample``, ``padding``. NCHW or NHWC input is told from the input shape (3 channels).
+    the first output), ``upsample``, ``padding``, ``detect_max_side``. NCHW or NHWC input is told from the input
+    shape (3 channels).
 ``package.module:builder``
     Your own embedder: ``builder(config: dict, threads: int)`` returns an object with ``embed(images:
     list[np.ndarray]) -> features`` or ``-> (features, face_detected)`` where images are RGB uint8 (h, w, 3)
@@ -83,12 +86,15 @@ _COMMON_FACE = {
     "input_size": (0, _size, "0 (the model's own), a positive integer N (N x N) or [height, width]"),
     "upsample": (1, _int_at_least(0), "an integer >= 0 (detector upsamplings)"),
     "padding": (0.25, _non_negative, "a number >= 0 (dlib chip padding)"),
+    "detect_max_side": (0, _int_at_least(0), "an integer >= 0 (0 = detect on the full image; else images whose "
+                                             "longest side is larger are shrunk to it for detection)"),
 }
 _SPECS: dict[str, dict[str, tuple[Any, Callable[[Any], bool], str]]] = {
     "dlib": {
         "upsample": (1, _int_at_least(0), "an integer >= 0 (detector upsamplings)"),
         "padding": (0.25, _non_negative, "a number >= 0 (chip padding; dlib's default 0.25)"),
         "num_jitters": (0, _int_at_least(0), "an integer >= 0"),
+        "detect_max_side": _COMMON_FACE["detect_max_side"],
     },
     "keras": {
         "preprocess": (_REQUIRED, lambda v: v in PREPROCESS, f"one of {', '.join(PREPROCESS)}"),

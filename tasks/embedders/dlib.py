@@ -24,13 +24,14 @@ class DlibEmbedder:
         self.upsample = int(config.get("upsample", 1))
         self.padding = float(config.get("padding", 0.25))
         self.num_jitters = int(config.get("num_jitters", 0))
+        self.max_side = int(config.get("detect_max_side", 0))
         self.net = dlib.face_recognition_model_v1(str(model_file("recognition")))
         self.predictor = shape_predictor(5)
         self.dlib = dlib
 
     def chip(self, image: np.ndarray) -> tuple[np.ndarray, bool]:
         """The aligned 150 x 150 RGB chip of ``image`` and whether a face was detected."""
-        rect = largest_face(image, self.upsample)
+        rect = largest_face(image, self.upsample, self.max_side)
         if rect is None:
             return centre_crop(image, (CHIP_SIZE, CHIP_SIZE)), False
         shape = self.predictor(image, rect)

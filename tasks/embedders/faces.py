@@ -3,7 +3,8 @@
 image into the square chip a network reads.
 
 Detection: ``dlib.get_frontal_face_detector()`` run with ``upsample`` (default 1) upsamplings; of several faces
-the largest box (area, ties broken by the detector's score) is used.
+the largest box (area, ties broken by the detector's score) is used. ``detect_max_side`` (default 0 = off) shrinks
+large photographs for detection only (see :func:`largest_face`).
 
 Alignment (``align``):
 
@@ -87,13 +88,23 @@ def shape_predictor(points: int):
     return import_dlib().shape_predictor(str(model_file(f"landmarks_{points}")))
 
 
-def largest_face(image: np.ndarray, upsample: int):
-    """The largest detected face's ``dlib.rectangle`` in ``image`` (h, w, 3) uint8 RGB, or None."""
-    rects, scores, _ = detector().run(image, upsample, 0.0)
+def largest_face(image: np.ndarray, upsample: int, max_side: int = 0):
+    """The largest detected face's ``dlib.rectangle`` in ``image`` (h, w, 3) uint8 RGB, or None.
+
+    ``max_side`` > 0: an image whose longest side is larger is shrunk by s = max_side / longest side (Pillow
+    bilinear) for detection only, and the box is scaled back by 1 / s (landmarks and chips use the full image).
+    """
+    h, w = image.shape[:2]
+    scale = max_side / max(h, w) if max_side and max(h, w) > max_side else 1.0
+    small = resize(image, (max(1, round(h * scale)), max(1, round(w * scale)))) if scale < 1 else image
+    rects, scores, _ = detector().run(small, upsample, 0.0)
     if len(rects) == 0:
         return None
-    best = max(range(len(rects)), key=lambda i: (rects[i].area(), scores[i]))
-    return rects[best]
+    best = rects[max(range(len(rects)), key=lambda i: (rects[i].area(), scores[i]))]
+    if scale == 1.0:
+        return best
+    return import_dlib().rectangle(round(best.left() / scale), round(best.top() / scale),
+                                   round(best.right() / scale), round(best.bottom() / scale))
 
 
 def landmarks(image: np.ndarray, rect, points: int) -> np.ndarray:
@@ -108,12 +119,14 @@ class FaceCropper:
     ``size`` is (height, width); ``arcface`` and ``dlib`` need a square chip.
     """
 
-    def __init__(self, align: str, size: tuple[int, int], upsample: int = 1, padding: float = 0.25) -> None:
+    def __init__(self, align: str, size: tuple[int, int], upsample: int = 1, padding: float = 0.25,
+                 max_side: int = 0) -> None:
         if align not in ALIGNS:
             raise InputError(f"align {align!r} is unknown; expected one of {', '.join(ALIGNS)}")
         if align != "none" and size[0] != size[1]:
             raise InputError(f"align {align!r} makes square chips; input size {size[0]}x{size[1]} is not square")
         self.align, self.size, self.upsample, self.padding = align, tuple(size), int(upsample), float(padding)
+        self.max_side = int(max_side)
         if align != "none":
             detector()
             shape_predictor(68 if align == "arcface" else 5)
@@ -121,7 +134,7 @@ class FaceCropper:
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, bool]:
         if self.align == "none":
             return resize(image, self.size), True
-        rect = largest_face(image, self.upsample)
+        rect = largest_face(image, self.upsample, self.max_side)
         if rect is None:
             return centre_crop(image, self.size), False
         if self.align == "arcface":

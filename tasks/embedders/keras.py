@@ -52,7 +52,7 @@ class KerasEmbedder:
         self.model = model
         self.mode = config["preprocess"]
         self.crop = FaceCropper(config.get("align", "none"), self.size, config.get("upsample", 1),
-                                config.get("padding", 0.25))
+                                config.get("padding", 0.25), config.get("detect_max_side", 0))
         out = model.outputs[0].shape
         self.dim = int(np.prod([d for d in out[1:]])) if all(out[1:]) else 0
 

@@ -60,7 +60,7 @@ class OnnxEmbedder:
         self.dim = int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else 0
         self.mode = config.get("preprocess", "arcface")
         self.crop = FaceCropper(config.get("align", "arcface"), self.size, config.get("upsample", 1),
-                                config.get("padding", 0.25))
+                                config.get("padding", 0.25), config.get("detect_max_side", 0))
 
     def embed(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         chips, detected = zip(*(self.crop(img) for img in images)) if images else ((), ())
