@@ -139,7 +139,7 @@ def _check_value_maps(values: Mapping[str, Mapping[str, str]] | None) -> dict[st
         else:
             bad = [v for v in pairs.values() if not normalise_ethnicity(v)]
             if bad:
-                raise InputError(f"value map for ethnicity: maps to an empty name")
+                raise InputError("value map for ethnicity: maps to an empty name")
         out[field] = pairs
     return out
 
