@@ -189,3 +189,27 @@ def test_value_map_refusals():
         parse_value_maps(["gender=0-male"])
     with pytest.raises(InputError, match="'x' is not a gender"):
         parse_value_maps(["gender=0:x"])
+
+
+def test_parquet_manifest_with_integer_codes_and_a_root(tmp_path):
+    for k in range(2):
+        write_image(tmp_path / "pics" / f"{k}.jpg", k)
+    pd.DataFrame({"path": ["0.jpg", "1.jpg"], "identity": [7, 8], "ethnicity": [0, 2],
+                  "gender": [1, 0]}).to_parquet(tmp_path / "m.parquet")
+    images = list_images(tmp_path / "m.parquet", root=tmp_path / "pics",
+                         values=parse_value_maps(["gender=0:male,1:female", "ethnicity=0:white,2:asian"]))
+    assert as_rows(images) == {("7", "0", "white", "female"), ("8", "1", "asian", "male")}
+    with pytest.raises(InputError, match=r"m.parquet row 0, column 'gender': gender is '1'; expected male or female"):
+        list_images(tmp_path / "m.parquet", root=tmp_path / "pics")
+
+
+def test_options_that_do_not_fit_the_layout_are_refused(tmp_path):
+    diveface(tmp_path / "df")
+    with pytest.raises(InputError, match="value maps apply to manifests and name patterns"):
+        list_images(tmp_path / "df", values={"gender": {"0": "male"}})
+    with pytest.raises(InputError, match="a column mapping applies to manifests"):
+        list_images(tmp_path / "df", columns={"path": "file"})
+    with pytest.raises(InputError, match="image layout 'utkface' is unknown"):
+        list_images(tmp_path / "df", layout="utkface")
+    with pytest.raises(InputError, match="the pattern layout needs a name pattern"):
+        list_images(tmp_path / "df", layout="pattern")
