@@ -25,6 +25,8 @@ import functools
 import hashlib
 import importlib.util
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +59,7 @@ def model_file(kind: str) -> Path:
     return path
 
 
-def import_dlib():
+def import_dlib() -> ModuleType:
     """The dlib module, or InputError saying how to install it."""
     try:
         import dlib
@@ -77,18 +79,18 @@ def file_sha256(path: str) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def detector():
+def detector() -> Any:
     """dlib's HOG frontal face detector (one per process)."""
     return import_dlib().get_frontal_face_detector()
 
 
 @functools.lru_cache(maxsize=None)
-def shape_predictor(points: int):
+def shape_predictor(points: int) -> Any:
     """dlib's 5- or 68-point landmark predictor (one per process)."""
     return import_dlib().shape_predictor(str(model_file(f"landmarks_{points}")))
 
 
-def largest_face(image: np.ndarray, upsample: int, max_side: int = 0):
+def largest_face(image: np.ndarray, upsample: int, max_side: int = 0) -> Any:
     """The largest detected face's ``dlib.rectangle`` in ``image`` (h, w, 3) uint8 RGB, or None.
 
     ``max_side`` > 0: an image whose longest side is larger is shrunk by s = max_side / longest side (Pillow
@@ -107,7 +109,7 @@ def largest_face(image: np.ndarray, upsample: int, max_side: int = 0):
                                    round(best.right() / scale), round(best.bottom() / scale))
 
 
-def landmarks(image: np.ndarray, rect, points: int) -> np.ndarray:
+def landmarks(image: np.ndarray, rect: Any, points: int) -> np.ndarray:
     """(points, 2) float landmark (x, y) positions of the face in ``rect``."""
     shape = shape_predictor(points)(image, rect)
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)

@@ -18,10 +18,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from storage.errors import InputError
+
+if TYPE_CHECKING:
+    from tasks.embedders import EmbedSpec
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,7 +78,7 @@ def file_digests(paths: Sequence[str | Path]) -> list[str]:
     return out
 
 
-def shard_key(paths: Sequence[str | Path], spec, digests: Sequence[str] | None = None) -> str:
+def shard_key(paths: Sequence[str | Path], spec: EmbedSpec, digests: Sequence[str] | None = None) -> str:
     """The key of a shard's result (module docstring); ``digests`` (each file's SHA-256) saves re-reading the
     files when they are already known."""
     from tasks.embedders import EMBED_CODE_VERSION, model_fingerprint
@@ -121,7 +125,7 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
-def embed_shard(paths: Sequence[str | Path], spec, threads: int = 1) -> ShardResult:
+def embed_shard(paths: Sequence[str | Path], spec: EmbedSpec, threads: int = 1) -> ShardResult:
     """Embed the images ``paths`` with ``spec`` (an :class:`~tasks.embedders.EmbedSpec`) in ``threads``
     threads.
 
