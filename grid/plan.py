@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Bump when a job's code changes its numbers, so that old stored results are not mixed with new ones.
-JOB_CODE_VERSION = 1
+JOB_CODE_VERSION = 2   # 2: FNMR@FMR at the one threshold convention (tasks.rates)
 
 
 @dataclass(frozen=True)
