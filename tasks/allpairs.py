@@ -1,0 +1,326 @@
+"""Exact genuine/impostor counts over ALL pairs of a large table, in shardable blocks; and a stratified sample.
+
+**Bins.** Scores are counted in fixed bins of width w = 2^-bits over [-1, 1] (``bits`` = 14 by default:
+w = 6.1e-5, 32768 bins; 20 gives w = 9.5e-7). Bin k holds e_k <= s < e_(k+1), e_k = -1 + k w; scores below -1
+go to bin 0, scores >= 1 (rounding) to the last bin. The bin index is computed as floor(s * 2^bits) + 2^bits in
+float32, which is exact (scaling by a power of two and floor are exact), so a score is counted as >= e_k
+exactly when it is. Thresholds are bin edges: at an edge, FMR and FNMR are exact counts, not approximations.
+
+**Blocks.** :func:`block_tasks` cuts the upper triangle (i < j) of the n x n score matrix into rectangles
+[i0,i1) x [j0,j1) of at most ``block`` rows and columns; :func:`block_counts` scores one rectangle by one
+matrix product (rows of X must be L2-normalised float32) and reduces it at once to counts per
+(demographic group pair, bin), separately for genuine and impostor pairs. Counts of any partition of the
+tasks add up to the exact full counts, so tasks can be sharded over processes or machines; memory is
+O(block^2 + groups^2 x bins). Sorting the rows by (group, identity) first makes each rectangle span few group
+pairs and identities (fast path); any order gives the same counts.
+
+**From counts to rates** (consistent with :mod:`tasks.rates` to bin resolution): FMR(e_k) = sum_{j>=k} imp_j /
+n_imp, FNMR(e_k) = sum_{j<k} gen_j / n_gen. The threshold at target FMR is the smallest edge e_k with
+#impostors >= e_k <= floor(target n_imp) (exact integers). Relative to the exact convention's threshold t*
+(smallest observed impostor score meeting the target): FMR(e_k) <= target always, e_k < t* + w, and no impostor
+score lies in [e_k, t*) — so e_k differs from t* only by less than a bin upwards, or downwards inside a gap free
+of impostor scores. EER: :func:`tasks.rates.eer_from_counts` on the edges.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from storage.errors import InputError
+from tasks import rates
+
+DEFAULT_BITS = 14
+DEFAULT_BLOCK = 2048
+_MAX_SUBRECTS = 16
+
+
+def n_bins(bits: int = DEFAULT_BITS) -> int:
+    """2^(bits+1) bins of width 2^-bits over [-1, 1]."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 4 <= bits <= 22:
+        raise InputError(f"bin bits must be an integer from 4 to 22, got {bits!r}")
+    return 2 ** (int(bits) + 1)
+
+
+def bin_edges(bits: int = DEFAULT_BITS) -> np.ndarray:
+    """The 2^(bits+1) + 1 edges -1 + k 2^-bits (exact in float64)."""
+    return -1.0 + np.arange(n_bins(bits) + 1, dtype=np.float64) * 2.0 ** -bits
+
+
+def score_bins(scores: np.ndarray, bits: int = DEFAULT_BITS) -> np.ndarray:
+    """Bin index of each float32 score: floor(s 2^bits) + 2^bits, clipped to [0, n_bins-1] (exact)."""
+    s = np.asarray(scores, dtype=np.float32) * np.float32(2.0 ** bits)
+    np.floor(s, out=s)
+    out = s.astype(np.int32)
+    out += 2 ** bits
+    np.clip(out, 0, n_bins(bits) - 1, out=out)
+    return out
+
+
+@dataclass
+class PairCounts:
+    """Counts per bin. ``genuine``: (G, B), by the identity's group. ``impostor``: (G, G, B), pairs of groups
+    (a, b) stored at [min(a, b), max(a, b)] (the lower triangle is 0). int64."""
+
+    genuine: np.ndarray
+    impostor: np.ndarray
+    bits: int
+
+    @classmethod
+    def zeros(cls, n_groups: int, bits: int = DEFAULT_BITS) -> PairCounts:
+        b = n_bins(bits)
+        return cls(np.zeros((n_groups, b), np.int64), np.zeros((n_groups, n_groups, b), np.int64), bits)
+
+    def __add__(self, other: PairCounts) -> PairCounts:
+        if self.bits != other.bits or self.impostor.shape != other.impostor.shape:
+            raise InputError("cannot add counts of different bins or group counts")
+        return PairCounts(self.genuine + other.genuine, self.impostor + other.impostor, self.bits)
+
+    @property
+    def n_genuine(self) -> int:
+        return int(self.genuine.sum())
+
+    @property
+    def n_impostor(self) -> int:
+        return int(self.impostor.sum())
+
+    def impostor_of(self, a: int | None = None, b: int | None = None) -> np.ndarray:
+        """Impostor counts (B,) of group pair {a, b}, of group a with itself if b is None, or of all pairs."""
+        if a is None:
+            return self.impostor.sum(axis=(0, 1))
+        b = a if b is None else b
+        return self.impostor[min(a, b), max(a, b)]
+
+
+def block_tasks(n: int, block: int = DEFAULT_BLOCK) -> list[tuple[int, int, int, int]]:
+    """The rectangles (i0, i1, j0, j1) covering every pair i < j of n rows exactly once: diagonal squares
+    (i0 = j0, only i < j counted) and off-diagonal rectangles (j0 >= i1)."""
+    if n < 2 or block < 1:
+        raise InputError(f"all-pairs counts need at least 2 rows and a positive block size (got {n}, {block})")
+    starts = list(range(0, n, block))
+    return [(i0, min(i0 + block, n), j0, min(j0 + block, n)) for a, i0 in enumerate(starts) for j0 in starts[a:]]
+
+
+def _runs(codes: np.ndarray) -> list[tuple[int, int, int]]:
+    cut = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
+    return [(int(codes[s]), int(s), int(e)) for s, e in zip(cut[:-1], cut[1:])]
+
+
+def block_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_groups: int,
+                 task: tuple[int, int, int, int], bits: int = DEFAULT_BITS,
+                 out: PairCounts | None = None) -> PairCounts:
+    """Add the counts of one rectangle ``task`` = (i0, i1, j0, j1) to ``out`` (new zero counts if None).
+
+    X: (n, d) L2-normalised float32 (may be a memory map); identity: (n,) integer codes; group: (n,) integer
+    demographic group codes in [0, n_groups). Score = X_i . X_j (float32 matrix product)."""
+    i0, i1, j0, j1 = task
+    diagonal = (i0, i1) == (j0, j1)
+    if not diagonal and j0 < i1:
+        raise InputError(f"block {task}: a rectangle must be a diagonal square or lie right of the diagonal")
+    out = PairCounts.zeros(n_groups, bits) if out is None else out
+    nb = n_bins(bits)
+    A = np.asarray(X[i0:i1], dtype=np.float32)
+    B = A if diagonal else np.asarray(X[j0:j1], dtype=np.float32)
+    bins = score_bins(A @ B.T, bits)
+    dump = nb                                   # pairs not counted as impostors go to an extra bin
+    if diagonal:
+        bins[np.tril_indices(i1 - i0)] = dump
+    ida, idb = identity[i0:i1], identity[j0:j1]
+    ga, gb = group[i0:i1], group[j0:j1]
+    if np.intersect1d(ida, idb).size:          # genuine pairs only where the identities overlap
+        same = ida[:, None] == idb[None, :]
+        if diagonal:
+            same &= np.triu(np.ones_like(same), 1)
+        r, _ = np.nonzero(same)
+        np.add.at(out.genuine, (ga[r], bins[same]), 1)
+        bins[same] = dump
+    row_runs, col_runs = _runs(ga), _runs(gb)
+    if len(row_runs) * len(col_runs) <= _MAX_SUBRECTS:
+        for a, rs, re in row_runs:
+            for b, cs, ce in col_runs:
+                c = np.bincount(bins[rs:re, cs:ce].ravel(), minlength=nb + 1)[:nb]
+                out.impostor[min(a, b), max(a, b)] += c
+    else:
+        lo = np.minimum(ga[:, None], gb[None, :]).astype(np.int64)
+        hi = np.maximum(ga[:, None], gb[None, :]).astype(np.int64)
+        key = (lo * n_groups + hi) * (nb + 1) + bins
+        c = np.bincount(key.ravel(), minlength=n_groups * n_groups * (nb + 1))
+        out.impostor += c.reshape(n_groups, n_groups, nb + 1)[:, :, :nb]
+    return out
+
+
+def shard_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_groups: int,
+                 tasks: Iterable[tuple[int, int, int, int]], bits: int = DEFAULT_BITS) -> PairCounts:
+    """The summed counts of several rectangles (one worker's shard)."""
+    identity, group = np.asarray(identity), np.asarray(group)
+    if identity.shape != (len(X),) or group.shape != (len(X),):
+        raise InputError(f"identity and group codes need one entry per row of X ({len(X)})")
+    if len(group) and (group.min() < 0 or group.max() >= n_groups):
+        raise InputError(f"group codes must lie in [0, {n_groups})")
+    out = PairCounts.zeros(n_groups, bits)
+    for t in tasks:
+        block_counts(X, identity, group, n_groups, t, bits, out)
+    return out
+
+
+def all_pair_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_groups: int,
+                    bits: int = DEFAULT_BITS, block: int = DEFAULT_BLOCK) -> PairCounts:
+    """Every pair's counts in this process (= the sum of :func:`shard_counts` over any sharding)."""
+    return shard_counts(X, identity, group, n_groups, block_tasks(len(X), block), bits)
+
+
+# ---------------------------------------------------------------------------------------- counts -> rates ---
+def _check(gen: np.ndarray, imp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    gen, imp = np.asarray(gen, np.int64), np.asarray(imp, np.int64)
+    if gen.shape != imp.shape or gen.ndim != 1:
+        raise InputError("genuine and impostor histograms must be 1-D with the same bins")
+    return gen, imp
+
+
+def hist_threshold_at_fmr(impostor: np.ndarray, target_fmr: float, bits: int = DEFAULT_BITS) -> float:
+    """Smallest bin edge e_k with #impostors in bins >= k <= floor(target n_imp) (module docstring)."""
+    imp = np.asarray(impostor, np.int64)
+    accepted = np.r_[np.cumsum(imp[::-1])[::-1], 0]           # impostors >= e_k, k = 0..B
+    k = int(np.argmax(accepted <= rates.max_accepted(target_fmr, int(imp.sum()))))
+    return float(bin_edges(bits)[k])
+
+
+def _edge_index(t: float, bits: int) -> int:
+    k = (t + 1.0) * 2.0 ** bits
+    if k != math.floor(k) or not 0 <= k <= n_bins(bits):
+        raise InputError(f"threshold {t!r} is not a bin edge of width 2^-{bits} in [-1, 1]")
+    return int(k)
+
+
+def hist_counts_at(genuine: np.ndarray, impostor: np.ndarray, threshold: float,
+                   bits: int = DEFAULT_BITS) -> tuple[int, int, int, int]:
+    """(false matches, n_impostor, false non-matches, n_genuine) at a bin edge ``threshold`` (exact)."""
+    gen, imp = _check(genuine, impostor)
+    k = _edge_index(threshold, bits)
+    return int(imp[k:].sum()), int(imp.sum()), int(gen[:k].sum()), int(gen.sum())
+
+
+def hist_eer(genuine: np.ndarray, impostor: np.ndarray, bits: int = DEFAULT_BITS) -> tuple[float, float]:
+    """(EER, threshold) from the operating points at every bin edge (decreasing), interpolated at the crossing."""
+    gen, imp = _check(genuine, impostor)
+    edges = bin_edges(bits)
+    fm = np.r_[np.cumsum(imp[::-1])[::-1], 0][::-1]           # at e_B, e_(B-1), ..., e_0
+    fnm = np.r_[0, np.cumsum(gen)][::-1]
+    return rates.eer_from_counts(np.r_[np.inf, edges[::-1]], np.r_[0, fm], int(imp.sum()),
+                                 np.r_[int(gen.sum()), fnm], int(gen.sum()))
+
+
+def hist_group_tables(counts: PairCounts, group_names: Sequence[str], target_fmrs: Sequence[float] = (1e-3,),
+                      global_target_fmr: float = 1e-3) -> dict[str, pd.DataFrame]:
+    """The tables of :func:`tasks.rates.group_operating_points` (columns ``rates.EER_COLUMNS`` and
+    ``rates.OP_COLUMNS``) from all-pairs counts, plus "impostor_matrix": group_a, group_b, threshold,
+    false_matches, n_pairs, fmr, fmr_ci_low, fmr_ci_high, fmr_display (every ordered pair, symmetric)."""
+    G = len(group_names)
+    if counts.genuine.shape[0] != G:
+        raise InputError(f"{G} group names for counts of {counts.genuine.shape[0]} groups")
+    bits = counts.bits
+    all_imp = counts.impostor_of()
+    t_global = hist_threshold_at_fmr(all_imp, global_target_fmr, bits)
+    eer_rows, rows = [], []
+    sides = [("all", counts.genuine.sum(axis=0), all_imp)] + \
+        [(name, counts.genuine[g], counts.impostor_of(g)) for g, name in enumerate(group_names)]
+    for name, gen, imp in sides:
+        ng, ni = int(gen.sum()), int(imp.sum())
+        e = hist_eer(gen, imp, bits) if ng and ni else (np.nan, np.nan)
+        eer_rows.append({"group": name, "eer": e[0], "eer_threshold": e[1], "n_genuine": ng, "n_impostor": ni})
+        for target, kind in [(t, "own") for t in target_fmrs] + [(global_target_fmr, "global")]:
+            if kind == "own" and ni == 0:
+                rows.append({"group": name, "target_fmr": float(target), "threshold_kind": kind,
+                             "threshold": np.nan, "false_matches": 0, "n_impostor": 0, "false_non_matches": 0,
+                             "n_genuine": ng, "resolved": False, "reason": "no impostor comparisons in this group"})
+                continue
+            t = t_global if kind == "global" else hist_threshold_at_fmr(imp, target, bits)
+            fm, _, fnm, _ = hist_counts_at(gen, imp, t, bits)
+            ok, why = rates.resolution(ni, fm, target)
+            rows.append({"group": name, "target_fmr": float(target), "threshold_kind": kind, "threshold": t,
+                         "false_matches": fm, "n_impostor": ni, "false_non_matches": fnm, "n_genuine": ng,
+                         "resolved": ok, "reason": why})
+    ops = pd.DataFrame(rows)
+    fmf = rates.rate_frame(ops["false_matches"], ops["n_impostor"])
+    fnf = rates.rate_frame(ops["false_non_matches"], ops["n_genuine"])
+    for p, f in (("fmr", fmf), ("fnmr", fnf)):
+        ops[p], ops[f"{p}_ci_low"], ops[f"{p}_ci_high"], ops[f"{p}_display"] = \
+            f["rate"], f["ci_low"], f["ci_high"], f["display"]
+    mrows = []
+    k = _edge_index(t_global, bits)
+    for a, na in enumerate(group_names):
+        for b, nb_ in enumerate(group_names):
+            c = counts.impostor_of(a, b)
+            mrows.append({"group_a": na, "group_b": nb_, "threshold": t_global, "false_matches": int(c[k:].sum()),
+                          "n_pairs": int(c.sum())})
+    matrix = pd.DataFrame(mrows)
+    f = rates.rate_frame(matrix["false_matches"], matrix["n_pairs"])
+    matrix["fmr"], matrix["fmr_ci_low"], matrix["fmr_ci_high"], matrix["fmr_display"] = \
+        f["rate"], f["ci_low"], f["ci_high"], f["display"]
+    return {"eer": pd.DataFrame(eer_rows)[rates.EER_COLUMNS], "operating_points": ops[rates.OP_COLUMNS],
+            "impostor_matrix": matrix}
+
+
+# -------------------------------------------------------------------------------------- stratified sample ---
+def stratified_impostor_sample(identity: np.ndarray, group: np.ndarray, n_groups: int, target_fmr: float,
+                               k: int = 10, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Impostor pairs sampled per (group a <= group b) stratum, so each stratum gets m = ceil(k / target)
+    pairs — all of them when it has fewer — uniform without replacement within the stratum.
+
+    Returns (pairs: columns a, b (row indices, a < b), group_a, group_b, weight; strata: group_a, group_b,
+    n_pairs (impostor pairs in the stratum), n_sampled, weight = n_pairs / n_sampled). A stratum's FMR is
+    estimated by its sample's plain proportion (Clopper-Pearson applies, n = n_sampled); pooled rates weight
+    each sampled pair by its stratum's weight (inverse inclusion probability)."""
+    identity, group = np.asarray(identity), np.asarray(group).astype(np.int64)
+    m = math.ceil(k / float(rates._target(target_fmr)))
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(group == g) for g in range(n_groups)]
+    pairs, strata = [], []
+    for a in range(n_groups):
+        for b in range(a, n_groups):
+            ra, rb = members[a], members[b]
+            if a == b:
+                _, sizes = np.unique(identity[ra], return_counts=True)
+                total = len(ra) * (len(ra) - 1) // 2 - int((sizes * (sizes - 1) // 2).sum())
+            else:
+                total = len(ra) * len(rb)
+            if total == 0:
+                strata.append({"group_a": a, "group_b": b, "n_pairs": 0, "n_sampled": 0, "weight": np.nan})
+                continue
+            keys = _sample_stratum(ra, rb, identity, min(m, total), total, rng, a == b)
+            x, y = ra[keys // len(rb)], rb[keys % len(rb)]
+            lo, hi = np.minimum(x, y), np.maximum(x, y)
+            w = total / len(keys)
+            pairs.append(pd.DataFrame({"a": lo, "b": hi, "group_a": a, "group_b": b, "weight": w}))
+            strata.append({"group_a": a, "group_b": b, "n_pairs": total, "n_sampled": len(keys), "weight": w})
+    out = pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame(columns=["a", "b", "group_a", "group_b",
+                                                                                   "weight"])
+    return out, pd.DataFrame(strata)
+
+
+def _sample_stratum(ra: np.ndarray, rb: np.ndarray, identity: np.ndarray, want: int, total: int,
+                    rng: np.random.Generator, within: bool) -> np.ndarray:
+    """``want`` distinct keys x * len(rb) + y of impostor pairs (ra[x], rb[y]) (x < y within a group)."""
+    na, nb = len(ra), len(rb)
+
+    def valid(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        ok = identity[ra[x]] != identity[rb[y]]
+        return ok & (x < y) if within else ok
+
+    if want == total or total <= 4 * want:        # dense: enumerate the stratum
+        x, y = np.divmod(np.arange(na * nb, dtype=np.int64), nb)
+        keys = (x * nb + y)[valid(x, y)]
+        return np.sort(rng.choice(keys, size=want, replace=False)) if want < len(keys) else keys
+    keys = np.empty(0, np.int64)
+    while len(keys) < want:
+        draw = int(1.3 * (want - len(keys))) + 100
+        x, y = rng.integers(0, na, draw), rng.integers(0, nb, draw)
+        if within:
+            x, y = np.minimum(x, y), np.maximum(x, y)
+        keep = valid(x, y)
+        keys = np.unique(np.r_[keys, x[keep] * nb + y[keep]])
+    return np.sort(rng.choice(keys, size=want, replace=False))

@@ -1,0 +1,144 @@
+"""tasks.allpairs against brute force: every pair's score binned by a double loop, sharding, rates at edges."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from storage.errors import InputError
+from tasks import allpairs, rates
+
+
+def table(n_id=30, seed=0, d=16, groups=3, shuffle=False):
+    rng = np.random.default_rng(seed)
+    per = rng.integers(1, 5, n_id)
+    ids = np.repeat(np.arange(n_id), per)
+    grp = (np.arange(n_id) % groups)[ids]
+    centres = rng.normal(size=(n_id, d))
+    X = np.abs(centres[ids] + 0.8 * rng.normal(size=(len(ids), d))).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    if shuffle:
+        p = rng.permutation(len(ids))
+        X, ids, grp = X[p], ids[p], grp[p]
+    return np.ascontiguousarray(X), ids, grp
+
+
+def brute(X, ids, grp, G, bits):
+    """Counts by a double loop: the float32 score of each pair, its bin by comparing with exact edges."""
+    edges = allpairs.bin_edges(bits)
+    B = len(edges) - 1
+    gen, imp = np.zeros((G, B), np.int64), np.zeros((G, G, B), np.int64)
+    S = X @ X.T
+    for i, j in itertools.combinations(range(len(X)), 2):
+        s = float(S[i, j])
+        k = min(max(int(np.searchsorted(edges, s, side="right")) - 1, 0), B - 1)
+        if ids[i] == ids[j]:
+            gen[grp[i], k] += 1
+        else:
+            imp[min(grp[i], grp[j]), max(grp[i], grp[j]), k] += 1
+    return gen, imp
+
+
+@pytest.mark.parametrize("shuffle,block", [(False, 7), (True, 7), (False, 1000), (True, 13)])
+def test_counts_equal_brute_force(shuffle, block):
+    X, ids, grp = table(shuffle=shuffle)
+    gen, imp = brute(X, ids, grp, 3, 8)
+    c = allpairs.all_pair_counts(X, ids, grp, 3, bits=8, block=block)
+    assert np.array_equal(c.genuine, gen) and np.array_equal(c.impostor, imp)
+    n = len(X)
+    assert c.n_genuine + c.n_impostor == n * (n - 1) // 2
+
+
+def test_shards_add_up_to_the_full_counts():
+    X, ids, grp = table(n_id=40, seed=1, shuffle=True)
+    tasks = allpairs.block_tasks(len(X), 9)
+    full = allpairs.shard_counts(X, ids, grp, 3, tasks, 10)
+    parts = [allpairs.shard_counts(X, ids, grp, 3, tasks[k::3], 10) for k in range(3)]
+    total = parts[0] + parts[1] + parts[2]
+    assert np.array_equal(total.genuine, full.genuine) and np.array_equal(total.impostor, full.impostor)
+    # every pair i < j in exactly one task
+    cover = np.zeros((len(X), len(X)), int)
+    for i0, i1, j0, j1 in tasks:
+        for i in range(i0, i1):
+            for j in range(j0, j1):
+                cover[i, j] += (i < j) if (i0, i1) == (j0, j1) else 1
+    assert np.array_equal(cover, np.triu(np.ones_like(cover), 1))
+
+
+def test_bins_are_exact_at_edges():
+    bits = 14
+    e = allpairs.bin_edges(bits)
+    k = np.array([0, 1, 5, 16383, 16384, 16385, 32767])
+    edge = e[k].astype(np.float32)
+    assert np.array_equal(edge.astype(np.float64), e[k])              # edges are float32-exact
+    assert np.array_equal(allpairs.score_bins(edge, bits), k)          # an edge falls in its own bin
+    below = np.nextafter(edge, np.float32(-2))
+    assert np.array_equal(allpairs.score_bins(below[1:], bits), k[1:] - 1)
+    assert allpairs.score_bins(np.float32([1.0, 1.0000001, -1.5]), bits).tolist() == [32767, 32767, 0]
+    with pytest.raises(InputError):
+        allpairs.n_bins(30)
+
+
+def test_rates_from_histograms_match_the_exact_convention():
+    rng = np.random.default_rng(3)
+    bits = 12
+    gen = np.clip(rng.normal(0.6, 0.15, 3000), -1, 0.9999).astype(np.float32)
+    imp = np.clip(rng.normal(0.1, 0.12, 200000), -1, 0.9999).astype(np.float32)
+    B = allpairs.n_bins(bits)
+    hg = np.bincount(allpairs.score_bins(gen, bits), minlength=B)
+    hi = np.bincount(allpairs.score_bins(imp, bits), minlength=B)
+    w = 2.0 ** -bits
+    for target in (1e-2, 1e-3, 1e-4, 1e-5):
+        th = allpairs.hist_threshold_at_fmr(hi, target, bits)
+        t_exact = rates.threshold_at_fmr(imp, target)
+        fm, n_imp, fnm, n_gen = allpairs.hist_counts_at(hg, hi, th, bits)
+        assert fm == (imp >= th).sum() and fnm == (gen < th).sum()           # exact counts at the edge
+        assert fm <= rates.max_accepted(target, n_imp)
+        assert th < t_exact + w and not ((imp >= th) & (imp < t_exact)).any()
+    eer, t = allpairs.hist_eer(hg, hi, bits)
+    eer_exact, t_exact = rates.ScoreCurve(gen, imp).eer()
+    assert abs(eer - eer_exact) < 2e-3 and abs(t - t_exact) < 2 * w
+
+
+def test_group_tables_from_counts_match_the_score_level_tables():
+    X, ids, grp = table(n_id=60, seed=2, d=8)
+    bits = 16
+    c = allpairs.all_pair_counts(X, ids, grp, 3, bits=bits, block=50)
+    names = ["g0", "g1", "g2"]
+    out = allpairs.hist_group_tables(c, names, target_fmrs=(1e-2,), global_target_fmr=1e-2)
+    S = X @ X.T
+    iu, ju = np.triu_indices(len(X), 1)
+    s = S[iu, ju]
+    same = ids[iu] == ids[ju]
+    t = out["operating_points"].query("threshold_kind == 'global'")["threshold"].iloc[0]
+    m = out["impostor_matrix"].set_index(["group_a", "group_b"])
+    for a in range(3):
+        for b in range(3):
+            sel = ~same & (((grp[iu] == a) & (grp[ju] == b)) | ((grp[iu] == b) & (grp[ju] == a)))
+            row = m.loc[(names[a], names[b])]
+            assert row.n_pairs == sel.sum() and row.false_matches == (s[sel] >= t).sum()
+    g1 = out["operating_points"].query("group == 'g1' and threshold_kind == 'global'").iloc[0]
+    gs = s[same & (grp[iu] == 1)]
+    assert g1.false_non_matches == (gs < t).sum() and g1.n_genuine == gs.size
+
+
+def test_stratified_sample():
+    X, ids, grp = table(n_id=80, seed=4)
+    pairs, strata = allpairs.stratified_impostor_sample(ids, grp, 3, target_fmr=0.05, k=10, seed=0)
+    m = math.ceil(10 / 0.05)
+    assert (ids[pairs.a] != ids[pairs.b]).all() and (pairs.a < pairs.b).all()
+    assert not pairs.duplicated(["a", "b"]).any()
+    for _, st in strata.iterrows():
+        a, b = st.group_a, st.group_b
+        ra, rb = np.flatnonzero(grp == a), np.flatnonzero(grp == b)
+        total = sum(1 for x in ra for y in rb if ids[x] != ids[y] and (a != b or x < y))
+        assert st.n_pairs == total and st.n_sampled == min(m, total)
+        part = pairs[(pairs.group_a == a) & (pairs.group_b == b)]
+        assert len(part) == st.n_sampled and np.allclose(part.weight, total / st.n_sampled)
+        assert set(grp[np.r_[part.a, part.b]]) <= {a, b}
+    # small target: every pair of a stratum is taken once it has fewer than m
+    _, strata = allpairs.stratified_impostor_sample(ids, grp, 3, target_fmr=1e-4, k=10, seed=0)
+    assert (strata.n_sampled == strata.n_pairs).all() and np.allclose(strata.weight, 1.0)
