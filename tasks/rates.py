@@ -64,6 +64,13 @@ def clopper_pearson(k: np.ndarray | int, n: np.ndarray | int,
     return lo, hi
 
 
+def fmr_key(target_fmr: float) -> str:
+    """Column-name form of a target FMR, as in the verification table: 1e-3 -> '1e_3', 3e-4 -> '3e_4'."""
+    mant, exp = f"{float(target_fmr):e}".split("e")
+    mant = mant.rstrip("0").rstrip(".").replace(".", "p")
+    return f"{mant}e_{abs(int(exp))}" if int(exp) < 0 else f"{mant}e{int(exp)}"
+
+
 def rule_of_three(n: np.ndarray | int) -> np.ndarray:
     """3/n: the approximate one-sided 95% upper bound of a rate with 0 events in n trials (NaN if n = 0)."""
     n = np.asarray(n, dtype=float)
