@@ -10,7 +10,8 @@ identity: ~142K rows for N = 4000), rows in the generator's order (group, identi
 memory-mapped by every worker. ``--fraction f`` runs only every (1/f)-th block task and extrapolates the full
 time by the share of pairs it covered (labelled as such). Every worker runs with 1 BLAS thread. Prints, per
 worker count: wall time, comparisons/s in total and per core, each worker's peak RSS, and the machine's float32
-matmul rate (one thread, 2048^3 products) with the comparisons/s it would allow (rate / (2 d)).
+matmul rate (one thread, 2048^3 products) with the comparisons/s it would allow (rate / (2 d)), and the
+workers' CPU seconds (comparisons per CPU second is what a loaded, shared machine does not distort).
 """
 
 from __future__ import annotations
@@ -58,10 +59,10 @@ def worker(path: str, tasks: list, n_groups: int, bits: int) -> tuple:
     X = np.load(path + ".X.npy", mmap_mode="r")
     ids = np.load(path + ".ids.npy")
     grp = np.load(path + ".grp.npy")
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     c = shard_counts(X, ids, grp, n_groups, tasks, bits)
-    secs = time.perf_counter() - t
-    return c.genuine, c.impostor, secs, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    secs, cpu = time.perf_counter() - t, time.process_time() - cpu
+    return c.genuine, c.impostor, secs, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, cpu
 
 
 def make_data(path: str, n_id: int, dim: int, kind: str) -> tuple[int, int]:
@@ -134,6 +135,8 @@ def main() -> None:
             if step == 1:
                 assert int(gen.sum()) == n_gen and int(gen.sum() + imp.sum()) == total_pairs, "counts do not add up"
             run = {"workers": w, "wall_s": round(wall, 1), "worker_s": [round(o[2], 1) for o in outs],
+                   "worker_cpu_s": [round(o[4], 1) for o in outs],
+                   "comparisons_per_cpu_s": round(pairs / sum(o[4] for o in outs)),
                    "peak_rss_mb": [round(o[3]) for o in outs], "comparisons_per_s": round(pairs / wall),
                    "comparisons_per_s_per_core": round(pairs / wall / w),
                    "extrapolated_full_wall_s": round(wall * total_pairs / pairs, 1) if step > 1 else None,

@@ -14,8 +14,8 @@ The interval is the percentile interval: the (1-c)/2 and (1+c)/2 quantiles (nump
 resampled values where they are defined; ``n_defined`` says in how many resamples that was (a ratio over a zero
 rate is undefined). The point estimate is the statistic on the original data (all m_i = 1).
 
-Input is per comparison (score, identity a, identity b), which costs O(comparisons) per resample: ~0.1-0.3 s
-per resample for 5M comparisons, so 1000 resamples of the grid's scores job take minutes.
+Input is per comparison (score, identity a, identity b); a resample costs a few passes over the comparisons
+(see docs/PERFORMANCE-allpairs.md for the measured time per resample).
 """
 
 from __future__ import annotations
@@ -54,11 +54,14 @@ class VerificationStatistics:
     """The statistics of one seed's comparisons as a function of identity weights.
 
     scores, id_a, id_b: (m,) — a comparison is genuine when id_a == id_b; identity codes index
-    ``identity_group`` (n_identities,) integer codes into ``group_names``. Statistics (keys of :meth:`keys`):
+    ``identity_group`` (n_identities,) integer codes into ``group_names``. Statistics (keys of :meth:`evaluate`):
     EER; FNMR at each of ``target_fmrs`` (own threshold over all impostors); at the ONE global threshold
     (``global_target_fmr`` over all impostors): each group's FMR (impostors within the group) and FNMR, the
     cross-group FMR of every unordered pair of groups, and the differential summaries ``summarize(fmr, fnmr)``
-    (a callable returning a DataFrame with columns metric, value — e.g. ``grid.fairness.summaries``)."""
+    (a callable returning a DataFrame with columns metric, value — e.g. ``grid.fairness.summaries``).
+
+    The comparisons are sorted once by decreasing score; a resample then costs two gathers, two cumulative
+    sums and one weighted bincount over the comparisons, the thresholds and the EER are binary searches."""
 
     def __init__(self, scores: np.ndarray, id_a: np.ndarray, id_b: np.ndarray, identity_group: np.ndarray,
                  group_names: Sequence[str], target_fmrs: Sequence[float] = (1e-2, 1e-3),
@@ -69,34 +72,87 @@ class VerificationStatistics:
         ig = np.asarray(identity_group, dtype=np.int64).reshape(-1)
         if a.shape != s.shape or b.shape != s.shape:
             raise InputError("scores, id_a and id_b must have the same length")
+        if not np.isfinite(s).all():
+            raise InputError("scores must be finite numbers")
         if s.size and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= ig.size):
             raise InputError(f"identity codes must index identity_group (0..{ig.size - 1})")
         G = len(group_names)
         if ig.size and (ig.min() < 0 or ig.max() >= G):
             raise InputError(f"identity group codes must index group_names (0..{G - 1})")
         gen = a == b
-        self.G, self.names = G, list(group_names)
-        self.ga, self.ia, self.ib = a[gen], a[~gen], b[~gen]
-        self.gen_group = ig[self.ga]
-        pa, pb = ig[self.ia], ig[self.ib]
-        self.pair = np.minimum(pa, pb) * G + np.maximum(pa, pb)
-        self.curve = rates.ScoreCurve(s[gen], s[~gen])
+        if not gen.any() or gen.all():
+            raise InputError("the bootstrap needs genuine and impostor comparisons")
+        for t in (*target_fmrs, global_target_fmr):
+            rates.max_accepted(t, 1)                                     # validates the targets
+        self.G, self.names, self.n_id = G, list(group_names), ig.size
+        order = np.argsort(-s, kind="stable")
+        self.val = s[order]
+        self.A = a[order]
+        self.B = np.where(gen, ig.size, b)[order]                        # genuine: weight m_a x 1 (sentinel)
+        self.is_gen = gen[order]
+        ga, gb = ig[a], ig[b]
+        code = np.where(gen, G * G + ga, np.minimum(ga, gb) * G + np.maximum(ga, gb))
+        self.code = code[order]                                          # pair of groups, or G*G + own group
+        first = np.r_[True, self.val[1:] != self.val[:-1]]
+        self.run_id = np.cumsum(first) - 1
+        self.run_start = np.flatnonzero(first)
+        self.run_end = np.r_[self.run_start[1:] - 1, s.size - 1]
         self.targets, self.global_target, self.summarize = list(target_fmrs), global_target_fmr, summarize
-        self._keys = None
 
-    def weights(self, m: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
-        if m is None:
-            return None, None
-        m = np.asarray(m, dtype=np.int64)
-        return m[self.ga], m[self.ia] * m[self.ib]
+    def _threshold(self, ci: np.ndarray, target: float) -> tuple[float, int]:
+        """(threshold, P): the convention's threshold and the last sorted position accepted (-1: none)."""
+        m = rates.max_accepted(target, int(ci[-1]))
+        p = int(np.searchsorted(ci, m, side="right")) - 1
+        for _ in range(2):
+            if p < 0 or ci[p] == 0:
+                break
+            q = int(np.searchsorted(ci, ci[p], side="left"))               # a positive-weight impostor
+            r = self.run_id[q]
+            if ci[self.run_end[r]] <= m:
+                return float(self.val[q]), int(self.run_end[r])
+            p = int(self.run_start[r]) - 1
+        q = int(np.searchsorted(ci, 1, side="left"))                     # the highest impostor present
+        return float(np.nextafter(self.val[q], np.inf)), int(self.run_start[self.run_id[q]]) - 1
+
+    def _eer(self, ci: np.ndarray, cg: np.ndarray) -> float:
+        n_imp, n_gen = int(ci[-1]), int(cg[-1])
+        ends = self.run_end
+
+        def d(r: int) -> float:                                          # FMR - FNMR at run r (r = -1: +inf)
+            if r < 0:
+                return -1.0
+            e = ends[r]
+            return ci[e] / n_imp - (n_gen - cg[e]) / n_gen
+
+        lo, hi = -1, len(ends) - 1                                      # d(lo) < 0 <= d(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if d(mid) >= 0:
+                hi = mid
+            else:
+                lo = mid
+        d0, d1 = d(lo), d(hi)
+        f0 = 0.0 if lo < 0 else ci[ends[lo]] / n_imp
+        f1 = ci[ends[hi]] / n_imp
+        w = d0 / (d0 - d1)
+        return float(f0 + w * (f1 - f0))
 
     def evaluate(self, m: np.ndarray | None = None) -> tuple[list[tuple], np.ndarray, np.ndarray, np.ndarray]:
         """(keys, values, k, n) at identity multiplicities ``m`` (None = the original data). Keys are
         (quantity, group_a, group_b, target_fmr, metric); k/n are the counts behind rates (-1 otherwise)."""
-        wg, wi = self.weights(m)
-        c = self.curve
-        wg1 = np.ones(c.n_gen, np.int64) if wg is None else wg
-        wi1 = np.ones(c.n_imp, np.int64) if wi is None else wi
+        if m is None:
+            w = np.ones(self.val.size, np.int64)
+        else:
+            mm = np.r_[np.asarray(m, dtype=np.int64).reshape(-1), 1]
+            if mm.size != self.n_id + 1:
+                raise InputError(f"multiplicities need one entry per identity ({self.n_id})")
+            w = mm[self.A] * mm[self.B]
+        wi = np.where(self.is_gen, 0, w)
+        ci = np.cumsum(wi)
+        cg = np.cumsum(w - wi)
+        n_imp, n_gen = int(ci[-1]), int(cg[-1])
+        if n_imp == 0 or n_gen == 0:
+            raise InputError("a resample has no genuine or no impostor comparisons")
         keys, vals, ks, ns = [], [], [], []
 
         def put(key, v, k=-1, n=-1):
@@ -105,32 +161,28 @@ class VerificationStatistics:
             ks.append(k)
             ns.append(n)
 
-        if wg1.sum() == 0 or wi1.sum() == 0:
-            raise InputError("a resample has no genuine or no impostor comparisons")
-        put(("eer", "all", "", np.nan, ""), c.eer(wg, wi)[0])
+        put(("eer", "all", "", np.nan, ""), self._eer(ci, cg))
         for t in self.targets:
-            thr = c.threshold_at_fmr(t, wi)
-            fm, ni, fnm, ng = c.counts_at(thr, wg, wi)
-            put(("fnmr_at_fmr", "all", "", t, ""), fnm / ng, fnm, ng)
-        thr = c.threshold_at_fmr(self.global_target, wi)
-        G = self.G
-        acc_i = c.imp >= thr
-        fm_pair = np.bincount(self.pair, weights=wi1 * acc_i, minlength=G * G).reshape(G, G)
-        n_pair = np.bincount(self.pair, weights=wi1, minlength=G * G).reshape(G, G)
-        fnm_g = np.bincount(self.gen_group, weights=wg1 * (c.gen < thr), minlength=G)
-        n_g = np.bincount(self.gen_group, weights=wg1, minlength=G)
-        gt = self.global_target
+            _, p = self._threshold(ci, t)
+            fnm = n_gen - (int(cg[p]) if p >= 0 else 0)
+            put(("fnmr_at_fmr", "all", "", t, ""), fnm / n_gen, fnm, n_gen)
+        G, gt = self.G, self.global_target
+        _, p = self._threshold(ci, gt)
+        size = G * G + G
+        total = np.bincount(self.code, weights=w, minlength=size)
+        acc = np.bincount(self.code[:p + 1], weights=w[:p + 1], minlength=size)
         fmr_v, fnmr_v = np.full(G, np.nan), np.full(G, np.nan)
         for g, name in enumerate(self.names):
-            k, n = int(fm_pair[g, g]), int(n_pair[g, g])
+            k, n = int(acc[g * G + g]), int(total[g * G + g])
             fmr_v[g] = k / n if n else np.nan
             put(("group_fmr", name, "", gt, ""), fmr_v[g], k, n)
-            k, n = int(fnm_g[g]), int(n_g[g])
+            n = int(total[G * G + g])
+            k = n - int(acc[G * G + g])
             fnmr_v[g] = k / n if n else np.nan
             put(("group_fnmr", name, "", gt, ""), fnmr_v[g], k, n)
         for g in range(G):
             for h in range(g + 1, G):
-                k, n = int(fm_pair[g, h]), int(n_pair[g, h])
+                k, n = int(acc[g * G + h]), int(total[g * G + h])
                 put(("cross_fmr", self.names[g], self.names[h], gt, ""), k / n if n else np.nan, k, n)
         if self.summarize is not None:
             table = self.summarize(fmr_v, fnmr_v)
