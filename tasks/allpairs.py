@@ -96,6 +96,61 @@ class PairCounts:
         return self.impostor[min(a, b), max(a, b)]
 
 
+@dataclass
+class TailCounts:
+    """Per-identity counts for the identity bootstrap at full scale (see :func:`tail_bootstrap`).
+
+    Impostor comparisons with bin >= ``lo_bin`` (score >= e_lo) per identity pair and bin: ``imp_a < imp_b``
+    (identity codes), ``imp_bin``, ``imp_count``; every genuine comparison per identity and bin: ``gen_id``,
+    ``gen_bin``, ``gen_count``. Rows are unique after :meth:`compact`. Memory ~ 24 bytes x (identity pairs with
+    a comparison in the tail + identities' genuine bins)."""
+
+    bits: int
+    lo_bin: int
+    imp_a: np.ndarray
+    imp_b: np.ndarray
+    imp_bin: np.ndarray
+    imp_count: np.ndarray
+    gen_id: np.ndarray
+    gen_bin: np.ndarray
+    gen_count: np.ndarray
+
+    @classmethod
+    def empty(cls, bits: int, lo_score: float) -> TailCounts:
+        lo = int(score_bins(np.float32([lo_score]), bits)[0])
+        z = np.empty(0, np.int64)
+        return cls(bits, lo, z, z, z, z, z, z, z)
+
+    def add(self, imp_a, imp_b, imp_bin, gen_id, gen_bin) -> None:
+        """Append raw records (one per comparison, count 1)."""
+        one_i, one_g = np.ones(len(imp_a), np.int64), np.ones(len(gen_id), np.int64)
+        self.imp_a, self.imp_b = np.r_[self.imp_a, imp_a], np.r_[self.imp_b, imp_b]
+        self.imp_bin, self.imp_count = np.r_[self.imp_bin, imp_bin], np.r_[self.imp_count, one_i]
+        self.gen_id, self.gen_bin = np.r_[self.gen_id, gen_id], np.r_[self.gen_bin, gen_bin]
+        self.gen_count = np.r_[self.gen_count, one_g]
+
+    def compact(self) -> TailCounts:
+        """Sum the counts of equal (identity pair, bin) and (identity, bin) rows."""
+        nb = n_bins(self.bits) + 1
+        key = (self.imp_a * (int(self.imp_b.max(initial=0)) + 1) + self.imp_b) * nb + self.imp_bin
+        u, inv = np.unique(key, return_inverse=True)
+        cnt = np.bincount(inv, weights=self.imp_count, minlength=len(u)).astype(np.int64)
+        first = np.zeros(len(u), np.int64)
+        first[inv] = np.arange(len(key))
+        gkey = self.gen_id * nb + self.gen_bin
+        gu, ginv = np.unique(gkey, return_inverse=True)
+        gcnt = np.bincount(ginv, weights=self.gen_count, minlength=len(gu)).astype(np.int64)
+        return TailCounts(self.bits, self.lo_bin, self.imp_a[first], self.imp_b[first], self.imp_bin[first], cnt,
+                          gu // nb, gu % nb, gcnt)
+
+    def __add__(self, other: TailCounts) -> TailCounts:
+        if (self.bits, self.lo_bin) != (other.bits, other.lo_bin):
+            raise InputError("cannot add tail counts of different bins or tails")
+        out = TailCounts(self.bits, self.lo_bin, *(np.r_[getattr(self, f), getattr(other, f)] for f in
+                         ("imp_a", "imp_b", "imp_bin", "imp_count", "gen_id", "gen_bin", "gen_count")))
+        return out.compact()
+
+
 def block_tasks(n: int, block: int = DEFAULT_BLOCK) -> list[tuple[int, int, int, int]]:
     """The rectangles (i0, i1, j0, j1) covering every pair i < j of n rows exactly once: diagonal squares
     (i0 = j0, only i < j counted) and off-diagonal rectangles (j0 >= i1)."""
@@ -112,8 +167,9 @@ def _runs(codes: np.ndarray) -> list[tuple[int, int, int]]:
 
 def block_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_groups: int,
                  task: tuple[int, int, int, int], bits: int = DEFAULT_BITS,
-                 out: PairCounts | None = None) -> PairCounts:
-    """Add the counts of one rectangle ``task`` = (i0, i1, j0, j1) to ``out`` (new zero counts if None).
+                 out: PairCounts | None = None, tail: TailCounts | None = None) -> PairCounts:
+    """Add the counts of one rectangle ``task`` = (i0, i1, j0, j1) to ``out`` (new zero counts if None), and
+    when ``tail`` is given its per-identity records (genuine comparisons, impostors in the tail).
 
     X: (n, d) L2-normalised float32 (may be a memory map); identity: (n,) integer codes; group: (n,) integer
     demographic group codes in [0, n_groups). Score = X_i . X_j (float32 matrix product)."""
@@ -136,8 +192,15 @@ def block_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_group
         if diagonal:
             same &= np.triu(np.ones_like(same), 1)
         r, _ = np.nonzero(same)
-        np.add.at(out.genuine, (ga[r], bins[same]), 1)
+        gbins = bins[same]
+        np.add.at(out.genuine, (ga[r], gbins), 1)
+        if tail is not None:
+            tail.add(*(np.empty(0, np.int64),) * 3, ida[r].astype(np.int64), gbins.astype(np.int64))
         bins[same] = dump
+    if tail is not None:
+        r, c = np.nonzero((bins >= tail.lo_bin) & (bins < dump))
+        x, y = ida[r].astype(np.int64), idb[c].astype(np.int64)
+        tail.add(np.minimum(x, y), np.maximum(x, y), bins[r, c].astype(np.int64), *(np.empty(0, np.int64),) * 2)
     row_runs, col_runs = _runs(ga), _runs(gb)
     if len(row_runs) * len(col_runs) <= _MAX_SUBRECTS:
         for a, rs, re in row_runs:
@@ -154,16 +217,22 @@ def block_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_group
 
 
 def shard_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_groups: int,
-                 tasks: Iterable[tuple[int, int, int, int]], bits: int = DEFAULT_BITS) -> PairCounts:
-    """The summed counts of several rectangles (one worker's shard)."""
+                 tasks: Iterable[tuple[int, int, int, int]], bits: int = DEFAULT_BITS,
+                 tail: TailCounts | None = None) -> PairCounts:
+    """The summed counts of several rectangles (one worker's shard); per-identity records into ``tail``
+    (:meth:`TailCounts.compact` it before use; shards' tails add with ``+``)."""
     identity, group = np.asarray(identity), np.asarray(group)
     if identity.shape != (len(X),) or group.shape != (len(X),):
         raise InputError(f"identity and group codes need one entry per row of X ({len(X)})")
     if len(group) and (group.min() < 0 or group.max() >= n_groups):
         raise InputError(f"group codes must lie in [0, {n_groups})")
     out = PairCounts.zeros(n_groups, bits)
-    for t in tasks:
-        block_counts(X, identity, group, n_groups, t, bits, out)
+    for k, t in enumerate(tasks):
+        block_counts(X, identity, group, n_groups, t, bits, out, tail)
+        if tail is not None and k % 64 == 63:
+            compacted = tail.compact()
+            for f in ("imp_a", "imp_b", "imp_bin", "imp_count", "gen_id", "gen_bin", "gen_count"):
+                setattr(tail, f, getattr(compacted, f))
     return out
 
 
@@ -263,6 +332,106 @@ def hist_group_tables(counts: PairCounts, group_names: Sequence[str], target_fmr
         f["rate"], f["ci_low"], f["ci_high"], f["display"]
     return {"eer": pd.DataFrame(eer_rows)[rates.EER_COLUMNS], "operating_points": ops[rates.OP_COLUMNS],
             "impostor_matrix": matrix}
+
+
+# ------------------------------------------------------------------------------ identity bootstrap at scale ---
+class TailStatistics:
+    """Identity-bootstrap statistics at the ONE global threshold from all-pairs :class:`TailCounts`.
+
+    Exact product weights (impostor comparison of identities i, j counts m_i m_j times, genuine of i m_i times,
+    as in :mod:`tasks.bootstrap`), at bin resolution: per resample, the impostor total per pair of groups is
+    N_gh = S_g S_h (g != h) and N_gg = (S_g^2 - sum_(i in g) (m_i c_i)^2) / 2 with S_g = sum_(i in g) m_i c_i
+    (c_i = images of identity i); the tail's weighted histogram gives the global threshold (smallest edge with
+    #impostors >= edge <= floor(target N), as :func:`hist_threshold_at_fmr`) and the false matches per pair of
+    groups; the genuine per-identity histogram gives each group's FNMR. The threshold must lie above the tail's
+    lower edge: otherwise (the tail does not reach low enough) every value of that resample is NaN, with
+    the note saying so. Keys: ("threshold", "all"), ("group_fmr", g), ("group_fnmr", g), ("cross_fmr", g, h),
+    ("summary", metric) — evaluate(m) -> (keys, values, k, n) for :func:`tasks.bootstrap.run`."""
+
+    def __init__(self, tail: TailCounts, identity_group: np.ndarray, images_per_identity: np.ndarray,
+                 group_names: Sequence[str], global_target_fmr: float = 1e-3, summarize=None):
+        self.t = tail.compact()
+        self.ig = np.asarray(identity_group, np.int64)
+        self.c = np.asarray(images_per_identity, np.int64)
+        if self.ig.shape != self.c.shape:
+            raise InputError("identity_group and images_per_identity need one entry per identity")
+        self.G, self.names = len(group_names), list(group_names)
+        rates.max_accepted(global_target_fmr, 1)
+        self.target, self.summarize = global_target_fmr, summarize
+        self.nb = n_bins(tail.bits)
+        self.bt = self.nb - tail.lo_bin
+        G = self.G
+        ga, gb = self.ig[self.t.imp_a], self.ig[self.t.imp_b]
+        self.imp_key = (np.minimum(ga, gb) * G + np.maximum(ga, gb)) * self.bt + (self.t.imp_bin - tail.lo_bin)
+        self.gen_key = self.ig[self.t.gen_id] * self.nb + self.t.gen_bin
+        self.edges = bin_edges(tail.bits)
+        self.undefined_note = (f"undefined: the global threshold lies below the tail's lower edge "
+                               f"{self.edges[tail.lo_bin]:.6g} (lower TailCounts' lo_score), or a rate has no "
+                               f"comparisons")
+
+    def evaluate(self, m: np.ndarray | None = None) -> tuple[list[tuple], np.ndarray, np.ndarray, np.ndarray]:
+        G, gt = self.G, self.target
+        m = np.ones(self.c.size, np.int64) if m is None else np.asarray(m, np.int64)
+        mc = (m * self.c).astype(float)
+        S = np.bincount(self.ig, weights=mc, minlength=G)
+        Q = np.bincount(self.ig, weights=mc * mc, minlength=G)
+        N = np.outer(S, S)
+        N[np.diag_indices(G)] = (S * S - Q) / 2
+        N = np.rint(np.triu(N)).astype(np.int64)
+        n_total = int(N.sum())
+        w = m[self.t.imp_a] * m[self.t.imp_b] * self.t.imp_count
+        hist = np.bincount(self.imp_key, weights=w, minlength=G * G * self.bt).reshape(G * G, self.bt)
+        acc = np.cumsum(hist.sum(axis=0)[::-1])[::-1]                       # impostors >= e_(lo + j)
+        M = rates.max_accepted(gt, n_total)
+        ok = np.flatnonzero(np.r_[acc, 0] <= M)
+        gw = m[self.t.gen_id] * self.t.gen_count
+        gh = np.bincount(self.gen_key, weights=gw, minlength=G * self.nb).reshape(G, self.nb)
+        keys, vals, ks, ns = [], [], [], []
+
+        def put(key, v, k=-1, n=-1):
+            keys.append(key)
+            vals.append(v)
+            ks.append(k)
+            ns.append(n)
+
+        covered = ok[0] > 0
+        j = int(ok[0])
+        k_edge = self.t.lo_bin + j
+        put(("threshold", "all", "", gt, ""), float(self.edges[k_edge]) if covered else np.nan)
+        fm_code = np.concatenate([np.cumsum(hist[:, ::-1], axis=1)[:, ::-1], np.zeros((G * G, 1))], axis=1)[:, j]
+        fmr_v, fnmr_v = np.full(G, np.nan), np.full(G, np.nan)
+        for g, name in enumerate(self.names):
+            k, n = int(fm_code[g * G + g]), int(N[g, g])
+            fmr_v[g] = k / n if n and covered else np.nan
+            put(("group_fmr", name, "", gt, ""), fmr_v[g], k if covered else -1, n)
+            n = int(gh[g].sum())
+            k = int(gh[g, :k_edge].sum())
+            fnmr_v[g] = k / n if n and covered else np.nan
+            put(("group_fnmr", name, "", gt, ""), fnmr_v[g], k if covered else -1, n)
+        for g in range(G):
+            for h in range(g + 1, G):
+                k, n = int(fm_code[g * G + h]), int(N[g, h])
+                put(("cross_fmr", self.names[g], self.names[h], gt, ""), k / n if n and covered else np.nan,
+                    k if covered else -1, n)
+        if self.summarize is not None:
+            table = self.summarize(fmr_v, fnmr_v)
+            for metric, v in zip(table["metric"], table["value"]):
+                put(("summary", "", "", gt, str(metric)), float(v) if covered else np.nan)
+        return keys, np.asarray(vals, float), np.asarray(ks, np.int64), np.asarray(ns, np.int64)
+
+
+def tail_bootstrap(tail: TailCounts, identity_group: np.ndarray, images_per_identity: np.ndarray,
+                   group_names: Sequence[str], *, global_target_fmr: float = 1e-3, n_resamples: int = 1000,
+                   seed: int = 0, confidence: float = 0.95, summarize=None) -> pd.DataFrame:
+    """Identity-bootstrap intervals of the global threshold, each group's FMR and FNMR at it, the cross-group
+    FMRs and the summaries, from full-scale all-pairs tail counts (:class:`TailStatistics`). Columns
+    ``tasks.bootstrap.COLUMNS``. Choose the tail's lower score below the global threshold of every plausible
+    resample (e.g. the edge where FMR = 3 x target): resamples it does not cover are NaN and counted."""
+    from tasks import bootstrap
+
+    return bootstrap.run(TailStatistics(tail, identity_group, images_per_identity, group_names,
+                                        global_target_fmr, summarize), identity_group, n_resamples, seed,
+                         confidence)
 
 
 # -------------------------------------------------------------------------------------- stratified sample ---

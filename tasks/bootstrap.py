@@ -232,14 +232,27 @@ def bootstrap_verification(scores: np.ndarray, id_a: np.ndarray, id_b: np.ndarra
     is missing or partial)."""
     st = VerificationStatistics(scores, id_a, id_b, identity_group, group_names, target_fmrs, global_target_fmr,
                                 summarize)
-    keys, est, ks, ns = st.evaluate(None)
-    _, reps = st.replicates(identity_multiplicities(identity_group, n_resamples, seed))
-    lo, hi, nd = percentile_interval(reps, confidence)
+    return run(st, identity_group, n_resamples, seed, confidence)
+
+
+def run(statistics, identity_group: np.ndarray, n_resamples: int = 1000, seed: int = 0,
+        confidence: float = 0.95) -> pd.DataFrame:
+    """Point estimates (``statistics.evaluate(None)``), replicates over identity multiplicities and percentile
+    intervals, as rows with columns :data:`COLUMNS`. ``statistics`` is any object with ``evaluate(m)`` returning
+    (keys, values, k, n) like :meth:`VerificationStatistics.evaluate`."""
+    keys, est, ks, ns = statistics.evaluate(None)
+    reps = []
+    for m in identity_multiplicities(identity_group, n_resamples, seed):
+        k, v, _, _ = statistics.evaluate(m)
+        if k != keys:
+            raise InputError("statistic keys changed between resamples")
+        reps.append(v)
+    lo, hi, nd = percentile_interval(np.vstack(reps), confidence)
     rows = []
     for j, (q, ga, gb, t, metric) in enumerate(keys):
         note = ""
         if np.isnan(est[j]):
-            note = "undefined on the original data"
+            note = getattr(statistics, "undefined_note", "") or "undefined on the original data"
         if nd[j] == 0:
             note = (note + "; " if note else "") + "undefined in every resample"
         elif nd[j] < n_resamples:

@@ -142,3 +142,79 @@ def test_stratified_sample():
     # small target: every pair of a stratum is taken once it has fewer than m
     _, strata = allpairs.stratified_impostor_sample(ids, grp, 3, target_fmr=1e-4, k=10, seed=0)
     assert (strata.n_sampled == strata.n_pairs).all() and np.allclose(strata.weight, 1.0)
+
+
+def materialised(X, ids, grp, m, bits, target, G):
+    """Weighted all-pairs statistics at the global threshold by a double loop: impostor pair (p, q) of identities
+    i != j counts m_i m_j times, a genuine pair of identity i m_i times (the resample, materialised)."""
+    edges = allpairs.bin_edges(bits)
+    B = len(edges) - 1
+    S = X @ X.T
+    imp = np.zeros((G, G, B))
+    gen = np.zeros((G, B))
+    for p, q in itertools.combinations(range(len(X)), 2):
+        k = min(max(int(np.searchsorted(edges, float(S[p, q]), side="right")) - 1, 0), B - 1)
+        i, j = ids[p], ids[q]
+        if i == j:
+            gen[grp[p], k] += m[i]
+        else:
+            a, b = sorted((grp[p], grp[q]))
+            imp[a, b, k] += m[i] * m[j]
+    total = imp.sum(axis=(0, 1))
+    acc = np.r_[np.cumsum(total[::-1])[::-1], 0]
+    kk = int(np.argmax(acc <= rates.max_accepted(target, int(total.sum()))))
+    out = {"threshold": edges[kk]}
+    for a in range(G):
+        for b in range(a, G):
+            out[(a, b)] = (imp[a, b, kk:].sum(), imp[a, b].sum())
+        out[a] = (gen[a, :kk].sum(), gen[a].sum())
+    return out
+
+
+def test_tail_bootstrap_equals_materialised_resamples_and_full_counts():
+    from grid import fairness
+    from tasks import bootstrap
+
+    X, ids, grp = table(n_id=36, seed=5, d=8)
+    G, bits, target = 3, 10, 0.02
+    n_id = ids.max() + 1
+    id_group = np.zeros(n_id, int)
+    id_group[ids] = grp
+    c = np.bincount(ids, minlength=n_id)
+    tasks = allpairs.block_tasks(len(X), 11)
+    tails = []
+    for k in range(2):                                         # two shards' tails add up
+        t = allpairs.TailCounts.empty(bits, lo_score=0.2)
+        allpairs.shard_counts(X, ids, grp, G, tasks[k::2], bits, tail=t)
+        tails.append(t.compact())
+    tail = tails[0] + tails[1]
+    names = ["g0", "g1", "g2"]
+    st = allpairs.TailStatistics(tail, id_group, c, names, target, fairness.summaries)
+    full = allpairs.all_pair_counts(X, ids, grp, G, bits=bits, block=11)
+    ref = allpairs.hist_group_tables(full, names, target_fmrs=(), global_target_fmr=target)
+    keys, est, ks, ns = st.evaluate(None)
+    got = {k[:3]: (v, a, b) for k, v, a, b in zip(keys, est, ks, ns)}
+    ops = ref["operating_points"].set_index("group")
+    assert got[("threshold", "all", "")][0] == ops.loc["all", "threshold"]
+    for g in names:
+        assert got[("group_fmr", g, "")][1:] == (ops.loc[g, "false_matches"], ops.loc[g, "n_impostor"])
+        assert got[("group_fnmr", g, "")][1:] == (ops.loc[g, "false_non_matches"], ops.loc[g, "n_genuine"])
+    mult = bootstrap.identity_multiplicities(id_group, 4, seed=2)
+    for m in mult:
+        keys, v, ks, ns = st.evaluate(m)
+        got = {k[:3]: (x, a, b) for k, x, a, b in zip(keys, v, ks, ns)}
+        direct = materialised(X, ids, grp, m, bits, target, G)
+        assert got[("threshold", "all", "")][0] == direct["threshold"]
+        for a in range(G):
+            assert got[("group_fmr", names[a], "")][1:] == direct[(a, a)]
+            assert got[("group_fnmr", names[a], "")][1:] == direct[a]
+            for b in range(a + 1, G):
+                assert got[("cross_fmr", names[a], names[b], )][1:] == direct[(a, b)]
+    out = allpairs.tail_bootstrap(tail, id_group, c, names, global_target_fmr=target, n_resamples=30, seed=1)
+    assert (out.n_defined == 30).all() and (out.ci_low <= out.ci_high).all()
+    # a tail that starts above the threshold cannot place it: NaN, counted as undefined
+    high = allpairs.TailCounts.empty(bits, lo_score=ops.loc["all", "threshold"] + 0.03)
+    allpairs.shard_counts(X, ids, grp, G, tasks, bits, tail=high)
+    out = allpairs.tail_bootstrap(high, id_group, c, names, global_target_fmr=target, n_resamples=5, seed=1)
+    assert out.estimate.isna().all() and (out.n_defined == 0).all()
+    assert out.note.str.contains("undefined in every resample").all()
