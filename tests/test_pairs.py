@@ -32,6 +32,12 @@ def test_parse_lfw_with_header(tmp_path):
     assert df.iloc[3].image_b == "Aaron_Peirsol_0003" and df.iloc[3].identity_b == "Aaron_Peirsol"
 
 
+def test_single_number_header_is_one_fold(tmp_path):
+    p = write(tmp_path / "pairsDevTrain.txt", "2\na 1 2\nb 1 3\na 1 b 1\nc 2 b 1\n")
+    df = pairs.parse_pairs_txt(p)
+    assert df.fold.tolist() == [0, 0, 0, 0] and df.same.tolist() == [True, True, False, False]
+
+
 def test_parse_errors_name_file_and_line(tmp_path):
     p = write(tmp_path / "bad.txt", "a 1 2\nb 1 c\n")
     with pytest.raises(InputError, match=r"bad.txt:2: image index 'c'"):
