@@ -53,16 +53,18 @@ def _timed(f) -> float:
     return time.perf_counter() - t
 
 
-def worker(path: str, tasks: list, n_groups: int, bits: int) -> tuple:
-    from tasks.allpairs import shard_counts
+def worker(path: str, tasks: list, n_groups: int, bits: int, tail_score: float | None = None) -> tuple:
+    from tasks.allpairs import TailCounts, shard_counts
 
     X = np.load(path + ".X.npy", mmap_mode="r")
     ids = np.load(path + ".ids.npy")
     grp = np.load(path + ".grp.npy")
+    tail = None if tail_score is None else TailCounts.empty(bits, tail_score)
     t, cpu = time.perf_counter(), time.process_time()
-    c = shard_counts(X, ids, grp, n_groups, tasks, bits)
+    c = shard_counts(X, ids, grp, n_groups, tasks, bits, tail=tail)
+    records = None if tail is None else (len(tail.compact().imp_count), len(tail.compact().gen_count))
     secs, cpu = time.perf_counter() - t, time.process_time() - cpu
-    return c.genuine, c.impostor, secs, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, cpu
+    return c.genuine, c.impostor, secs, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, cpu, records
 
 
 def make_data(path: str, n_id: int, dim: int, kind: str) -> tuple[int, int]:
@@ -97,6 +99,8 @@ def main() -> None:
     ap.add_argument("--bits", type=int, default=14)
     ap.add_argument("--fraction", type=float, default=1.0)
     ap.add_argument("--data", choices=["synth", "random"], default="synth")
+    ap.add_argument("--tail-score", type=float, default=None,
+                    help="also collect per-identity tail counts (TailCounts) from this score up")
     args = ap.parse_args()
     from tasks.allpairs import block_tasks
 
@@ -127,7 +131,8 @@ def main() -> None:
             shards = [chosen[k::w] for k in range(w)]
             t = time.perf_counter()
             with ProcessPoolExecutor(max_workers=w, mp_context=get_context("spawn")) as ex:
-                outs = list(ex.map(worker, [path] * w, shards, [G] * w, [args.bits] * w))
+                outs = list(ex.map(worker, [path] * w, shards, [G] * w, [args.bits] * w,
+                                   [args.tail_score] * w))
             wall = time.perf_counter() - t
             gen = sum(o[0] for o in outs)
             imp = sum(o[1] for o in outs)
@@ -140,7 +145,7 @@ def main() -> None:
                    "peak_rss_mb": [round(o[3]) for o in outs], "comparisons_per_s": round(pairs / wall),
                    "comparisons_per_s_per_core": round(pairs / wall / w),
                    "extrapolated_full_wall_s": round(wall * total_pairs / pairs, 1) if step > 1 else None,
-                   "load_after": os.getloadavg()}
+                   "tail_records": [o[5] for o in outs], "load_after": os.getloadavg()}
             report["runs"].append(run)
             print(json.dumps(run), flush=True)
         ws = list(results)

@@ -20,6 +20,12 @@ n_imp, FNMR(e_k) = sum_{j<k} gen_j / n_gen. The threshold at target FMR is the s
 (smallest observed impostor score meeting the target): FMR(e_k) <= target always, e_k < t* + w, and no impostor
 score lies in [e_k, t*) — so e_k differs from t* only by less than a bin upwards, or downwards inside a gap free
 of impostor scores. EER: :func:`tasks.rates.eer_from_counts` on the edges.
+
+**Identity bootstrap at full scale.** With a :class:`TailCounts` passed to the block functions, each block also
+records every genuine comparison per (identity, bin) and every impostor comparison scoring >= a chosen lower
+score per (identity pair, bin). :class:`TailStatistics` / :func:`tail_bootstrap` then resample identities with
+exact product weights (as :mod:`tasks.bootstrap`) at the global threshold, at bin resolution, in
+O(records + identities) per resample.
 """
 
 from __future__ import annotations
