@@ -3,8 +3,9 @@
 **Files.** A pairs text file (LFW ``pairs.txt``, RFW ``txts/<Group>/<Group>_pairs.txt``) has one pair per line:
 ``name i j`` (genuine: images i and j of ``name``) or ``name1 i name2 j`` (impostor); image index i is the image
 ``{name}_{i:04d}`` (LFW's naming). An optional first line ``F P`` (LFW: ``10 300``) says F folds of P genuine
-then P impostor pairs, in file order (a single number P, as in LFW's pairsDevTrain.txt, is one fold); without it the pairs form ``n_folds`` consecutive blocks of equal size (RFW
-lists its 6000 pairs as 10 folds of 300 + 300). A CSV has columns ``image_a, image_b, same`` (same: 1/0,
+then P impostor pairs, in file order (a single number P, as in LFW's pairsDevTrain.txt, is one fold); without
+it the pairs form ``n_folds`` consecutive blocks of equal size (RFW lists its 6000 pairs as 10 folds of
+300 + 300). A CSV has columns ``image_a, image_b, same`` (same: 1/0,
 true/false) and optionally ``fold``; an image is ``identity/image`` or an image name unique in the table; without
 a fold column the k-th genuine and k-th impostor pair go to fold k mod n_folds.
 
