@@ -29,7 +29,7 @@ from storage.errors import InputError
 from tasks import rates
 
 COLUMNS = ["quantity", "group_a", "group_b", "target_fmr", "metric", "estimate", "k", "n", "ci_low", "ci_high",
-           "n_resamples", "n_defined", "note"]
+           "n_resamples", "n_defined", "cp_low", "cp_high", "display", "note"]
 
 
 def identity_multiplicities(identity_group: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
@@ -228,8 +228,9 @@ def bootstrap_verification(scores: np.ndarray, id_a: np.ndarray, id_b: np.ndarra
     Inputs as :class:`VerificationStatistics`. Returns one row per statistic, columns :data:`COLUMNS`:
     quantity (eer | fnmr_at_fmr | group_fmr | group_fnmr | cross_fmr | summary), group_a, group_b, target_fmr
     (the target of the threshold; NaN for the EER), metric (summary key), estimate, k and n (counts of a rate's
-    point estimate; -1 otherwise), ci_low, ci_high, n_resamples, n_defined, note (why an estimate or interval
-    is missing or partial)."""
+    point estimate; -1 otherwise), ci_low, ci_high (bootstrap), n_resamples, n_defined, cp_low, cp_high
+    (Clopper-Pearson of k/n, rates only), display (k/n, or "<= 3/n" for k = 0), note (why an estimate or
+    interval is missing or partial)."""
     st = VerificationStatistics(scores, id_a, id_b, identity_group, group_names, target_fmrs, global_target_fmr,
                                 summarize)
     return run(st, identity_group, n_resamples, seed, confidence)
@@ -261,4 +262,11 @@ def run(statistics, identity_group: np.ndarray, n_resamples: int = 1000, seed: i
         rows.append({"quantity": q, "group_a": ga, "group_b": gb, "target_fmr": t, "metric": metric,
                      "estimate": est[j], "k": int(ks[j]), "n": int(ns[j]), "ci_low": lo[j], "ci_high": hi[j],
                      "n_resamples": int(n_resamples), "n_defined": int(nd[j]), "note": note})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    out = pd.DataFrame(rows)
+    is_rate = (out["k"] >= 0) & (out["n"] >= 0)
+    cp = rates.rate_frame(out.loc[is_rate, "k"], out.loc[is_rate, "n"], confidence=confidence)
+    out["cp_low"], out["cp_high"], out["display"] = np.nan, np.nan, ""
+    out.loc[is_rate, "cp_low"] = cp["ci_low"].to_numpy()
+    out.loc[is_rate, "cp_high"] = cp["ci_high"].to_numpy()
+    out.loc[is_rate, "display"] = cp["display"].to_numpy()
+    return out[COLUMNS]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn.metrics import roc_curve
 
 from grid import fairness
@@ -120,6 +121,9 @@ def test_interval_is_the_percentile_of_a_direct_loop():
     row = out[(out.quantity == "group_fnmr") & (out.group_a == "black_female")].iloc[0]
     assert row.ci_high == pytest.approx(np.quantile(fnmr, 0.975))
     assert row.k >= 0 and row.n > 0 and row.estimate == pytest.approx(row.k / row.n)
+    ci = stats.binomtest(int(row.k), int(row.n)).proportion_ci(method="exact")
+    assert row.cp_low == pytest.approx(ci.low, abs=1e-12) and row.cp_high == pytest.approx(ci.high)
+    assert np.isnan(out[out.quantity == "eer"].cp_low.iloc[0])
     # summaries: the intervals skip resamples where the summary is undefined, and say so
     summ = out[out.quantity == "summary"].set_index("metric")
     ser = np.array([d[("summary", "", "", 0.02, "fmr_max_min")] for d in direct])
