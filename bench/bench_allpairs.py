@@ -148,6 +148,16 @@ def main() -> None:
                    "tail_records": [o[5] for o in outs], "load_after": os.getloadavg()}
             report["runs"].append(run)
             print(json.dumps(run), flush=True)
+        from tasks.allpairs import hist_eer, hist_threshold_at_fmr
+
+        gen, imp = results[list(results)[0]]
+        g_all, i_all = gen.sum(axis=0), imp.sum(axis=(0, 1))
+        summary = {"eer": hist_eer(g_all, i_all, args.bits)[0],
+                   "threshold_at_fmr": {f"{x:g}": hist_threshold_at_fmr(i_all, x, args.bits)
+                                        for x in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)},
+                   "n_genuine": int(g_all.sum()), "n_impostor": int(i_all.sum())}
+        report["rates_of_pairs_run"] = summary
+        print(json.dumps({"rates_of_pairs_run": summary}), flush=True)
         ws = list(results)
         if len(ws) > 1:
             same = all(np.array_equal(results[ws[0]][k], results[w][k]) for w in ws[1:] for k in (0, 1))
