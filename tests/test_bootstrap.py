@@ -146,3 +146,42 @@ def test_bad_input():
         bootstrap.identity_multiplicities(np.array([0, 1]), 0)
     with pytest.raises(InputError):
         bootstrap.VerificationStatistics(np.zeros(2), np.array([0, 5]), np.array([1, 1]), np.array([0, 1]), NAMES)
+
+
+def test_wiring_from_a_scores_job_agrees_with_the_impostor_matrix_job():
+    """The documented wiring (docs/REPORT-verification.md): the scores job's pairs -> point estimates equal to
+    the impostor-matrix job's demographic rates and matrix (one threshold convention everywhere)."""
+    from tasks import rates
+    from tasks.verification import impostor_matrix, score_pairs
+
+    rng = np.random.default_rng(8)
+    n_id, per, d = 60, 3, 32
+    codes = np.repeat(np.arange(n_id), per)
+    X = np.abs(rng.normal(size=(n_id, d))[codes] + 0.9 * rng.normal(size=(len(codes), d))).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    id_group = np.arange(n_id) % 3
+    group_names = np.array(NAMES)
+    row_group = group_names[id_group[codes]].astype(object)
+    rows = np.arange(len(codes))
+    job = impostor_matrix(X, codes, row_group, rows, seed=0, target_fmr=0.01)
+    sc = score_pairs(X, codes, rows, seed=0, max_impostor_pairs=10**7, what="test")
+    c = codes[rows]
+    ci = bootstrap.bootstrap_verification(np.r_[sc.gen, sc.imp], c[np.r_[sc.gen_a, sc.imp_a]],
+                                          c[np.r_[sc.gen_b, sc.imp_b]], id_group, NAMES, target_fmrs=(0.01,),
+                                          global_target_fmr=0.01, n_resamples=20, seed=0,
+                                          summarize=fairness.summaries)
+    ops = rates.group_operating_points(sc.gen, row_group[sc.gen_a], sc.imp, row_group[sc.imp_a],
+                                       row_group[sc.imp_b], target_fmrs=(0.01,), global_target_fmr=0.01)
+    dem = job["demographic_rates"].set_index("group")
+    glob = ops["operating_points"].query("threshold_kind == 'global'").set_index("group")
+    for name in NAMES:
+        assert glob.loc[name, "threshold"] == pytest.approx(dem.loc[name, "threshold"])
+        assert glob.loc[name, "fmr"] == pytest.approx(dem.loc[name, "fmr"])
+        assert glob.loc[name, "fnmr"] == pytest.approx(dem.loc[name, "fnmr"])
+        row = ci[(ci.quantity == "group_fmr") & (ci.group_a == name)].iloc[0]
+        assert row.estimate == pytest.approx(dem.loc[name, "fmr"]) and row.n == dem.loc[name, "n_impostor"]
+        row = ci[(ci.quantity == "group_fnmr") & (ci.group_a == name)].iloc[0]
+        assert row.estimate == pytest.approx(dem.loc[name, "fnmr"]) and row.n == dem.loc[name, "n_genuine"]
+    m = job["impostor_matrix"].set_index(["group_a", "group_b"])
+    for _, row in ci[ci.quantity == "cross_fmr"].iterrows():
+        assert row.estimate == pytest.approx(m.loc[(row.group_a, row.group_b), "fmr"])
