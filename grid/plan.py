@@ -16,7 +16,7 @@ from typing import Any
 from tasks import kinds
 
 # Bump when a job's code changes its numbers, so that old stored results are not mixed with new ones.
-JOB_CODE_VERSION = 1
+JOB_CODE_VERSION = 2   # 2: FNMR@FMR at the one threshold convention (tasks.rates)
 # Job parameters copied into run.json and the ledger, to name a job without its whole config.
 RECORD_PARAMS = ("model", "train_group", "test_group", "subset")
 

@@ -45,8 +45,7 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import InputError
-from storage.importers import accepted_group_names, group_codes
-from storage.table import ETHNICITIES, GENDERS
+from storage.vocab import ETHNICITIES, GENDERS, accepted_group_names, group_codes
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 LAYOUTS: tuple[str, ...] = ("diveface", "manifest", "pattern")

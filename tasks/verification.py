@@ -8,8 +8,9 @@
   ~14K x d); otherwise with one matrix-vector product per image, which touches only the sampled pairs' rows,
   so X is not copied (it can be a memory map). Memory is bounded by the pair count plus one block of products.
 - EER: where FMR and FNMR cross on the ROC curve (scikit-learn's ``roc_curve``, every operating point), linearly
-  interpolated between the two operating points around the crossing. FNMR at FMR = x: the FNMR of the
-  operating point with the largest acceptance whose FMR <= x. A pair is accepted when its score >= threshold.
+  interpolated between the two operating points around the crossing. FNMR at FMR = x: the FNMR at the
+  threshold of :func:`threshold_at_fmr` (the lowest observed impostor score with FMR <= x, integer
+  arithmetic: the one convention of :mod:`tasks.rates`). A pair is accepted when its score >= threshold.
 - FMR/FNMR curves on a fixed grid of :data:`THRESHOLDS` and histograms on fixed :data:`HIST_EDGES`, the same for
   every job, so curves can be averaged over seeds and densities drawn without the raw scores.
 """
@@ -27,6 +28,7 @@ from sklearn.metrics import roc_curve
 
 from storage.errors import InputError
 from storage.vocab import demographic_names
+from tasks import rates
 from tasks.cell import check_rows
 from tasks.kinds import JobKind, PlannedJob
 
@@ -193,12 +195,10 @@ def eer_from_roc(fpr: np.ndarray, fnr: np.ndarray, thresholds: np.ndarray) -> tu
 
 
 def threshold_at_fmr(impostor: np.ndarray, target_fmr: float) -> float:
-    """The lowest threshold whose FMR (share of impostor scores >= threshold) is at most ``target_fmr``."""
-    s = np.sort(impostor)
-    values = np.unique(s)
-    accepted = len(s) - np.searchsorted(s, values, side="left")
-    ok = np.flatnonzero(accepted <= target_fmr * len(s))
-    return float(values[ok[0]]) if len(ok) else float(np.nextafter(s[-1], np.inf))
+    """The lowest observed impostor score whose FMR (share of impostor scores >= it) is at most ``target_fmr``
+    (next float above the highest impostor score if none): biasgrid's one threshold convention, in exact
+    integer arithmetic (see :mod:`tasks.rates`; 3e-4 x 5,000,000 allows 1500 false matches, not 1499)."""
+    return rates.threshold_at_fmr(impostor, target_fmr)
 
 
 def rates_on_grid(genuine: np.ndarray, impostor: np.ndarray,
@@ -230,8 +230,9 @@ def score_group(X: np.ndarray, identity_codes: np.ndarray, rows: np.ndarray, *, 
     fnr = 1.0 - tpr
     eer, eer_threshold = eer_from_roc(fpr, fnr, thr)
 
-    def fnmr_at(target: float) -> float:
-        return float(fnr[np.searchsorted(fpr, target, side="right") - 1])
+    def fnmr_at(target: float) -> float:  # at the convention's threshold (tasks.rates), not the ROC's
+        t = threshold_at_fmr(sc.imp, target)
+        return float(np.count_nonzero(sc.gen < t) / len(sc.gen))
 
     summary = pd.DataFrame([{
         "eer": eer, "eer_threshold": eer_threshold,

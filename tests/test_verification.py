@@ -117,9 +117,11 @@ def test_eer_agrees_with_an_independent_brute_force_computation():
     assert upper - lower < 0.02
     assert v.genuine_mean == pytest.approx(gen.mean(), abs=1e-5)
     assert v.impostor_mean == pytest.approx(imp.mean(), abs=1e-5)
-    # FNMR at FMR = x: the FNMR at the lowest threshold whose FMR <= x
+    # FNMR at FMR = x: the FNMR at the lowest observed impostor score whose FMR <= x (the convention of
+    # tasks.rates; the next float above the highest impostor score when none qualifies)
     for x, col in ((1e-2, "fnmr_at_fmr_1e_2"), (1e-3, "fnmr_at_fmr_1e_3")):
-        t = min(t for t in np.unique(np.r_[gen, imp, np.inf]) if (imp >= t).mean() <= x)
+        ok = [t for t in np.unique(imp) if (imp >= t).sum() <= x * len(imp)]
+        t = min(ok) if ok else np.nextafter(imp.max(), np.inf)
         assert getattr(v, col) == pytest.approx((gen < t).mean(), abs=1e-9)
 
 
@@ -238,3 +240,15 @@ def test_impostor_matrix_sampled_and_bad_groups():
         impostor_matrix(X, codes, split, np.arange(180), seed=0)
     with pytest.raises(InputError, match="target_fmr"):
         impostor_matrix(X, codes, group, np.arange(180), seed=0, target_fmr=1.5)
+
+
+def test_threshold_at_fmr_is_inclusive_in_exact_arithmetic():
+    # 3e-4 x 5,000,000 = 1499.9999999999998 in floating point: exactly 1500 false matches are allowed.
+    n, allowed = 5_000_000, 1500
+    imp = np.zeros(n, np.float32)
+    imp[-allowed:] = 0.9          # 1500 impostors at 0.9: FMR(0.9) = 3e-4 exactly, which meets the target
+    imp[-allowed - 1] = 0.5
+    assert 3e-4 * n < allowed     # the floating-point product that made the old comparison exclusive
+    assert threshold_at_fmr(imp, 3e-4) == pytest.approx(0.9)
+    imp[-allowed - 1] = 0.9       # 1501 at 0.9: over the target, so nothing at 0.9 may be accepted
+    assert threshold_at_fmr(imp, 3e-4) == float(np.nextafter(np.float64(np.float32(0.9)), np.inf))

@@ -1,0 +1,170 @@
+"""Exact all-pairs genuine/impostor counts (tasks.allpairs) on a DiveFace-size table: time, memory, throughput.
+
+Run from the repository root:
+
+    PYTHONPATH=. .venv/bin/python bench/bench_allpairs.py [--identities-per-group 4000] [--dim 2048]
+        [--workers 1,2] [--block 2048] [--bits 14] [--fraction 1.0] [--data synth|random]
+
+The table is storage.synth.generate(SynthParams(identities_per_group=N, dim=D)) (6 groups, DiveFace's images per
+identity: ~142K rows for N = 4000), rows in the generator's order (group, identity), saved once as .npy and
+memory-mapped by every worker. ``--fraction f`` runs only every (1/f)-th block task and extrapolates the full
+time by the share of pairs it covered (labelled as such). Every worker runs with 1 BLAS thread. Prints, per
+worker count: wall time, comparisons/s in total and per core, each worker's peak RSS, and the machine's float32
+matmul rate (one thread, 2048^3 products) with the comparisons/s it would allow (rate / (2 d)), and the
+workers' CPU seconds (comparisons per CPU second is what a loaded, shared machine does not distort).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+    os.environ[_v] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from multiprocessing import get_context  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def matmul_rate(d: int = 2048, reps: int = 5) -> float:
+    """float32 GFLOP/s of one thread on a d x d x d product (best of reps)."""
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((d, d), dtype=np.float32)
+    B = rng.standard_normal((d, d), dtype=np.float32)
+    A @ B
+    best = min(_timed(lambda: A @ B) for _ in range(reps))
+    return 2 * d ** 3 / best / 1e9
+
+
+def _timed(f) -> float:
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
+def worker(path: str, tasks: list, n_groups: int, bits: int, tail_score: float | None = None) -> tuple:
+    from tasks.allpairs import TailCounts, shard_counts
+
+    X = np.load(path + ".X.npy", mmap_mode="r")
+    ids = np.load(path + ".ids.npy")
+    grp = np.load(path + ".grp.npy")
+    tail = None if tail_score is None else TailCounts.empty(bits, tail_score)
+    t, cpu = time.perf_counter(), time.process_time()
+    c = shard_counts(X, ids, grp, n_groups, tasks, bits, tail=tail)
+    records = None if tail is None else (len(tail.compact().imp_count), len(tail.compact().gen_count))
+    secs, cpu = time.perf_counter() - t, time.process_time() - cpu
+    return c.genuine, c.impostor, secs, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, cpu, records
+
+
+def make_data(path: str, n_id: int, dim: int, kind: str) -> tuple[int, int]:
+    if kind == "synth":
+        from storage.synth import SynthParams, generate
+
+        t = generate(SynthParams(identities_per_group=n_id, dim=dim))
+        X = t.embeddings
+        _, ids = np.unique(t.identity.astype(str), return_inverse=True)
+        grp = t.ethnicity.astype(np.int64) * 2 + t.gender.astype(np.int64)
+    else:
+        rng = np.random.default_rng(0)
+        per = rng.integers(3, 9, 6 * n_id)
+        ids = np.repeat(np.arange(6 * n_id), per)
+        grp = ids // n_id
+        X = np.empty((len(ids), dim), np.float32)
+        for s in range(0, len(ids), 8192):
+            b = np.abs(rng.standard_normal((min(8192, len(ids) - s), dim), dtype=np.float32))
+            X[s:s + 8192] = b / np.linalg.norm(b, axis=1, keepdims=True)
+    np.save(path + ".X.npy", X)
+    np.save(path + ".ids.npy", ids.astype(np.int64))
+    np.save(path + ".grp.npy", grp.astype(np.int64))
+    return len(ids), 6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--identities-per-group", type=int, default=4000)
+    ap.add_argument("--dim", type=int, default=2048)
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--block", type=int, default=2048)
+    ap.add_argument("--bits", type=int, default=14)
+    ap.add_argument("--fraction", type=float, default=1.0)
+    ap.add_argument("--data", choices=["synth", "random"], default="synth")
+    ap.add_argument("--tail-score", type=float, default=None,
+                    help="also collect per-identity tail counts (TailCounts) from this score up")
+    args = ap.parse_args()
+    from tasks.allpairs import block_tasks
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "t")
+        t0 = time.perf_counter()
+        n, G = make_data(path, args.identities_per_group, args.dim, args.data)
+        gen_s = time.perf_counter() - t0
+        ids = np.load(path + ".ids.npy")
+        gflops = matmul_rate()
+        tasks = block_tasks(n, args.block)
+        step = max(1, round(1 / args.fraction))
+        chosen = tasks[::step]
+        pairs = sum((i1 - i0) * (j1 - j0) if (i0, i1) != (j0, j1) else (i1 - i0) * (i1 - i0 - 1) // 2
+                    for i0, i1, j0, j1 in chosen)
+        total_pairs = n * (n - 1) // 2
+        _, sizes = np.unique(ids, return_counts=True)
+        n_gen = int((sizes * (sizes - 1) // 2).sum())
+        report = {"rows": n, "dim": args.dim, "identities": int(len(sizes)), "data": args.data,
+                  "generate_s": round(gen_s, 1), "block": args.block, "bits": args.bits,
+                  "tasks": len(tasks), "tasks_run": len(chosen), "pairs_run": pairs, "pairs_total": total_pairs,
+                  "matmul_gflops_1thread": round(gflops, 1),
+                  "matmul_bound_comparisons_per_s_per_core": round(gflops * 1e9 / (2 * args.dim)),
+                  "load_before": os.getloadavg(), "runs": []}
+        print(json.dumps(report), flush=True)
+        results = {}
+        for w in [int(x) for x in args.workers.split(",")]:
+            shards = [chosen[k::w] for k in range(w)]
+            t = time.perf_counter()
+            with ProcessPoolExecutor(max_workers=w, mp_context=get_context("spawn")) as ex:
+                outs = list(ex.map(worker, [path] * w, shards, [G] * w, [args.bits] * w,
+                                   [args.tail_score] * w))
+            wall = time.perf_counter() - t
+            gen = sum(o[0] for o in outs)
+            imp = sum(o[1] for o in outs)
+            results[w] = (gen, imp)
+            if step == 1:
+                assert int(gen.sum()) == n_gen and int(gen.sum() + imp.sum()) == total_pairs, "counts do not add up"
+            run = {"workers": w, "wall_s": round(wall, 1), "worker_s": [round(o[2], 1) for o in outs],
+                   "worker_cpu_s": [round(o[4], 1) for o in outs],
+                   "comparisons_per_cpu_s": round(pairs / sum(o[4] for o in outs)),
+                   "peak_rss_mb": [round(o[3]) for o in outs], "comparisons_per_s": round(pairs / wall),
+                   "comparisons_per_s_per_core": round(pairs / wall / w),
+                   "extrapolated_full_wall_s": round(wall * total_pairs / pairs, 1) if step > 1 else None,
+                   "tail_records": [o[5] for o in outs], "load_after": os.getloadavg()}
+            report["runs"].append(run)
+            print(json.dumps(run), flush=True)
+        from tasks.allpairs import hist_eer, hist_threshold_at_fmr
+
+        gen, imp = results[list(results)[0]]
+        g_all, i_all = gen.sum(axis=0), imp.sum(axis=(0, 1))
+        summary = {"eer": hist_eer(g_all, i_all, args.bits)[0],
+                   "threshold_at_fmr": {f"{x:g}": hist_threshold_at_fmr(i_all, x, args.bits)
+                                        for x in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)},
+                   "n_genuine": int(g_all.sum()), "n_impostor": int(i_all.sum())}
+        report["rates_of_pairs_run"] = summary
+        print(json.dumps({"rates_of_pairs_run": summary}), flush=True)
+        ws = list(results)
+        if len(ws) > 1:
+            same = all(np.array_equal(results[ws[0]][k], results[w][k]) for w in ws[1:] for k in (0, 1))
+            report["shardings_identical"] = same
+            print(json.dumps({"shardings_identical": same}), flush=True)
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

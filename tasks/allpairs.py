@@ -1,0 +1,501 @@
+"""Exact genuine/impostor counts over ALL pairs of a large table, in shardable blocks; and a stratified sample.
+
+**Bins.** Scores are counted in fixed bins of width w = 2^-bits over [-1, 1] (``bits`` = 14 by default:
+w = 6.1e-5, 32768 bins; 20 gives w = 9.5e-7). Bin k holds e_k <= s < e_(k+1), e_k = -1 + k w; scores below -1
+go to bin 0, scores >= 1 (rounding) to the last bin. The bin index is computed as floor(s * 2^bits) + 2^bits in
+float32, which is exact (scaling by a power of two and floor are exact), so a score is counted as >= e_k
+exactly when it is. Thresholds are bin edges: at an edge, FMR and FNMR are exact counts, not approximations.
+
+**Blocks.** :func:`block_tasks` cuts the upper triangle (i < j) of the n x n score matrix into rectangles
+[i0,i1) x [j0,j1) of at most ``block`` rows and columns; :func:`block_counts` scores one rectangle by one
+matrix product (rows of X must be L2-normalised float32) and reduces it at once to counts per
+(demographic group pair, bin), separately for genuine and impostor pairs. Counts of any partition of the
+tasks add up to the exact full counts, so tasks can be sharded over processes or machines; memory is
+O(block^2 + groups^2 x bins). Sorting the rows by (group, identity) first makes each rectangle span few group
+pairs and identities (fast path); any order gives the same counts.
+
+**From counts to rates** (consistent with :mod:`tasks.rates` to bin resolution): FMR(e_k) = sum_{j>=k} imp_j /
+n_imp, FNMR(e_k) = sum_{j<k} gen_j / n_gen. The threshold at target FMR is the smallest edge e_k with
+#impostors >= e_k <= floor(target n_imp) (exact integers). Relative to the exact convention's threshold t*
+(smallest observed impostor score meeting the target): FMR(e_k) <= target always, e_k < t* + w, and no impostor
+score lies in [e_k, t*) — so e_k differs from t* only by less than a bin upwards, or downwards inside a gap free
+of impostor scores. EER: :func:`tasks.rates.eer_from_counts` on the edges.
+
+**Identity bootstrap at full scale.** With a :class:`TailCounts` passed to the block functions, each block also
+records every genuine comparison per (identity, bin) and every impostor comparison scoring >= a chosen lower
+score per (identity pair, bin). :class:`TailStatistics` / :func:`tail_bootstrap` then resample identities with
+exact product weights (as :mod:`tasks.bootstrap`) at the global threshold, at bin resolution, in
+O(records + identities) per resample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from storage.errors import InputError
+from tasks import rates
+
+DEFAULT_BITS = 14
+DEFAULT_BLOCK = 2048
+_MAX_SUBRECTS = 16
+
+
+def n_bins(bits: int = DEFAULT_BITS) -> int:
+    """2^(bits+1) bins of width 2^-bits over [-1, 1]."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 4 <= bits <= 22:
+        raise InputError(f"bin bits must be an integer from 4 to 22, got {bits!r}")
+    return 2 ** (int(bits) + 1)
+
+
+def bin_edges(bits: int = DEFAULT_BITS) -> np.ndarray:
+    """The 2^(bits+1) + 1 edges -1 + k 2^-bits (exact in float64)."""
+    return -1.0 + np.arange(n_bins(bits) + 1, dtype=np.float64) * 2.0 ** -bits
+
+
+def score_bins(scores: np.ndarray, bits: int = DEFAULT_BITS) -> np.ndarray:
+    """Bin index of each float32 score: floor(s 2^bits) + 2^bits, clipped to [0, n_bins-1] (exact)."""
+    s = np.asarray(scores, dtype=np.float32) * np.float32(2.0 ** bits)
+    np.floor(s, out=s)
+    out = s.astype(np.int32)
+    out += 2 ** bits
+    np.clip(out, 0, n_bins(bits) - 1, out=out)
+    return out
+
+
+@dataclass
+class PairCounts:
+    """Counts per bin. ``genuine``: (G, B), by the identity's group. ``impostor``: (G, G, B), pairs of groups
+    (a, b) stored at [min(a, b), max(a, b)] (the lower triangle is 0). int64."""
+
+    genuine: np.ndarray
+    impostor: np.ndarray
+    bits: int
+
+    @classmethod
+    def zeros(cls, n_groups: int, bits: int = DEFAULT_BITS) -> PairCounts:
+        b = n_bins(bits)
+        return cls(np.zeros((n_groups, b), np.int64), np.zeros((n_groups, n_groups, b), np.int64), bits)
+
+    def __add__(self, other: PairCounts) -> PairCounts:
+        if self.bits != other.bits or self.impostor.shape != other.impostor.shape:
+            raise InputError("cannot add counts of different bins or group counts")
+        return PairCounts(self.genuine + other.genuine, self.impostor + other.impostor, self.bits)
+
+    @property
+    def n_genuine(self) -> int:
+        return int(self.genuine.sum())
+
+    @property
+    def n_impostor(self) -> int:
+        return int(self.impostor.sum())
+
+    def impostor_of(self, a: int | None = None, b: int | None = None) -> np.ndarray:
+        """Impostor counts (B,) of group pair {a, b}, of group a with itself if b is None, or of all pairs."""
+        if a is None:
+            return self.impostor.sum(axis=(0, 1))
+        b = a if b is None else b
+        return self.impostor[min(a, b), max(a, b)]
+
+
+@dataclass
+class TailCounts:
+    """Per-identity counts for the identity bootstrap at full scale (see :func:`tail_bootstrap`).
+
+    Impostor comparisons with bin >= ``lo_bin`` (score >= e_lo) per identity pair and bin: ``imp_a < imp_b``
+    (identity codes), ``imp_bin``, ``imp_count``; every genuine comparison per identity and bin: ``gen_id``,
+    ``gen_bin``, ``gen_count``. Rows are unique after :meth:`compact`. Memory ~ 24 bytes x (identity pairs with
+    a comparison in the tail + identities' genuine bins)."""
+
+    bits: int
+    lo_bin: int
+    imp_a: np.ndarray
+    imp_b: np.ndarray
+    imp_bin: np.ndarray
+    imp_count: np.ndarray
+    gen_id: np.ndarray
+    gen_bin: np.ndarray
+    gen_count: np.ndarray
+
+    @classmethod
+    def empty(cls, bits: int, lo_score: float) -> TailCounts:
+        lo = int(score_bins(np.float32([lo_score]), bits)[0])
+        z = np.empty(0, np.int64)
+        return cls(bits, lo, z, z, z, z, z, z, z)
+
+    def add(self, imp_a, imp_b, imp_bin, gen_id, gen_bin) -> None:
+        """Append raw records (one per comparison, count 1)."""
+        one_i, one_g = np.ones(len(imp_a), np.int64), np.ones(len(gen_id), np.int64)
+        self.imp_a, self.imp_b = np.r_[self.imp_a, imp_a], np.r_[self.imp_b, imp_b]
+        self.imp_bin, self.imp_count = np.r_[self.imp_bin, imp_bin], np.r_[self.imp_count, one_i]
+        self.gen_id, self.gen_bin = np.r_[self.gen_id, gen_id], np.r_[self.gen_bin, gen_bin]
+        self.gen_count = np.r_[self.gen_count, one_g]
+
+    def compact(self) -> TailCounts:
+        """Sum the counts of equal (identity pair, bin) and (identity, bin) rows."""
+        nb = n_bins(self.bits) + 1
+        key = (self.imp_a * (int(self.imp_b.max(initial=0)) + 1) + self.imp_b) * nb + self.imp_bin
+        u, inv = np.unique(key, return_inverse=True)
+        cnt = np.bincount(inv, weights=self.imp_count, minlength=len(u)).astype(np.int64)
+        first = np.zeros(len(u), np.int64)
+        first[inv] = np.arange(len(key))
+        gkey = self.gen_id * nb + self.gen_bin
+        gu, ginv = np.unique(gkey, return_inverse=True)
+        gcnt = np.bincount(ginv, weights=self.gen_count, minlength=len(gu)).astype(np.int64)
+        return TailCounts(self.bits, self.lo_bin, self.imp_a[first], self.imp_b[first], self.imp_bin[first], cnt,
+                          gu // nb, gu % nb, gcnt)
+
+    def __add__(self, other: TailCounts) -> TailCounts:
+        if (self.bits, self.lo_bin) != (other.bits, other.lo_bin):
+            raise InputError("cannot add tail counts of different bins or tails")
+        out = TailCounts(self.bits, self.lo_bin, *(np.r_[getattr(self, f), getattr(other, f)] for f in
+                         ("imp_a", "imp_b", "imp_bin", "imp_count", "gen_id", "gen_bin", "gen_count")))
+        return out.compact()
+
+
+def block_tasks(n: int, block: int = DEFAULT_BLOCK) -> list[tuple[int, int, int, int]]:
+    """The rectangles (i0, i1, j0, j1) covering every pair i < j of n rows exactly once: diagonal squares
+    (i0 = j0, only i < j counted) and off-diagonal rectangles (j0 >= i1)."""
+    if n < 2 or block < 1:
+        raise InputError(f"all-pairs counts need at least 2 rows and a positive block size (got {n}, {block})")
+    starts = list(range(0, n, block))
+    return [(i0, min(i0 + block, n), j0, min(j0 + block, n)) for a, i0 in enumerate(starts) for j0 in starts[a:]]
+
+
+def _runs(codes: np.ndarray) -> list[tuple[int, int, int]]:
+    cut = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
+    return [(int(codes[s]), int(s), int(e)) for s, e in zip(cut[:-1], cut[1:])]
+
+
+def block_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_groups: int,
+                 task: tuple[int, int, int, int], bits: int = DEFAULT_BITS,
+                 out: PairCounts | None = None, tail: TailCounts | None = None) -> PairCounts:
+    """Add the counts of one rectangle ``task`` = (i0, i1, j0, j1) to ``out`` (new zero counts if None), and
+    when ``tail`` is given its per-identity records (genuine comparisons, impostors in the tail).
+
+    X: (n, d) L2-normalised float32 (may be a memory map); identity: (n,) integer codes; group: (n,) integer
+    demographic group codes in [0, n_groups). Score = X_i . X_j (float32 matrix product)."""
+    i0, i1, j0, j1 = task
+    diagonal = (i0, i1) == (j0, j1)
+    if not diagonal and j0 < i1:
+        raise InputError(f"block {task}: a rectangle must be a diagonal square or lie right of the diagonal")
+    out = PairCounts.zeros(n_groups, bits) if out is None else out
+    nb = n_bins(bits)
+    A = np.asarray(X[i0:i1], dtype=np.float32)
+    B = A if diagonal else np.asarray(X[j0:j1], dtype=np.float32)
+    bins = score_bins(A @ B.T, bits)
+    dump = nb                                   # pairs not counted as impostors go to an extra bin
+    if diagonal:
+        bins[np.tril_indices(i1 - i0)] = dump
+    ida, idb = identity[i0:i1], identity[j0:j1]
+    ga, gb = group[i0:i1], group[j0:j1]
+    if np.intersect1d(ida, idb).size:          # genuine pairs only where the identities overlap
+        same = ida[:, None] == idb[None, :]
+        if diagonal:
+            same &= np.triu(np.ones_like(same), 1)
+        r, _ = np.nonzero(same)
+        gbins = bins[same]
+        np.add.at(out.genuine, (ga[r], gbins), 1)
+        if tail is not None:
+            tail.add(*(np.empty(0, np.int64),) * 3, ida[r].astype(np.int64), gbins.astype(np.int64))
+        bins[same] = dump
+    if tail is not None:
+        r, c = np.nonzero((bins >= tail.lo_bin) & (bins < dump))
+        x, y = ida[r].astype(np.int64), idb[c].astype(np.int64)
+        tail.add(np.minimum(x, y), np.maximum(x, y), bins[r, c].astype(np.int64), *(np.empty(0, np.int64),) * 2)
+    row_runs, col_runs = _runs(ga), _runs(gb)
+    if len(row_runs) * len(col_runs) <= _MAX_SUBRECTS:
+        for a, rs, re in row_runs:
+            for b, cs, ce in col_runs:
+                c = np.bincount(bins[rs:re, cs:ce].ravel(), minlength=nb + 1)[:nb]
+                out.impostor[min(a, b), max(a, b)] += c
+    else:
+        lo = np.minimum(ga[:, None], gb[None, :]).astype(np.int64)
+        hi = np.maximum(ga[:, None], gb[None, :]).astype(np.int64)
+        key = (lo * n_groups + hi) * (nb + 1) + bins
+        c = np.bincount(key.ravel(), minlength=n_groups * n_groups * (nb + 1))
+        out.impostor += c.reshape(n_groups, n_groups, nb + 1)[:, :, :nb]
+    return out
+
+
+def shard_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_groups: int,
+                 tasks: Iterable[tuple[int, int, int, int]], bits: int = DEFAULT_BITS,
+                 tail: TailCounts | None = None) -> PairCounts:
+    """The summed counts of several rectangles (one worker's shard); per-identity records into ``tail``
+    (:meth:`TailCounts.compact` it before use; shards' tails add with ``+``)."""
+    identity, group = np.asarray(identity), np.asarray(group)
+    if identity.shape != (len(X),) or group.shape != (len(X),):
+        raise InputError(f"identity and group codes need one entry per row of X ({len(X)})")
+    if len(group) and (group.min() < 0 or group.max() >= n_groups):
+        raise InputError(f"group codes must lie in [0, {n_groups})")
+    out = PairCounts.zeros(n_groups, bits)
+    for k, t in enumerate(tasks):
+        block_counts(X, identity, group, n_groups, t, bits, out, tail)
+        if tail is not None and k % 64 == 63:
+            compacted = tail.compact()
+            for f in ("imp_a", "imp_b", "imp_bin", "imp_count", "gen_id", "gen_bin", "gen_count"):
+                setattr(tail, f, getattr(compacted, f))
+    return out
+
+
+def all_pair_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_groups: int,
+                    bits: int = DEFAULT_BITS, block: int = DEFAULT_BLOCK) -> PairCounts:
+    """Every pair's counts in this process (= the sum of :func:`shard_counts` over any sharding)."""
+    return shard_counts(X, identity, group, n_groups, block_tasks(len(X), block), bits)
+
+
+# ---------------------------------------------------------------------------------------- counts -> rates ---
+def _check(gen: np.ndarray, imp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    gen, imp = np.asarray(gen, np.int64), np.asarray(imp, np.int64)
+    if gen.shape != imp.shape or gen.ndim != 1:
+        raise InputError("genuine and impostor histograms must be 1-D with the same bins")
+    return gen, imp
+
+
+def hist_threshold_at_fmr(impostor: np.ndarray, target_fmr: float, bits: int = DEFAULT_BITS) -> float:
+    """Smallest bin edge e_k with #impostors in bins >= k <= floor(target n_imp) (module docstring)."""
+    imp = np.asarray(impostor, np.int64)
+    accepted = np.r_[np.cumsum(imp[::-1])[::-1], 0]           # impostors >= e_k, k = 0..B
+    k = int(np.argmax(accepted <= rates.max_accepted(target_fmr, int(imp.sum()))))
+    return float(bin_edges(bits)[k])
+
+
+def _edge_index(t: float, bits: int) -> int:
+    k = (t + 1.0) * 2.0 ** bits
+    if k != math.floor(k) or not 0 <= k <= n_bins(bits):
+        raise InputError(f"threshold {t!r} is not a bin edge of width 2^-{bits} in [-1, 1]")
+    return int(k)
+
+
+def hist_counts_at(genuine: np.ndarray, impostor: np.ndarray, threshold: float,
+                   bits: int = DEFAULT_BITS) -> tuple[int, int, int, int]:
+    """(false matches, n_impostor, false non-matches, n_genuine) at a bin edge ``threshold`` (exact)."""
+    gen, imp = _check(genuine, impostor)
+    k = _edge_index(threshold, bits)
+    return int(imp[k:].sum()), int(imp.sum()), int(gen[:k].sum()), int(gen.sum())
+
+
+def hist_eer(genuine: np.ndarray, impostor: np.ndarray, bits: int = DEFAULT_BITS) -> tuple[float, float]:
+    """(EER, threshold) from the operating points at every bin edge (decreasing), interpolated at the crossing."""
+    gen, imp = _check(genuine, impostor)
+    edges = bin_edges(bits)
+    fm = np.r_[np.cumsum(imp[::-1])[::-1], 0][::-1]           # at e_B, e_(B-1), ..., e_0
+    fnm = np.r_[0, np.cumsum(gen)][::-1]
+    return rates.eer_from_counts(np.r_[np.inf, edges[::-1]], np.r_[0, fm], int(imp.sum()),
+                                 np.r_[int(gen.sum()), fnm], int(gen.sum()))
+
+
+def hist_group_tables(counts: PairCounts, group_names: Sequence[str], target_fmrs: Sequence[float] = (1e-3,),
+                      global_target_fmr: float = 1e-3) -> dict[str, pd.DataFrame]:
+    """The tables of :func:`tasks.rates.group_operating_points` (columns ``rates.EER_COLUMNS`` and
+    ``rates.OP_COLUMNS``) from all-pairs counts, plus "impostor_matrix": group_a, group_b, threshold,
+    false_matches, n_pairs, fmr, fmr_ci_low, fmr_ci_high, fmr_display (every ordered pair, symmetric)."""
+    G = len(group_names)
+    if counts.genuine.shape[0] != G:
+        raise InputError(f"{G} group names for counts of {counts.genuine.shape[0]} groups")
+    bits = counts.bits
+    all_imp = counts.impostor_of()
+    t_global = hist_threshold_at_fmr(all_imp, global_target_fmr, bits)
+    eer_rows, rows = [], []
+    sides = [("all", counts.genuine.sum(axis=0), all_imp)] + \
+        [(name, counts.genuine[g], counts.impostor_of(g)) for g, name in enumerate(group_names)]
+    for name, gen, imp in sides:
+        ng, ni = int(gen.sum()), int(imp.sum())
+        e = hist_eer(gen, imp, bits) if ng and ni else (np.nan, np.nan)
+        eer_rows.append({"group": name, "eer": e[0], "eer_threshold": e[1], "n_genuine": ng, "n_impostor": ni})
+        for target, kind in [(t, "own") for t in target_fmrs] + [(global_target_fmr, "global")]:
+            if kind == "own" and ni == 0:
+                rows.append({"group": name, "target_fmr": float(target), "threshold_kind": kind,
+                             "threshold": np.nan, "false_matches": 0, "n_impostor": 0, "false_non_matches": 0,
+                             "n_genuine": ng, "resolved": False, "reason": "no impostor comparisons in this group"})
+                continue
+            t = t_global if kind == "global" else hist_threshold_at_fmr(imp, target, bits)
+            fm, _, fnm, _ = hist_counts_at(gen, imp, t, bits)
+            ok, why = rates.resolution(ni, fm, target)
+            rows.append({"group": name, "target_fmr": float(target), "threshold_kind": kind, "threshold": t,
+                         "false_matches": fm, "n_impostor": ni, "false_non_matches": fnm, "n_genuine": ng,
+                         "resolved": ok, "reason": why})
+    ops = pd.DataFrame(rows)
+    fmf = rates.rate_frame(ops["false_matches"], ops["n_impostor"])
+    fnf = rates.rate_frame(ops["false_non_matches"], ops["n_genuine"])
+    for p, f in (("fmr", fmf), ("fnmr", fnf)):
+        ops[p], ops[f"{p}_ci_low"], ops[f"{p}_ci_high"], ops[f"{p}_display"] = \
+            f["rate"], f["ci_low"], f["ci_high"], f["display"]
+    mrows = []
+    k = _edge_index(t_global, bits)
+    for a, na in enumerate(group_names):
+        for b, nb_ in enumerate(group_names):
+            c = counts.impostor_of(a, b)
+            mrows.append({"group_a": na, "group_b": nb_, "threshold": t_global, "false_matches": int(c[k:].sum()),
+                          "n_pairs": int(c.sum())})
+    matrix = pd.DataFrame(mrows)
+    f = rates.rate_frame(matrix["false_matches"], matrix["n_pairs"])
+    matrix["fmr"], matrix["fmr_ci_low"], matrix["fmr_ci_high"], matrix["fmr_display"] = \
+        f["rate"], f["ci_low"], f["ci_high"], f["display"]
+    return {"eer": pd.DataFrame(eer_rows)[rates.EER_COLUMNS], "operating_points": ops[rates.OP_COLUMNS],
+            "impostor_matrix": matrix}
+
+
+# ------------------------------------------------------------------------------ identity bootstrap at scale ---
+class TailStatistics:
+    """Identity-bootstrap statistics at the ONE global threshold from all-pairs :class:`TailCounts`.
+
+    Exact product weights (impostor comparison of identities i, j counts m_i m_j times, genuine of i m_i times,
+    as in :mod:`tasks.bootstrap`), at bin resolution: per resample, the impostor total per pair of groups is
+    N_gh = S_g S_h (g != h) and N_gg = (S_g^2 - sum_(i in g) (m_i c_i)^2) / 2 with S_g = sum_(i in g) m_i c_i
+    (c_i = images of identity i); the tail's weighted histogram gives the global threshold (smallest edge with
+    #impostors >= edge <= floor(target N), as :func:`hist_threshold_at_fmr`) and the false matches per pair of
+    groups; the genuine per-identity histogram gives each group's FNMR. The threshold must lie above the tail's
+    lower edge: otherwise (the tail does not reach low enough) every value of that resample is NaN, with
+    the note saying so. Keys: ("threshold", "all"), ("group_fmr", g), ("group_fnmr", g), ("cross_fmr", g, h),
+    ("summary", metric) — evaluate(m) -> (keys, values, k, n) for :func:`tasks.bootstrap.run`."""
+
+    def __init__(self, tail: TailCounts, identity_group: np.ndarray, images_per_identity: np.ndarray,
+                 group_names: Sequence[str], global_target_fmr: float = 1e-3, summarize=None):
+        self.t = tail.compact()
+        self.ig = np.asarray(identity_group, np.int64)
+        self.c = np.asarray(images_per_identity, np.int64)
+        if self.ig.shape != self.c.shape:
+            raise InputError("identity_group and images_per_identity need one entry per identity")
+        self.G, self.names = len(group_names), list(group_names)
+        rates.max_accepted(global_target_fmr, 1)
+        self.target, self.summarize = global_target_fmr, summarize
+        self.nb = n_bins(tail.bits)
+        self.bt = self.nb - tail.lo_bin
+        G = self.G
+        ga, gb = self.ig[self.t.imp_a], self.ig[self.t.imp_b]
+        self.imp_key = (np.minimum(ga, gb) * G + np.maximum(ga, gb)) * self.bt + (self.t.imp_bin - tail.lo_bin)
+        self.gen_key = self.ig[self.t.gen_id] * self.nb + self.t.gen_bin
+        self.edges = bin_edges(tail.bits)
+        self.undefined_note = (f"undefined: the global threshold lies below the tail's lower edge "
+                               f"{self.edges[tail.lo_bin]:.6g} (lower TailCounts' lo_score), or a rate has no "
+                               f"comparisons")
+
+    def evaluate(self, m: np.ndarray | None = None) -> tuple[list[tuple], np.ndarray, np.ndarray, np.ndarray]:
+        G, gt = self.G, self.target
+        m = np.ones(self.c.size, np.int64) if m is None else np.asarray(m, np.int64)
+        mc = (m * self.c).astype(float)
+        S = np.bincount(self.ig, weights=mc, minlength=G)
+        Q = np.bincount(self.ig, weights=mc * mc, minlength=G)
+        N = np.outer(S, S)
+        N[np.diag_indices(G)] = (S * S - Q) / 2
+        N = np.rint(np.triu(N)).astype(np.int64)
+        n_total = int(N.sum())
+        w = m[self.t.imp_a] * m[self.t.imp_b] * self.t.imp_count
+        hist = np.bincount(self.imp_key, weights=w, minlength=G * G * self.bt).reshape(G * G, self.bt)
+        acc = np.cumsum(hist.sum(axis=0)[::-1])[::-1]                       # impostors >= e_(lo + j)
+        M = rates.max_accepted(gt, n_total)
+        ok = np.flatnonzero(np.r_[acc, 0] <= M)
+        gw = m[self.t.gen_id] * self.t.gen_count
+        gh = np.bincount(self.gen_key, weights=gw, minlength=G * self.nb).reshape(G, self.nb)
+        keys, vals, ks, ns = [], [], [], []
+
+        def put(key, v, k=-1, n=-1):
+            keys.append(key)
+            vals.append(v)
+            ks.append(k)
+            ns.append(n)
+
+        covered = ok[0] > 0
+        j = int(ok[0])
+        k_edge = self.t.lo_bin + j
+        put(("threshold", "all", "", gt, ""), float(self.edges[k_edge]) if covered else np.nan)
+        fm_code = np.concatenate([np.cumsum(hist[:, ::-1], axis=1)[:, ::-1], np.zeros((G * G, 1))], axis=1)[:, j]
+        fmr_v, fnmr_v = np.full(G, np.nan), np.full(G, np.nan)
+        for g, name in enumerate(self.names):
+            k, n = int(fm_code[g * G + g]), int(N[g, g])
+            fmr_v[g] = k / n if n and covered else np.nan
+            put(("group_fmr", name, "", gt, ""), fmr_v[g], k if covered else -1, n)
+            n = int(gh[g].sum())
+            k = int(gh[g, :k_edge].sum())
+            fnmr_v[g] = k / n if n and covered else np.nan
+            put(("group_fnmr", name, "", gt, ""), fnmr_v[g], k if covered else -1, n)
+        for g in range(G):
+            for h in range(g + 1, G):
+                k, n = int(fm_code[g * G + h]), int(N[g, h])
+                put(("cross_fmr", self.names[g], self.names[h], gt, ""), k / n if n and covered else np.nan,
+                    k if covered else -1, n)
+        if self.summarize is not None:
+            table = self.summarize(fmr_v, fnmr_v)
+            for metric, v in zip(table["metric"], table["value"]):
+                put(("summary", "", "", gt, str(metric)), float(v) if covered else np.nan)
+        return keys, np.asarray(vals, float), np.asarray(ks, np.int64), np.asarray(ns, np.int64)
+
+
+def tail_bootstrap(tail: TailCounts, identity_group: np.ndarray, images_per_identity: np.ndarray,
+                   group_names: Sequence[str], *, global_target_fmr: float = 1e-3, n_resamples: int = 1000,
+                   seed: int = 0, confidence: float = 0.95, summarize=None) -> pd.DataFrame:
+    """Identity-bootstrap intervals of the global threshold, each group's FMR and FNMR at it, the cross-group
+    FMRs and the summaries, from full-scale all-pairs tail counts (:class:`TailStatistics`). Columns
+    ``tasks.bootstrap.COLUMNS``. Choose the tail's lower score below the global threshold of every plausible
+    resample (e.g. the edge where FMR = 3 x target): resamples it does not cover are NaN and counted."""
+    from tasks import bootstrap
+
+    return bootstrap.run(TailStatistics(tail, identity_group, images_per_identity, group_names,
+                                        global_target_fmr, summarize), identity_group, n_resamples, seed,
+                         confidence)
+
+
+# -------------------------------------------------------------------------------------- stratified sample ---
+def stratified_impostor_sample(identity: np.ndarray, group: np.ndarray, n_groups: int, target_fmr: float,
+                               k: int = 10, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Impostor pairs sampled per (group a <= group b) stratum, so each stratum gets m = ceil(k / target)
+    pairs — all of them when it has fewer — uniform without replacement within the stratum.
+
+    Returns (pairs: columns a, b (row indices, a < b), group_a, group_b, weight; strata: group_a, group_b,
+    n_pairs (impostor pairs in the stratum), n_sampled, weight = n_pairs / n_sampled). A stratum's FMR is
+    estimated by its sample's plain proportion (Clopper-Pearson applies, n = n_sampled); pooled rates weight
+    each sampled pair by its stratum's weight (inverse inclusion probability)."""
+    identity, group = np.asarray(identity), np.asarray(group).astype(np.int64)
+    m = math.ceil(k / float(rates._target(target_fmr)))
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(group == g) for g in range(n_groups)]
+    pairs, strata = [], []
+    for a in range(n_groups):
+        for b in range(a, n_groups):
+            ra, rb = members[a], members[b]
+            if a == b:
+                _, sizes = np.unique(identity[ra], return_counts=True)
+                total = len(ra) * (len(ra) - 1) // 2 - int((sizes * (sizes - 1) // 2).sum())
+            else:
+                total = len(ra) * len(rb)
+            if total == 0:
+                strata.append({"group_a": a, "group_b": b, "n_pairs": 0, "n_sampled": 0, "weight": np.nan})
+                continue
+            keys = _sample_stratum(ra, rb, identity, min(m, total), total, rng, a == b)
+            x, y = ra[keys // len(rb)], rb[keys % len(rb)]
+            lo, hi = np.minimum(x, y), np.maximum(x, y)
+            w = total / len(keys)
+            pairs.append(pd.DataFrame({"a": lo, "b": hi, "group_a": a, "group_b": b, "weight": w}))
+            strata.append({"group_a": a, "group_b": b, "n_pairs": total, "n_sampled": len(keys), "weight": w})
+    out = pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame(columns=["a", "b", "group_a", "group_b",
+                                                                                   "weight"])
+    return out, pd.DataFrame(strata)
+
+
+def _sample_stratum(ra: np.ndarray, rb: np.ndarray, identity: np.ndarray, want: int, total: int,
+                    rng: np.random.Generator, within: bool) -> np.ndarray:
+    """``want`` distinct keys x * len(rb) + y of impostor pairs (ra[x], rb[y]) (x < y within a group)."""
+    na, nb = len(ra), len(rb)
+
+    def valid(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        ok = identity[ra[x]] != identity[rb[y]]
+        return ok & (x < y) if within else ok
+
+    if want == total or total <= 4 * want:        # dense: enumerate the stratum
+        x, y = np.divmod(np.arange(na * nb, dtype=np.int64), nb)
+        keys = (x * nb + y)[valid(x, y)]
+        return np.sort(rng.choice(keys, size=want, replace=False)) if want < len(keys) else keys
+    keys = np.empty(0, np.int64)
+    while len(keys) < want:
+        draw = int(1.3 * (want - len(keys))) + 100
+        x, y = rng.integers(0, na, draw), rng.integers(0, nb, draw)
+        if within:
+            x, y = np.minimum(x, y), np.maximum(x, y)
+        keep = valid(x, y)
+        keys = np.unique(np.r_[keys, x[keep] * nb + y[keep]])
+    return np.sort(rng.choice(keys, size=want, replace=False))

@@ -1,0 +1,187 @@
+"""The identity bootstrap against a direct resampling loop that builds each resampled data set explicitly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.metrics import roc_curve
+
+from grid.report import fairness
+from storage.errors import InputError
+from tasks import bootstrap
+from tasks.verification import eer_from_roc
+
+NAMES = ["asian_female", "asian_male", "black_female"]
+
+
+def data(seed=0, n_id=45):
+    """Identities with 2-4 images; every genuine pair and every impostor pair of images, scored."""
+    rng = np.random.default_rng(seed)
+    per = rng.integers(2, 5, n_id)
+    img_id = np.repeat(np.arange(n_id), per)
+    group = np.arange(n_id) % 3
+    quality = rng.normal(0, 0.3, n_id)
+    i, j = np.triu_indices(len(img_id), 1)
+    a, b = img_id[i], img_id[j]
+    s = np.where(a == b, rng.normal(2.0, 1.0, a.size) + quality[a], rng.normal(0, 1, a.size) + 0.4 * (group[a] == 2))
+    return np.round(s, 2), a, b, group
+
+
+def direct_statistics(s, a, b, group, m, targets, global_target):
+    """The statistics of the resample with multiplicities m, by materialising it: identity i is copied m_i times
+    (copy c of i is a new identity), its genuine comparisons once per copy, impostor (i, j) once per copy pair."""
+    gen, imp, imp_pairs, gen_groups = [], [], [], []
+    for x, y, v in zip(a, b, s):
+        if x == y:
+            gen += [v] * m[x]
+            gen_groups += [group[x]] * m[x]
+        else:
+            imp += [v] * (m[x] * m[y])
+            imp_pairs += [(group[x], group[y])] * (m[x] * m[y])
+    gen, imp, gen_groups = np.array(gen), np.array(imp), np.array(gen_groups)
+    labels = np.r_[np.ones(gen.size), np.zeros(imp.size)]
+    fpr, tpr, thr = roc_curve(labels, np.r_[gen, imp], drop_intermediate=False)
+    out = {("eer", "all", "", np.nan, ""): eer_from_roc(fpr, 1 - tpr, thr)[0]}
+
+    def threshold(x, target):  # the convention, by a loop: smallest impostor score with FMR <= target
+        ok = [t for t in np.unique(x) if (x >= t).sum() * 10**9 <= round(target * 10**9) * x.size]
+        return min(ok) if ok else np.nextafter(x.max(), np.inf)
+
+    for t in targets:
+        out[("fnmr_at_fmr", "all", "", t, "")] = (gen < threshold(imp, t)).mean()
+    t = threshold(imp, global_target)
+    pa = np.array([min(p) for p in imp_pairs])
+    pb = np.array([max(p) for p in imp_pairs])
+    fmr, fnmr = [], []
+    for g, name in enumerate(NAMES):
+        sel = (pa == g) & (pb == g)
+        fmr.append((imp[sel] >= t).mean())
+        fnmr.append((gen[gen_groups == g] < t).mean())
+        out[("group_fmr", name, "", global_target, "")] = fmr[-1]
+        out[("group_fnmr", name, "", global_target, "")] = fnmr[-1]
+    for g in range(3):
+        for h in range(g + 1, 3):
+            sel = (pa == g) & (pb == h)
+            out[("cross_fmr", NAMES[g], NAMES[h], global_target, "")] = (imp[sel] >= t).mean()
+    for _, row in fairness.summaries(fmr, fnmr).iterrows():
+        out[("summary", "", "", global_target, row["metric"])] = row["value"]
+    return out
+
+
+def test_multiplicities_are_stratified_draws():
+    group = np.array([0, 1, 0, 2, 1, 0, 0])
+    m = bootstrap.identity_multiplicities(group, 2000, seed=5)
+    assert m.shape == (2000, 7) and m.dtype == np.int32
+    for g in range(3):
+        assert (m[:, group == g].sum(axis=1) == (group == g).sum()).all()
+    assert m.mean(axis=0) == pytest.approx(np.ones(7), abs=0.08)
+    assert np.array_equal(m, bootstrap.identity_multiplicities(group, 2000, seed=5))
+    # replicate the documented draw order
+    rng = np.random.default_rng(5)
+    first = np.zeros(7, int)
+    for g in range(3):
+        mem = np.flatnonzero(group == g)
+        np.add.at(first, mem[rng.integers(0, mem.size, mem.size)], 1)
+    assert np.array_equal(m[0], first)
+
+
+def test_each_resample_equals_the_materialised_resample():
+    s, a, b, group = data()
+    targets, gt = (0.05, 0.01, 1e-7), 0.01            # 1e-7: no impostor may be accepted
+    st = bootstrap.VerificationStatistics(s, a, b, group, NAMES, targets, gt, fairness.summaries)
+    mult = bootstrap.identity_multiplicities(group, 6, seed=1)
+    keys, reps = st.replicates(mult)
+    for r in range(len(mult)):
+        direct = direct_statistics(s, a, b, group, mult[r], targets, gt)
+        got = dict(zip(keys, reps[r]))
+        assert len(got) == len(direct)
+        for key, value in direct.items():
+            k = next(x for x in got if x[:3] == key[:3] and x[4] == key[4] and
+                     (x[3] == key[3] or (np.isnan(x[3]) and np.isnan(key[3]))))
+            if np.isnan(value):
+                assert np.isnan(got[k]), key
+            else:
+                assert got[k] == pytest.approx(value, abs=1e-12), key
+
+
+def test_interval_is_the_percentile_of_a_direct_loop():
+    s, a, b, group = data(seed=2, n_id=30)
+    out = bootstrap.bootstrap_verification(s, a, b, group, NAMES, target_fmrs=(0.05,), global_target_fmr=0.02,
+                                           n_resamples=40, seed=3, summarize=fairness.summaries)
+    assert list(out.columns) == bootstrap.COLUMNS
+    mult = bootstrap.identity_multiplicities(group, 40, seed=3)
+    direct = [direct_statistics(s, a, b, group, m, (0.05,), 0.02) for m in mult]
+    eer = np.array([next(v for k, v in d.items() if k[0] == "eer") for d in direct])
+    row = out[out.quantity == "eer"].iloc[0]
+    assert row.ci_low == pytest.approx(np.quantile(eer, 0.025))
+    assert row.ci_high == pytest.approx(np.quantile(eer, 0.975))
+    assert row.n_defined == 40 and row.ci_low <= row.estimate <= row.ci_high
+    fnmr = np.array([d[("group_fnmr", "black_female", "", 0.02, "")] for d in direct])
+    row = out[(out.quantity == "group_fnmr") & (out.group_a == "black_female")].iloc[0]
+    assert row.ci_high == pytest.approx(np.quantile(fnmr, 0.975))
+    assert row.k >= 0 and row.n > 0 and row.estimate == pytest.approx(row.k / row.n)
+    ci = stats.binomtest(int(row.k), int(row.n)).proportion_ci(method="exact")
+    assert row.cp_low == pytest.approx(ci.low, abs=1e-12) and row.cp_high == pytest.approx(ci.high)
+    assert np.isnan(out[out.quantity == "eer"].cp_low.iloc[0])
+    # summaries: the intervals skip resamples where the summary is undefined, and say so
+    summ = out[out.quantity == "summary"].set_index("metric")
+    ser = np.array([d[("summary", "", "", 0.02, "fmr_max_min")] for d in direct])
+    assert summ.loc["fmr_max_min", "n_defined"] == (~np.isnan(ser)).sum()
+    if np.isnan(ser).any():
+        assert "undefined in" in summ.loc["fmr_max_min", "note"]
+
+
+def test_a_single_identity_per_group_resample_is_the_data():
+    # one identity per group: every resample draws the same identities, so the interval is the point
+    s, a, b, group = data(seed=4, n_id=3)
+    out = bootstrap.bootstrap_verification(s, a, b, group, NAMES, target_fmrs=(0.1,), global_target_fmr=0.1,
+                                           n_resamples=5, seed=0)
+    ok = out.dropna(subset=["estimate"])
+    assert np.allclose(ok.ci_low, ok.estimate) and np.allclose(ok.ci_high, ok.estimate)
+
+
+def test_bad_input():
+    with pytest.raises(InputError):
+        bootstrap.identity_multiplicities(np.array([0, 1]), 0)
+    with pytest.raises(InputError):
+        bootstrap.VerificationStatistics(np.zeros(2), np.array([0, 5]), np.array([1, 1]), np.array([0, 1]), NAMES)
+
+
+def test_wiring_from_a_scores_job_agrees_with_the_impostor_matrix_job():
+    """The documented wiring (docs/REPORT-verification.md): the scores job's pairs -> point estimates equal to
+    the impostor-matrix job's demographic rates and matrix (one threshold convention everywhere)."""
+    from tasks import rates
+    from tasks.verification import impostor_matrix, score_pairs
+
+    rng = np.random.default_rng(8)
+    n_id, per, d = 60, 3, 32
+    codes = np.repeat(np.arange(n_id), per)
+    X = np.abs(rng.normal(size=(n_id, d))[codes] + 0.9 * rng.normal(size=(len(codes), d))).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    id_group = np.arange(n_id) % 3
+    group_names = np.array(NAMES)
+    row_group = group_names[id_group[codes]].astype(object)
+    rows = np.arange(len(codes))
+    job = impostor_matrix(X, codes, row_group, rows, seed=0, target_fmr=0.01)
+    sc = score_pairs(X, codes, rows, seed=0, max_impostor_pairs=10**7, what="test")
+    c = codes[rows]
+    ci = bootstrap.bootstrap_verification(np.r_[sc.gen, sc.imp], c[np.r_[sc.gen_a, sc.imp_a]],
+                                          c[np.r_[sc.gen_b, sc.imp_b]], id_group, NAMES, target_fmrs=(0.01,),
+                                          global_target_fmr=0.01, n_resamples=20, seed=0,
+                                          summarize=fairness.summaries)
+    ops = rates.group_operating_points(sc.gen, row_group[sc.gen_a], sc.imp, row_group[sc.imp_a],
+                                       row_group[sc.imp_b], target_fmrs=(0.01,), global_target_fmr=0.01)
+    dem = job["demographic_rates"].set_index("group")
+    glob = ops["operating_points"].query("threshold_kind == 'global'").set_index("group")
+    for name in NAMES:
+        assert glob.loc[name, "threshold"] == pytest.approx(dem.loc[name, "threshold"])
+        assert glob.loc[name, "fmr"] == pytest.approx(dem.loc[name, "fmr"])
+        assert glob.loc[name, "fnmr"] == pytest.approx(dem.loc[name, "fnmr"])
+        row = ci[(ci.quantity == "group_fmr") & (ci.group_a == name)].iloc[0]
+        assert row.estimate == pytest.approx(dem.loc[name, "fmr"]) and row.n == dem.loc[name, "n_impostor"]
+        row = ci[(ci.quantity == "group_fnmr") & (ci.group_a == name)].iloc[0]
+        assert row.estimate == pytest.approx(dem.loc[name, "fnmr"]) and row.n == dem.loc[name, "n_genuine"]
+    m = job["impostor_matrix"].set_index(["group_a", "group_b"])
+    for _, row in ci[ci.quantity == "cross_fmr"].iterrows():
+        assert row.estimate == pytest.approx(m.loc[(row.group_a, row.group_b), "fmr"])
