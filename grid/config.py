@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from grid.executors import EXECUTORS
-from grid.splits import train_group_ethnicities
+from grid.splits import parse_train_group
 from storage.errors import InputError
 from storage.importers import FORMAT_NAMES
-from storage.vocab import ALL, ETHNICITIES
+from storage.vocab import ALL, normalise
 from tasks.tsne import SUBSETS
 
 DEFAULTS: dict[str, Any] = {
@@ -29,8 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "grid": {
         "models": ["mlp", "xgboost"],
         "seeds": 5,        # N (seeds 0..N-1) or an explicit list of seeds
-        "train_groups": [*ETHNICITIES, ALL],
-        "test_groups": list(ETHNICITIES),
+        "train_groups": [],  # [] = every ethnicity group in the data, then "all"
+        "test_groups": [],   # [] = every ethnicity group in the data
     },
     "protocol": {
         "train_per_gender": 500,
@@ -167,19 +167,22 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
     g["seeds"] = parse_seeds(g["seeds"], where("grid.seeds"))
     for key in ("models", "train_groups", "test_groups"):
         items = g[key]
-        if not items or not all(isinstance(s, str) and s for s in items):
-            raise InputError(f"{where(f'grid.{key}')} must be a non-empty list of names, got {items!r}")
+        if (key == "models" and not items) or not all(isinstance(s, str) and s.strip() for s in items):
+            raise InputError(f"{where(f'grid.{key}')} must be a {'non-empty ' if key == 'models' else ''}list of "
+                             f"names, got {items!r}")
+        if key != "models":   # group names as the data's labels are read: spaces and case ignored
+            g[key] = items = [ALL if i.strip().lower() == ALL else "+".join(normalise(p) for p in i.split("+"))
+                              for i in items]
         if len(set(items)) != len(items):
             raise InputError(f"{where(f'grid.{key}')} repeats a name: {items!r}")
     for group in g["train_groups"]:
         try:
-            train_group_ethnicities(group)
+            parse_train_group(group)
         except InputError as exc:
             raise InputError(f"{where('grid.train_groups')}: {exc}") from None
-    for group in g["test_groups"]:
-        if group not in ETHNICITIES:
-            raise InputError(f"{where('grid.test_groups')}: unknown test group {group!r}; allowed: "
-                             f"{', '.join(ETHNICITIES)}")
+    if ALL in g["test_groups"] or any("+" in t for t in g["test_groups"]):
+        raise InputError(f"{where('grid.test_groups')}: test groups are single ethnicity groups (no 'all', no "
+                         f"unions), got {g['test_groups']!r}")
     # "all" last, as in the study's table.
     g["train_groups"] = [t for t in g["train_groups"] if t != ALL] + ([ALL] if ALL in g["train_groups"] else [])
 

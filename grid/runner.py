@@ -21,7 +21,7 @@ from storage.errors import EnvironmentFailure, InputError
 from storage.lock import FolderLock
 from storage.results import ResultStore, job_state, jobs_from_columns, jobs_to_columns
 from storage.table import EmbeddingTable, read_table
-from storage.vocab import ETHNICITIES
+from storage.vocab import ALL
 
 VERSIONED = ("biasgrid", "numpy", "ray", "tensorflow", "keras", "xgboost", "scikit-learn", "pyarrow", "pandas")
 
@@ -66,6 +66,7 @@ def load_data(data_cfg: dict[str, Any]) -> EmbeddingTable:
 def shared_arrays(table: EmbeddingTable) -> dict[str, np.ndarray]:
     """The arrays every job reads: the matrix and the label columns (indices select rows per job)."""
     return {"X": table.embeddings, "gender": table.gender, "ethnicity": table.ethnicity,
+            "ethnicity_names": np.asarray(table.ethnicities, dtype=object),
             "identity_codes": table.identity_codes(), "identity": np.asarray(table.identity, dtype=object)}
 
 
@@ -81,11 +82,12 @@ def versions() -> dict[str, str]:
     return found
 
 
-def _needed_ethnicities(cfg: dict[str, Any]) -> list[str]:
+def _needed_ethnicities(cfg: dict[str, Any], table: EmbeddingTable) -> list[str]:
+    present = table.present_ethnicities()
     groups = set(cfg["grid"]["test_groups"])
     for t in cfg["grid"]["train_groups"]:
-        groups.update(train_group_ethnicities(t))
-    return [e for e in ETHNICITIES if e in groups]
+        groups.update(train_group_ethnicities(t, present))
+    return [e for e in present if e in groups]
 
 
 @dataclass
@@ -101,12 +103,16 @@ class Prepared:
     requested_grid: dict[str, Any]  # the grid as this run asked for it
 
 
-def load_checked_data(cfg: dict[str, Any]) -> tuple[EmbeddingTable, str]:
-    """The data, checked against the configured groups; and its fingerprint."""
+def load_checked_data(cfg: dict[str, Any]) -> tuple[dict[str, Any], EmbeddingTable, str]:
+    """The config with its groups resolved against the data (no train or test groups given = every ethnicity
+    group of the data, plus ``all`` for training), checked; the data; its fingerprint."""
     table = load_data(cfg["data"])
-    present = sorted({ETHNICITIES[c] for c in np.unique(table.ethnicity)}, key=ETHNICITIES.index)
-    check_groups(cfg["grid"]["train_groups"], cfg["grid"]["test_groups"], present)
-    return table, table.fingerprint()
+    present = table.present_ethnicities()
+    grid = dict(cfg["grid"])
+    grid["test_groups"] = grid["test_groups"] or list(present)
+    grid["train_groups"] = grid["train_groups"] or [*present, ALL]
+    check_groups(grid["train_groups"], grid["test_groups"], present)
+    return {**cfg, "grid": grid}, table, table.fingerprint()
 
 
 def prepare(cfg: dict[str, Any], table: EmbeddingTable, fingerprint: str,
@@ -123,7 +129,7 @@ def prepare(cfg: dict[str, Any], table: EmbeddingTable, fingerprint: str,
     check_job_bound(cfg)
     jobs = make_plan(cfg, fingerprint)
     protocol = Protocol(cfg["protocol"]["train_per_gender"], cfg["protocol"]["test_per_gender"])
-    ethnicities = _needed_ethnicities(cfg)
+    ethnicities = _needed_ethnicities(cfg, table)
     seeds = sorted({j.seed for j in jobs})
     splits = {seed: make_split(table, seed, protocol, ethnicities) for seed in seeds}
     if cfg["verification"]["enabled"]:
@@ -195,7 +201,7 @@ def run_grid(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool 
     start = time.perf_counter()
     out = cfg["run"]["out"]
     check_out(out)
-    table, fingerprint = load_checked_data(cfg)
+    cfg, table, fingerprint = load_checked_data(cfg)
     store = ResultStore(out)
     plan = prepare(cfg, table, fingerprint, store.run_info() if store.exists() else None)
     if cfg["run"]["executor"] == "ray":

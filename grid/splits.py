@@ -10,6 +10,7 @@ their per-ethnicity training sets for a given seed.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ import pandas as pd
 
 from storage.errors import InputError
 from storage.table import EmbeddingTable
-from storage.vocab import ETHNICITIES, GENDERS
+from storage.vocab import ALL, ETHNICITIES, GENDERS
 
 _SPLIT_STREAM = 0x5B11  # separates the split's random streams from other users of the same seed
 
@@ -57,23 +58,32 @@ def _check_protocol(protocol: Protocol) -> None:
             raise InputError(f"protocol: '{name}' must be an integer >= 1, got {value!r}")
 
 
-def _check_ethnicities(ethnicities: Sequence[str]) -> list[str]:
+def _check_ethnicities(ethnicities: Sequence[str], vocabulary: Sequence[str]) -> list[str]:
     if isinstance(ethnicities, str):
         ethnicities = [ethnicities]
     chosen = list(ethnicities)
     if not chosen:
-        raise InputError(f"split: no ethnicities requested; expected some of {', '.join(ETHNICITIES)}")
+        raise InputError(f"split: no ethnicities requested; expected some of {', '.join(vocabulary)}")
     for e in chosen:
-        if e not in ETHNICITIES:
-            raise InputError(f"split: unknown ethnicity {e!r}; expected one of {', '.join(ETHNICITIES)}")
+        if e not in vocabulary:
+            raise InputError(f"split: unknown ethnicity {e!r}; expected one of {', '.join(vocabulary)}")
     if len(set(chosen)) != len(chosen):
         raise InputError(f"split: ethnicities repeat: {chosen}")
     return chosen
 
 
+def _stream(ethnicity: str, code: int) -> int:
+    """The random stream of an ethnicity group: the study's code for the study's names (unchanged splits), else
+    a hash of the name, so that a group's split does not depend on which other groups the data holds."""
+    if ethnicity in ETHNICITIES:
+        return code
+    return int.from_bytes(hashlib.sha256(ethnicity.encode()).digest()[:4], "little") + len(ETHNICITIES)
+
+
 def make_split(table: EmbeddingTable, seed: int, protocol: Protocol = Protocol(),
-               ethnicities: Sequence[str] = ETHNICITIES) -> Split:
-    """Draw the identity-disjoint train/test split of ``seed`` for each of ``ethnicities``.
+               ethnicities: Sequence[str] | None = None) -> Split:
+    """Draw the identity-disjoint train/test split of ``seed`` for each of ``ethnicities`` (default: every
+    ethnicity group with rows in the table).
 
     Pure and deterministic: the same table content and seed give the same rows. Raises InputError when a
     group (ethnicity_gender) has fewer identities than ``train_per_gender + test_per_gender``, naming the
@@ -82,7 +92,8 @@ def make_split(table: EmbeddingTable, seed: int, protocol: Protocol = Protocol()
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"split: seed must be a non-negative integer, got {seed!r}")
     _check_protocol(protocol)
-    chosen = _check_ethnicities(ethnicities)
+    vocabulary = list(table.ethnicities)
+    chosen = _check_ethnicities(table.present_ethnicities() if ethnicities is None else ethnicities, vocabulary)
     need = protocol.train_per_gender + protocol.test_per_gender
 
     # Rows ordered by (identity, image name): a row-order-independent view of every identity's images.
@@ -100,7 +111,7 @@ def make_split(table: EmbeddingTable, seed: int, protocol: Protocol = Protocol()
     short = []
     group_ids: dict[tuple[int, int], np.ndarray] = {}
     for e in chosen:
-        ec = ETHNICITIES.index(e)
+        ec = vocabulary.index(e)
         for gc, g in enumerate(GENDERS):
             ids = np.flatnonzero((id_eth == ec) & (id_gen == gc))  # sorted by identity string
             group_ids[ec, gc] = ids
@@ -115,11 +126,11 @@ def make_split(table: EmbeddingTable, seed: int, protocol: Protocol = Protocol()
     test: dict[str, np.ndarray] = {}
     verification: dict[str, np.ndarray] = {}
     for e in chosen:
-        ec = ETHNICITIES.index(e)
+        ec = vocabulary.index(e)
         parts: dict[str, list[np.ndarray]] = {"train": [], "test": [], "verification": []}
         for gc in range(len(GENDERS)):
             ids = group_ids[ec, gc]
-            rng = np.random.default_rng([int(seed), _SPLIT_STREAM, ec, gc])
+            rng = np.random.default_rng([int(seed), _SPLIT_STREAM, _stream(e, ec), gc])
             perm = rng.permutation(len(ids))
             train_ids = ids[perm[:protocol.train_per_gender]]
             test_ids = ids[perm[protocol.train_per_gender:need]]
@@ -133,59 +144,54 @@ def make_split(table: EmbeddingTable, seed: int, protocol: Protocol = Protocol()
     return Split(train=train, test=test, verification=verification)
 
 
-def train_group_ethnicities(train_group: str, available: Iterable[str] | None = None) -> tuple[str, ...]:
-    """The ethnicities a train group stands for, in canonical order: ``"asian"`` -> ``("asian",)``,
-    ``"all"`` -> all of ``available`` (default: every ethnicity), ``"black+asian"`` -> ``("asian", "black")``.
-
-    Raises InputError for anything else, or when the group needs an ethnicity not in ``available``.
-    """
-    avail = list(ETHNICITIES if available is None else available)
+def parse_train_group(train_group: str) -> tuple[str, ...]:
+    """The parts of a train group as written: ``"asian"`` -> ``("asian",)``, ``"black+asian"`` ->
+    ``("black", "asian")``, ``"all"`` -> ``("all",)``. InputError for an empty part or a repeated one."""
     if not isinstance(train_group, str) or not train_group.strip():
-        raise InputError(f"train group {train_group!r}: expected an ethnicity ({', '.join(ETHNICITIES)}), "
-                         f"'all' or a union such as 'asian+black'")
-    name = train_group.strip()
-    if name == "all":
-        return tuple(e for e in ETHNICITIES if e in avail)
-    parts = [p.strip() for p in name.split("+")]
-    for p in parts:
-        if p not in ETHNICITIES:
-            raise InputError(f"train group {train_group!r}: {p!r} is not an ethnicity; expected an ethnicity "
-                             f"({', '.join(ETHNICITIES)}), 'all' or a union such as 'asian+black'")
+        raise InputError(f"train group {train_group!r}: expected an ethnicity group, 'all' or a union such as "
+                         f"'asian+black'")
+    if train_group.strip() == ALL:
+        return (ALL,)
+    parts = tuple(p.strip() for p in train_group.split("+"))
+    if any(not p or p == ALL for p in parts):
+        raise InputError(f"train group {train_group!r}: expected group names joined by '+', e.g. 'asian+black'")
     if len(set(parts)) != len(parts):
         raise InputError(f"train group {train_group!r} names an ethnicity twice")
+    return parts
+
+
+def train_group_ethnicities(train_group: str, available: Iterable[str]) -> tuple[str, ...]:
+    """The ethnicity groups a train group stands for, in the order of ``available`` (the data's groups):
+    ``"asian"`` -> ``("asian",)``, ``"all"`` -> every available group, ``"black+asian"`` -> ``("asian",
+    "black")``. InputError when the group needs an ethnicity not in ``available``."""
+    avail = list(available)
+    parts = parse_train_group(train_group)
+    if parts == (ALL,):
+        return tuple(avail)
     for p in parts:
         if p not in avail:
-            raise InputError(f"train group {train_group!r} needs {p!r}, which is not available "
-                             f"(available: {', '.join(avail) or 'none'})")
-    return tuple(e for e in ETHNICITIES if e in parts)
+            raise InputError(f"train group {train_group!r} needs {p!r}, which is not in the data "
+                             f"(its groups: {', '.join(avail) or 'none'})")
+    return tuple(e for e in avail if e in parts)
 
 
-def check_groups(train_groups: Sequence[str], test_groups: Sequence[str],
-                 available_ethnicities: Iterable[str]) -> None:
+def check_groups(train_groups: Sequence[str], test_groups: Sequence[str], available: Sequence[str]) -> None:
     """Raise InputError naming the first train or test group that is malformed, repeated, or needs an
-    ethnicity missing from the data. ``"all"`` needs all three ethnicities (for a subset, name the union,
-    e.g. ``"asian+caucasian"``); test groups are single ethnicities."""
-    avail = [e for e in ETHNICITIES if e in set(available_ethnicities)]
+    ethnicity group missing from the data (``available``, in the data's order). ``"all"`` is every group of the
+    data; test groups are single groups."""
+    avail = list(available)
     if not list(train_groups):
-        raise InputError("train groups: none given; expected ethnicities, 'all' or unions such as 'asian+black'")
+        raise InputError("train groups: none given; expected ethnicity groups, 'all' or unions such as 'asian+black'")
     if not list(test_groups):
-        raise InputError(f"test groups: none given; expected some of {', '.join(ETHNICITIES)}")
+        raise InputError(f"test groups: none given; expected some of {', '.join(avail)}")
     seen: dict[tuple[str, ...], str] = {}
     for group in train_groups:
-        if group == "all":
-            missing = [e for e in ETHNICITIES if e not in avail]
-            if missing:
-                raise InputError(f"train group 'all' needs every ethnicity but the data has no "
-                                 f"{', '.join(missing)} rows; name the union of what is there instead, e.g. "
-                                 f"{'+'.join(avail) or 'asian'!r}")
         key = train_group_ethnicities(group, avail)
         if key in seen:
             raise InputError(f"train group {group!r} repeats {seen[key]!r}")
         seen[key] = group
     for group in dict.fromkeys(test_groups):
-        if group not in ETHNICITIES:
-            raise InputError(f"test group {group!r}: expected one of {', '.join(ETHNICITIES)}")
         if group not in avail:
-            raise InputError(f"test group {group!r} is not in the data (available: {', '.join(avail) or 'none'})")
+            raise InputError(f"test group {group!r} is not in the data (its groups: {', '.join(avail) or 'none'})")
     if len(set(test_groups)) != len(list(test_groups)):
         raise InputError(f"test groups repeat: {list(test_groups)}")

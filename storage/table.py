@@ -4,13 +4,13 @@ Parquet schema (one row per image)::
 
     identity   string                          who the face belongs to
     image      string                          image name, unique within its identity
-    ethnicity  string                          asian | caucasian | black
+    ethnicity  string                          any group names: asian | caucasian | black (the study's), or others
     gender     string                          male | female
     embedding  fixed_size_list<float32>[d]     any dimension d (2048 for DiveFace)
 
 In memory the table is an :class:`EmbeddingTable`: a C-contiguous ``(n, d)`` float32 matrix plus label
-columns, ethnicity and gender as int8 codes into :data:`storage.vocab.ETHNICITIES` and
-:data:`storage.vocab.GENDERS` (the vocabulary lives in :mod:`storage.vocab`; import it from there).
+columns, ethnicity as int8 codes into the table's own ordered ``ethnicities`` and gender into
+:data:`storage.vocab.GENDERS` (the vocabulary and its rules live in :mod:`storage.vocab`).
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ class EmbeddingTable:
     """Face embeddings with identity, image and demographic labels (row i of each array = image i).
 
     ``embeddings`` is ``(n, d)`` float32 C-contiguous; ``identity`` and ``image`` are string arrays;
-    ``ethnicity`` and ``gender`` are int8 codes into :data:`storage.vocab.ETHNICITIES` and
-    :data:`storage.vocab.GENDERS` (gender 0 = male, 1 = female). Check a table built by hand with
-    :func:`validate_table`.
+    ``ethnicity`` holds int8 codes into ``ethnicities`` (the table's groups; the study's three by default) and
+    ``gender`` int8 codes into :data:`storage.vocab.GENDERS` (0 = male, 1 = female). Check a table built by hand
+    with :func:`validate_table`.
     """
 
     embeddings: np.ndarray
@@ -53,6 +53,11 @@ class EmbeddingTable:
     image: np.ndarray
     ethnicity: np.ndarray
     gender: np.ndarray
+    ethnicities: tuple[str, ...] = vocab.ETHNICITIES
+
+    def present_ethnicities(self) -> list[str]:
+        """The ethnicity groups that have rows, in the vocabulary's order."""
+        return [self.ethnicities[c] for c in np.unique(self.ethnicity)]
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
@@ -94,6 +99,8 @@ class EmbeddingTable:
                     h.update(memoryview(data)[:int(ends[-1])])
             h.update(np.asarray(self.ethnicity, dtype=np.int8).tobytes())
             h.update(np.asarray(self.gender, dtype=np.int8).tobytes())
+            if tuple(self.ethnicities) != vocab.ETHNICITIES:   # codes name other groups: hash the names too
+                h.update("\x00".join(self.ethnicities).encode())
             cached = h.hexdigest()
             object.__setattr__(self, "_fingerprint", cached)
         return cached
@@ -101,7 +108,7 @@ class EmbeddingTable:
 
 def demographic_groups(table: EmbeddingTable) -> np.ndarray:
     """(n,) object array of ``f"{ethnicity}_{gender}"`` per row, e.g. ``"asian_female"``."""
-    return vocab.demographic_names(table.ethnicity, table.gender)
+    return vocab.demographic_names(table.ethnicity, table.gender, table.ethnicities)
 
 
 def _row_name(table: EmbeddingTable, row: int) -> str:
@@ -176,7 +183,12 @@ def validate_table(table: EmbeddingTable, source: str) -> None:
         raise InputError(f"{source}: embeddings have dimension 0; expected at least one value per row")
     _check_strings(table.identity, "identity", n, source)
     _check_strings(table.image, "image", n, source)
-    _check_codes(table.ethnicity, "ethnicity", vocab.ETHNICITIES, n, source)
+    if not table.ethnicities or len(set(table.ethnicities)) != len(table.ethnicities):
+        raise InputError(f"{source}: the ethnicity groups {table.ethnicities!r} must be distinct names")
+    for name in table.ethnicities:
+        if vocab.check_group_name(name, f"{source}: ethnicity") != name:
+            raise InputError(f"{source}: ethnicity group {name!r} must be given normalised ({vocab.normalise(name)!r})")
+    _check_codes(table.ethnicity, "ethnicity", tuple(table.ethnicities), n, source)
     _check_codes(table.gender, "gender", vocab.GENDERS, n, source)
     check_finite(emb, source, lambda row: _row_name(table, row))
 
@@ -211,7 +223,7 @@ def validate_table(table: EmbeddingTable, source: str) -> None:
 
 
 def _labels_arrow(table: EmbeddingTable) -> dict[str, pa.Array]:
-    eth = vocab.ethnicity_names(table.ethnicity)
+    eth = vocab.ethnicity_names(table.ethnicity, table.ethnicities)
     gen = vocab.gender_names(table.gender)
     return {"identity": pa.array(np.asarray(table.identity, dtype=object), type=pa.string()),
             "image": pa.array(np.asarray(table.image, dtype=object), type=pa.string()),
@@ -269,6 +281,28 @@ def parse_labels(values: pa.ChunkedArray | pa.Array, names: tuple[str, ...], fie
         raise InputError(f"{source}: column '{field}' of row {bad} is {values[bad].as_py()!r}; expected one of "
                          f"{', '.join(names)} ({codes.null_count} rows are outside these values)")
     return codes.to_numpy(zero_copy_only=False).astype(np.int8)
+
+
+def parse_groups(values: pa.ChunkedArray | pa.Array, field: str, source: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Ethnicity group labels (any names, normalised as :func:`storage.vocab.normalise` does) -> int8 codes and
+    the vocabulary they index (:func:`storage.vocab.ethnicity_vocabulary`); InputError naming the first bad row."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        raise InputError(f"{source}: column '{field}' has type {values.type}; expected group names (strings)")
+    if values.null_count:
+        bad = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+        raise InputError(f"{source}: column '{field}' is missing at row {bad}; expected a group name in every row")
+    normal = pc.utf8_lower(pc.utf8_trim_whitespace(values))
+    found = pc.unique(normal).to_pylist()
+    for name in found:
+        vocab.check_group_name(name, f"{source}: column '{field}'")
+    names = vocab.ethnicity_vocabulary(found)
+    if len(names) > 127:
+        raise InputError(f"{source}: column '{field}' has {len(names)} different groups; expected at most 127")
+    return parse_labels(normal, names, field, source), names
 
 
 def _strings(values: pa.ChunkedArray, field: str, source: str) -> np.ndarray:
@@ -342,7 +376,7 @@ def read_parquet_table(path: str | Path, columns: Mapping[str, str] | None = Non
     labels = pf.read(columns=list(dict.fromkeys(names[c] for c in LABEL_COLUMNS)))
     identity = _strings(labels.column(names["identity"]), names["identity"], source)
     image = _strings(labels.column(names["image"]), names["image"], source)
-    ethnicity = parse_labels(labels.column(names["ethnicity"]), vocab.ETHNICITIES, names["ethnicity"], source)
+    ethnicity, groups = parse_groups(labels.column(names["ethnicity"]), names["ethnicity"], source)
     gender = parse_labels(labels.column(names["gender"]), vocab.GENDERS, names["gender"], source)
     del labels
 
@@ -378,6 +412,6 @@ def read_parquet_table(path: str | Path, columns: Mapping[str, str] | None = Non
         del batch, col, values
     if matrix is None or pos != n:
         raise InputError(f"{source}: read {pos} embeddings but the metadata promises {n} rows; the file is damaged")
-    table = EmbeddingTable(matrix, identity, image, ethnicity, gender)
+    table = EmbeddingTable(matrix, identity, image, ethnicity, gender, groups)
     validate_table(table, source)
     return table

@@ -1,14 +1,19 @@
 """The demographic vocabulary, defined once: ethnicities, genders, demographic groups and their names.
 
-Labels are stored as int8 codes into :data:`ETHNICITIES` and :data:`GENDERS`. A demographic group is an
-ethnicity x gender pair named ``"<ethnicity>_<gender>"`` (``"asian_female"``). Names read from files are
-normalised by :func:`normalise` (surrounding spaces and case ignored). Group folders and files may use the
-study's names (``HA4K_120`` ...), DiveFace's annotation lists (``Group1_Male`` ...) or the plain names.
+Gender is the binary target (``male`` = 0, ``female`` = 1). Ethnicity groups come from the data: any names (RFW's
+four, FairFace's seven, the study's three :data:`ETHNICITIES`), normalised by :func:`normalise` (surrounding
+spaces and case ignored) and checked by :func:`check_group_name`; a table's labels are int8 codes into its own
+ordered vocabulary (:func:`ethnicity_vocabulary`: the study's names first, in the study's order, then the others
+sorted). A demographic group is an ethnicity x gender pair named ``"<ethnicity>_<gender>"`` (``"asian_female"``).
+Group folders and files may use the study's names (``HA4K_120`` ...), DiveFace's annotation lists
+(``Group1_Male`` ...) or the plain names.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from storage.errors import InputError
 
 ETHNICITIES: tuple[str, ...] = ("asian", "caucasian", "black")
 GENDERS: tuple[str, ...] = ("male", "female")
@@ -29,6 +34,25 @@ DIVEFACE_GROUPS: dict[str, tuple[str, str]] = {
 def normalise(name: str) -> str:
     """A label as read from a file, compared without surrounding spaces and case."""
     return str(name).strip().lower()
+
+
+def check_group_name(name: str, where: str) -> str:
+    """``name`` normalised; InputError naming ``where`` when it cannot be an ethnicity group: empty, ``all``
+    (the union of every group), or containing ``+`` (which joins groups into a train-group union)."""
+    normal = normalise(name)
+    if not normal or normal == ALL or "+" in normal:
+        raise InputError(f"{where}: {name!r} cannot name an ethnicity group; expected a non-empty name that is not "
+                         f"'{ALL}' and has no '+' (e.g. asian, african, indian, middle eastern)")
+    return normal
+
+
+def ethnicity_vocabulary(names: set[str] | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The code order of a table's ethnicity groups: all of the study's :data:`ETHNICITIES` when every name is
+    one of them (so the study's codes never change), else the study's names present, then the others sorted."""
+    found = set(names)
+    if found <= set(ETHNICITIES):
+        return ETHNICITIES
+    return tuple([e for e in ETHNICITIES if e in found] + sorted(found - set(ETHNICITIES)))
 
 
 def demographic_name(ethnicity: str, gender: str) -> str:
@@ -61,9 +85,9 @@ def accepted_group_names() -> str:
             "(caucasian); or " + ", ".join(DEMOGRAPHIC_GROUPS))
 
 
-def ethnicity_names(codes: np.ndarray) -> np.ndarray:
-    """int8 ethnicity codes -> object array of names."""
-    return np.asarray(ETHNICITIES, dtype=object)[np.asarray(codes, dtype=np.intp)]
+def ethnicity_names(codes: np.ndarray, vocabulary: tuple[str, ...] = ETHNICITIES) -> np.ndarray:
+    """int8 ethnicity codes -> object array of names (``vocabulary``: the table's ethnicity groups)."""
+    return np.asarray(vocabulary, dtype=object)[np.asarray(codes, dtype=np.intp)]
 
 
 def gender_names(codes: np.ndarray) -> np.ndarray:
@@ -71,10 +95,11 @@ def gender_names(codes: np.ndarray) -> np.ndarray:
     return np.asarray(GENDERS, dtype=object)[np.asarray(codes, dtype=np.intp)]
 
 
-def demographic_names(ethnicity: np.ndarray, gender: np.ndarray) -> np.ndarray:
-    """Per row ``"<ethnicity>_<gender>"`` from int8 codes (object array)."""
-    index = np.asarray(ethnicity, dtype=np.intp) * len(GENDERS) + np.asarray(gender, dtype=np.intp)
-    return np.asarray(DEMOGRAPHIC_GROUPS, dtype=object)[index]
+def demographic_names(ethnicity: np.ndarray, gender: np.ndarray,
+                      vocabulary: tuple[str, ...] = ETHNICITIES) -> np.ndarray:
+    """Per row ``"<ethnicity>_<gender>"`` from int8 codes (object array); ``vocabulary``: the table's groups."""
+    names = np.asarray([demographic_name(e, g) for e in vocabulary for g in GENDERS], dtype=object)
+    return names[np.asarray(ethnicity, dtype=np.intp) * len(GENDERS) + np.asarray(gender, dtype=np.intp)]
 
 
 def demographic_order(found: set[str] | list[str], ethnicities: list[str] | None = None) -> list[str]:

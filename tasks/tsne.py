@@ -54,7 +54,8 @@ def tsne_job(X: np.ndarray, rows: np.ndarray, ethnicity: np.ndarray, gender: np.
             raise InputError(f"{what} must have one entry per embedding row ({len(X)}), got shape "
                              f"{np.shape(values)}")
     rows = check_rows(rows, len(X), f"t-SNE subset {subset!r}")
-    eth = _names(np.asarray(ethnicity)[rows], ETHNICITIES, "ethnicity")
+    eth = np.asarray(ethnicity)[rows]
+    eth = _names(eth, ETHNICITIES, "ethnicity") if np.issubdtype(eth.dtype, np.integer) else eth.astype(object)
     gen = _names(np.asarray(gender)[rows], GENDERS, "gender")
     if subset != "all":
         keep = gen == subset
@@ -96,7 +97,8 @@ def _plan(cfg: Mapping[str, Any]) -> Iterator[PlannedJob]:
 def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:
     """Worker entry of a t-SNE job: the 2-D map of the ``all`` training images (of the subset's gender)."""
     p, seed = payload["params"], payload["seed"]
-    df = tsne_job(data["X"], payload["rows"], ethnicity_names(data["ethnicity"]), gender_names(data["gender"]),
+    df = tsne_job(data["X"], payload["rows"], ethnicity_names(data["ethnicity"], tuple(data["ethnicity_names"])),
+                  gender_names(data["gender"]),
                   data["identity"], subset=p["subset"], seed=seed, perplexity=p["perplexity"],
                   pca_dims=p["pca_dims"], threads=p["threads"])
     return {"tsne": df.assign(seed=seed)}

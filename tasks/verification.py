@@ -334,7 +334,8 @@ def run_impostor(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> 
     p, seed, rows = payload["params"], payload["seed"], payload["rows"]
     X = data["X"]
     demographic = np.empty(len(X), dtype=object)
-    demographic[rows] = demographic_names(data["ethnicity"][rows], data["gender"][rows])
+    demographic[rows] = demographic_names(data["ethnicity"][rows], data["gender"][rows],
+                                          tuple(data["ethnicity_names"]))
     out = impostor_matrix(X, data["identity_codes"], demographic, rows, seed=seed, target_fmr=p["target_fmr"],
                           max_impostor_pairs=p["max_impostor_pairs"])
     return {name: df.assign(seed=seed) for name, df in out.items()}

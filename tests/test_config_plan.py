@@ -11,6 +11,11 @@ from storage.errors import InputError
 from grid.plan import make_plan
 
 
+# The study's groups, as the runner resolves the default (every group of the data) on the built-in data.
+STUDY = {"grid.train_groups": ["asian", "caucasian", "black", "all"],
+         "grid.test_groups": ["asian", "caucasian", "black"]}
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "grid.toml"
     path.write_text(text)
@@ -19,8 +24,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_are_the_study_grid() -> None:
     cfg = resolve_config()
-    assert cfg["grid"]["train_groups"] == ["asian", "caucasian", "black", "all"]
-    assert cfg["grid"]["test_groups"] == ["asian", "caucasian", "black"]
+    assert cfg["grid"]["train_groups"] == [] and cfg["grid"]["test_groups"] == []   # = the data's groups
     assert cfg["grid"]["seeds"] == [0, 1, 2, 3, 4]
     assert cfg["grid"]["models"] == ["mlp", "xgboost"]
     assert cfg["model"]["mlp"]["epochs"] == 200 and cfg["model"]["mlp"]["batch_size"] == 5
@@ -51,8 +55,8 @@ out = "from-file"
 @pytest.mark.parametrize("text, words", [
     ("[grid]\nmodel = ['mlp']\n", ["grid.model", "models"]),
     ("[grid]\nseeds = 0\n", ["seeds", "at least 1"]),
-    ("[grid]\ntrain_groups = ['martian']\n", ["martian", "asian"]),
-    ("[grid]\ntest_groups = ['all']\n", ["'all'", "allowed"]),
+    ("[grid]\ntrain_groups = ['asian+']\n", ["asian+", "joined by '+'"]),
+    ("[grid]\ntest_groups = ['all']\n", ["'all'", "single ethnicity groups"]),
     ("[run]\nexecutor = 'slurm'\n", ["run.executor", "ray, local"]),
     ("[run]\nworkers = 'two'\n", ["run.workers", "integer"]),
     ("[protocol]\ntrain_per_gender = 0\n", ["protocol.train_per_gender"]),
@@ -103,7 +107,7 @@ def test_seed_forms() -> None:
 
 
 def test_plan_counts_and_stable_ids() -> None:
-    cfg = resolve_config()
+    cfg = resolve_config(None, STUDY)
     jobs = make_plan(cfg, "fp")
     kinds = [j.kind for j in jobs]
     assert kinds.count("cell") == 2 * 4 * 5
@@ -111,15 +115,15 @@ def test_plan_counts_and_stable_ids() -> None:
     assert kinds.count("impostor") == 5
     assert kinds.count("tsne") == 3
     assert len({j.job_id for j in jobs}) == len(jobs)
-    assert [j.job_id for j in make_plan(resolve_config(), "fp")] == [j.job_id for j in jobs]
+    assert [j.job_id for j in make_plan(resolve_config(None, STUDY), "fp")] == [j.job_id for j in jobs]
 
 
 def test_adding_seeds_keeps_ids_and_model_config_changes_them(tmp_path: Path) -> None:
-    base = {j.job_id for j in make_plan(resolve_config(None, {"grid.seeds": "2"}), "fp")}
-    more = {j.job_id for j in make_plan(resolve_config(None, {"grid.seeds": "3"}), "fp")}
+    base = {j.job_id for j in make_plan(resolve_config(None, {**STUDY, "grid.seeds": "2"}), "fp")}
+    more = {j.job_id for j in make_plan(resolve_config(None, {**STUDY, "grid.seeds": "3"}), "fp")}
     assert base < more
-    changed = make_plan(resolve_config(write(tmp_path, "[grid]\nseeds = 2\n[model.mlp]\nepochs = 20\n")), "fp")
+    changed = make_plan(resolve_config(write(tmp_path, "[grid]\nseeds = 2\n[model.mlp]\nepochs = 20\n"), STUDY), "fp")
     changed_cells = {j.job_id for j in changed if j.kind == "cell" and j.params["model"] == "mlp"}
     assert changed_cells.isdisjoint(base)
-    other_data = {j.job_id for j in make_plan(resolve_config(None, {"grid.seeds": "2"}), "other")}
+    other_data = {j.job_id for j in make_plan(resolve_config(None, {**STUDY, "grid.seeds": "2"}), "other")}
     assert other_data.isdisjoint(base)

@@ -166,7 +166,7 @@ def test_sigkill_midway_then_rerun_stores_every_row_exactly_once(tmp_path: Path)
     proc.wait()
     done_before = len(list(ledger.glob("*.json")))
     run = json.loads((out / "run.json").read_text())
-    assert 0 < done_before < len(run["jobs"])
+    assert 0 < done_before < len(run["jobs"]["job_id"])
     # only whole files are visible: every stored Parquet file reads
     for file in out.rglob("*.parquet"):
         pd.read_parquet(file)

@@ -59,6 +59,8 @@ SYNTH = {"identities_per_group": 20, "dim": 16}
 def test_a_registered_kind_runs_through_the_grid(tmp_path, toy_kind) -> None:
     out = tmp_path / "r"
     cfg = resolve_config(None, {"data.synth": SYNTH, "grid.models": ["logreg"], "grid.seeds": "2",
+                                "grid.train_groups": ["asian", "caucasian", "black", "all"],
+                                "grid.test_groups": ["asian", "caucasian", "black"],
                                 "protocol.train_per_gender": 6, "protocol.test_per_gender": 4,
                                 "verification.enabled": False, "tsne.enabled": False, "run.executor": "local",
                                 "run.workers": 2, "run.out": str(out), "run.report": False})

@@ -15,7 +15,7 @@ import numpy as np
 
 from storage.errors import InputError
 from storage.table import EmbeddingTable
-from storage.vocab import DEMOGRAPHIC_GROUPS, ETHNICITIES, demographic_names
+from storage.vocab import ETHNICITIES, GENDERS, demographic_name, demographic_names
 
 _PER_ETHNICITY_FORMS = ("a number for every ethnicity, three values for asian,caucasian,black (e.g. 1,0.8,1.2) "
                         "or some of them by name (e.g. asian=1.2); a value starting with '-' needs '=': "
@@ -109,8 +109,9 @@ def _per_ethnicity(text: str, name: str) -> Any:
 
 def _summary(table: EmbeddingTable, out: Path, what: str) -> str:
     codes = table.identity_codes()
-    names = demographic_names(table.ethnicity, table.gender)
-    per_group = [f"{g} {len(np.unique(codes[names == g]))}" for g in DEMOGRAPHIC_GROUPS if (names == g).any()]
+    names = demographic_names(table.ethnicity, table.gender, table.ethnicities)
+    order = [demographic_name(e, g) for e in table.ethnicities for g in GENDERS]
+    per_group = [f"{g} {len(np.unique(codes[names == g]))}" for g in order if (names == g).any()]
     return (f"wrote {out}: {what}, {len(table)} rows, dim {table.dim}, {len(np.unique(codes))} identities "
             f"({', '.join(per_group)})")
 

@@ -24,20 +24,26 @@ from storage.vocab import ALL
 
 # Okabe-Ito colour-blind-safe palette: one colour per ethnicity, the same in every figure.
 ETHNICITY_COLORS: dict[str, str] = {"asian": "#E69F00", "caucasian": "#0072B2", "black": "#009E73"}
-_EXTRA_COLORS = ("#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#999999")
+# Other groups (RFW, FairFace, ...): the rest of Okabe-Ito, then tab10's, each group its own, kept for the process.
+_EXTRA_COLORS = ("#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#999999", "#9467BD", "#8C564B", "#17BECF",
+                 "#BCBD22", "#7F7F7F", "#1F77B4", "#D62728")
+_ASSIGNED: dict[str, str] = {}
 GENDER_STYLE: dict[str, dict] = {"male": {"linestyle": "-", "marker": "o"},
                                  "female": {"linestyle": "--", "marker": "^"}}
 DPI = 110
 
 
 def group_color(group: str) -> str:
-    """The colour of an ethnicity (or of a demographic group "asian_female": its ethnicity's colour)."""
-    ethnicity = group.split("_")[0]
+    """The colour of an ethnicity group (or of a demographic group "asian_female": its ethnicity's colour): the
+    study's groups have fixed colours; any other group gets the next unused colour, the same in every figure."""
+    ethnicity = group.rsplit("_", 1)[0] if group.endswith(("_male", "_female")) else group
     if ethnicity in ETHNICITY_COLORS:
         return ETHNICITY_COLORS[ethnicity]
     if ethnicity == ALL:
         return "#444444"
-    return _EXTRA_COLORS[sum(map(ord, ethnicity)) % len(_EXTRA_COLORS)]
+    if ethnicity not in _ASSIGNED:
+        _ASSIGNED[ethnicity] = _EXTRA_COLORS[len(_ASSIGNED) % len(_EXTRA_COLORS)]
+    return _ASSIGNED[ethnicity]
 
 
 def demographic_color(group: str) -> str:

@@ -136,8 +136,8 @@ def import_embeddings(src: str | Path, fmt: str | None = None, *, columns: Mappi
               "attributes": None if attributes is None else Path(attributes), "prefix_group": prefix_group}
     out = spec.read(src, **{option: values[option] for option in spec.options})
     if prefix_group:
-        groups = demographic_names(out.ethnicity, out.gender)
+        groups = demographic_names(out.ethnicity, out.gender, out.ethnicities)
         prefixed = np.array([f"{g}/{i}" for g, i in zip(groups, out.identity)], dtype=object)
-        out = EmbeddingTable(out.embeddings, prefixed, out.image, out.ethnicity, out.gender)
+        out = EmbeddingTable(out.embeddings, prefixed, out.image, out.ethnicity, out.gender, out.ethnicities)
     validate_table(out, str(src))
     return out

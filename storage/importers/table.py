@@ -19,9 +19,9 @@ import pyarrow.csv as pacsv
 from storage.errors import InputError
 from storage.importers.common import (CSV_EMBEDDING_PREFIX, check_mapping, csv_error, csv_header,
                                       float_columns_to_matrix, looks_like_csv_table, pick_column, strings_column)
-from storage.table import (EMBEDDING_COLUMN, LABEL_COLUMNS, EmbeddingTable, check_finite, parse_labels,
+from storage.table import (EMBEDDING_COLUMN, LABEL_COLUMNS, EmbeddingTable, check_finite, parse_groups, parse_labels,
                            read_parquet_table)
-from storage.vocab import ETHNICITIES, GENDERS
+from storage.vocab import GENDERS
 
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -90,8 +90,8 @@ def read(src: Path, columns: dict[str, str]) -> EmbeddingTable:
             raise InputError(f"{src}: column {header[i]!r} is empty at data row {bad} (line {bad + 2}); expected a "
                              f"value in every row")
         labels[key] = col
-    ethnicity = parse_labels(labels["ethnicity"], ETHNICITIES, header[label_idx["ethnicity"]], str(src))
+    ethnicity, groups = parse_groups(labels["ethnicity"], header[label_idx["ethnicity"]], str(src))
     gender = parse_labels(labels["gender"], GENDERS, header[label_idx["gender"]], str(src))
     identity = strings_column(labels["identity"].to_numpy(), header[label_idx["identity"]], src)
     image = strings_column(labels["image"].to_numpy(), header[label_idx["image"]], src)
-    return EmbeddingTable(matrix, identity, image, ethnicity, gender)
+    return EmbeddingTable(matrix, identity, image, ethnicity, gender, groups)
