@@ -132,7 +132,8 @@ def test_killing_the_worker_node_midway_still_completes_the_grid(tmp_path, clust
     assert not acc.duplicated(["model", "train_group", "test_group", "seed"]).any()
     assert len(tables["verification"]) == 6 * 3 and len(tables["failures"]) == 0
     ledger_records = [json.loads(p.read_text()) for p in ledger.glob("*.json")]
-    assert len(ledger_records) == len(run["jobs"]["job_id"]) and all(r["status"] == "done" for r in ledger_records)
+    assert len(ledger_records) == len(run["jobs"]["job_id"])
+    assert all(r["status"] == "done" for r in ledger_records)
 
 
 def test_an_unrelated_ray_survives_the_suites_ray_runs(tmp_path) -> None:
