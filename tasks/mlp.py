@@ -172,9 +172,18 @@ def from_padded(W1: np.ndarray, small: np.ndarray, like: Sequence[np.ndarray]) -
 def train_fast(model, X: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, learning_rate: float,
                seed: int) -> None:
     """Train ``model`` (from :func:`build_keras_model`) in place with fit's semantics in compiled loops."""
+    weights = model.get_weights()  # [W1, b1, W2, b2, ..., W_out, b_out]
+    W1, small = train_padded(weights, X, y, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                             seed=seed)
+    model.set_weights(from_padded(W1, small, weights))
+
+
+def train_padded(weights: Sequence[np.ndarray], X: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
+                 learning_rate: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`train_fast` from Keras ``weights``; returns the trained parameters as the loop holds them
+    (:func:`to_padded`'s layout)."""
     import tensorflow as tf  # its thread pools were set when the model was built
 
-    weights = model.get_weights()  # [W1, b1, W2, b2, ..., W_out, b_out]
     hidden = tuple(int(w.shape[1]) for w in weights[0:-2:2])
     W1, small = to_padded(weights)
     run = _trainer(hidden, batch_size)
@@ -196,9 +205,9 @@ def train_fast(model, X: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: 
         cnt_c = np.ones(_CHUNK_STEPS, np.float32)
         cnt_c[:n_steps] = counts[s:s + n_steps]
         state = run(X_t, Y_t, tf.constant(idx_c), tf.constant(cnt_c), tf.constant(n_steps), *state, lr)
-    model.set_weights(from_padded(state[0][0].numpy(), state[0][1].numpy(), weights))
     if rows == _ROW_BLOCK:
         _WARM.add((d, hidden, batch_size))
+    return state[0][0].numpy(), state[0][1].numpy()
 
 
 def _trainer(hidden: tuple[int, ...], batch: int):
