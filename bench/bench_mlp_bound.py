@@ -212,8 +212,8 @@ def steps(repeats: int) -> dict[str, float]:
                 m_new = m + (gi - m) * (1.0 - b1)
                 v_new = v + (tf.square(gi) - v) * (1.0 - b2)
                 if one_pass:  # as tasks.mlp writes it: the weight update re-derives m, v from (g, m, v)
-                    g1, m1, v1 = gi * one, m * one, v * one
-                    m_w, v_w = m1 + (g1 - m1) * (1.0 - b1), v1 + (tf.square(g1) - v1) * (1.0 - b2)
+                    g1 = gi * one
+                    m_w, v_w = m + (g1 - m) * (1.0 - b1), v + (tf.square(g1) - v) * (1.0 - b2)
                 else:          # as Keras writes it: the weight update reads the new moments
                     m_w, v_w = m_new, v_new
                 return i + 1, W - (m_w * alpha) / (tf.sqrt(v_w) + eps), m_new, v_new, t
@@ -249,8 +249,8 @@ def several_models(repeats: int, ks: tuple[int, ...] = (1, 2, 4)) -> dict[int, f
     def adam(p, g, m, v, alpha, one):
         m_new = m + (g - m) * (1.0 - b1)
         v_new = v + (tf.square(g) - v) * (1.0 - b2)
-        g1, m1, v1 = g * one, m * one, v * one
-        m_w, v_w = m1 + (g1 - m1) * (1.0 - b1), v1 + (tf.square(g1) - v1) * (1.0 - b2)
+        g1 = g * one
+        m_w, v_w = m + (g1 - m) * (1.0 - b1), v + (tf.square(g1) - v) * (1.0 - b2)
         return p - (m_w * alpha) / (tf.sqrt(v_w) + eps), m_new, v_new
 
     @tf.function(jit_compile=True)

@@ -226,12 +226,12 @@ def _trainer(hidden: tuple[int, ...], batch: int):
     def adam(p, g, m, v, t, alpha, one):
         m_new = m + (g - m) * (1.0 - b1)
         v_new = v + (tf.square(g) - v) * (1.0 - b2)
-        # the same values again as a separate expression (x * 1.0 == x exactly; `one` is a runtime 1.0 that XLA
-        # cannot fold): the weight update then reads (g, m, v) like the moments' update does instead of their
-        # results, and XLA's multi-output fusion makes one pass over p, m, v instead of three
-        g1, m1, v1 = g * one, m * one, v * one
-        m_w = m1 + (g1 - m1) * (1.0 - b1)
-        v_w = v1 + (tf.square(g1) - v1) * (1.0 - b2)
+        # the same values again as a separate expression (g * 1.0 == g exactly; `one` is a runtime 1.0 that XLA
+        # cannot fold, so the two are not merged): the weight update then reads (g, m, v) like the moments'
+        # update does instead of its results, and XLA's multi-output fusion makes one pass over p, m, v
+        g1 = g * one
+        m_w = m + (g1 - m) * (1.0 - b1)
+        v_w = v + (tf.square(g1) - v) * (1.0 - b2)
         return p - (m_w * alpha) / (tf.sqrt(v_w) + eps), m_new, v_new
 
     def step(W1, small, m, v, t, lr, xb, yb, count, one):
