@@ -80,7 +80,7 @@ def machine(repeats: int) -> dict[str, float]:
     if cc:  # the hardware's own figure, without XLA (bench/divider.c)
         with tempfile.TemporaryDirectory() as tmp:
             exe = os.path.join(tmp, "divider")
-            built = subprocess.run([cc, "-O2", "-march=native", str(Path(__file__).with_name("divider.c")), "-o", exe],
+            built = subprocess.run([cc, "-O3", "-march=native", str(Path(__file__).with_name("divider.c")), "-o", exe],
                                    capture_output=True)
             if built.returncode == 0:
                 print("  C, hand-written (bench/divider.c): " + subprocess.run(
