@@ -60,11 +60,15 @@ def test_classifier_warms_up_its_architecture_when_built():
     assert clf.hidden_units == (6, 5)
 
 
-def test_multi_output_fusion_is_added_to_xla_flags_without_losing_other_options(monkeypatch):
+def test_xla_flags_are_added_without_losing_other_options(monkeypatch):
     assert "xla_cpu_use_multi_output_fusion" in os.environ["XLA_FLAGS"]
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x --xla_backend_extra_options=foo")
     mlp._enable_multi_output_fusion()
-    assert os.environ["XLA_FLAGS"] == ("--xla_dump_to=/tmp/x "
-                                       "--xla_backend_extra_options=foo,xla_cpu_use_multi_output_fusion")
+    assert os.environ["XLA_FLAGS"] == ("--xla_dump_to=/tmp/x --xla_backend_extra_options=foo,"
+                                       "xla_cpu_use_multi_output_fusion --xla_cpu_prefer_vector_width=512")
     mlp._enable_multi_output_fusion()
-    assert os.environ["XLA_FLAGS"].count("multi_output") == 1
+    assert os.environ["XLA_FLAGS"].count("multi_output") == 1 and os.environ["XLA_FLAGS"].count("width") == 1
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256")
+    mlp._enable_multi_output_fusion()
+    assert os.environ["XLA_FLAGS"] == ("--xla_cpu_prefer_vector_width=256 "
+                                       "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion")
