@@ -58,7 +58,7 @@ _WARM: set[tuple] = set()         # (input width, hidden units, batch size) comp
 _XLA_OPTION = "xla_cpu_use_multi_output_fusion"
 
 
-def _enable_multi_output_fusion() -> None:
+def _set_xla_flags() -> None:
     """Add XLA's CPU multi-output fusion and 512-bit vectors (where the CPU has them) to ``XLA_FLAGS``, keeping
     the flags already there (XLA reads them at its first compilation in the process)."""
     flags = os.environ.get("XLA_FLAGS", "")
@@ -73,7 +73,7 @@ def _enable_multi_output_fusion() -> None:
     os.environ["XLA_FLAGS"] = flags.strip()
 
 
-_enable_multi_output_fusion()
+_set_xla_flags()
 
 
 def _tensorflow(threads: int):

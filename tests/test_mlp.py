@@ -63,12 +63,12 @@ def test_classifier_warms_up_its_architecture_when_built():
 def test_xla_flags_are_added_without_losing_other_options(monkeypatch):
     assert "xla_cpu_use_multi_output_fusion" in os.environ["XLA_FLAGS"]
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x --xla_backend_extra_options=foo")
-    mlp._enable_multi_output_fusion()
+    mlp._set_xla_flags()
     assert os.environ["XLA_FLAGS"] == ("--xla_dump_to=/tmp/x --xla_backend_extra_options=foo,"
                                        "xla_cpu_use_multi_output_fusion --xla_cpu_prefer_vector_width=512")
-    mlp._enable_multi_output_fusion()
+    mlp._set_xla_flags()
     assert os.environ["XLA_FLAGS"].count("multi_output") == 1 and os.environ["XLA_FLAGS"].count("width") == 1
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256")
-    mlp._enable_multi_output_fusion()
+    mlp._set_xla_flags()
     assert os.environ["XLA_FLAGS"] == ("--xla_cpu_prefer_vector_width=256 "
                                        "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion")
