@@ -1,12 +1,16 @@
 """The mlp's compiled trainer vs plain Keras model.fit, side by side, at the study's protocol; and cell timings.
 
 Run from the repository root:  .venv/bin/python bench/bench_mlp.py [--seeds 5] [--epochs 200] [--cells]
+                                [--fit-epochs E] [--repeats R]
 
 Same data for both trainers (synthetic, gender-separable, 1000 x 2048 training rows and 500 test rows,
 non-negative, L2-normalised, like ResNet-50 avg_pool embeddings), same model, same initial weights per seed,
-batch 5, one thread. Prints each model's training time with both trainers, the ratio, and the mean test accuracy
-over the seeds. The first fast run of a process includes XLA's compilation (once per data shape per worker
-process); it is shown apart. --op-determinism turns on TensorFlow's op determinism first (to measure its cost;
+batch 5, one thread. Prints each model's training time (wall and CPU: the machine is shared, and the load average
+is printed with each line) with both trainers, the ratio, and the mean test accuracy over the seeds. The
+process's one-time warm-up (TensorFlow import, XLA compilation: ``tasks.mlp.warm_up``) is timed apart, before
+the first model. The fast trainer's time is the minimum of --repeats runs per seed (same numbers every run).
+--fit-epochs E times ``fit`` on E epochs only and scales its time per step to --epochs (its accuracy is then
+not comparable, and is not printed). --op-determinism turns on TensorFlow's op determinism first (to measure its cost;
 the compiled trainer is deterministic without it). --cells also times whole grid cells (tasks.cell.run_cell, the
 default config of each model type) on 1000 and 3000 training rows (one ethnicity / "all") with 3 test groups of
 500 rows: wall and CPU time.
@@ -50,60 +54,100 @@ def timed(fn):
     return out, time.perf_counter() - t, time.process_time() - c
 
 
-def compare(seeds: int, epochs: int) -> None:
+def load() -> str:
+    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def compare(seeds: int, epochs: int, fit_epochs: int, repeats: int) -> None:
+    from tasks.mlp import warm_up
     from tasks.models import build_model, resolve_model_config
 
     X, y, X_test, y_test = make_data(1000, 500)
-    print(f"data: train {X.shape}, test {X_test.shape}; epochs {epochs}, batch 5, hidden [60, 60], 1 thread")
-    timed(lambda: build_model("mlp", {"epochs": 1}, seed=0).fit(X[:10], y[:10]))  # import TensorFlow/Keras
+    steps = epochs * 200
+    print(f"data: train {X.shape}, test {X_test.shape}; epochs {epochs} ({steps} steps), batch 5, hidden [60, 60], "
+          f"1 thread; fit timed on {fit_epochs} epochs{' and scaled per step' if fit_epochs != epochs else ''}")
+    from tasks.mlp import _tensorflow
+
+    _, w_imp, c_imp = timed(lambda: _tensorflow(1))
+    _, wall, cpu = timed(lambda: build_model("mlp", {}, seed=0))  # calls warm_up (once per process)
+    print(f"TensorFlow import: {w_imp:.2f} s (cpu {c_imp:.2f}); first MLPClassifier() of the process (warm_up: "
+          f"Keras model, trace, XLA compile, predict): {wall:.2f} s (cpu {cpu:.2f}); warm_up again: {warm_up():.2f} s",
+          flush=True)
     rows = []
     for seed in range(seeds):
         res = {}
-        for trainer in ("fit", "fast"):
-            clf = build_model("mlp", resolve_model_config("mlp", {"trainer": trainer, "epochs": epochs}), seed=seed)
+        clf = build_model("mlp", resolve_model_config("mlp", {"trainer": "fit", "epochs": fit_epochs}), seed=seed)
+        _, wall, cpu = timed(lambda: clf.fit(X, y))
+        scale = epochs / fit_epochs
+        res["fit"] = (wall * scale, cpu * scale, float((clf.predict(X_test) == y_test).mean()))
+        fast = []
+        for _ in range(repeats):
+            clf = build_model("mlp", resolve_model_config("mlp", {"epochs": epochs}), seed=seed)
             _, wall, cpu = timed(lambda: clf.fit(X, y))
-            res[trainer] = (wall, cpu, float((clf.predict(X_test) == y_test).mean()))
+            fast.append((wall, cpu))
+        res["fast"] = (min(w for w, _ in fast), min(c for _, c in fast), float((clf.predict(X_test) == y_test).mean()))
         rows.append(res)
         f, q = res["fit"], res["fast"]
-        print(f"seed {seed}: fit {f[0]:6.1f} s (cpu {f[1]:6.1f}) acc {f[2]:.3f} | fast {q[0]:5.2f} s (cpu {q[1]:5.2f})"
-              f" acc {q[2]:.3f}{' (incl. XLA compile)' if seed == 0 else ''} | ratio {f[0] / q[0]:5.1f}x", flush=True)
-    fit_t = np.array([r["fit"][0] for r in rows])
-    fast_t = np.array([r["fast"][0] for r in rows])
-    later = fast_t[1:] if len(fast_t) > 1 else fast_t
-    print(f"mean fit {fit_t.mean():.1f} s; mean fast {fast_t.mean():.2f} s (all seeds), {later.mean():.2f} s "
-          f"(after the first, compiled); ratio of means {fit_t.mean() / fast_t.mean():.1f}x (all), "
-          f"{fit_t.mean() / later.mean():.1f}x (compiled)")
-    acc_fit = np.mean([r["fit"][2] for r in rows])
+        acc = f" acc {f[2]:.3f}" if fit_epochs == epochs else ""
+        print(f"seed {seed}: fit {f[0]:6.1f} s (cpu {f[1]:6.1f}){acc} | fast {q[0]:5.2f} s (cpu {q[1]:5.2f}, "
+              f"{q[0] / steps * 1e6:.0f} us/step) acc {q[2]:.3f} | ratio {f[0] / q[0]:5.1f}x (cpu {f[1] / q[1]:5.1f}x)"
+              f" | {load()}", flush=True)
+    fit_t, fit_c = (np.array([r["fit"][i] for r in rows]) for i in (0, 1))
+    fast_t, fast_c = (np.array([r["fast"][i] for r in rows]) for i in (0, 1))
+    print(f"mean fit {fit_t.mean():.1f} s (cpu {fit_c.mean():.1f}); mean fast {fast_t.mean():.2f} s (cpu "
+          f"{fast_c.mean():.2f}); ratio of means {fit_t.mean() / fast_t.mean():.1f}x (cpu "
+          f"{fit_c.mean() / fast_c.mean():.1f}x)")
     acc_fast = np.mean([r["fast"][2] for r in rows])
-    print(f"mean test accuracy over {seeds} seeds: fit {acc_fit:.4f}, fast {acc_fast:.4f}, "
-          f"difference {acc_fast - acc_fit:+.4f}")
+    if fit_epochs == epochs:
+        acc_fit = np.mean([r["fit"][2] for r in rows])
+        print(f"mean test accuracy over {seeds} seeds: fit {acc_fit:.4f}, fast {acc_fast:.4f}, "
+              f"difference {acc_fast - acc_fit:+.4f}")
+    else:
+        print(f"mean test accuracy over {seeds} seeds: fast {acc_fast:.4f}")
 
 
 def cells() -> None:
+    import tasks.mlp
     from tasks.cell import run_cell
+
+    fit_cpu = []
+    plain_fit = tasks.mlp.MLPClassifier.fit
+
+    def fit(self, X, y):  # the CPU time of MLPClassifier.fit, the part of the cell train_seconds times
+        c = time.process_time()
+        out = plain_fit(self, X, y)
+        fit_cpu.append(time.process_time() - c)
+        return out
+
+    tasks.mlp.MLPClassifier.fit = fit
 
     X, y, X_test, y_test = make_data(3000, 1500, seed=1)
     data = np.vstack([X, X_test])
     gender = np.r_[y, y_test]
     tests = {name: 3000 + np.arange(i * 500, (i + 1) * 500) for i, name in enumerate(("asian", "caucasian", "black"))}
-    print("grid cells (run_cell, default config, 1 thread, 3 test groups of 500):")
+    print("grid cells (run_cell, default config, 1 thread, 3 test groups of 500; the process's first cell pays the "
+          "TensorFlow import and warm_up, outside train_seconds):")
     for model in ("mlp", "xgboost", "logreg"):
         for n in (1000, 3000, 1000):
             train = np.arange(n)
             out, wall, cpu = timed(lambda: run_cell(data, gender, train, tests, model=model, model_config={},
                                                      train_group=str(n), seed=0))
+            fit_c = f" (fit cpu {fit_cpu.pop():5.2f})" if fit_cpu else ""
             print(f"  {model:8s} train {n:5d} rows: wall {wall:6.2f} s, cpu {cpu:6.2f} s, train_seconds "
-                  f"{out['train_seconds'].iloc[0]:6.2f}, mean accuracy {out['accuracy'].mean():.3f}", flush=True)
+                  f"{out['train_seconds'].iloc[0]:6.2f}{fit_c}, mean accuracy {out['accuracy'].mean():.3f} | "
+                  f"{load()}", flush=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--fit-epochs", type=int, default=0, help="time fit on this many epochs (default: --epochs)")
+    p.add_argument("--repeats", type=int, default=3, help="fast-trainer runs per seed (the minimum is shown)")
     p.add_argument("--cells", action="store_true", help="time whole grid cells instead of the trainer comparison")
     p.add_argument("--op-determinism", action="store_true")
     a = p.parse_args()
-    print(f"bench_mlp, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores (the jobs use 1 thread)")
+    print(f"bench_mlp, {time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} cores (the jobs use 1 thread), {load()}")
     if a.op_determinism:
         import tensorflow as tf
 
@@ -112,7 +156,7 @@ def main() -> None:
     if a.cells:
         cells()
     else:
-        compare(a.seeds, a.epochs)
+        compare(a.seeds, a.epochs, a.fit_epochs or a.epochs, a.repeats)
 
 
 if __name__ == "__main__":
