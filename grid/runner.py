@@ -115,6 +115,18 @@ def _check_genuine_pairs(table: EmbeddingTable, splits: dict[int, Split], test_g
 def run_grid(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool = True,
              executor: Executor | None = None) -> RunSummary:
     """Run every job of ``cfg`` that is not stored yet; write each result the moment it arrives."""
+    # --- executor start-up hook (wip/exec): Ray / the worker pool start while the data loads and the plan is
+    # made; closed on every exit path (bad input included).
+    executor = executor or make_executor(cfg["run"], cfg["grid"]["models"])
+    if hasattr(executor, "start"):
+        executor.start()
+    try:
+        return _run_grid(cfg, executor, rerun_failed=rerun_failed, progress=progress)
+    finally:
+        executor.close()
+
+
+def _run_grid(cfg: dict[str, Any], executor: Executor, *, rerun_failed: bool, progress: bool) -> RunSummary:
     start = time.perf_counter()
     table, fingerprint, jobs, splits = prepare(cfg)
     store = ResultStore(cfg["run"]["out"])
@@ -143,7 +155,6 @@ def run_grid(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool 
     if todo:
         data = shared_arrays(table)
         payloads = [j.payload(splits[j.seed]) for j in todo]
-        executor = executor or make_executor(cfg["run"], cfg["grid"]["models"])
         bar = _progress_bar(len(todo), progress)
         try:
             for outcome in executor.run(payloads, data):
@@ -164,7 +175,6 @@ def run_grid(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool 
                 bar.set_postfix(failed=len(summary.failed), refresh=False)
         finally:
             bar.close()
-            executor.close()
     summary.seconds = time.perf_counter() - start
     return summary
 
