@@ -22,6 +22,7 @@ them (also after SIGTERM and Ctrl-C); after a SIGKILL the next run's ``start()``
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
 import multiprocessing
@@ -129,6 +130,14 @@ KIND_MODULES = ("tasks.cell", "tasks.models", "tasks.verification", "tasks.tsne"
 _prepared: list[int] = []
 
 
+def worker_modules(models: Collection[str] = ()) -> list[str]:
+    """The modules a worker running jobs of ``models`` imports before its first job."""
+    names = ["grid.executors", *KIND_MODULES]
+    for model in models:
+        names += MODEL_IMPORTS.get(model, (model.partition(":")[0],) if ":" in model else ())
+    return list(dict.fromkeys(names))
+
+
 def prepare_worker(threads: int, models: Collection[str] = ()) -> None:
     """Once per worker process, before its first job: set its thread budget and import what its jobs need
     (the job kinds' modules and the libraries of ``models``; TensorFlow only when an ``mlp`` model is run).
@@ -140,10 +149,7 @@ def prepare_worker(threads: int, models: Collection[str] = ()) -> None:
     from tasks.threads import limit_threads
 
     limit_threads(threads)
-    names = list(KIND_MODULES)
-    for model in models:
-        names += MODEL_IMPORTS.get(model, (model.partition(":")[0],) if ":" in model else ())
-    for name in names:
+    for name in worker_modules(models):
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - the job that needs it reports the error
@@ -164,9 +170,17 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)
 
 
+def _exit_now() -> None:
+    """Last at-exit step of a pool worker: skip tearing down its modules (TensorFlow's takes seconds)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _init_local_worker(parent: int, threads: int, models: tuple[str, ...]) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="biasgrid-parent-watch").start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the driver's to handle: it ends the workers
+    atexit.register(_exit_now)   # registered first, so it runs after every other at-exit handler
     prepare_worker(threads, models)
 
 
@@ -383,7 +397,7 @@ class LocalRayNode:
     environment and ours). It receives SIGTERM when the driver dies by any signal (and then stops every process
     of the node); :meth:`stop` ends it."""
 
-    def __init__(self, num_cpus: int = 0) -> None:
+    def __init__(self, num_cpus: int = 0, threads: int = 1, models: Collection[str] = ()) -> None:
         if not _RAY_TOKEN:
             _RAY_TOKEN.append(secrets.token_hex(16))
         os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": _RAY_TOKEN[0]})
@@ -393,7 +407,12 @@ class LocalRayNode:
         self.address = f"127.0.0.1:{self.port}"
         paths = [p for p in dict.fromkeys(os.path.abspath(p or os.curdir) for p in sys.path) if os.path.isdir(p)]
         env = {**os.environ, **WORKER_ENV, "RAY_USAGE_STATS_ENABLED": "0",
-               "PYTHONPATH": os.pathsep.join(paths)}   # workers import what the driver imports
+               "PYTHONPATH": os.pathsep.join(paths),   # workers import what the driver imports
+               # one worker per CPU starts with the node and imports what the jobs need, while the driver
+               # prepares the data (Ray's raylet settings, passed as RAY_<name>)
+               "RAY_enable_worker_prestart": "1",
+               "RAY_preload_python_modules": ",".join(worker_modules(models)),
+               **{var: str(threads) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
         env.pop("RAY_ADDRESS", None)
         ports = {"--port": self.port, "--node-manager-port": free_port(), "--object-manager-port": free_port(),
                  "--ray-client-server-port": free_port(), "--dashboard-agent-listen-port": free_port(),
@@ -401,7 +420,8 @@ class LocalRayNode:
                  "--runtime-env-agent-port": free_port()}
         command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
                    *(f"{flag}={port}" for flag, port in ports.items()), "--node-ip-address=127.0.0.1",
-                   f"--temp-dir={self.temp_dir}", "--include-dashboard=false", "--disable-usage-stats"]
+                   f"--temp-dir={self.temp_dir}", "--include-dashboard=false", "--include-log-monitor=false",
+                   "--disable-usage-stats"]
         if num_cpus:
             command.append(f"--num-cpus={num_cpus}")
         self._log = open(Path(self.temp_dir) / "ray-start.log", "wb")  # noqa: SIM115 - closed in stop()
@@ -455,7 +475,7 @@ class RayExecutor:
             return
         remove_leftovers()
         _raise_on_sigterm(self)   # until ray.init installs Ray's own handler
-        self._node = LocalRayNode(self.workers)
+        self._node = LocalRayNode(self.workers, self.threads, self.ship)
 
     def run(self, payloads: Sequence[Mapping[str, Any]], data: Mapping[str, np.ndarray]) -> Iterator[Outcome]:
         import ray
