@@ -52,6 +52,7 @@ WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::Deprecatio
 PREFIX = "biasgrid-"          # segments and temporary folders: biasgrid-<driver pid>-<random>
 SHM_DIR = Path("/dev/shm")    # where Linux shows POSIX shared-memory segments
 PARENT_POLL_SECONDS = 0.5     # how often a pool worker checks that the driver still runs
+PREPARE_ENV = "BIASGRID_PREPARE_WORKER"   # "<threads>;<models>": set for the workers of our own Ray node only
 
 
 class Executor(Protocol):
@@ -410,9 +411,10 @@ class LocalRayNode:
                "PYTHONPATH": os.pathsep.join(paths),   # workers import what the driver imports
                # one worker per CPU starts with the node and imports what the jobs need, while the driver
                # prepares the data (Ray's raylet settings, passed as RAY_<name>)
-               "RAY_enable_worker_prestart": "1",
-               "RAY_preload_python_modules": ",".join(worker_modules(models)),
-               **{var: str(threads) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
+               "RAY_enable_worker_prestart": "1", "RAY_preload_python_modules": "grid.executors",
+               PREPARE_ENV: f"{threads};{','.join(models)}",   # grid.executors then runs prepare_worker
+               **{var: str(threads) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                                "TF_NUM_INTRAOP_THREADS")}, "TF_NUM_INTEROP_THREADS": "1"}
         env.pop("RAY_ADDRESS", None)
         ports = {"--port": self.port, "--node-manager-port": free_port(), "--object-manager-port": free_port(),
                  "--ray-client-server-port": free_port(), "--dashboard-agent-listen-port": free_port(),
@@ -467,15 +469,18 @@ class RayExecutor:
         self.ship = list(ship)
         self._node: LocalRayNode | None = None
         self._connected = False
+        self._started = False
         self._old_sigterm: Any = None
 
     def start(self) -> None:
-        """Without an address: remove leftovers of killed runs and start the local Ray node (not waiting)."""
-        if self.address or self._node is not None:
+        """Remove leftovers of killed runs; without an address, start the local Ray node (not waiting)."""
+        if self._started:
             return
+        self._started = True
         remove_leftovers()
-        _raise_on_sigterm(self)   # until ray.init installs Ray's own handler
-        self._node = LocalRayNode(self.workers, self.threads, self.ship)
+        if not self.address:
+            _raise_on_sigterm(self)   # until ray.init installs Ray's own handler
+            self._node = LocalRayNode(self.workers, self.threads, self.ship)
 
     def run(self, payloads: Sequence[Mapping[str, Any]], data: Mapping[str, np.ndarray]) -> Iterator[Outcome]:
         import ray
@@ -523,6 +528,7 @@ class RayExecutor:
         if self._node is not None:
             self._node.stop()
             self._node = None
+        self._started = False
         _restore_sigterm(self)
 
 
@@ -536,3 +542,8 @@ EXECUTORS: dict[str, Callable[[Mapping[str, Any], Sequence[str]], Executor]] = {
 def make_executor(run_cfg: Mapping[str, Any], ship: Sequence[str] = ()) -> Executor:
     """The executor named in the ``[run]`` section of a resolved config (``ship``: user packages, e.g. models)."""
     return EXECUTORS[run_cfg["executor"]](run_cfg, ship)
+
+
+if os.environ.get(PREPARE_ENV):   # a worker of our own Ray node preloads this module as it starts: prepare it now
+    _threads, _, _models = os.environ[PREPARE_ENV].partition(";")
+    prepare_worker(int(_threads), [m for m in _models.split(",") if m])

@@ -162,14 +162,15 @@ def test_local_executor_removes_its_shared_data_after_a_run_a_failed_job_and_ctr
     left = wait_gone(below, timeout=10)
     kill_leftover(left)
     assert left == [] and ours(proc.pid) == []
-    # a normal run (resuming): exit 0, nothing left
-    result = subprocess.Popen(args[:args.index("--rerun-failed")] + args[args.index("--rerun-failed") + 1:],
-                              env={**env, "SLOW_SECONDS": "0"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    # a normal run (in a new results folder): exit 0, nothing left
+    clean = args.copy()
+    clean[clean.index("--out") + 1] = str(tmp_path / "clean")
+    result = subprocess.Popen(clean, env={**env, "SLOW_SECONDS": "0"}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
     _, stderr = result.communicate(timeout=300)
     assert result.returncode == 0, stderr[-3000:]
     assert ours(result.pid) == []
-    assert len(load(out)["accuracy"]) == 2 * 4 * 4 * 3
+    assert len(load(tmp_path / "clean")["accuracy"]) == 4 * 4 * 3
 
 
 def test_local_executor_shares_the_matrix_through_shared_memory(tmp_path: Path) -> None:
