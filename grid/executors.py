@@ -453,7 +453,11 @@ class LocalRayNode:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for _ in range(40):   # the node's last processes may still be writing their logs as they exit
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            if not os.path.exists(self.temp_dir):
+                break
+            time.sleep(0.25)
 
 
 class RayExecutor:
