@@ -74,10 +74,10 @@ def main() -> None:
           f"({100 * summary.write_seconds / jobs:.2f}% of job time)")
     print(f"worker processes: {len(timeline)}  (per-process timelines, summed over processes)")
     print(f"  start-up (run start -> first job) {startup:8.1f} s ({100 * startup / jobs:.1f}% of job time)")
+    print(f"    of which after the data was ready {beyond_prep:6.1f} s ({100 * beyond_prep / jobs:.2f}% of job time: "
+          f"the executor's start-up not hidden behind the preparation)")
     print(f"  gaps between jobs                 {gaps:8.1f} s ({100 * gaps / jobs:.1f}% of job time)")
     print(f"  idle at the tail (nothing left)   {tail:8.1f} s ({100 * tail / jobs:.1f}% of job time)")
-    print(f"    of which after the data was ready {beyond_prep:8.1f} s ({100 * beyond_prep / jobs:.2f}% of job time: "
-          f"the executor's start-up not hidden behind the preparation)")
     print(f"start-up + machinery (start-up after the data was ready + gaps): {beyond_prep + gaps:.1f} s = "
           f"{100 * (beyond_prep + gaps) / jobs:.2f}% of job time; counting the preparation as start-up too: "
           f"{startup + gaps:.1f} s = {100 * (startup + gaps) / jobs:.2f}%")

@@ -126,13 +126,13 @@ def test_a_killed_driver_leaves_no_process_and_the_next_run_cleans_up(tmp_path: 
     segments = ours(proc.pid)
     assert segments, "the run's shared data (segment or temporary folder) should exist while it runs"
     os.kill(proc.pid, sig)          # the driver only, not its process group
-    proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=120)
     left = wait_gone(below)
     kill_leftover(left)
     assert left == [], f"processes of the killed run still running: {left}"
     if sig == signal.SIGTERM:       # the driver cleaned up after itself
-        assert proc.returncode == 128 + signal.SIGTERM
-        assert ours(proc.pid) == []
+        assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+        assert ours(proc.pid) == [], stderr[-3000:]
         return
     # after a SIGKILL, the next run (resuming, on the local executor) removes what is left and says so
     result = subprocess.run([*args[:args.index("--executor") + 1], "local", *args[args.index("--executor") + 2:]],
