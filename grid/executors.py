@@ -323,7 +323,7 @@ class LocalExecutor:
 
 
 def _raise_on_sigterm(owner: Any) -> None:
-    """While ``owner`` runs, SIGTERM raises SystemExit in the main thread (Python's default would end the
+    """While ``owner`` runs, SIGTERM raises KeyboardInterrupt in the main thread (Python's default would end the
     process at once, skipping ``close()``)."""
     if threading.current_thread() is not threading.main_thread():
         return
@@ -338,9 +338,11 @@ def _restore_sigterm(owner: Any) -> None:
 
 
 def _exit_on_signal(signum: int, frame: Any) -> None:
+    """SIGTERM is handled as Ctrl-C: KeyboardInterrupt, which Ray passes through its waits (a SystemExit raised
+    inside ``ray.wait``/``ray.get`` comes back as a RayError and would be taken for a failed job)."""
     if hasattr(signal, "alarm"):
         signal.alarm(0)
-    raise SystemExit(128 + signum)
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 # -------------------------------------------------------------------------------------------------- ray ---

@@ -131,7 +131,7 @@ def test_a_killed_driver_leaves_no_process_and_the_next_run_cleans_up(tmp_path: 
     kill_leftover(left)
     assert left == [], f"processes of the killed run still running: {left}"
     if sig == signal.SIGTERM:       # the driver cleaned up after itself
-        assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+        assert proc.returncode == 130 and "interrupted" in stderr, stderr[-3000:]   # handled as Ctrl-C
         assert ours(proc.pid) == [], stderr[-3000:]
         return
     # after a SIGKILL, the next run (resuming, on the local executor) removes what is left and says so
