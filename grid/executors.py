@@ -1,23 +1,45 @@
 """Executors: run job payloads in parallel and yield each :class:`tasks.run_job.Outcome` as it finishes.
 
-- :class:`RayExecutor` (default): the shared arrays go into Ray's object store once (``ray.put``); tasks declare
-  ``num_cpus``; results are collected with ``ray.wait`` as they finish; system failures (a dead worker or node)
-  are retried ``max_retries`` times, a job's own exception is not (it comes back as a failed Outcome).
-- :class:`LocalExecutor`: a process pool on this machine, no Ray. The embedding matrix is saved once to a
-  temporary ``.npy`` that every worker memory-maps (the page cache holds one copy for all of them).
+The runner calls ``start()`` first, before it loads the data and plans, so that Ray or the worker processes start
+while the driver prepares; then ``run(payloads, data)``; then ``close()``, on every exit path.
+
+- :class:`RayExecutor` (default): without an address it starts a Ray node of its own as a child process (``ray
+  start --head --block`` on free ports, its own temporary folder, token authentication with a token made for
+  this process, a parent-death signal so that it stops whenever the driver dies) and connects to it in ``run``
+  from the main thread (Ray keeps its SIGTERM handling); with an address it attaches to that cluster and ships
+  biasgrid's code (``runtime_env``). The shared arrays go into Ray's object store once (``ray.put``); results are
+  collected with ``ray.wait`` as they finish; system failures (a dead worker or node) are retried
+  ``max_retries`` times, a job's own exception is not (it comes back as a failed Outcome).
+- :class:`LocalExecutor`: a process pool on this machine, no Ray. Its workers start (and import what the jobs
+  need) in ``start()``; the arrays go once into a POSIX shared-memory segment that every worker maps (a temporary
+  ``.npy`` that they memory-map where shared memory is unavailable). Workers exit by themselves when the driver
+  is gone.
+
+Leftovers: every segment and temporary folder is named ``biasgrid-<driver pid>-<random>``; ``close()`` removes
+them (also after SIGTERM and Ctrl-C); after a SIGKILL the next run's ``start()`` removes those of dead drivers
+(:func:`remove_leftovers`) and says so.
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
 import multiprocessing
 import os
+import pickle
+import re
+import secrets
 import shutil
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,52 +49,242 @@ from tasks.run_job import Outcome, node_name, run_job
 
 # Quiet TensorFlow's C++ start-up chatter in workers (errors still show).
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+PREFIX = "biasgrid-"          # segments and temporary folders: biasgrid-<driver pid>-<random>
+SHM_DIR = Path("/dev/shm")    # where Linux shows POSIX shared-memory segments
+PARENT_POLL_SECONDS = 0.5     # how often a pool worker checks that the driver still runs
+PREPARE_ENV = "BIASGRID_PREPARE_WORKER"   # "<threads>;<models>": set for the workers of our own Ray node only
 
 
 class Executor(Protocol):
     """Runs payloads on the shared data and yields outcomes in completion order."""
+
+    def start(self) -> None: ...
 
     def run(self, payloads: Sequence[Mapping[str, Any]], data: Mapping[str, np.ndarray]) -> Iterator[Outcome]: ...
 
     def close(self) -> None: ...
 
 
-# ------------------------------------------------------------------------------------------------ local ---
-_WORKER_DATA: dict[str, np.ndarray] = {}
+def _say(text: str) -> None:
+    print(f"biasgrid: {text}", file=sys.stderr, flush=True)
 
 
-def _init_local_worker(matrix_path: str, labels: dict[str, np.ndarray], threads: int) -> None:
+# -------------------------------------------------------------------------------------------- leftovers ---
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _temp_roots() -> list[Path]:
+    return list(dict.fromkeys([Path(tempfile.gettempdir()), Path("/tmp")]))
+
+
+def leftovers() -> list[Path]:
+    """Shared-memory segments and temporary folders named ``biasgrid-<pid>-*`` whose driver process is dead."""
+    pattern = re.compile(re.escape(PREFIX) + r"(\d+)-")
+    found = []
+    for root in [SHM_DIR, *_temp_roots()]:
+        try:
+            entries = list(root.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            match = pattern.match(entry.name)
+            if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
+                found.append(entry)
+    return found
+
+
+def remove_leftovers(quiet: bool = False) -> list[Path]:
+    """Remove what :func:`leftovers` finds (left by drivers that were killed) and say so; return it."""
+    removed = []
+    for path in leftovers():
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+        except OSError:
+            continue
+    if removed and not quiet:
+        _say(f"removed {len(removed)} leftover(s) of earlier runs whose driver died: "
+             + ", ".join(str(p) for p in removed))
+    return removed
+
+
+def _temp_folder() -> str:
+    """A new temporary folder ``biasgrid-<pid>-<random>`` under a short path (Ray's sockets live in it)."""
+    root = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+    return tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=root)
+
+
+# ------------------------------------------------------------------------------------ worker preparation ---
+# Modules a worker imports before its first job, per model type (the job kinds' own modules always).
+MODEL_IMPORTS = {"mlp": ("tensorflow", "tasks.mlp"), "xgboost": ("xgboost",), "logreg": ("sklearn.linear_model",)}
+KIND_MODULES = ("tasks.cell", "tasks.models", "tasks.verification", "tasks.tsne")
+_prepared: list[int] = []
+
+
+def worker_modules(models: Collection[str] = ()) -> list[str]:
+    """The modules a worker running jobs of ``models`` imports before its first job."""
+    names = ["grid.executors", *KIND_MODULES]
+    for model in models:
+        names += MODEL_IMPORTS.get(model, (model.partition(":")[0],) if ":" in model else ())
+    return list(dict.fromkeys(names))
+
+
+def prepare_worker(threads: int, models: Collection[str] = ()) -> None:
+    """Once per worker process, before its first job: set its thread budget and import what its jobs need
+    (the job kinds' modules and the libraries of ``models``; TensorFlow only when an ``mlp`` model is run).
+    Later calls in the same process do nothing."""
+    if _prepared:
+        return
+    _prepared.append(os.getpid())
     os.environ.update(WORKER_ENV)
     from tasks.threads import limit_threads
 
     limit_threads(threads)
+    for name in worker_modules(models):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the job that needs it reports the error
+            continue
+    if "mlp" in models:
+        pass  # MLP WARM-UP: call tasks.mlp.warm_up() here (compiles a tiny model once per worker process)
+    limit_threads(threads)   # again: TensorFlow, when just imported, takes its thread limits now
+
+
+# ------------------------------------------------------------------------------------------------ local ---
+_WORKER_DATA: dict[str, Any] = {"key": None}
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit this worker process as soon as the driver ``parent`` is gone (it never outlives its driver)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
+
+
+def _exit_now() -> None:
+    """Last at-exit step of a pool worker: skip tearing down its modules (TensorFlow's takes seconds)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _init_local_worker(parent: int, threads: int, models: tuple[str, ...]) -> None:
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="biasgrid-parent-watch").start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the driver's to handle: it ends the workers
+    atexit.register(_exit_now)   # registered first, so it runs after every other at-exit handler
+    prepare_worker(threads, models)
+
+
+def _attach_segment(name: str) -> Any:
+    """Attach the driver's shared-memory segment without registering it with the resource tracker (which
+    would unlink it, or warn, when this worker exits; the driver owns it)."""
+    from multiprocessing import resource_tracker, shared_memory
+
+    if sys.version_info >= (3, 13):
+        return shared_memory.SharedMemory(name=name, track=False)
+    register = resource_tracker.register
+    resource_tracker.register = lambda *args, **kwargs: None
+    try:
+        return shared_memory.SharedMemory(name=name)
+    finally:
+        resource_tracker.register = register
+
+
+def _worker_data(where: Mapping[str, Any]) -> dict[str, Any]:
+    """The shared arrays described by ``where`` (mapped once per worker process and run)."""
+    if _WORKER_DATA["key"] == where["key"]:
+        return _WORKER_DATA
     _WORKER_DATA.clear()
-    _WORKER_DATA.update(labels)
-    _WORKER_DATA["X"] = np.load(matrix_path, mmap_mode="r", allow_pickle=False)
+    if "shm" in where:
+        segment = _attach_segment(where["shm"])
+        X = np.ndarray(where["shape"], dtype=where["dtype"], buffer=segment.buf)
+        labels = pickle.loads(segment.buf[where["labels_at"]:where["labels_at"] + where["labels_size"]])
+        _WORKER_DATA["segment"] = segment   # keeps the mapping open
+    else:
+        X = np.load(where["npy"], mmap_mode="r", allow_pickle=False)
+        labels = pickle.loads(Path(where["labels"]).read_bytes())
+    X.flags.writeable = False
+    _WORKER_DATA.update(labels, X=X, key=where["key"])
+    return _WORKER_DATA
 
 
-def _run_local(payload: Mapping[str, Any]) -> Outcome:
-    return run_job(payload, _WORKER_DATA)
+def _run_local(payload: Mapping[str, Any], where: Mapping[str, Any]) -> Outcome:
+    return run_job(payload, _worker_data(where))
+
+
+def _nothing() -> None:
+    """A no-op task: submitting one per worker makes the pool start them all now."""
 
 
 class LocalExecutor:
-    """A pool of ``workers`` processes (spawned, so TensorFlow starts clean in each)."""
+    """A pool of ``workers`` processes (spawned, so TensorFlow starts clean in each), started by ``start()``."""
 
-    def __init__(self, workers: int, threads_per_job: int = 1) -> None:
+    def __init__(self, workers: int, threads_per_job: int = 1, models: Sequence[str] = ()) -> None:
         self.workers = max(1, workers)
         self.threads = threads_per_job
-        self._tmp: str | None = None
+        self.models = tuple(models)
         self._pool: ProcessPoolExecutor | None = None
+        self._segment: Any = None
+        self._tmp: str | None = None
+        self._futures: list[Future] = []
+        self._old_sigterm: Any = None
 
-    def run(self, payloads: Sequence[Mapping[str, Any]], data: Mapping[str, np.ndarray]) -> Iterator[Outcome]:
-        self._tmp = tempfile.mkdtemp(prefix="biasgrid-")
-        matrix_path = str(Path(self._tmp) / "X.npy")
-        np.save(matrix_path, np.ascontiguousarray(data["X"]), allow_pickle=False)
-        labels = {k: v for k, v in data.items() if k != "X"}
+    def start(self) -> None:
+        """Remove leftovers of killed runs, then start the worker processes (they import what jobs need)."""
+        if self._pool is not None:
+            return
+        remove_leftovers()
+        _raise_on_sigterm(self)
         self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init_local_worker,
-                                         initargs=(matrix_path, labels, self.threads))
-        futures = {self._pool.submit(_run_local, p): p for p in payloads}
+                                         initargs=(os.getpid(), self.threads, self.models))
+        for _ in range(self.workers):
+            self._pool.submit(_nothing)
+
+    def share(self, data: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Put ``data`` where the workers read it: one shared-memory segment (the matrix, then the pickled label
+        arrays), or, where shared memory is unavailable or too small, a temporary ``.npy`` and a pickle file.
+        Returns its description for the workers."""
+        X = np.ascontiguousarray(data["X"])
+        blob = pickle.dumps({k: v for k, v in data.items() if k != "X"}, protocol=pickle.HIGHEST_PROTOCOL)
+        name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        where: dict[str, Any] = {"key": name, "shape": X.shape, "dtype": X.dtype.str}
+        try:
+            from multiprocessing import shared_memory
+
+            if SHM_DIR.is_dir():   # a too-small /dev/shm (containers: 64 MB) would SIGBUS on write
+                free = os.statvfs(SHM_DIR)
+                if free.f_bavail * free.f_frsize < X.nbytes + len(blob) + (64 << 20):
+                    raise OSError(f"{SHM_DIR} has too little free space")
+            self._segment = shared_memory.SharedMemory(name=name, create=True, size=max(1, X.nbytes + len(blob)))
+        except (ImportError, OSError):
+            self._tmp = _temp_folder()
+            np.save(Path(self._tmp) / "X.npy", X, allow_pickle=False)
+            (Path(self._tmp) / "labels.pickle").write_bytes(blob)
+            where.update(npy=str(Path(self._tmp) / "X.npy"), labels=str(Path(self._tmp) / "labels.pickle"))
+            return where
+        buf = self._segment.buf
+        np.ndarray(X.shape, dtype=X.dtype, buffer=buf)[...] = X
+        buf[X.nbytes:X.nbytes + len(blob)] = blob
+        where.update(shm=name, labels_at=X.nbytes, labels_size=len(blob))
+        return where
+
+    def run(self, payloads: Sequence[Mapping[str, Any]], data: Mapping[str, np.ndarray]) -> Iterator[Outcome]:
+        self.start()
+        assert self._pool is not None
+        where = self.share(data)
+        futures = {self._pool.submit(_run_local, p, where): p for p in payloads}
+        self._futures = list(futures)
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -85,16 +297,57 @@ class LocalExecutor:
                                   traceback="", node=node_name())
 
     def close(self) -> None:
+        """End the workers (at once if jobs are still running: an interrupt) and remove the shared data."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            processes = list(getattr(self._pool, "_processes", {}).values())
+            interrupted = any(not f.done() for f in self._futures)
+            self._pool.shutdown(wait=not interrupted, cancel_futures=True)
+            if interrupted:
+                for process in processes:
+                    process.terminate()
+                for process in processes:
+                    process.join(timeout=10)
             self._pool = None
+            self._futures = []
+        if self._segment is not None:
+            self._segment.close()
+            try:
+                self._segment.unlink()
+            except FileNotFoundError:
+                pass
+            self._segment = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+        _restore_sigterm(self)
+
+
+def _raise_on_sigterm(owner: Any) -> None:
+    """While ``owner`` runs, SIGTERM raises KeyboardInterrupt in the main thread (Python's default would end the
+    process at once, skipping ``close()``)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        owner._old_sigterm = signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+def _restore_sigterm(owner: Any) -> None:
+    if owner._old_sigterm is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, owner._old_sigterm)
+        owner._old_sigterm = None
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    """SIGTERM is handled as Ctrl-C: KeyboardInterrupt, which Ray passes through its waits (a SystemExit raised
+    inside ``ray.wait``/``ray.get`` comes back as a RayError and would be taken for a failed job)."""
+    if hasattr(signal, "alarm"):
+        signal.alarm(0)
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 # -------------------------------------------------------------------------------------------------- ray ---
-def _ray_job(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> Outcome:
+def _ray_job(payload: Mapping[str, Any], data: Mapping[str, np.ndarray], models: tuple[str, ...] = ()) -> Outcome:
+    prepare_worker(payload["params"].get("threads", 1), models)
     from tasks.threads import limit_threads
 
     limit_threads(payload["params"].get("threads", 1))
@@ -121,8 +374,97 @@ def shipped_modules(extra: Sequence[str] = ()) -> list[Any]:
     return modules
 
 
+def free_port() -> int:
+    """A TCP port free on this machine right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _parent_death_signal() -> None:
+    """In the child, before exec: SIGTERM it when the process that started it dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+_RAY_TOKEN: list[str] = []   # one token per driver process (Ray caches the token it has loaded)
+
+
+class LocalRayNode:
+    """A Ray head node owned by this process: ``ray start --head --block`` as a child, on free ports, in its
+    own temporary folder, with token authentication (a token made for this driver process, set in the node's
+    environment and ours). It receives SIGTERM when the driver dies by any signal (and then stops every process
+    of the node); :meth:`stop` ends it."""
+
+    def __init__(self, num_cpus: int = 0, threads: int = 1, models: Collection[str] = ()) -> None:
+        if not _RAY_TOKEN:
+            _RAY_TOKEN.append(secrets.token_hex(16))
+        os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": _RAY_TOKEN[0]})
+        os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+        self.temp_dir = _temp_folder()
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        paths = [p for p in dict.fromkeys(os.path.abspath(p or os.curdir) for p in sys.path) if os.path.isdir(p)]
+        env = {**os.environ, **WORKER_ENV, "RAY_USAGE_STATS_ENABLED": "0",
+               "PYTHONPATH": os.pathsep.join(paths),   # workers import what the driver imports
+               # one worker per CPU starts with the node and imports what the jobs need, while the driver
+               # prepares the data (Ray's raylet settings, passed as RAY_<name>)
+               "RAY_enable_worker_prestart": "1", "RAY_preload_python_modules": "grid.executors",
+               PREPARE_ENV: f"{threads};{','.join(models)}",   # grid.executors then runs prepare_worker
+               **{var: str(threads) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                                "TF_NUM_INTRAOP_THREADS")}, "TF_NUM_INTEROP_THREADS": "1"}
+        env.pop("RAY_ADDRESS", None)
+        ports = {"--port": self.port, "--node-manager-port": free_port(), "--object-manager-port": free_port(),
+                 "--ray-client-server-port": free_port(), "--dashboard-agent-listen-port": free_port(),
+                 "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
+                 "--runtime-env-agent-port": free_port()}
+        command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+                   *(f"{flag}={port}" for flag, port in ports.items()), "--node-ip-address=127.0.0.1",
+                   f"--temp-dir={self.temp_dir}", "--include-dashboard=false", "--include-log-monitor=false",
+                   "--disable-usage-stats"]
+        if num_cpus:
+            command.append(f"--num-cpus={num_cpus}")
+        self._log = open(Path(self.temp_dir) / "ray-start.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, preexec_fn=_parent_death_signal,
+                                     start_new_session=True)   # a Ctrl-C goes to the driver, which stops it
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        """Until the node is up (``ray start`` writes its address file then); RuntimeError if it exits first."""
+        address_file = Path(self.temp_dir) / "ray_current_cluster"
+        deadline = time.monotonic() + timeout
+        while not address_file.exists():
+            if self.proc.poll() is not None:
+                log = (Path(self.temp_dir) / "ray-start.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"ray start exited with {self.proc.returncode}:\n{log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the local Ray node did not start within {timeout:.0f} s")
+            time.sleep(0.05)
+
+    def stop(self, grace: float = 60.0) -> None:
+        """SIGTERM ``ray start`` (it stops every process of the node) and wait; then remove its folder."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        for _ in range(40):   # the node's last processes may still be writing their logs as they exit
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            if not os.path.exists(self.temp_dir):
+                break
+            time.sleep(0.25)
+
+
 class RayExecutor:
-    """Runs payloads as Ray tasks on a local Ray (started here) or an existing cluster (``address``)."""
+    """Runs payloads as Ray tasks on a Ray node of its own (started by ``start()``) or an existing cluster
+    (``address``)."""
 
     def __init__(self, address: str = "", workers: int = 0, threads_per_job: int = 1, max_retries: int = 3,
                  ship: Sequence[str] = ()) -> None:
@@ -131,23 +473,46 @@ class RayExecutor:
         self.threads = threads_per_job
         self.max_retries = max_retries
         self.ship = list(ship)
+        self._node: LocalRayNode | None = None
+        self._connected = False
+        self._started = False
+        self._old_sigterm: Any = None
+
+    def start(self) -> None:
+        """Remove leftovers of killed runs; without an address, start the local Ray node (not waiting)."""
+        if self._started:
+            return
+        self._started = True
+        remove_leftovers()
+        if not self.address:
+            _raise_on_sigterm(self)   # until ray.init installs Ray's own handler
+            self._node = LocalRayNode(self.workers, self.threads, self.ship)
 
     def run(self, payloads: Sequence[Mapping[str, Any]], data: Mapping[str, np.ndarray]) -> Iterator[Outcome]:
         import ray
 
-        extra = [*self.ship, *{p["run"] for p in payloads}]
-        runtime_env = {"py_modules": shipped_modules(extra), "env_vars": dict(WORKER_ENV)}
-        init_args: dict[str, Any] = {"runtime_env": runtime_env, "log_to_driver": False,
-                                     "logging_level": logging.WARNING, "configure_logging": True}
+        init_args: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
+                                     "configure_logging": True}
         if self.address:
-            init_args["address"] = self.address
-        else:   # "local": a Ray of our own, even when RAY_ADDRESS or a running `ray start` would be found
-            init_args.update(address="local", num_cpus=self.workers or None, include_dashboard=False)
+            extra = [*self.ship, *{p["run"] for p in payloads}]
+            init_args.update(address=self.address, runtime_env={"py_modules": shipped_modules(extra),
+                                                                 "env_vars": dict(WORKER_ENV)})
+        else:   # our own node, even when RAY_ADDRESS or a running `ray start` would be found
+            self.start()
+            assert self._node is not None
+            self._node.wait_ready()
+            init_args["address"] = self._node.address
         ray.init(**init_args)
+        self._connected = True
+        if threading.current_thread() is threading.main_thread():
+            # Ray's SIGTERM handling arms a 3 s abort alarm (its C++ failure-signal handler) before its Python
+            # handler exits: ours cancels it, so that close() can stop the node however long that takes.
+            signal.signal(signal.SIGTERM, _exit_on_signal)
         data_ref = ray.put(dict(data))
+        models = tuple(self.ship)
         remote = ray.remote(_ray_job).options(num_cpus=self.threads, max_retries=self.max_retries,
                                                retry_exceptions=False)
-        pending = {remote.remote(p, data_ref): p for p in payloads}
+        pending = {remote.remote(p, data_ref, models): p for p in payloads}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
@@ -159,19 +524,32 @@ class RayExecutor:
                                   node="")
 
     def close(self) -> None:
-        import ray
+        """Disconnect; stop the node this executor started (nothing of it remains)."""
+        if self._connected:
+            import ray
 
-        if ray.is_initialized():
-            ray.shutdown()
+            if ray.is_initialized():
+                ray.shutdown()
+            self._connected = False
+        if self._node is not None:
+            self._node.stop()
+            self._node = None
+        self._started = False
+        _restore_sigterm(self)
 
 
 EXECUTORS: dict[str, Callable[[Mapping[str, Any], Sequence[str]], Executor]] = {
     "ray": lambda run, ship: RayExecutor(run["address"], run["workers"], run["threads_per_job"], run["max_retries"],
                                          ship),
-    "local": lambda run, ship: LocalExecutor(run["workers"], run["threads_per_job"]),
+    "local": lambda run, ship: LocalExecutor(run["workers"], run["threads_per_job"], ship),
 }
 
 
 def make_executor(run_cfg: Mapping[str, Any], ship: Sequence[str] = ()) -> Executor:
     """The executor named in the ``[run]`` section of a resolved config (``ship``: user packages, e.g. models)."""
     return EXECUTORS[run_cfg["executor"]](run_cfg, ship)
+
+
+if os.environ.get(PREPARE_ENV):   # a worker of our own Ray node preloads this module as it starts: prepare it now
+    _threads, _, _models = os.environ[PREPARE_ENV].partition(";")
+    prepare_worker(int(_threads), [m for m in _models.split(",") if m])

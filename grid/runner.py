@@ -194,18 +194,30 @@ def run_grid(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool 
              executor: Executor | None = None, wait: bool = False) -> RunSummary:
     """Run every job of ``cfg`` that is not stored yet; write each result the moment it arrives.
 
-    Everything is checked before the results folder is touched; the folder is then locked for this run (another
-    run refuses, or waits with ``wait``), damaged results and leftovers are removed, and run.json records the
-    folder's experiment and this run next to the earlier ones.
+    The executor starts first (Ray or the worker pool come up while the data loads and the plan is made) and is
+    closed on every exit path. Everything is checked before the results folder is touched; the folder is then
+    locked for this run (another run refuses, or waits with ``wait``), damaged results and leftovers are removed,
+    and run.json records the folder's experiment and this run next to the earlier ones.
     """
+    if cfg["run"]["executor"] == "ray":   # an unreachable cluster fails here, within the timeout
+        probe_address(cfg["run"]["address"], cfg["run"]["connect_timeout"])
+    executor = executor or make_executor(cfg["run"], cfg["grid"]["models"])
+    if hasattr(executor, "start"):
+        executor.start()
+    try:
+        return _run_grid(cfg, executor, rerun_failed=rerun_failed, progress=progress, wait=wait)
+    finally:
+        executor.close()
+
+
+def _run_grid(cfg: dict[str, Any], executor: Executor, *, rerun_failed: bool, progress: bool,
+              wait: bool) -> RunSummary:
     start = time.perf_counter()
     out = cfg["run"]["out"]
     check_out(out)
     cfg, table, fingerprint = load_checked_data(cfg)
     store = ResultStore(out)
     plan = prepare(cfg, table, fingerprint, store.run_info() if store.exists() else None)
-    if cfg["run"]["executor"] == "ray":
-        probe_address(cfg["run"]["address"], cfg["run"]["connect_timeout"])
     lock = FolderLock(store.fs, store.root)
     notes = lock.acquire(wait)
     try:
@@ -218,7 +230,7 @@ def run_grid(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool 
 
 
 def _run_locked(plan: Prepared, store: ResultStore, stored: dict[str, Any], notes: list[str], rerun_failed: bool,
-                progress: bool, executor: Executor | None, start: float) -> RunSummary:
+                progress: bool, executor: Executor, start: float) -> RunSummary:
     cfg, jobs = plan.cfg, plan.jobs
     ledger = store.ledger()
     for job_id, reason in store.damage(ledger, verify=True).items():
@@ -271,7 +283,6 @@ def _run_locked(plan: Prepared, store: ResultStore, stored: dict[str, Any], note
         return summary
     data = shared_arrays(plan.table)
     payloads = [j.payload(plan.splits[j.seed]) for j in todo]
-    executor = executor or make_executor(cfg["run"], cfg["grid"]["models"])
     bar = _progress_bar(len(todo), progress)
     try:
         for outcome in executor.run(payloads, data):
@@ -292,7 +303,6 @@ def _run_locked(plan: Prepared, store: ResultStore, stored: dict[str, Any], note
             bar.set_postfix(failed=len(summary.failed), refresh=False)
     finally:
         bar.close()
-        executor.close()
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import sys
 import time
 import traceback as tb
 from collections.abc import Callable, Mapping
@@ -43,6 +44,8 @@ class Outcome:
 def node_name() -> str:
     """The host, plus the Ray node id when running inside Ray (several nodes can share a host)."""
     host = socket.gethostname()
+    if "ray" not in sys.modules:   # not inside Ray (importing it here would cost a local worker ~1 s)
+        return host
     try:
         import ray
 
