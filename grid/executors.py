@@ -48,7 +48,8 @@ def _init_local_worker(matrix_path: str, labels: dict[str, np.ndarray], threads:
     limit_threads(threads)
     _WORKER_DATA.clear()
     _WORKER_DATA.update(labels)
-    _WORKER_DATA["X"] = np.load(matrix_path, mmap_mode="r", allow_pickle=False)
+    if matrix_path:   # jobs without a shared matrix (data embed) get only the labels
+        _WORKER_DATA["X"] = np.load(matrix_path, mmap_mode="r", allow_pickle=False)
 
 
 def _run_local(payload: Mapping[str, Any]) -> Outcome:
@@ -66,8 +67,9 @@ class LocalExecutor:
 
     def run(self, payloads: Sequence[Mapping[str, Any]], data: Mapping[str, np.ndarray]) -> Iterator[Outcome]:
         self._tmp = tempfile.mkdtemp(prefix="biasgrid-")
-        matrix_path = str(Path(self._tmp) / "X.npy")
-        np.save(matrix_path, np.ascontiguousarray(data["X"]), allow_pickle=False)
+        matrix_path = str(Path(self._tmp) / "X.npy") if "X" in data else ""
+        if matrix_path:
+            np.save(matrix_path, np.ascontiguousarray(data["X"]), allow_pickle=False)
         labels = {k: v for k, v in data.items() if k != "X"}
         self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init_local_worker,
