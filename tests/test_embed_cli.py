@@ -5,11 +5,6 @@ written); the embedded table through ``biasgrid run --data``."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +13,10 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from conftest import kill_midway
 from grid.cli import main
 from storage.table import read_table
 
-REPO = Path(__file__).resolve().parents[1]
 LOCAL = ["--executor", "local", "--workers", "1"]
 
 
@@ -200,17 +195,7 @@ def test_kill_9_midway_then_the_same_command_embeds_only_what_is_missing(tmp_pat
         save(root / ("HA4K_120" if k // 4 % 2 else "MB4K_120") / f"id{k // 4}" / f"img{k}.png", astronaut(k))
     out = tmp_path / "t.parquet"
     shards = tmp_path / "t.parquet.shards"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, "-m", "grid.cli", *embed_args(root, out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if shards.exists() and len(list(shards.glob("*.parquet"))) >= 3:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the command finished before it could be killed: give it more images"
-    os.killpg(proc.pid, signal.SIGKILL)   # the driver and its worker, at an arbitrary instant
-    proc.wait()
+    kill_midway(embed_args(root, out), lambda: shards.exists() and len(list(shards.glob("*.parquet"))) >= 3)
     assert not out.exists()
     stored = len(list(shards.glob("*.parquet")))
     assert 3 <= stored < n
