@@ -169,6 +169,6 @@ def kill_midway(argv: list[str], ready: Callable[[], bool], timeout: float = 300
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None and not ready():
         time.sleep(0.05)
-    assert proc.poll() is None, f"the command ended (exit {proc.returncode}) before it could be killed: give it more work"
+    assert proc.poll() is None, f"the command ended (exit {proc.returncode}) before it was killed: give it more work"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

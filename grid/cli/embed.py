@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,9 @@ from storage.errors import InputError
 from storage.images import LabelledImages
 from storage.table import EmbeddingTable
 from storage.vocab import ETHNICITIES, GENDERS
+
+if TYPE_CHECKING:
+    from tasks.embedders import EmbedSpec
 
 RUN_FUNCTION = "tasks.embedders.shard:run_embed_job"
 DEFAULT_SHARD_SIZE = 256
@@ -194,7 +197,7 @@ class Shard:
     key: str
 
 
-def plan_shards(images: LabelledImages, spec: Any, size: int, progress: bool) -> list[Shard]:
+def plan_shards(images: LabelledImages, spec: EmbedSpec, size: int, progress: bool) -> list[Shard]:
     """Cut the (path-sorted) images into shards of ``size`` and key each one (reads every file once)."""
     from grid.runner import _progress_bar
     from tasks.embedders import shard_key, split_shards
@@ -254,7 +257,7 @@ def load_shard(folder: Path, key: str) -> pa.Table | None:
     return table if table.schema.equals(_SHARD_SCHEMA) else None
 
 
-def _payloads(images: LabelledImages, shards: Iterable[Shard], spec: Any, threads: int) -> list[dict[str, Any]]:
+def _payloads(images: LabelledImages, shards: Iterable[Shard], spec: EmbedSpec, threads: int) -> list[dict[str, Any]]:
     """One job per distinct key (identical shards are embedded once)."""
     payloads: dict[str, dict[str, Any]] = {}
     for s in shards:
@@ -264,7 +267,7 @@ def _payloads(images: LabelledImages, shards: Iterable[Shard], spec: Any, thread
     return list(payloads.values())
 
 
-def embed_missing(images: LabelledImages, shards: list[Shard], spec: Any, run_cfg: dict[str, Any],
+def embed_missing(images: LabelledImages, shards: list[Shard], spec: EmbedSpec, run_cfg: dict[str, Any],
                   folder: Path, progress: bool) -> tuple[dict[str, pa.Table], list[str]]:
     """Run the shards not stored in ``folder`` on the executor, storing each as it finishes. Returns every
     shard's rows by key (incomplete shards -- a file that could not be read -- are kept in memory only) and the
@@ -277,8 +280,9 @@ def embed_missing(images: LabelledImages, shards: list[Shard], spec: Any, run_cf
         if s.key not in done and (stored := load_shard(folder, s.key)) is not None:
             done[s.key] = stored
     todo = [p for p in _payloads(images, shards, spec, run_cfg["threads_per_job"]) if p["job_id"] not in done]
-    _say(progress, f"biasgrid: {len(images)} images in {len(shards)} shards, {len(shards) - sum(s.key not in done for s in shards)} "
-                   f"already embedded, {len(todo)} to run on {run_cfg['executor']} -> {folder}")
+    stored = sum(s.key in done for s in shards)
+    _say(progress, f"biasgrid: {len(images)} images in {len(shards)} shards, {stored} already embedded, "
+                   f"{len(todo)} to run on {run_cfg['executor']} -> {folder}")
     failed: list[str] = []
     if not todo:
         return done, failed
@@ -360,6 +364,11 @@ def errors_file(out: Path) -> Path:
     return out.with_name(out.name + ERRORS_SUFFIX)
 
 
+def _listing(errors: list[tuple[str, str]], most: int) -> str:
+    """The first ``most`` (path, reason) pairs for a message."""
+    return "; ".join(f"{p}: {r}" for p, r in errors[:most]) + (" ..." if len(errors) > most else "")
+
+
 def summary_lines(table: EmbeddingTable, out: Path, what: str, result: Assembled, own: bool) -> list[str]:
     """The command's closing summary: the table, faces detected per group, what was left out and why."""
     from grid.cli.data import _summary
@@ -375,7 +384,7 @@ def summary_lines(table: EmbeddingTable, out: Path, what: str, result: Assembled
         lines.append(f"{len(result.skipped)} images without a detected face left out (--skip-undetected)")
     if result.errors:
         lines.append(f"{len(result.errors)} images could not be read, listed in {errors_file(out)}: "
-                     + "; ".join(f"{p}: {r}" for p, r in result.errors[:3]) + (" ..." if len(result.errors) > 3 else ""))
+                     + _listing(result.errors, 3))
     if own:
         lines.append("note: the source names no identities, so each image is its own identity: classification "
                      "works, verification needs identities with two or more images ([verification] enabled = "
@@ -400,7 +409,8 @@ def handler(args: argparse.Namespace) -> int:
     images = list_labelled(args)
     codes = label_codes(images)
     spec = resolve_spec(args.model, model_options(args), normalize=args.normalise,
-                        skip_undetected=args.skip_undetected, batch_size=args.batch_size or DEFAULT_BATCH_SIZE)
+                        skip_undetected=args.skip_undetected,
+                        batch_size=DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size)
     run_cfg = run_config(args)
     open_embedder(spec, run_cfg["threads_per_job"])   # a model that does not load: refused before any work
     if run_cfg["executor"] == "ray":
@@ -417,7 +427,7 @@ def handler(args: argparse.Namespace) -> int:
               f"shards are kept in {folder}: run the same command again to retry the others", file=sys.stderr)
         return 1
     result = assemble(images, shards, done, codes)
-    listing = "; ".join(f"{p}: {r}" for p, r in result.errors[:5]) + (" ..." if len(result.errors) > 5 else "")
+    listing = _listing(result.errors, 5)
     if result.errors and args.strict:
         raise InputError(f"{len(result.errors)} images cannot be read (--strict): {listing}; no table written "
                          f"(the embedded shards are kept in {folder}, so a rerun embeds only what changed)")
