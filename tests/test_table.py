@@ -238,3 +238,22 @@ def test_integer_ids_are_read_as_text_and_float_ids_refused(tmp_path):
     pq.write_table(arrow.set_column(0, "identity", ids.cast(pa.float64())), path)
     with pytest.raises(InputError, match=r"t.parquet: column 'identity' has type double; expected strings"):
         read_table(path)
+
+
+def test_optional_face_detected_column(tmp_path):
+    table = make_table()
+    flags = np.arange(len(table)) % 3 != 0
+    marked = replace(table, face_detected=flags)
+    write_table(marked, tmp_path / "faces.parquet")
+    back = read_table(tmp_path / "faces.parquet")
+    assert np.array_equal(back.face_detected, flags) and back.fingerprint() == table.fingerprint()
+    write_table(table, tmp_path / "plain.parquet")
+    assert read_table(tmp_path / "plain.parquet").face_detected is None
+    assert "face_detected" not in pq.read_schema(tmp_path / "plain.parquet").names
+    with pytest.raises(InputError, match="'face_detected' must be a 1-D bool array"):
+        validate_table(replace(table, face_detected=flags.astype(np.int8)), "t")
+    t = pq.read_table(tmp_path / "faces.parquet")
+    pq.write_table(t.set_column(t.schema.get_field_index("face_detected"), "face_detected",
+                                pa.array(flags.astype(np.int32))), tmp_path / "ints.parquet")
+    with pytest.raises(InputError, match="column 'face_detected' has type int32"):
+        read_table(tmp_path / "ints.parquet")
