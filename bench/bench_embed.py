@@ -49,14 +49,15 @@ def _worker(spec_dict: dict, paths: list[str], barrier, queue) -> None:
     spec = EmbedSpec(**spec_dict)
     embed_shard(paths[:2], spec, threads=1)   # load the model, warm up
     barrier.wait()
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     result = embed_shard(paths, spec, threads=1)
-    end = time.time()
-    queue.put((start, end, len(result.index), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    end, cpu = time.time(), time.process_time() - cpu
+    queue.put((start, end, len(result.index), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, cpu))
 
 
 def measure(spec, paths: list[str], workers: int) -> dict:
-    """Every worker embeds all of ``paths`` (so each has the same work): rate = workers * len(paths) / wall."""
+    """Every worker embeds all of ``paths`` (so each has the same work): rate = workers * len(paths) / wall;
+    ``cpu_rate``: images per CPU second of the workers (what a core gives when nothing else runs on it)."""
     ctx = multiprocessing.get_context("spawn")
     barrier, queue = ctx.Barrier(workers), ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(spec.to_dict(), paths, barrier, queue)) for _ in range(workers)]
@@ -68,7 +69,8 @@ def measure(spec, paths: list[str], workers: int) -> dict:
     wall = max(r[1] for r in results) - min(r[0] for r in results)
     images = sum(r[2] for r in results)
     return {"workers": workers, "images": images, "seconds": wall, "rate": images / wall,
-            "peak_mb": max(r[3] for r in results)}
+            "peak_mb": max(r[3] for r in results), "cpu_rate": images / sum(r[4] for r in results),
+            "load": os.getloadavg()[0]}
 
 
 def report(name: str, rows: list[dict]) -> None:
@@ -77,7 +79,8 @@ def report(name: str, rows: list[dict]) -> None:
         scale = r["rate"] / (r["workers"] * one["rate"])
         print(f"{name:28s} workers {r['workers']}: {r['images']:4d} images in {r['seconds']:6.1f} s = "
               f"{r['rate']:6.2f} images/s ({r['rate'] / r['workers']:.2f} per core; x{scale:.2f} of "
-              f"{r['workers']} x 1 worker); peak RSS per worker {r['peak_mb']:.0f} MB")
+              f"{r['workers']} x 1 worker); {r['cpu_rate']:.2f} images per CPU second; peak RSS per worker "
+              f"{r['peak_mb']:.0f} MB; load {r['load']:.1f}")
 
 
 def main() -> None:
