@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage.errors import InputError
@@ -320,12 +321,14 @@ class Assembled:
 
 def assemble(images: LabelledImages, shards: list[Shard], done: dict[str, pa.Table],
              codes: tuple[np.ndarray, np.ndarray]) -> Assembled:
-    """The (n, d) matrix and labels of every ``ok`` row, in image order, from the shards' rows."""
+    """The (n, d) matrix and labels of every ``ok`` row, in image order, from the shards' rows. The matrix is
+    allocated once and filled shard by shard (driver memory: the stored shards plus one matrix)."""
     keep: list[np.ndarray] = []
-    blocks: list[np.ndarray] = []
     faces: list[np.ndarray] = []
     errors: list[tuple[str, str]] = []
     skipped: list[str] = []
+    oks: list[np.ndarray] = []
+    dims: set[int] = set()
     for s in shards:
         t = done[s.key]
         status = np.asarray(t["status"].to_pylist(), dtype=object)
@@ -334,20 +337,24 @@ def assemble(images: LabelledImages, shards: list[Shard], done: dict[str, pa.Tab
             errors.append((images.path[rows[i]], t["reason"][int(i)].as_py()))
         skipped += [images.path[r] for r in rows[status == "skipped"]]
         ok = np.flatnonzero(status == "ok")
-        if not len(ok):
-            continue
-        emb = t["embedding"].combine_chunks().take(pa.array(ok))
-        flat = emb.flatten().to_numpy(zero_copy_only=False)
-        blocks.append(flat.reshape(len(ok), -1).astype(np.float32, copy=False))
+        oks.append(ok)
         keep.append(rows[ok])
         faces.append(t["face_detected"].to_numpy(zero_copy_only=False)[ok])
-    if not blocks:
+        if len(ok):
+            dims.update(np.unique(pc.list_value_length(t["embedding"].combine_chunks().take(pa.array(ok)))
+                                  .to_numpy(zero_copy_only=False)).tolist())
+    if not dims:
         return Assembled(None, errors, skipped)
-    dims = {b.shape[1] for b in blocks}
     if len(dims) != 1:
         raise RuntimeError(f"the model gave embeddings of different dimensions {sorted(dims)} across shards")
     at = np.concatenate(keep)
-    matrix = np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
+    matrix = np.empty((len(at), dims.pop()), dtype=np.float32)
+    pos = 0
+    for s, ok in zip(shards, oks):
+        if len(ok):
+            flat = done[s.key]["embedding"].combine_chunks().take(pa.array(ok)).flatten()
+            matrix[pos:pos + len(ok)] = flat.to_numpy(zero_copy_only=False).reshape(len(ok), -1)
+            pos += len(ok)
     table = EmbeddingTable(matrix, np.asarray(images.identity[at], dtype=object),
                            np.asarray(images.image[at], dtype=object), codes[0][at], codes[1][at],
                            np.concatenate(faces).astype(np.bool_))
