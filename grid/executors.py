@@ -255,7 +255,8 @@ class LocalExecutor:
         """Put ``data`` where the workers read it: one shared-memory segment (the matrix, then the pickled label
         arrays), or, where shared memory is unavailable or too small, a temporary ``.npy`` and a pickle file.
         Returns its description for the workers."""
-        X = np.ascontiguousarray(data["X"])
+        # jobs without a shared matrix (data embed) get an empty one
+        X = np.ascontiguousarray(data["X"]) if "X" in data else np.zeros((0, 0), dtype=np.float32)
         blob = pickle.dumps({k: v for k, v in data.items() if k != "X"}, protocol=pickle.HIGHEST_PROTOCOL)
         name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         where: dict[str, Any] = {"key": name, "shape": X.shape, "dtype": X.dtype.str}

@@ -312,8 +312,8 @@ def _say(enabled: bool, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def _progress_bar(total: int, enabled: bool) -> Any:
+def _progress_bar(total: int, enabled: bool, unit: str = "job") -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="job", file=sys.stderr, disable=not enabled, dynamic_ncols=True,
-                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} jobs [{elapsed}<{remaining}{postfix}]")
+    return tqdm(total=total, unit=unit, file=sys.stderr, disable=not enabled, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} " + unit + "s [{elapsed}<{remaining}{postfix}]")

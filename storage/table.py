@@ -7,6 +7,8 @@ Parquet schema (one row per image)::
     ethnicity  string                          any group names: asian | caucasian | black (the study's), or others
     gender     string                          male | female
     embedding  fixed_size_list<float32>[d]     any dimension d (2048 for DiveFace)
+    face_detected  bool (optional)             written by ``biasgrid data embed``: False = no face was found and
+                                               the image was embedded from its centre crop
 
 In memory the table is an :class:`EmbeddingTable`: a C-contiguous ``(n, d)`` float32 matrix plus label
 columns, ethnicity as int8 codes into the table's own ordered ``ethnicities`` and gender into
@@ -33,6 +35,7 @@ from storage.errors import InputError
 
 LABEL_COLUMNS: tuple[str, ...] = ("identity", "image", "ethnicity", "gender")
 EMBEDDING_COLUMN = "embedding"
+FACE_COLUMN = "face_detected"   # optional
 ROW_GROUP_SIZE = 8192
 _READ_BATCH = 2048   # rows per batch when filling the matrix (with 1 MiB read buffers: peak ~1.15x the matrix)
 _CHECK_BLOCK = 8192  # rows per block when scanning the matrix (bounded temporary memory)
@@ -45,7 +48,9 @@ class EmbeddingTable:
     ``embeddings`` is ``(n, d)`` float32 C-contiguous; ``identity`` and ``image`` are string arrays;
     ``ethnicity`` holds int8 codes into ``ethnicities`` (the table's groups; the study's three by default) and
     ``gender`` int8 codes into :data:`storage.vocab.GENDERS` (0 = male, 1 = female). Check a table built by hand
-    with :func:`validate_table`.
+    with :func:`validate_table`. ``face_detected`` (optional, (n,) bool) says whether a face detector found
+    the face (False: embedded from the centre crop); other commands ignore it and it is not part of
+    :meth:`fingerprint`.
     """
 
     embeddings: np.ndarray
@@ -54,6 +59,7 @@ class EmbeddingTable:
     ethnicity: np.ndarray
     gender: np.ndarray
     ethnicities: tuple[str, ...] = vocab.ETHNICITIES
+    face_detected: np.ndarray | None = None
 
     def present_ethnicities(self) -> list[str]:
         """The ethnicity groups that have rows, in the vocabulary's order."""
@@ -191,6 +197,11 @@ def validate_table(table: EmbeddingTable, source: str) -> None:
     _check_codes(table.ethnicity, "ethnicity", tuple(table.ethnicities), n, source)
     _check_codes(table.gender, "gender", vocab.GENDERS, n, source)
     check_finite(emb, source, lambda row: _row_name(table, row))
+    face = table.face_detected
+    if face is not None and (not isinstance(face, np.ndarray) or face.dtype != np.bool_ or face.shape != (n,)):
+        raise InputError(f"{source}: '{FACE_COLUMN}' must be a 1-D bool array of {n} values (one per embedding "
+                         f"row), got {getattr(face, 'dtype', type(face).__name__)} of shape "
+                         f"{getattr(face, 'shape', '?')}")
 
     frame = pd.DataFrame({"identity": np.asarray(table.identity, dtype=object),
                           "image": np.asarray(table.image, dtype=object)})
@@ -246,6 +257,8 @@ def write_table(table: EmbeddingTable, path: str | Path) -> None:
     flat = pa.array(table.embeddings.reshape(-1), type=pa.float32())  # zero-copy view of the matrix
     columns = _labels_arrow(table)
     columns[EMBEDDING_COLUMN] = pa.FixedSizeListArray.from_arrays(flat, d)
+    if table.face_detected is not None:
+        columns[FACE_COLUMN] = pa.array(table.face_detected, type=pa.bool_())
     arrow = pa.table(columns).replace_schema_metadata({"biasgrid": "embedding-table/1"})
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
@@ -316,6 +329,15 @@ def _strings(values: pa.ChunkedArray, field: str, source: str) -> np.ndarray:
         bad = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
         raise InputError(f"{source}: column '{field}' is missing at row {bad}; expected a string in every row")
     return values.to_numpy(zero_copy_only=False).astype(object, copy=False)
+
+
+def _face_detected(pf: pq.ParquetFile, source: str) -> np.ndarray:
+    """The optional ``face_detected`` column as (n,) bool; InputError when it is not a bool column without gaps."""
+    values = pf.read(columns=[FACE_COLUMN]).column(0)
+    if not pa.types.is_boolean(values.type) or values.null_count:
+        raise InputError(f"{source}: column '{FACE_COLUMN}' has type {values.type}"
+                         f"{' with missing values' if values.null_count else ''}; expected true/false in every row")
+    return values.to_numpy().astype(np.bool_)
 
 
 def _embedding_dim(field: pa.Field, name: str, source: str) -> int | None:
@@ -412,6 +434,7 @@ def read_parquet_table(path: str | Path, columns: Mapping[str, str] | None = Non
         del batch, col, values
     if matrix is None or pos != n:
         raise InputError(f"{source}: read {pos} embeddings but the metadata promises {n} rows; the file is damaged")
-    table = EmbeddingTable(matrix, identity, image, ethnicity, gender, groups)
+    face = _face_detected(pf, source) if FACE_COLUMN in schema.names else None
+    table = EmbeddingTable(matrix, identity, image, ethnicity, gender, groups, face)
     validate_table(table, source)
     return table

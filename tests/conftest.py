@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -157,3 +157,18 @@ class RayNode:
         end_processes([self.proc.pid])
         self.proc.wait(timeout=60)
         end_processes(started, grace=10.0)   # anything the node left behind; only this node's own processes
+
+
+def kill_midway(argv: list[str], ready: Callable[[], bool], timeout: float = 300.0) -> None:
+    """Run ``biasgrid ARGV`` in a session of its own until ``ready()`` holds, then SIGKILL its process group (the
+    driver and its workers, which this test started) at that arbitrary instant. AssertionError when the command
+    ends before ``ready()`` holds (give it more work)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "grid.cli", *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the command ended (exit {proc.returncode}) before it was killed: give it more work"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

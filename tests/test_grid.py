@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +15,8 @@ import pytest
 from grid.config import resolve_config
 from grid.runner import run_grid
 from storage.results import ResultStore, load
+
+from conftest import kill_midway
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,18 +152,8 @@ def test_sigkill_midway_then_rerun_stores_every_row_exactly_once(tmp_path: Path)
     path = config_file(tmp_path, "")
     args = ["run", "--config", str(path), "--executor", "local", "--workers", "2", "--out", str(out),
             "--seeds", "3", "--no-report"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "grid.cli", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
     ledger = out / "_jobs"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if ledger.exists() and len(list(ledger.glob("*.json"))) >= 4:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed: make the grid bigger"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, at an arbitrary instant
-    proc.wait()
+    kill_midway(args, lambda: ledger.exists() and len(list(ledger.glob("*.json"))) >= 4)
     done_before = len(list(ledger.glob("*.json")))
     run = json.loads((out / "run.json").read_text())
     assert 0 < done_before < len(run["jobs"]["job_id"])

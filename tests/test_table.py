@@ -260,3 +260,22 @@ def test_any_ethnicity_groups_round_trip_with_their_vocabulary(tmp_path):
     write_table(back, tmp_path / "again.parquet")
     again = read_table(tmp_path / "again.parquet")
     assert again.ethnicities == back.ethnicities and again.fingerprint() == back.fingerprint()
+
+
+def test_optional_face_detected_column(tmp_path):
+    table = make_table()
+    flags = np.arange(len(table)) % 3 != 0
+    marked = replace(table, face_detected=flags)
+    write_table(marked, tmp_path / "faces.parquet")
+    back = read_table(tmp_path / "faces.parquet")
+    assert np.array_equal(back.face_detected, flags) and back.fingerprint() == table.fingerprint()
+    write_table(table, tmp_path / "plain.parquet")
+    assert read_table(tmp_path / "plain.parquet").face_detected is None
+    assert "face_detected" not in pq.read_schema(tmp_path / "plain.parquet").names
+    with pytest.raises(InputError, match="'face_detected' must be a 1-D bool array"):
+        validate_table(replace(table, face_detected=flags.astype(np.int8)), "t")
+    t = pq.read_table(tmp_path / "faces.parquet")
+    pq.write_table(t.set_column(t.schema.get_field_index("face_detected"), "face_detected",
+                                pa.array(flags.astype(np.int32))), tmp_path / "ints.parquet")
+    with pytest.raises(InputError, match="column 'face_detected' has type int32"):
+        read_table(tmp_path / "ints.parquet")

@@ -1,4 +1,5 @@
-"""``biasgrid data synth`` and ``biasgrid data import``: write an embedding table (Parquet).
+"""``biasgrid data synth``, ``biasgrid data import`` and ``biasgrid data embed`` (in :mod:`grid.cli.embed`): write
+an embedding table (Parquet).
 
 Both check everything before writing and write atomically, so on bad input (InputError, exit code 2) nothing is
 left behind.
@@ -23,11 +24,14 @@ _PER_ETHNICITY_FORMS = ("a number for every ethnicity, three values for asian,ca
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``data`` command with subcommands ``synth`` and ``import`` to the ``biasgrid`` subparsers."""
+    """Add the ``data`` command with subcommands ``synth``, ``import`` and ``embed`` to the ``biasgrid``
+    subparsers."""
+    from grid.cli import embed
     from storage.importers import FORMAT_NAMES
     from storage.synth import PARAM_HELP, PER_ETHNICITY_PARAMS, SynthParams
 
-    data = subparsers.add_parser("data", help="write an embedding table: synthetic (synth) or imported (import)",
+    data = subparsers.add_parser("data", help="write an embedding table: synthetic (synth), imported (import) or "
+                                              "embedded from face images (embed)",
                                  description="Write an embedding table (Parquet) for 'biasgrid run --data'.")
     sub = data.add_subparsers(dest="data_command", required=True)
 
@@ -65,6 +69,7 @@ def register(subparsers: Any) -> None:
                      help="name identities <ethnicity>_<gender>/<identity> (when identity names are only unique "
                           "within each group)")
     imp.set_defaults(func=_import)
+    embed.register(sub)
 
 
 def _check_out(out: str) -> Path:

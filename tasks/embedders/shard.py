@@ -15,12 +15,13 @@ import hashlib
 import io
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from storage.errors import InputError
 
@@ -187,3 +188,41 @@ def embed_shard(paths: Sequence[str | Path], spec: EmbedSpec, threads: int = 1) 
     return ShardResult(paths, np.ascontiguousarray(matrix, dtype=np.float32), np.asarray(index, dtype=np.int64),
                        np.asarray(detected, dtype=bool), tuple(errors), tuple(skipped), tuple(digests), key,
                        time.perf_counter() - start)
+
+
+SHARD_STATUSES: tuple[str, ...] = ("ok", "skipped", "undecodable", "unreadable")
+
+
+def run_embed_job(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:
+    """The worker function of a ``data embed`` shard job (``tasks.run_job`` calls it; ``data`` is unused).
+
+    ``payload``: ``job_id`` = the shard's key (:func:`shard_key`, computed by the driver), ``paths``, and
+    ``params`` = ``{"spec": EmbedSpec.to_dict(), "threads": n}``. Returns ``{"embed_shard": frame}`` with one row
+    per path, in order: ``row`` (position in the shard), ``status`` (:data:`SHARD_STATUSES`: ``ok``; ``skipped``
+    = no face with ``skip_undetected``; ``undecodable`` = the bytes are not an image or the model gave NaN/inf;
+    ``unreadable`` = the file could not be read, so the shard is not complete), ``reason``, ``face_detected`` and
+    ``embedding`` (float32 array for ``ok`` rows, else None). Raises when the files' content no longer matches
+    the key (changed since the driver hashed them).
+    """
+    from tasks.embedders import EmbedSpec
+
+    spec = EmbedSpec(**payload["params"]["spec"])
+    res = embed_shard(payload["paths"], spec, int(payload["params"].get("threads", 1)))
+    if res.key and res.key != payload["job_id"]:
+        raise RuntimeError("the images of this shard changed while the command ran; run it again")
+    n = len(res.paths)
+    status = np.full(n, "ok", dtype=object)
+    reason = np.full(n, "", dtype=object)
+    face = np.zeros(n, dtype=bool)
+    embedding = np.full(n, None, dtype=object)
+    where = {p: i for i, p in enumerate(res.paths)}
+    for path, why in res.errors:
+        i = where[path]
+        status[i], reason[i] = ("unreadable" if not res.sha256[i] else "undecodable"), why
+    for path in res.skipped:
+        status[where[path]], reason[where[path]] = "skipped", "no face found"
+    face[res.index] = res.face_detected
+    for i, row in zip(res.index, res.embeddings):
+        embedding[i] = row
+    return {"embed_shard": pd.DataFrame({"row": np.arange(n, dtype=np.int64), "status": status, "reason": reason,
+                                         "face_detected": face, "embedding": embedding})}
