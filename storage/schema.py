@@ -77,8 +77,12 @@ def _table(name: str, partition: str, columns: dict[str, str], provenance: bool 
 TABLES: dict[str, TableSchema] = {t.name: t for t in (
     _table("accuracy", "model", {
         "model": "string", "train_group": "string", "test_group": "string", "seed": "int", "accuracy": "float",
-        "accuracy_male": "float", "accuracy_female": "float", "n_test": "int", "train_seconds": "float"},
+        "accuracy_male": "float", "accuracy_female": "float", "balanced_accuracy": "float", "n_test": "int",
+        "n_train": "int", "train_seconds": "float"},
         provenance=True),
+    _table("predictions", "model", {
+        "model": "string", "train_group": "string", "test_group": "string", "seed": "int", "row": "int",
+        "identity": "int", "y_true": "int", "y_pred": "int", "score": "float"}),
     _table("verification", "test_group", {
         "test_group": "string", "seed": "int", "eer": "float", "eer_threshold": "float",
         "fnmr_at_fmr_1e_2": "float", "fnmr_at_fmr_1e_3": "float", "genuine_mean": "float",
