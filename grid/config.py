@@ -40,7 +40,9 @@ DEFAULTS: dict[str, Any] = {
     "verification": {
         "enabled": True,
         "max_impostor_pairs": 5_000_000,
-        "target_fmr": 1e-3,
+        "target_fmr": 1e-3,            # the ONE global threshold of the impostor-matrix job
+        "target_fmrs": [1e-2, 1e-3, 1e-4],   # per-group own thresholds (operating_points table)
+        "bootstrap": 200,              # identity-bootstrap resamples per impostor-matrix job; 0 = none
     },
     "tsne": {
         "enabled": True,
@@ -203,6 +205,14 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
                          f"got {v['max_impostor_pairs']}")
     if not 0.0 < v["target_fmr"] < 1.0:
         raise InputError(f"{where('verification.target_fmr')} must be between 0 and 1, got {v['target_fmr']}")
+    if not v["target_fmrs"] or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 < x < 1.0
+                                       for x in v["target_fmrs"]):
+        raise InputError(f"{where('verification.target_fmrs')} must be a non-empty list of numbers between 0 and 1, "
+                         f"got {v['target_fmrs']!r}")
+    v["target_fmrs"] = [float(x) for x in v["target_fmrs"]]
+    if v["bootstrap"] < 0 or v["bootstrap"] == 1:
+        raise InputError(f"{where('verification.bootstrap')} must be 0 (no bootstrap) or at least 2 resamples, "
+                         f"got {v['bootstrap']}")
 
     t = cfg["tsne"]
     t["seeds"] = parse_seeds(t["seeds"], where("tsne.seeds")) if t["seeds"] else [g["seeds"][0]]

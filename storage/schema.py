@@ -95,10 +95,27 @@ TABLES: dict[str, TableSchema] = {t.name: t for t in (
         "count": "int"}),
     _table("impostor_matrix", "seed", {
         "seed": "int", "group_a": "string", "group_b": "string", "fmr": "float", "n_pairs": "int",
-        "threshold": "float"}),
+        "threshold": "float", "false_matches": "int", "ci_low": "float", "ci_high": "float", "display": "string",
+        "resolved": "bool", "reason": "string"}),
     _table("demographic_rates", "seed", {
         "seed": "int", "group": "string", "fmr": "float", "fnmr": "float", "threshold": "float",
-        "n_genuine": "int", "n_impostor": "int"}),
+        "n_genuine": "int", "n_impostor": "int", "false_matches": "int", "false_non_matches": "int",
+        "fmr_ci_low": "float", "fmr_ci_high": "float", "fnmr_ci_low": "float", "fnmr_ci_high": "float",
+        "resolved": "bool", "reason": "string"}),
+    _table("group_eer", "seed", {
+        "seed": "int", "group": "string", "eer": "float", "eer_threshold": "float", "n_genuine": "int",
+        "n_impostor": "int"}),
+    _table("operating_points", "seed", {
+        "seed": "int", "group": "string", "target_fmr": "float", "threshold_kind": "string", "threshold": "float",
+        "false_matches": "int", "n_impostor": "int", "fmr": "float", "fmr_ci_low": "float",
+        "fmr_ci_high": "float", "fmr_display": "string", "false_non_matches": "int", "n_genuine": "int",
+        "fnmr": "float", "fnmr_ci_low": "float", "fnmr_ci_high": "float", "fnmr_display": "string",
+        "resolved": "bool", "reason": "string"}),
+    _table("verification_ci", "seed", {
+        "seed": "int", "quantity": "string", "group_a": "string", "group_b": "string", "target_fmr": "float",
+        "metric": "string", "estimate": "float", "k": "int", "n": "int", "ci_low": "float", "ci_high": "float",
+        "n_resamples": "int", "n_defined": "int", "cp_low": "float", "cp_high": "float", "display": "string",
+        "note": "string"}),
     _table("tsne", "subset", {
         "seed": "int", "subset": "string", "x": "float", "y": "float", "ethnicity": "string", "gender": "string",
         "identity": "string"}),
