@@ -231,3 +231,31 @@ def test_report_shows_intervals_operating_points_and_both_tests(grid, tmp_path):
         assert f"{r['false_matches']}/{r['n_pairs']}" in text and text.endswith("(unresolved)") != r["resolved"]
     ops = pd.read_csv(tmp_path / "rep" / "operating_points.csv")
     assert len(ops) == 7 * 4 and html.exists()
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("verification.bootstrap", 1, "'verification.bootstrap' must be 0"),
+    ("verification.bootstrap", -5, "'verification.bootstrap' must be 0"),
+    ("verification.target_fmrs", [], "'verification.target_fmrs' must be a non-empty list"),
+    ("verification.target_fmrs", [1e-3, 2.0], "'verification.target_fmrs' must be a non-empty list"),
+    ("verification.target_fmrs", [True], "'verification.target_fmrs' must be a non-empty list"),
+])
+def test_new_verification_keys_are_checked(tmp_path: Path, key, value, message):
+    from storage.errors import InputError
+
+    section, name = key.split(".")
+    (tmp_path / "g.toml").write_text(f"[{section}]\n{name} = {str(value).lower() if value is True else value}\n"
+                                     .replace("[True]", "[true]"))
+    with pytest.raises(InputError, match=message):
+        resolve_config(tmp_path / "g.toml")
+
+
+def test_new_verification_keys_reach_the_impostor_job():
+    from grid.plan import make_plan
+
+    cfg = resolve_config(None, {"verification.bootstrap": 0})
+    jobs = [j for j in make_plan(cfg, "f00") if j.kind == "impostor"]
+    assert len(jobs) == 5
+    assert all(j.params["bootstrap"] == 0 and j.params["target_fmrs"] == [1e-2, 1e-3, 1e-4] for j in jobs)
+    other = [j for j in make_plan(resolve_config(None), "f00") if j.kind == "impostor"]
+    assert {j.job_id for j in jobs}.isdisjoint(j.job_id for j in other)   # a different bootstrap = new jobs
