@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
         "target_fmr": 1e-3,            # the ONE global threshold of the impostor-matrix job
         "target_fmrs": [1e-2, 1e-3, 1e-4],   # per-group own thresholds (operating_points table)
         "bootstrap": 200,              # identity-bootstrap resamples per impostor-matrix job; 0 = none
+        "identities": "test",          # "all": also exact counts over every pair of the whole table
+        "allpairs_shards": 8,          # allpairs jobs (shards of the blocks) when identities = "all"
     },
     "tsne": {
         "enabled": True,
@@ -210,6 +212,10 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
         raise InputError(f"{where('verification.target_fmrs')} must be a non-empty list of numbers between 0 and 1, "
                          f"got {v['target_fmrs']!r}")
     v["target_fmrs"] = [float(x) for x in v["target_fmrs"]]
+    if v["identities"] not in ("test", "all"):
+        raise InputError(f"{where('verification.identities')} must be \"test\" or \"all\", got {v['identities']!r}")
+    if v["allpairs_shards"] < 1:
+        raise InputError(f"{where('verification.allpairs_shards')} must be at least 1, got {v['allpairs_shards']}")
     if v["bootstrap"] < 0 or v["bootstrap"] == 1:
         raise InputError(f"{where('verification.bootstrap')} must be 0 (no bootstrap) or at least 2 resamples, "
                          f"got {v['bootstrap']}")

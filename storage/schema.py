@@ -116,6 +116,9 @@ TABLES: dict[str, TableSchema] = {t.name: t for t in (
         "metric": "string", "estimate": "float", "k": "int", "n": "int", "ci_low": "float", "ci_high": "float",
         "n_resamples": "int", "n_defined": "int", "cp_low": "float", "cp_high": "float", "display": "string",
         "note": "string"}),
+    _table("allpairs_counts", "shard", {
+        "shard": "int", "n_shards": "int", "bits": "int", "group_a": "string", "group_b": "string",
+        "kind": "string", "bin": "int", "count": "int"}),
     _table("tsne", "subset", {
         "seed": "int", "subset": "string", "x": "float", "y": "float", "ethnicity": "string", "gender": "string",
         "identity": "string"}),

@@ -37,6 +37,8 @@ max_impostor_pairs = 1000000
 target_fmr = 1e-2
 target_fmrs = [1e-1, 1e-2, 1e-4]
 bootstrap = 40
+identities = "all"
+allpairs_shards = 3
 [tsne]
 enabled = false
 [run]
@@ -220,7 +222,8 @@ def test_report_shows_intervals_operating_points_and_both_tests(grid, tmp_path):
     md = (tmp_path / "rep" / "report.md").read_text()
     for heading in ("Own and global operating points per group", "EER per demographic group",
                     f"Verification numbers with 95% intervals (seed {SEED})", "Equalized-odds difference",
-                    f"Cross-group impostor FMR, seed {SEED}", "p (NB)", "Balanced accuracy"):
+                    f"Cross-group impostor FMR, seed {SEED}", "p (NB)", "Balanced accuracy",
+                    "Exact counts over every pair of the table"):
         assert heading in md, heading
     assert (tmp_path / "rep" / "figures" / "group_rates.png").stat().st_size > 0
     # the interval matrix shows each stored cell's counts and CP interval, unresolved ones flagged
@@ -259,3 +262,46 @@ def test_new_verification_keys_reach_the_impostor_job():
     assert all(j.params["bootstrap"] == 0 and j.params["target_fmrs"] == [1e-2, 1e-3, 1e-4] for j in jobs)
     other = [j for j in make_plan(resolve_config(None), "f00") if j.kind == "impostor"]
     assert {j.job_id for j in jobs}.isdisjoint(j.job_id for j in other)   # a different bootstrap = new jobs
+
+
+def test_allpairs_shards_sum_to_brute_force_counts_of_every_pair(grid):
+    from tasks import allpairs
+    from tasks.allpairs_kind import count_shard
+
+    _, table, _, tables, path = grid
+    rows = tables["allpairs_counts"]
+    assert sorted(rows["shard"].unique()) == [0, 1, 2] and (rows["count"] > 0).all()
+    # the sum of the stored shards = one unsharded count of the whole table (exact integers)
+    one = count_shard(table.embeddings, table.identity_codes(), table.ethnicity, table.gender, 0, 1)
+    key = ["group_a", "group_b", "kind", "bin"]
+    summed = rows.groupby(key)["count"].sum().sort_index()
+    pd.testing.assert_series_equal(summed, one.set_index(key)["count"].sort_index(), check_dtype=False)
+    # against brute force over every pair of the table: comparisons per group pair, and per bin
+    X = np.asarray(table.embeddings, dtype=np.float64)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    i, j = np.triu_indices(len(X), 1)
+    s = np.einsum("ij,ij->i", X[i], X[j])
+    ident = table.identity_codes()
+    group = np.asarray(demographic_names(table.ethnicity, table.gender)).astype(str)
+    gen = ident[i] == ident[j]
+    lo, hi = np.minimum(group[i], group[j]), np.maximum(group[i], group[j])
+    bins = np.floor((s + 1) * 2 ** allpairs.DEFAULT_BITS).astype(np.int64)
+    brute = pd.DataFrame({"group_a": np.where(gen, group[i], lo), "group_b": np.where(gen, group[i], hi),
+                          "kind": np.where(gen, "genuine", "impostor"), "bin": bins})
+    expected = brute.groupby(key).size()
+    per_pair = summed.groupby(["group_a", "group_b", "kind"]).sum()
+    pd.testing.assert_series_equal(per_pair, expected.groupby(["group_a", "group_b", "kind"]).sum(),
+                                   check_dtype=False, check_names=False)
+    moved = (summed.reindex(expected.index.union(summed.index), fill_value=0)
+             - expected.reindex(expected.index.union(summed.index), fill_value=0)).abs().sum()
+    assert moved <= 2 * 1e-4 * len(s)          # float32 vs float64 may move a score across a bin edge, rarely
+    assert len(s) > 1e5
+    # the report's exact tables come from these counts
+    exact = stats.allpairs_summary(load_results(path))
+    assert exact["impostor_matrix"]["n_pairs"].sum() == 2 * (~gen).sum() - ((~gen) & (group[i] == group[j])).sum()
+    ops = exact["operating_points"]
+    every = ops[(ops["group"] == "all") & (ops["threshold_kind"] == "own")]
+    assert set(every["target_fmr"]) == {1e-1, 1e-2, 1e-4} and every["n_impostor"].iloc[0] == (~gen).sum()
+    for r in every.itertuples():     # the edge threshold meets the target, and the counts at it are brute force's
+        assert r.false_matches <= int(Fraction(str(r.target_fmr)) * r.n_impostor)
+        assert r.false_matches in accepted(s[~gen], r.threshold)

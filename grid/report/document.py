@@ -279,6 +279,7 @@ def _verification_blocks(res: Results, s: dict[str, pd.DataFrame]) -> list[Block
                                   "lower bound": [f">= {v:.3g}" for v in b["value"]], "note": b["note"]})
             blocks.append(("table", Table(frame, "Ratios over a zero rate, as lower bounds (rule of three)")))
     blocks += _interval_blocks(res, s)
+    blocks += _allpairs_blocks(res)
     mat = stats.impostor_fmr_matrix(res)
     blocks.append(("h3", "Cross-group impostor FMR"))
     if mat.empty:
@@ -346,6 +347,37 @@ def _interval_blocks(res: Results, s: dict[str, pd.DataFrame]) -> list[Block]:
         "note": ci["note"].fillna(""),
     })
     blocks.append(("table", Table(frame, f"Verification numbers with 95% intervals (seed {seed})")))
+    return blocks
+
+
+def _allpairs_blocks(res: Results) -> list[Block]:
+    """The exact all-pairs counts ([verification] identities = "all"), when stored."""
+    exact = stats.allpairs_summary(res)
+    if exact["operating_points"].empty and not exact["note"]:
+        return []
+    blocks: list[Block] = [("h3", "Exact counts over every pair of the table")]
+    if exact["operating_points"].empty:
+        blocks.append(("note", exact["note"]))
+        return blocks
+    blocks.append(("p", "Every image of every identity in the table compared with every other (no sampling, no "
+                        "split), counted exactly in score bins; rates at bin-edge thresholds (docs/REPORT.md). "
+                        + exact["note"] + "."))
+    ops = exact["operating_points"]
+    frame = pd.DataFrame({
+        "group": ops["group"], "threshold": ops["threshold_kind"], "target FMR": [f"{v:g}" for v in ops["target_fmr"]],
+        "t": [f"{v:.5f}" for v in ops["threshold"]], "FMR": ops["fmr_display"],
+        "FMR 95% CP": [f"[{lo:.2g}, {hi:.2g}]" for lo, hi in zip(ops["fmr_ci_low"], ops["fmr_ci_high"])],
+        "FNMR": ops["fnmr_display"],
+        "FNMR 95% CP": [f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(ops["fnmr_ci_low"], ops["fnmr_ci_high"])],
+        "resolved": [_yes(v) for v in ops["resolved"]], "reason": ops["reason"],
+    })
+    blocks.append(("table", Table(frame, "All pairs: own and global operating points per group")))
+    m = exact["impostor_matrix"]
+    text = m.assign(text=[f"{d} [{lo:.2g}, {hi:.2g}]" for d, lo, hi in
+                          zip(m["fmr_display"], m["fmr_ci_low"], m["fmr_ci_high"])])
+    mat = text.set_index(["group_a", "group_b"])["text"].unstack("group_b")
+    blocks.append(("table", Table(mat, "All pairs: cross-group impostor FMR at the global threshold, with the "
+                                       "Clopper–Pearson 95% interval", "A \\ B")))
     return blocks
 
 

@@ -21,7 +21,7 @@ from scipy import stats
 
 from grid.report import fairness
 from grid.report.results import Results
-from tasks import classifier_stats, rates as trates
+from tasks import allpairs, allpairs_kind, classifier_stats, rates as trates
 from storage.errors import InputError
 from storage.results import job_state
 from storage.vocab import ALL, demographic_order
@@ -520,6 +520,31 @@ def bounded_fairness_by_seed(res: Results) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[columns]
 
 
+def allpairs_summary(res: Results) -> dict[str, Any]:
+    """The exact all-pairs tables: the stored shard counts of the ``allpairs`` jobs summed (integer sums), then
+    tasks.allpairs.hist_group_tables at ``[verification] target_fmrs`` and the global ``target_fmr``.
+
+    Returns {"eer", "operating_points", "impostor_matrix"} (DataFrames, empty when nothing is stored or a shard is
+    missing) and "note" (which shards are missing; bin width)."""
+    rows = res.tables["allpairs_counts"]
+    empty = {"eer": pd.DataFrame(), "operating_points": pd.DataFrame(), "impostor_matrix": pd.DataFrame(),
+             "note": ""}
+    if rows.empty:
+        return empty
+    n_shards = int(rows["n_shards"].max())
+    have = set(int(k) for k in rows["shard"].unique())
+    if len(have) < n_shards:
+        missing = sorted(set(range(n_shards)) - have)
+        return {**empty, "note": f"all-pairs counts incomplete: shard(s) {', '.join(map(str, missing))} of "
+                                 f"{n_shards} missing; no exact tables"}
+    v = res.config.get("verification") or {}
+    counts, names = allpairs_kind.counts_from_rows(rows)
+    out = allpairs.hist_group_tables(counts, names, v.get("target_fmrs", [1e-2, 1e-3, 1e-4]),
+                                     v.get("target_fmr", 1e-3))
+    return {**out, "note": f"{n_shards} shards; {counts.n_genuine:,} genuine and {counts.n_impostor:,} impostor "
+                           f"comparisons; thresholds on bin edges of width 2^-{counts.bits}"}
+
+
 def equalized_odds(res: Results) -> pd.DataFrame:
     """Per model and train group: the equalized-odds difference across test groups (Fairlearn's sense,
     tasks.classifier_stats.equalized_odds_difference: max of the TPR and FPR spreads, female positive) of each
@@ -623,5 +648,8 @@ def all_summaries(res: Results) -> dict[str, pd.DataFrame]:
     out["verification_intervals"] = res.tables["verification_ci"]
     out["fairness_bounded_by_seed"] = bounded_fairness_by_seed(res)
     out["equalized_odds"] = equalized_odds(res)
+    exact = allpairs_summary(res)
+    for name in ("eer", "operating_points", "impostor_matrix"):
+        out[f"allpairs_{name}"] = exact[name]
     out["jobs"] = job_status(res)
     return out
