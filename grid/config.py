@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
         "bootstrap": 200,              # identity-bootstrap resamples per impostor-matrix job; 0 = none
         "identities": "test",          # "all": also exact counts over every pair of the whole table
         "allpairs_shards": 8,          # allpairs jobs (shards of the blocks) when identities = "all"
+        "pairs": "",                   # a pair protocol: LFW/RFW pairs file, RFW folder or CSV; "" = none
     },
     "tsne": {
         "enabled": True,
@@ -214,6 +215,9 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
     v["target_fmrs"] = [float(x) for x in v["target_fmrs"]]
     if v["identities"] not in ("test", "all"):
         raise InputError(f"{where('verification.identities')} must be \"test\" or \"all\", got {v['identities']!r}")
+    if v["pairs"] and not Path(v["pairs"]).exists():
+        raise InputError(f"{where('verification.pairs')}: {v['pairs']} does not exist (expected an LFW/RFW pairs "
+                         f"file, an RFW folder or a CSV image_a, image_b, same[, fold])")
     if v["allpairs_shards"] < 1:
         raise InputError(f"{where('verification.allpairs_shards')} must be at least 1, got {v['allpairs_shards']}")
     if v["bootstrap"] < 0 or v["bootstrap"] == 1:

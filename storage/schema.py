@@ -119,6 +119,16 @@ TABLES: dict[str, TableSchema] = {t.name: t for t in (
     _table("allpairs_counts", "shard", {
         "shard": "int", "n_shards": "int", "bits": "int", "group_a": "string", "group_b": "string",
         "kind": "string", "bin": "int", "count": "int"}),
+    _table("pair_groups", "pairs_file", {
+        "pairs_file": "string", "group": "string", "n_pairs": "int", "n_genuine": "int", "n_impostor": "int",
+        "accuracy_mean": "float", "accuracy_std": "float", "accuracy_se": "float", "eer": "float",
+        "eer_threshold": "float"}),
+    _table("pair_operating_points", "pairs_file", {
+        "pairs_file": "string", "group": "string", "target_fmr": "float", "threshold": "float",
+        "false_matches": "int", "n_impostor": "int", "fnmr": "float", "resolved": "bool", "reason": "string"}),
+    _table("pair_across", "pairs_file", {
+        "pairs_file": "string", "n_groups": "int", "accuracy_std_groups": "float", "skewed_error_ratio": "float",
+        "best_group": "string", "worst_group": "string", "note": "string"}),
     _table("tsne", "subset", {
         "seed": "int", "subset": "string", "x": "float", "y": "float", "ethnicity": "string", "gender": "string",
         "identity": "string"}),

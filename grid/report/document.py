@@ -280,6 +280,7 @@ def _verification_blocks(res: Results, s: dict[str, pd.DataFrame]) -> list[Block
             blocks.append(("table", Table(frame, "Ratios over a zero rate, as lower bounds (rule of three)")))
     blocks += _interval_blocks(res, s)
     blocks += _allpairs_blocks(res)
+    blocks += _pair_blocks(res)
     mat = stats.impostor_fmr_matrix(res)
     blocks.append(("h3", "Cross-group impostor FMR"))
     if mat.empty:
@@ -347,6 +348,37 @@ def _interval_blocks(res: Results, s: dict[str, pd.DataFrame]) -> list[Block]:
         "note": ci["note"].fillna(""),
     })
     blocks.append(("table", Table(frame, f"Verification numbers with 95% intervals (seed {seed})")))
+    return blocks
+
+
+def _pair_blocks(res: Results) -> list[Block]:
+    """The standard pair protocol ([verification] pairs), when stored."""
+    p = stats.pair_protocol(res)
+    if p["groups"].empty:
+        return []
+    blocks: list[Block] = [("h3", "Standard pair protocol")]
+    blocks.append(("p", "The pairs of the protocol file, scored on this table's embeddings, per group as the LFW/RFW "
+                        "papers do: 10-fold accuracy (threshold chosen on 9 folds, applied to the 10th) mean ± std "
+                        "(ddof = 1) and standard error; EER and FNMR at each target FMR on the same pairs; across "
+                        "groups the std of the accuracies and the skewed error ratio (docs/REPORT.md)."))
+    g = p["groups"]
+    frame = pd.DataFrame({"file": g["pairs_file"], "group": g["group"], "pairs": g["n_pairs"].astype(str),
+                          "accuracy (%)": [_pm(m, sd, 2, 100) for m, sd in zip(g["accuracy_mean"], g["accuracy_std"])],
+                          "standard error (%)": [_num(v * 100, 2) for v in g["accuracy_se"]],
+                          "EER (%)": [_num(v * 100, 2) for v in g["eer"]]})
+    blocks.append(("table", Table(frame, "Pair protocol: 10-fold accuracy and EER per group")))
+    o = p["operating_points"]
+    frame = pd.DataFrame({"file": o["pairs_file"], "group": o["group"], "target FMR": [f"{v:g}" for v in o["target_fmr"]],
+                          "FNMR (%)": [_num(v * 100, 2) for v in o["fnmr"]],
+                          "false matches / impostors": [f"{k} / {n}" for k, n in zip(o["false_matches"], o["n_impostor"])],
+                          "resolved": [_yes(v) for v in o["resolved"]], "reason": o["reason"]})
+    blocks.append(("table", Table(frame, "Pair protocol: FNMR at target FMR per group")))
+    a = p["across"]
+    frame = pd.DataFrame({"file": a["pairs_file"], "groups": a["n_groups"].astype(str),
+                          "std of accuracies (%)": [_num(v * 100, 2) for v in a["accuracy_std_groups"]],
+                          "skewed error ratio": [_num(v, 2) for v in a["skewed_error_ratio"]],
+                          "best": a["best_group"], "worst": a["worst_group"], "note": a["note"]})
+    blocks.append(("table", Table(frame, "Pair protocol: across groups")))
     return blocks
 
 

@@ -529,20 +529,29 @@ def allpairs_summary(res: Results) -> dict[str, Any]:
     rows = res.tables["allpairs_counts"]
     empty = {"eer": pd.DataFrame(), "operating_points": pd.DataFrame(), "impostor_matrix": pd.DataFrame(),
              "note": ""}
-    if rows.empty:
+    status = job_status(res)
+    jobs = status[status["kind"] == "allpairs"]
+    if jobs.empty and rows.empty:
         return empty
+    if (jobs["status"] != "done").any() or rows.empty:   # a shard with no pairs of its own stores no rows
+        bad = jobs.loc[jobs["status"] != "done", "description"].tolist()
+        return {**empty, "note": "all-pairs counts incomplete (" + (", ".join(bad) or "no counts stored")
+                                 + " not done); no exact tables"}
     n_shards = int(rows["n_shards"].max())
-    have = set(int(k) for k in rows["shard"].unique())
-    if len(have) < n_shards:
-        missing = sorted(set(range(n_shards)) - have)
-        return {**empty, "note": f"all-pairs counts incomplete: shard(s) {', '.join(map(str, missing))} of "
-                                 f"{n_shards} missing; no exact tables"}
     v = res.config.get("verification") or {}
     counts, names = allpairs_kind.counts_from_rows(rows)
     out = allpairs.hist_group_tables(counts, names, v.get("target_fmrs", [1e-2, 1e-3, 1e-4]),
                                      v.get("target_fmr", 1e-3))
     return {**out, "note": f"{n_shards} shards; {counts.n_genuine:,} genuine and {counts.n_impostor:,} impostor "
                            f"comparisons; thresholds on bin edges of width 2^-{counts.bits}"}
+
+
+def pair_protocol(res: Results) -> dict[str, pd.DataFrame]:
+    """The stored pair-protocol tables ([verification] pairs), as written by the pairs job: "groups" (10-fold
+    accuracy mean/std/se, EER per group), "operating_points" (FNMR at each target FMR with the resolution flag),
+    "across" (std of the groups' accuracies, skewed error ratio)."""
+    return {"groups": res.tables["pair_groups"], "operating_points": res.tables["pair_operating_points"],
+            "across": res.tables["pair_across"]}
 
 
 def equalized_odds(res: Results) -> pd.DataFrame:
@@ -648,6 +657,8 @@ def all_summaries(res: Results) -> dict[str, pd.DataFrame]:
     out["verification_intervals"] = res.tables["verification_ci"]
     out["fairness_bounded_by_seed"] = bounded_fairness_by_seed(res)
     out["equalized_odds"] = equalized_odds(res)
+    for name, frame in pair_protocol(res).items():
+        out[f"pairs_{name}"] = frame
     exact = allpairs_summary(res)
     for name in ("eer", "operating_points", "impostor_matrix"):
         out[f"allpairs_{name}"] = exact[name]
