@@ -53,6 +53,10 @@ KEYS = {
     "verification_hist": ["test_group", "seed", "kind", "bin_left"],
     "impostor_matrix": ["seed", "group_a", "group_b"],
     "demographic_rates": ["seed", "group"],
+    "predictions": ["model", "train_group", "test_group", "seed", "row"],
+    "group_eer": ["seed", "group"],
+    "operating_points": ["seed", "group", "target_fmr", "threshold_kind"],
+    "verification_ci": ["seed", "quantity", "group_a", "group_b", "target_fmr", "metric"],
     "tsne": ["seed", "subset", "identity"],
 }
 
