@@ -135,4 +135,5 @@ def _cost(params: Mapping[str, Any]) -> int:
     return (3 if params["train_group"] == "all" else 1) + (1 if params["model"] == "mlp" else 0)
 
 
-KIND = JobKind("cell", plan=_plan, rows=_rows, run="tasks.cell:run", tables=("accuracy", "predictions"), order=3, cost=_cost)
+KIND = JobKind("cell", plan=_plan, rows=_rows, run="tasks.cell:run", tables=("accuracy", "predictions"), order=3,
+               cost=_cost)

@@ -316,8 +316,8 @@ def test_allpairs_shards_sum_to_brute_force_counts_of_every_pair(grid):
     moved = (summed.reindex(expected.index.union(summed.index), fill_value=0)
              - expected.reindex(expected.index.union(summed.index), fill_value=0)).abs().sum()
     scaled = (s + 1) * 2 ** allpairs.DEFAULT_BITS
-    near_edge = int((np.abs(scaled - np.round(scaled)) < 1e-6 * 2 ** allpairs.DEFAULT_BITS).sum())
-    assert moved <= 2 * near_edge < 0.01 * len(s)   # only scores within float32 error of a bin edge may move
+    near_edge = int((np.abs(scaled - np.round(scaled)) < 3e-7 * 2 ** allpairs.DEFAULT_BITS).sum())
+    assert moved <= 2 * near_edge < 0.05 * len(s)   # only scores within float32 error (3e-7) of an edge may move
     assert len(s) > 1e5
     # the report's exact tables come from these counts
     exact = stats.allpairs_summary(load_results(path))

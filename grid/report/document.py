@@ -368,9 +368,11 @@ def _pair_blocks(res: Results) -> list[Block]:
                           "EER (%)": [_num(v * 100, 2) for v in g["eer"]]})
     blocks.append(("table", Table(frame, "Pair protocol: 10-fold accuracy and EER per group")))
     o = p["operating_points"]
-    frame = pd.DataFrame({"file": o["pairs_file"], "group": o["group"], "target FMR": [f"{v:g}" for v in o["target_fmr"]],
+    frame = pd.DataFrame({"file": o["pairs_file"], "group": o["group"],
+                          "target FMR": [f"{v:g}" for v in o["target_fmr"]],
                           "FNMR (%)": [_num(v * 100, 2) for v in o["fnmr"]],
-                          "false matches / impostors": [f"{k} / {n}" for k, n in zip(o["false_matches"], o["n_impostor"])],
+                          "false matches / impostors": [f"{k} / {n}" for k, n in
+                                                        zip(o["false_matches"], o["n_impostor"])],
                           "resolved": [_yes(v) for v in o["resolved"]], "reason": o["reason"]})
     blocks.append(("table", Table(frame, "Pair protocol: FNMR at target FMR per group")))
     a = p["across"]
