@@ -445,7 +445,7 @@ def impostor_interval_matrix(res: Results, seed: int | None = None) -> pd.DataFr
     imp = res.tables["impostor_matrix"].drop_duplicates(["seed", "group_a", "group_b"], keep="last")
     seed = _first_seed(imp) if seed is None else seed
     part = imp[imp["seed"] == seed]
-    if part.empty:
+    if part.empty or part["false_matches"].isna().any():     # nothing, or stored before the counts existed
         return pd.DataFrame()
     text = [f"{d} [{lo:.2g}, {hi:.2g}]" + ("" if ok else " (unresolved)")
             for d, lo, hi, ok in zip(part["display"], part["ci_low"], part["ci_high"], part["resolved"])]
