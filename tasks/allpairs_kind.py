@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import InputError
-from storage.vocab import demographic_names
+from storage.vocab import GENDERS, ETHNICITIES
 from tasks import allpairs
 from tasks.kinds import JobKind, PlannedJob
 
@@ -43,20 +43,30 @@ class NormalisedRows:
         return block / norms[:, None]
 
 
-def group_codes(ethnicity: np.ndarray, gender: np.ndarray) -> tuple[list[str], np.ndarray]:
+def row_groups(data: Mapping[str, np.ndarray], rows: np.ndarray | None = None) -> np.ndarray:
+    """Each row's demographic group name "<ethnicity>_<gender>" (of ``rows``, default every row), with the
+    table's own ethnicity names when the data carry them (``data["ethnicity_names"]``), else the study's."""
+    vocabulary = np.asarray(data["ethnicity_names"] if "ethnicity_names" in data else ETHNICITIES, dtype=object)
+    e, g = np.asarray(data["ethnicity"]), np.asarray(data["gender"])
+    if rows is not None:
+        e, g = e[rows], g[rows]
+    return np.char.add(np.char.add(vocabulary[e.astype(np.intp)].astype(str), "_"),
+                       np.asarray(GENDERS)[g.astype(np.intp)])
+
+
+def group_codes(names_per_row: np.ndarray) -> tuple[list[str], np.ndarray]:
     """(sorted demographic group names of the table, each row's code into them)."""
-    names, codes = np.unique(np.asarray(demographic_names(ethnicity, gender)).astype(str), return_inverse=True)
+    names, codes = np.unique(np.asarray(names_per_row).astype(str), return_inverse=True)
     return [str(n) for n in names], codes.astype(np.int64)
 
 
-def count_shard(X: np.ndarray, identity: np.ndarray, ethnicity: np.ndarray, gender: np.ndarray, shard: int,
-                n_shards: int, bits: int = allpairs.DEFAULT_BITS, block: int = allpairs.DEFAULT_BLOCK,
-                ) -> pd.DataFrame:
-    """The non-zero bins of shard ``shard`` of ``n_shards``: columns shard, n_shards, bits, group_a, group_b,
-    kind (genuine | impostor), bin, count."""
+def count_shard(X: np.ndarray, identity: np.ndarray, group_names: np.ndarray, shard: int, n_shards: int,
+                bits: int = allpairs.DEFAULT_BITS, block: int = allpairs.DEFAULT_BLOCK) -> pd.DataFrame:
+    """The non-zero bins of shard ``shard`` of ``n_shards`` (``group_names``: each row's demographic group):
+    columns shard, n_shards, bits, group_a, group_b, kind (genuine | impostor), bin, count."""
     if not (isinstance(n_shards, int) and n_shards >= 1 and isinstance(shard, int) and 0 <= shard < n_shards):
         raise InputError(f"shard must lie in [0, n_shards), got shard {shard!r} of {n_shards!r}")
-    names, group = group_codes(ethnicity, gender)
+    names, group = group_codes(group_names)
     tasks = allpairs.block_tasks(len(X), block)[shard::n_shards]
     counts = allpairs.shard_counts(NormalisedRows(X), np.asarray(identity), group, len(names), tasks, bits)
     frames = []
@@ -105,8 +115,8 @@ def _plan(cfg: Mapping[str, Any]) -> Iterator[PlannedJob]:
 def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:
     """Worker entry of an allpairs job: its shard's non-zero counts."""
     p = payload["params"]
-    return {"allpairs_counts": count_shard(data["X"], data["identity_codes"], data["ethnicity"], data["gender"],
-                                           int(p["shard"]), int(p["n_shards"]), int(p["bits"]))}
+    return {"allpairs_counts": count_shard(data["X"], data["identity_codes"], row_groups(data), int(p["shard"]),
+                                           int(p["n_shards"]), int(p["bits"]))}
 
 
 KIND = JobKind("allpairs", plan=_plan, rows=lambda p, split: {}, run="tasks.allpairs_kind:run",

@@ -6,7 +6,8 @@ before anything runs, and the pairs themselves are part of the job's parameters 
 pair to its two table rows (:func:`tasks.pairs.map_pairs`, by identity and image name), scores it (cosine) and
 runs :func:`tasks.pairs.protocol_report`: per group 10-fold accuracy mean ± std, EER and FNMR at each target FMR
 on the same pairs; across groups the std of the groups' accuracies and the skewed error ratio. A pair's group is
-its RFW group (RFW folder) or the ethnicity of its first image.
+its RFW group (RFW folder) or the ethnicity of its first image (the table's own ethnicity names when the data
+carry them, ``data["ethnicity_names"]``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from storage.vocab import ethnicity_names
+from storage.vocab import ETHNICITIES
 from tasks import pairs, rates
 from tasks.kinds import JobKind, PlannedJob
 
@@ -41,7 +42,7 @@ def read_pairs(path: str) -> pd.DataFrame:
 
 
 def evaluate(X: np.ndarray, identity: np.ndarray, image: np.ndarray, ethnicity: np.ndarray, table: pd.DataFrame,
-             target_fmrs: list[float]) -> dict[str, pd.DataFrame]:
+             target_fmrs: list[float], ethnicity_vocabulary: np.ndarray | None = None) -> dict[str, pd.DataFrame]:
     """Map, score (cosine) and evaluate the pairs ``table``. Returns {"pair_groups": group, n_pairs, n_genuine,
     n_impostor, accuracy_mean, accuracy_std, accuracy_se, eer, eer_threshold; "pair_operating_points": group,
     target_fmr, threshold, false_matches, n_impostor, fnmr, resolved, reason; "pair_across": n_groups,
@@ -50,7 +51,8 @@ def evaluate(X: np.ndarray, identity: np.ndarray, image: np.ndarray, ethnicity: 
     A, B = np.asarray(X[ra], dtype=np.float64), np.asarray(X[rb], dtype=np.float64)
     scores = np.einsum("ij,ij->i", A, B) / (np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1))
     group = table["group"].astype(str).to_numpy()
-    group = np.where(group == "", np.asarray(ethnicity_names(np.asarray(ethnicity)[ra])).astype(str), group)
+    vocabulary = np.asarray(ETHNICITIES if ethnicity_vocabulary is None else ethnicity_vocabulary, dtype=object)
+    group = np.where(group == "", vocabulary[np.asarray(ethnicity)[ra].astype(np.intp)].astype(str), group)
     rep = pairs.protocol_report(scores, table["same"].to_numpy(bool), table["fold"].to_numpy(), group,
                                 target_fmrs)
     g = rep["groups"]
@@ -84,7 +86,8 @@ def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str,
     """Worker entry of a pairs job: the protocol's per-group, operating-point and across-group rows."""
     p = payload["params"]
     table = pd.DataFrame(p["pairs"], columns=_FIELDS).assign(source=p["pairs_file"])
-    out = evaluate(data["X"], data["identity"], data["image"], data["ethnicity"], table, p["target_fmrs"])
+    out = evaluate(data["X"], data["identity"], data["image"], data["ethnicity"], table, p["target_fmrs"],
+                   data.get("ethnicity_names"))
     return {name: df.assign(pairs_file=p["pairs_file"]) for name, df in out.items()}
 
 

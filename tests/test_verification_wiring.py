@@ -292,7 +292,7 @@ def test_allpairs_shards_sum_to_brute_force_counts_of_every_pair(grid):
     assert len(table.embeddings) > 2048     # more than one block of 2048 rows: the shards share the work
     assert sorted(rows["shard"].unique()) == [0, 1, 2] and (rows["count"] > 0).all()
     # the sum of the stored shards = one unsharded count of the whole table (exact integers)
-    one = count_shard(table.embeddings, table.identity_codes(), table.ethnicity, table.gender, 0, 1)
+    one = count_shard(table.embeddings, table.identity_codes(), demographic_names(table.ethnicity, table.gender), 0, 1)
     key = ["group_a", "group_b", "kind", "bin"]
     summed = rows.groupby(key)["count"].sum().sort_index()
     pd.testing.assert_series_equal(summed, one.set_index(key)["count"].sort_index(), check_dtype=False)
@@ -381,3 +381,29 @@ def test_pair_protocol_job_against_a_direct_10_fold_computation(grid):
     for r in ops.itertuples():
         g = (eth == r.group) & ~same
         assert r.n_impostor == g.sum() and r.false_matches <= int(Fraction(str(r.target_fmr)) * g.sum())
+
+
+def test_new_workers_take_group_names_from_the_data():
+    """With the table's own ethnicity names in the data (any vocabulary), the allpairs and pairs workers use them."""
+    from tasks.allpairs_kind import row_groups
+    from tasks.pairs_kind import evaluate
+
+    data = {"ethnicity": np.array([0, 1, 1, 0], np.int8), "gender": np.array([1, 0, 1, 0], np.int8),
+            "ethnicity_names": np.array(["african", "indian"], dtype=object)}
+    assert row_groups(data).tolist() == ["african_female", "indian_male", "indian_female", "african_male"]
+    assert row_groups({k: v for k, v in data.items() if k != "ethnicity_names"}, np.array([1])).tolist() == \
+        ["caucasian_male"]
+    rng = np.random.default_rng(0)
+    n = 40
+    X = rng.normal(size=(2 * n, 8))
+    X[1::2] = X[::2] + rng.normal(0, 0.3, (n, 8))          # image 1 of identity k is close to its image 0
+    identity = np.repeat([f"p{k}" for k in range(n)], 2).astype(object)
+    image = np.tile(["a", "b"], n).astype(object)
+    ethnicity = np.repeat(np.arange(n) % 2, 2)
+    rows = [(k, k % 10, f"p{k}", "a", f"p{k}", "b", True, "") for k in range(n)] + \
+        [(n + k, k % 10, f"p{k}", "a", f"p{(k + 2) % n}", "a", False, "") for k in range(n)]
+    table = pd.DataFrame(rows, columns=["line", "fold", "identity_a", "image_a", "identity_b", "image_b", "same",
+                                        "group"]).assign(source="mem")
+    out = evaluate(X, identity, image, ethnicity, table, [1e-1], np.array(["african", "indian"], dtype=object))
+    assert sorted(out["pair_groups"]["group"]) == ["african", "indian"]
+    assert (out["pair_groups"]["n_pairs"] == n).all()
