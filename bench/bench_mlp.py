@@ -131,7 +131,7 @@ def cells() -> None:
         for n in (1000, 3000, 1000):
             train = np.arange(n)
             out, wall, cpu = timed(lambda: run_cell(data, gender, train, tests, model=model, model_config={},
-                                                     train_group=str(n), seed=0))
+                                                     train_group=str(n), seed=0)["accuracy"])
             fit_c = f" (fit cpu {fit_cpu.pop():5.2f})" if fit_cpu else ""
             print(f"  {model:8s} train {n:5d} rows: wall {wall:6.2f} s, cpu {cpu:6.2f} s, train_seconds "
                   f"{out['train_seconds'].iloc[0]:6.2f}{fit_c}, mean accuracy {out['accuracy'].mean():.3f} | "

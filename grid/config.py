@@ -40,7 +40,12 @@ DEFAULTS: dict[str, Any] = {
     "verification": {
         "enabled": True,
         "max_impostor_pairs": 5_000_000,
-        "target_fmr": 1e-3,
+        "target_fmr": 1e-3,            # the ONE global threshold of the impostor-matrix job
+        "target_fmrs": [1e-2, 1e-3, 1e-4],   # per-group own thresholds (operating_points table)
+        "bootstrap": 200,              # identity-bootstrap resamples per impostor-matrix job; 0 = none
+        "identities": "test",          # "all": also exact counts over every pair of the whole table
+        "allpairs_shards": 8,          # allpairs jobs (shards of the blocks) when identities = "all"
+        "pairs": "",                   # a pair protocol: LFW/RFW pairs file, RFW folder or CSV; "" = none
     },
     "tsne": {
         "enabled": True,
@@ -206,6 +211,21 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
                          f"got {v['max_impostor_pairs']}")
     if not 0.0 < v["target_fmr"] < 1.0:
         raise InputError(f"{where('verification.target_fmr')} must be between 0 and 1, got {v['target_fmr']}")
+    if not v["target_fmrs"] or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 < x < 1.0
+                                       for x in v["target_fmrs"]):
+        raise InputError(f"{where('verification.target_fmrs')} must be a non-empty list of numbers between 0 and 1, "
+                         f"got {v['target_fmrs']!r}")
+    v["target_fmrs"] = [float(x) for x in v["target_fmrs"]]
+    if v["identities"] not in ("test", "all"):
+        raise InputError(f"{where('verification.identities')} must be \"test\" or \"all\", got {v['identities']!r}")
+    if v["pairs"] and not Path(v["pairs"]).exists():
+        raise InputError(f"{where('verification.pairs')}: {v['pairs']} does not exist (expected an LFW/RFW pairs "
+                         f"file, an RFW folder or a CSV image_a, image_b, same[, fold])")
+    if v["allpairs_shards"] < 1:
+        raise InputError(f"{where('verification.allpairs_shards')} must be at least 1, got {v['allpairs_shards']}")
+    if v["bootstrap"] < 0 or v["bootstrap"] == 1:
+        raise InputError(f"{where('verification.bootstrap')} must be 0 (no bootstrap) or at least 2 resamples, "
+                         f"got {v['bootstrap']}")
 
     t = cfg["tsne"]
     t["seeds"] = parse_seeds(t["seeds"], where("tsne.seeds")) if t["seeds"] else [g["seeds"][0]]

@@ -67,7 +67,8 @@ def shared_arrays(table: EmbeddingTable) -> dict[str, np.ndarray]:
     """The arrays every job reads: the matrix and the label columns (indices select rows per job)."""
     return {"X": table.embeddings, "gender": table.gender, "ethnicity": table.ethnicity,
             "ethnicity_names": np.asarray(table.ethnicities, dtype=object),
-            "identity_codes": table.identity_codes(), "identity": np.asarray(table.identity, dtype=object)}
+            "identity_codes": table.identity_codes(), "identity": np.asarray(table.identity, dtype=object),
+            "image": np.asarray(table.image, dtype=object)}
 
 
 def versions() -> dict[str, str]:

@@ -77,8 +77,12 @@ def _table(name: str, partition: str, columns: dict[str, str], provenance: bool 
 TABLES: dict[str, TableSchema] = {t.name: t for t in (
     _table("accuracy", "model", {
         "model": "string", "train_group": "string", "test_group": "string", "seed": "int", "accuracy": "float",
-        "accuracy_male": "float", "accuracy_female": "float", "n_test": "int", "train_seconds": "float"},
+        "accuracy_male": "float", "accuracy_female": "float", "balanced_accuracy": "float", "n_test": "int",
+        "n_train": "int", "train_seconds": "float"},
         provenance=True),
+    _table("predictions", "model", {
+        "model": "string", "train_group": "string", "test_group": "string", "seed": "int", "row": "int",
+        "identity": "int", "y_true": "int", "y_pred": "int", "score": "float"}),
     _table("verification", "test_group", {
         "test_group": "string", "seed": "int", "eer": "float", "eer_threshold": "float",
         "fnmr_at_fmr_1e_2": "float", "fnmr_at_fmr_1e_3": "float", "genuine_mean": "float",
@@ -91,10 +95,40 @@ TABLES: dict[str, TableSchema] = {t.name: t for t in (
         "count": "int"}),
     _table("impostor_matrix", "seed", {
         "seed": "int", "group_a": "string", "group_b": "string", "fmr": "float", "n_pairs": "int",
-        "threshold": "float"}),
+        "threshold": "float", "false_matches": "int", "ci_low": "float", "ci_high": "float", "display": "string",
+        "resolved": "bool", "reason": "string"}),
     _table("demographic_rates", "seed", {
         "seed": "int", "group": "string", "fmr": "float", "fnmr": "float", "threshold": "float",
-        "n_genuine": "int", "n_impostor": "int"}),
+        "n_genuine": "int", "n_impostor": "int", "false_matches": "int", "false_non_matches": "int",
+        "fmr_ci_low": "float", "fmr_ci_high": "float", "fnmr_ci_low": "float", "fnmr_ci_high": "float",
+        "resolved": "bool", "reason": "string"}),
+    _table("group_eer", "seed", {
+        "seed": "int", "group": "string", "eer": "float", "eer_threshold": "float", "n_genuine": "int",
+        "n_impostor": "int"}),
+    _table("operating_points", "seed", {
+        "seed": "int", "group": "string", "target_fmr": "float", "threshold_kind": "string", "threshold": "float",
+        "false_matches": "int", "n_impostor": "int", "fmr": "float", "fmr_ci_low": "float",
+        "fmr_ci_high": "float", "fmr_display": "string", "false_non_matches": "int", "n_genuine": "int",
+        "fnmr": "float", "fnmr_ci_low": "float", "fnmr_ci_high": "float", "fnmr_display": "string",
+        "resolved": "bool", "reason": "string"}),
+    _table("verification_ci", "seed", {
+        "seed": "int", "quantity": "string", "group_a": "string", "group_b": "string", "target_fmr": "float",
+        "metric": "string", "estimate": "float", "k": "int", "n": "int", "ci_low": "float", "ci_high": "float",
+        "n_resamples": "int", "n_defined": "int", "cp_low": "float", "cp_high": "float", "display": "string",
+        "note": "string"}),
+    _table("allpairs_counts", "shard", {
+        "shard": "int", "n_shards": "int", "bits": "int", "group_a": "string", "group_b": "string",
+        "kind": "string", "bin": "int", "count": "int"}),
+    _table("pair_groups", "pairs_file", {
+        "pairs_file": "string", "group": "string", "n_pairs": "int", "n_genuine": "int", "n_impostor": "int",
+        "accuracy_mean": "float", "accuracy_std": "float", "accuracy_se": "float", "eer": "float",
+        "eer_threshold": "float"}),
+    _table("pair_operating_points", "pairs_file", {
+        "pairs_file": "string", "group": "string", "target_fmr": "float", "threshold": "float",
+        "false_matches": "int", "n_impostor": "int", "fnmr": "float", "resolved": "bool", "reason": "string"}),
+    _table("pair_across", "pairs_file", {
+        "pairs_file": "string", "n_groups": "int", "accuracy_std_groups": "float", "skewed_error_ratio": "float",
+        "best_group": "string", "worst_group": "string", "note": "string"}),
     _table("tsne", "subset", {
         "seed": "int", "subset": "string", "x": "float", "y": "float", "ethnicity": "string", "gender": "string",
         "identity": "string"}),

@@ -15,7 +15,7 @@ resampled values where they are defined; ``n_defined`` says in how many resample
 rate is undefined). The point estimate is the statistic on the original data (all m_i = 1).
 
 Input is per comparison (score, identity a, identity b); a resample costs a few passes over the comparisons
-(see docs/PERFORMANCE-allpairs.md for the measured time per resample).
+(see docs/PERFORMANCE.md, section "Exact all-pairs verification counts", for the measured time per resample).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import pandas as pd
 
 from storage.errors import InputError
 from storage.schema import TABLES
+from tasks import classifier_stats
 from tasks.kinds import JobKind, PlannedJob
 from tasks.models import build_model
 from tasks.threads import limit_threads
@@ -29,12 +30,31 @@ def check_rows(rows: np.ndarray, n: int, what: str) -> np.ndarray:
     return rows.astype(np.int64, copy=False)
 
 
+def _positive_score(classifier: Any, X: np.ndarray) -> np.ndarray:
+    """The model's score for class 1 (female): ``predict_proba(X)[:, 1]`` when the model has it, else NaN."""
+    proba = getattr(classifier, "predict_proba", None)
+    if not callable(proba):
+        return np.full(len(X), np.nan)
+    p = np.asarray(proba(X), dtype=np.float64)
+    return p[:, 1] if p.ndim == 2 and p.shape == (len(X), 2) else np.full(len(X), np.nan)
+
+
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """(TPR + TNR)/2 (classifier_stats.balanced_accuracy); NaN when a gender is absent from the test rows."""
+    return float(classifier_stats.classification_rates(y, pred).iloc[0]["balanced_accuracy"])
+
+
 def run_cell(X: np.ndarray, gender: np.ndarray, train_idx: np.ndarray, test_sets: Mapping[str, np.ndarray], *,
-             model: str, model_config: Mapping, train_group: str, seed: int, threads: int = 1) -> pd.DataFrame:
+             model: str, model_config: Mapping, train_group: str, seed: int, threads: int = 1,
+             identity_codes: np.ndarray | None = None) -> dict[str, pd.DataFrame]:
     """Train ``model`` once on rows ``train_idx`` of X (labels: gender codes, 0 male, 1 female), initialised by
-    ``seed``, and evaluate it on each test set (name -> rows). One row per test group: ``model, train_group,
-    test_group, seed, accuracy, accuracy_male, accuracy_female, n_test, train_seconds`` (NaN for a gender with
-    no test rows; train_seconds is the wall time of fit)."""
+    ``seed``, and evaluate it on each test set (name -> rows).
+
+    Returns ``{"accuracy": one row per test group: model, train_group, test_group, seed, accuracy,
+    accuracy_male, accuracy_female, balanced_accuracy = (TPR + TNR)/2 with female positive, n_test, n_train,
+    train_seconds`` (NaN for a gender with no test rows; train_seconds is the wall time of fit), ``"predictions":
+    one row per test image: model, train_group, test_group, seed, row, identity (its identity code, -1 without
+    codes), y_true, y_pred, score`` (predict_proba of class 1, NaN when the model has none)}."""
     limit_threads(threads)
     if X.ndim != 2:
         raise InputError(f"embedding matrix must be 2-D, got shape {X.shape}")
@@ -62,22 +82,29 @@ def run_cell(X: np.ndarray, gender: np.ndarray, train_idx: np.ndarray, test_sets
     train_seconds = time.perf_counter() - start
     del X_train
 
-    records = []
+    records, predictions = [], []
     for name, rows in tests.items():
         y = gender[rows].astype(np.int64)
-        pred = np.asarray(classifier.predict(np.ascontiguousarray(X[rows], dtype=np.float32))).astype(np.int64)
+        X_test = np.ascontiguousarray(X[rows], dtype=np.float32)
+        pred = np.asarray(classifier.predict(X_test)).astype(np.int64)
         if pred.shape != y.shape:
             raise InputError(f"model {model!r}: predict returned shape {pred.shape} for {len(y)} test rows")
+        predictions.append(pd.DataFrame({
+            "model": model, "train_group": train_group, "test_group": name, "seed": seed, "row": rows,
+            "identity": np.asarray(identity_codes)[rows].astype(np.int64) if identity_codes is not None else -1,
+            "y_true": y, "y_pred": pred, "score": _positive_score(classifier, X_test)}))
         correct = pred == y
         records.append({
             "model": model, "train_group": train_group, "test_group": name, "seed": seed,
             "accuracy": float(correct.mean()),
             "accuracy_male": float(correct[y == 0].mean()) if (y == 0).any() else float("nan"),
             "accuracy_female": float(correct[y == 1].mean()) if (y == 1).any() else float("nan"),
-            "n_test": int(len(y)), "train_seconds": train_seconds,
+            "balanced_accuracy": _balanced_accuracy(y, pred),
+            "n_test": int(len(y)), "n_train": int(len(train_idx)), "train_seconds": train_seconds,
         })
     columns = [c for c in TABLES["accuracy"].names if c in records[0]]
-    return pd.DataFrame.from_records(records, columns=columns)
+    return {"accuracy": pd.DataFrame.from_records(records, columns=columns),
+            "predictions": pd.concat(predictions, ignore_index=True)}
 
 
 # ------------------------------------------------------------------------------------------------- the kind ---
@@ -96,11 +123,11 @@ def _rows(params: Mapping[str, Any], split: Any) -> dict[str, Any]:
 
 
 def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:
-    """Worker entry of a cell job: its accuracy rows."""
+    """Worker entry of a cell job: its accuracy rows and per-image predictions."""
     p = payload["params"]
-    return {"accuracy": run_cell(data["X"], data["gender"], payload["train_idx"], payload["test_sets"],
-                                 model=p["model"], model_config=p["model_config"], train_group=p["train_group"],
-                                 seed=payload["seed"], threads=p["threads"])}
+    return run_cell(data["X"], data["gender"], payload["train_idx"], payload["test_sets"], model=p["model"],
+                    model_config=p["model_config"], train_group=p["train_group"], seed=payload["seed"],
+                    threads=p["threads"], identity_codes=data.get("identity_codes"))
 
 
 def _cost(params: Mapping[str, Any]) -> int:
@@ -108,4 +135,5 @@ def _cost(params: Mapping[str, Any]) -> int:
     return (3 if params["train_group"] == "all" else 1) + (1 if params["model"] == "mlp" else 0)
 
 
-KIND = JobKind("cell", plan=_plan, rows=_rows, run="tasks.cell:run", tables=("accuracy",), order=3, cost=_cost)
+KIND = JobKind("cell", plan=_plan, rows=_rows, run="tasks.cell:run", tables=("accuracy", "predictions"), order=3,
+               cost=_cost)

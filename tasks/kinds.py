@@ -75,9 +75,10 @@ def _load_builtin() -> None:
     if _BUILTIN_LOADED:
         return
     _BUILTIN_LOADED.append(True)
-    from tasks import cell, tsne, verification
+    from tasks import allpairs_kind, cell, pairs_kind, tsne, verification
 
-    for kind in (cell.KIND, verification.SCORES, verification.IMPOSTOR, tsne.KIND):
+    for kind in (cell.KIND, verification.SCORES, verification.IMPOSTOR, tsne.KIND, allpairs_kind.KIND,
+                 pairs_kind.KIND):
         KINDS.setdefault(kind.name, kind)
 
 

@@ -1,6 +1,6 @@
 """Error rates from counts, their exact intervals, and THE threshold convention of biasgrid's verification.
 
-Definitions (docs/REPORT-verification.md has them with examples):
+Definitions (docs/REPORT.md, section "Verification with error bars", has them with examples):
 
 - A comparison is **accepted** when its score s >= t (t = threshold). FMR(t) = #{impostor s >= t} / n_impostor,
   FNMR(t) = #{genuine s < t} / n_genuine. Every rate is stored with its integer counts.

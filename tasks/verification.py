@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ from sklearn.metrics import roc_curve
 
 from storage.errors import InputError
 from storage.vocab import demographic_names
-from tasks import rates
+from tasks import bootstrap, fairness, rates
 from tasks.cell import check_rows
 from tasks.kinds import JobKind, PlannedJob
 
@@ -247,15 +247,27 @@ def score_group(X: np.ndarray, identity_codes: np.ndarray, rows: np.ndarray, *, 
 
 
 def impostor_matrix(X: np.ndarray, identity_codes: np.ndarray, demographic_group: np.ndarray, rows: np.ndarray, *,
-                    seed: int, target_fmr: float = 1e-3,
-                    max_impostor_pairs: int = 5_000_000) -> dict[str, pd.DataFrame]:
-    """Cross-group false matches at ONE global threshold, as in NIST's demographic-effects reports.
+                    seed: int, target_fmr: float = 1e-3, max_impostor_pairs: int = 5_000_000,
+                    target_fmrs: Sequence[float] = (), n_resamples: int = 0,
+                    confidence: float = rates.CONFIDENCE) -> dict[str, pd.DataFrame]:
+    """Cross-group false matches at ONE global threshold, as in NIST's demographic-effects reports, with counts,
+    exact intervals, per-group operating points and the identity bootstrap.
 
     The threshold gives FMR = ``target_fmr`` over all impostor pairs of ``rows`` (all, or a seeded uniform
-    sample of ``max_impostor_pairs``). ``demographic_group`` has one group name per row of X (e.g.
-    "asian_female"). Returns ``{"impostor_matrix": group_a, group_b, fmr, n_pairs, threshold`` (every ordered
-    pair of groups, a group with itself included; the matrix is symmetric), ``"demographic_rates": group, fmr,
-    fnmr, threshold, n_genuine, n_impostor`` (each group's own impostor FMR and genuine FNMR at that threshold)}.
+    sample of ``max_impostor_pairs``), by the convention of :mod:`tasks.rates`. ``demographic_group`` has one
+    group name per row of X (e.g. "asian_female"). Returns
+
+    - ``"impostor_matrix"``: group_a, group_b, fmr = false_matches / n_pairs, false_matches, n_pairs, threshold,
+      ci_low, ci_high (Clopper-Pearson), display (k/n, "<= 3/n" for k = 0), resolved, reason (every ordered pair
+      of groups, a group with itself included; symmetric);
+    - ``"demographic_rates"``: group, fmr, fnmr, threshold, n_genuine, n_impostor, false_matches,
+      false_non_matches, fmr_ci_low/_high, fnmr_ci_low/_high (CP), resolved, reason (each group's own impostor
+      FMR and genuine FNMR at that threshold);
+    - when ``target_fmrs`` is given, ``"group_eer"`` and ``"operating_points"``: :func:`tasks.rates.
+      group_operating_points` (each group's EER, its own threshold at each target and the global one);
+    - when ``n_resamples`` > 0, ``"verification_ci"``: :func:`tasks.bootstrap.bootstrap_verification` seeded by
+      ``seed`` (EER, FNMR at each target, per-group and cross-group rates at the global threshold and the
+      differential summaries of :func:`tasks.fairness.summaries`, each with its 95% percentile interval).
     """
     if not (isinstance(target_fmr, (int, float)) and 0.0 < target_fmr < 1.0):
         raise InputError(f"target_fmr must be between 0 and 1, got {target_fmr!r}")
@@ -269,7 +281,8 @@ def impostor_matrix(X: np.ndarray, identity_codes: np.ndarray, demographic_group
     if not all(isinstance(v, str) and v for v in labels.tolist()):
         raise InputError("impostor matrix: every selected row needs a demographic group name")
     names, group = np.unique(labels.astype(str), return_inverse=True)
-    spans = pd.Series(group).groupby(_check_codes(np.asarray(X), identity_codes)[rows]).nunique()
+    codes = _check_codes(np.asarray(X), identity_codes)[rows]
+    spans = pd.Series(group).groupby(codes).nunique()
     if (spans > 1).any():
         raise InputError(f"impostor matrix: identity code {spans.index[spans > 1][0]} has images in more than one "
                          f"demographic group")
@@ -281,22 +294,41 @@ def impostor_matrix(X: np.ndarray, identity_codes: np.ndarray, demographic_group
     ga, gb = group[sc.imp_a], group[sc.imp_b]
     key = np.minimum(ga, gb) * G + np.maximum(ga, gb)
     n_pairs = np.bincount(key, minlength=G * G).reshape(G, G)
-    false_matches = np.bincount(key, weights=sc.imp >= threshold, minlength=G * G).reshape(G, G)
+    false_matches = np.bincount(key, weights=sc.imp >= threshold, minlength=G * G).reshape(G, G).astype(np.int64)
     n_pairs = np.triu(n_pairs) + np.triu(n_pairs, 1).T
     false_matches = np.triu(false_matches) + np.triu(false_matches, 1).T
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fmr = np.where(n_pairs > 0, false_matches / np.maximum(n_pairs, 1), np.nan)
-    matrix = pd.DataFrame({"group_a": np.repeat(names, G), "group_b": np.tile(names, G), "fmr": fmr.ravel(),
-                           "n_pairs": n_pairs.ravel().astype(np.int64), "threshold": threshold})
+    cells = rates.rate_frame(false_matches.ravel(), n_pairs.ravel(), confidence=confidence)
+    resolved = [rates.resolution(n, k, target_fmr) for k, n in zip(false_matches.ravel(), n_pairs.ravel())]
+    matrix = pd.DataFrame({"group_a": np.repeat(names, G), "group_b": np.tile(names, G), "fmr": cells["rate"],
+                           "false_matches": cells["k"], "n_pairs": cells["n"], "threshold": threshold,
+                           "ci_low": cells["ci_low"], "ci_high": cells["ci_high"], "display": cells["display"],
+                           "resolved": [r[0] for r in resolved], "reason": [r[1] for r in resolved]})
 
     gen_group = group[sc.gen_a]
     n_gen = np.bincount(gen_group, minlength=G)
-    false_non = np.bincount(gen_group, weights=sc.gen < threshold, minlength=G)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fnmr = np.where(n_gen > 0, false_non / np.maximum(n_gen, 1), np.nan)
-    rates = pd.DataFrame({"group": names, "fmr": np.diag(fmr), "fnmr": fnmr, "threshold": threshold,
-                          "n_genuine": n_gen.astype(np.int64), "n_impostor": np.diag(n_pairs).astype(np.int64)})
-    return {"impostor_matrix": matrix, "demographic_rates": rates}
+    false_non = np.bincount(gen_group, weights=sc.gen < threshold, minlength=G).astype(np.int64)
+    fm = rates.rate_frame(np.diag(false_matches), np.diag(n_pairs), confidence=confidence)
+    fn = rates.rate_frame(false_non, n_gen, confidence=confidence)
+    own = [rates.resolution(n, k, target_fmr) for k, n in zip(fm["k"], fm["n"])]
+    out = {"impostor_matrix": matrix, "demographic_rates": pd.DataFrame({
+        "group": names, "fmr": fm["rate"], "fnmr": fn["rate"], "threshold": threshold, "n_genuine": fn["n"],
+        "n_impostor": fm["n"], "false_matches": fm["k"], "false_non_matches": fn["k"],
+        "fmr_ci_low": fm["ci_low"], "fmr_ci_high": fm["ci_high"], "fnmr_ci_low": fn["ci_low"],
+        "fnmr_ci_high": fn["ci_high"], "resolved": [r[0] for r in own], "reason": [r[1] for r in own]})}
+    if len(target_fmrs):
+        ops = rates.group_operating_points(sc.gen, names[group[sc.gen_a]], sc.imp, names[ga], names[gb],
+                                           target_fmrs=target_fmrs, global_target_fmr=target_fmr,
+                                           groups=list(names), confidence=confidence)
+        out["group_eer"], out["operating_points"] = ops["eer"], ops["operating_points"]
+    if n_resamples:
+        ident, id_code = np.unique(codes, return_inverse=True)      # identities of rows -> 0..n_identities-1
+        id_group = np.zeros(len(ident), np.int64)
+        id_group[id_code] = group
+        out["verification_ci"] = bootstrap.bootstrap_verification(
+            np.r_[sc.gen, sc.imp], id_code[np.r_[sc.gen_a, sc.imp_a]], id_code[np.r_[sc.gen_b, sc.imp_b]],
+            id_group, list(names), target_fmrs=tuple(target_fmrs) or (target_fmr,), global_target_fmr=target_fmr,
+            n_resamples=int(n_resamples), seed=seed, confidence=confidence, summarize=fairness.summaries)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ the kinds ---
@@ -325,7 +357,8 @@ def _plan_impostor(cfg: Mapping[str, Any]) -> Iterator[PlannedJob]:
         return
     for seed in g["seeds"]:
         params = {"test_groups": list(g["test_groups"]), "target_fmr": v["target_fmr"],
-                  "max_impostor_pairs": v["max_impostor_pairs"]}
+                  "max_impostor_pairs": v["max_impostor_pairs"], "target_fmrs": list(v["target_fmrs"]),
+                  "bootstrap": v["bootstrap"]}
         yield PlannedJob(seed, params, f"impostor matrix seed={seed}")
 
 
@@ -337,7 +370,8 @@ def run_impostor(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> 
     demographic[rows] = demographic_names(data["ethnicity"][rows], data["gender"][rows],
                                           tuple(data["ethnicity_names"]))
     out = impostor_matrix(X, data["identity_codes"], demographic, rows, seed=seed, target_fmr=p["target_fmr"],
-                          max_impostor_pairs=p["max_impostor_pairs"])
+                          max_impostor_pairs=p["max_impostor_pairs"], target_fmrs=p.get("target_fmrs", ()),
+                          n_resamples=p.get("bootstrap", 0))
     return {name: df.assign(seed=seed) for name, df in out.items()}
 
 
@@ -346,4 +380,6 @@ SCORES = JobKind("scores", plan=_plan_scores, rows=lambda p, split: {"rows": spl
                  tables=("verification", "verification_curve", "verification_hist"), order=0)
 IMPOSTOR = JobKind("impostor", plan=_plan_impostor,
                    rows=lambda p, split: {"rows": np.concatenate([split.verification[g] for g in p["test_groups"]])},
-                   run="tasks.verification:run_impostor", tables=("impostor_matrix", "demographic_rates"), order=1)
+                   run="tasks.verification:run_impostor",
+                   tables=("impostor_matrix", "demographic_rates", "group_eer", "operating_points", "verification_ci"),
+                   order=1, cost=lambda p: 1 + p.get("bootstrap", 0) // 100)

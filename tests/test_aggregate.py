@@ -47,7 +47,8 @@ def plant(out, skip=(), fail=()):
                         acc = base - 0.10 + rng.normal(0, 0.004)
                     rows.append({"model": model, "train_group": train, "test_group": test, "seed": seed,
                                  "accuracy": acc, "accuracy_male": acc + rng.normal(0, 0.01),
-                                 "accuracy_female": acc + rng.normal(0, 0.01), "n_test": 500, "train_seconds": 0.1,
+                                 "accuracy_female": acc + rng.normal(0, 0.01), "balanced_accuracy": acc,
+                                 "n_test": 500, "n_train": 1000, "train_seconds": 0.1,
                                  "job_id": job, "node": "local", "finished_at": "2026-01-01T00:00:00"})
                 if job in skip:
                     continue
@@ -76,6 +77,11 @@ def plant(out, skip=(), fail=()):
         rate = pd.DataFrame([{"seed": seed, "group": g, "fmr": rng.uniform(5e-4, 2e-3),
                               "fnmr": rng.uniform(0.01, 0.05), "threshold": 0.4, "n_genuine": 100,
                               "n_impostor": 10000, "job_id": job} for g in groups])
+        matrix = matrix.assign(false_matches=(matrix["fmr"] * 1000).round().astype(int), ci_low=0.0, ci_high=0.01,
+                               display="", resolved=True, reason="")
+        rate = rate.assign(false_matches=(rate["fmr"] * 10000).round().astype(int),
+                           false_non_matches=(rate["fnmr"] * 100).round().astype(int), fmr_ci_low=0.0,
+                           fmr_ci_high=0.01, fnmr_ci_low=0.0, fnmr_ci_high=0.1, resolved=True, reason="")
         imp.append(matrix)
         rates.append(rate)
         store.write_job(job, {"impostor_matrix": matrix, "demographic_rates": rate}, {"kind": "impostor"})

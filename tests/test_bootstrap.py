@@ -149,7 +149,7 @@ def test_bad_input():
 
 
 def test_wiring_from_a_scores_job_agrees_with_the_impostor_matrix_job():
-    """The documented wiring (docs/REPORT-verification.md): the scores job's pairs -> point estimates equal to
+    """The documented wiring (docs/REPORT.md, "API for wiring"): the scores job's pairs -> point estimates equal to
     the impostor-matrix job's demographic rates and matrix (one threshold convention everywhere)."""
     from tasks import rates
     from tasks.verification import impostor_matrix, score_pairs

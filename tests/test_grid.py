@@ -53,6 +53,10 @@ KEYS = {
     "verification_hist": ["test_group", "seed", "kind", "bin_left"],
     "impostor_matrix": ["seed", "group_a", "group_b"],
     "demographic_rates": ["seed", "group"],
+    "predictions": ["model", "train_group", "test_group", "seed", "row"],
+    "group_eer": ["seed", "group"],
+    "operating_points": ["seed", "group", "target_fmr", "threshold_kind"],
+    "verification_ci": ["seed", "quantity", "group_a", "group_b", "target_fmr", "metric"],
     "tsne": ["seed", "subset", "identity"],
 }
 
@@ -257,7 +261,8 @@ def test_status_of_a_folder_that_is_not_a_results_folder(tmp_path: Path) -> None
 def test_store_is_written_atomically(tmp_path: Path) -> None:
     store = ResultStore(tmp_path / "r")
     frame = pd.DataFrame([{"seed": 0, "group_a": "a", "group_b": "b", "fmr": 0.1, "n_pairs": 10,
-                           "threshold": 0.5, "job_id": "j"}])
+                           "threshold": 0.5, "false_matches": 1, "ci_low": 0.0025, "ci_high": 0.445,
+                           "display": "0.1 (1/10)", "resolved": True, "reason": "", "job_id": "j"}])
     store.write_job("j", {"impostor_matrix": frame}, {"kind": "impostor"})
     files = sorted(p.relative_to(tmp_path / "r").as_posix() for p in (tmp_path / "r").rglob("*") if p.is_file())
     assert files == ["_jobs/j.json", "impostor_matrix/seed=0/j.parquet"]

@@ -45,7 +45,8 @@ def plant(out, models=("mlp",), skip=frozenset(), fail=frozenset()):
                     acc = DIAG[test] - (0 if train in (test, "all") else 0.1) + rng.normal(0, 0.004)
                     rows.append({"model": model, "train_group": train, "test_group": test, "seed": seed,
                                  "accuracy": acc, "accuracy_male": acc + 0.005, "accuracy_female": acc - 0.005,
-                                 "n_test": 500, "train_seconds": 1.0, "job_id": f"cell-{model}-{train}-{seed}",
+                                 "balanced_accuracy": acc, "n_test": 500, "n_train": 1000,
+                                 "train_seconds": 1.0, "job_id": f"cell-{model}-{train}-{seed}",
                                  "node": "local", "finished_at": "t"})
                 job({"job_id": f"cell-{model}-{train}-{seed}", "kind": "cell", "model": model, "train_group": train,
                      "seed": seed, "description": f"cell {model} train={train} seed={seed}"},
@@ -79,10 +80,15 @@ def plant(out, models=("mlp",), skip=frozenset(), fail=frozenset()):
         jid = f"impostor-{seed}"
         matrix = pd.DataFrame([{"seed": seed, "group_a": a, "group_b": b, "fmr": 1e-3 if a == b else 1e-5,
                                 "n_pairs": 100, "threshold": 0.5, "job_id": jid} for a in groups for b in groups])
+        matrix = matrix.assign(false_matches=(matrix["fmr"] * 100).round().astype(int), ci_low=0.0, ci_high=0.04,
+                               display="<= 3.00e-02 (0/100)", resolved=False, reason="0 false matches")
         # asian_female has FMR 0 in seed 0: the ratios are undefined there
         rates = pd.DataFrame([{"seed": seed, "group": g, "fmr": 0.0 if (g == "asian_female" and seed == 0)
                                else 1e-3 * (1 + i), "fnmr": 0.01 * (1 + i % 3), "threshold": 0.5, "n_genuine": 100,
                                "n_impostor": 1000, "job_id": jid} for i, g in enumerate(groups)])
+        rates = rates.assign(false_matches=(rates["fmr"] * 1000).round().astype(int),
+                             false_non_matches=(rates["fnmr"] * 100).round().astype(int), fmr_ci_low=0.0,
+                             fmr_ci_high=0.01, fnmr_ci_low=0.0, fnmr_ci_high=0.1, resolved=True, reason="")
         job({"job_id": jid, "kind": "impostor", "seed": seed, "description": f"impostor seed={seed}"},
             {"impostor_matrix": matrix, "demographic_rates": rates})
     for subset in ("male", "female", "all"):
@@ -148,7 +154,7 @@ def test_full_report_files(full):
         assert (folder / name).stat().st_size > 0, name
     figures = sorted(p.name for p in (folder / "figures").glob("*.png"))
     assert figures == sorted(["accuracy_mlp.png", "accuracy_xgboost.png", "accuracy_gender_mlp.png",
-                              "accuracy_gender_xgboost.png", "scores.png", "error_rates.png", "impostor_fmr.png",
+                              "accuracy_gender_xgboost.png", "scores.png", "error_rates.png", "impostor_fmr.png", "group_rates.png",
                               "tsne.png"])
     for name in figures:
         assert (folder / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -171,7 +177,7 @@ def test_html_is_self_contained_and_complete(full):
     text = html_path.read_text(encoding="utf-8")
     _check_html(text)
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
-    assert len(images) == 8
+    assert len(images) == 9
     assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert "c0ffee1234" in text and "train_per_gender" in text            # fingerprint and config
     cell = truth[(truth.model == "mlp") & (truth.train_group == "black") & (truth.test_group == "asian")]

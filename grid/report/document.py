@@ -155,9 +155,11 @@ def _bias_blocks(res: Results, s: dict[str, pd.DataFrame]) -> list[Block]:
     blocks.append(("h3", "Off-diagonal cells against same-group training (paired by seed)"))
     blocks.append(("p", "For each test group T and each other training group G (including all), the per-seed "
                         "difference accuracy(G → T) − accuracy(T → T), paired by seed (same split). Mean "
-                        "difference with its 95% t confidence interval, two-sided paired t-test p-value, and the "
-                        "Holm-adjusted p-value over the model's comparisons. Negative = worse than training on the "
-                        "test group itself. Significant = Holm-adjusted p < 0.05."))
+                        "difference with its 95% t confidence interval; two p-values, each Holm-adjusted over the "
+                        "model's comparisons: p (t) from the plain paired t-test and p (NB) from the Nadeau–Bengio "
+                        "corrected resampled t-test, whose variance (1/J + n_test/n_train)·s² accounts for the "
+                        "training sets the seeds share (the plain test's is too small). Negative = worse than "
+                        "training on the test group itself. Significant = Holm-adjusted plain p < 0.05."))
     if diff.empty:
         blocks.append(("note", "No comparison: the grid has no cell trained and tested on the same group, "
                                "or no accuracy results."))
@@ -167,13 +169,31 @@ def _bias_blocks(res: Results, s: dict[str, pd.DataFrame]) -> list[Block]:
             "vs": diff["reference"],
             "difference [95% CI]": [_ci(m, lo, hi) for m, lo, hi in
                                     zip(diff["mean_diff"], diff["ci_low"], diff["ci_high"])],
-            "p": [_p(p) for p in diff["p_value"]], "p (Holm)": [_p(p) for p in diff["p_holm"]],
+            "p (t)": [_p(p) for p in diff["p_value"]], "p (t, Holm)": [_p(p) for p in diff["p_holm"]],
+            "p (NB)": [_p(p) for p in diff["p_corrected"]], "p (NB, Holm)": [_p(p) for p in diff["p_holm_corrected"]],
             "pairs": diff["n_pairs"].astype(str),
             "significant": [_yes(sig) if not pd.isna(p) else "—" for sig, p in zip(diff["significant"],
                                                                                   diff["p_holm"])],
             "note": diff["note"].fillna(""),
         })
         blocks.append(("table", Table(frame, "Paired differences to the same-group cell")))
+
+    eo = s["equalized_odds"]
+    blocks.append(("h3", "Equalized-odds difference across test groups"))
+    blocks.append(("p", "Per trained model, from its stored predictions (predictions table): max(TPR spread, FPR "
+                        "spread) across the test groups, female = positive (Fairlearn's equalized_odds_difference); "
+                        "0 = the same error profile in every group. Mean ± std over seeds, and each seed's value."))
+    if eo.empty:
+        blocks.append(("note", "No predictions are stored (results written before the predictions table)."))
+    else:
+        frame = pd.DataFrame({
+            "model": eo["model"], "trained on": eo["train_group"],
+            "equalized-odds difference": [_pm(m, sd) for m, sd in zip(eo["value_mean"], eo["value_std"])],
+            "TPR spread": [_num(v) for v in eo["tpr_difference_mean"]],
+            "FPR spread": [_num(v) for v in eo["fpr_difference_mean"]],
+            "per seed": eo["per_seed"], "note": eo["note"].fillna(""),
+        })
+        blocks.append(("table", Table(frame, "Equalized-odds difference (mean over seeds)")))
     return blocks
 
 
@@ -237,6 +257,12 @@ def _verification_blocks(res: Results, s: dict[str, pd.DataFrame]) -> list[Block
             "threshold": [_num(v) for v in rates["threshold_mean"]], "seeds": rates["n_seeds"].astype(str),
         })
         blocks.append(("table", Table(frame, "FMR and FNMR per demographic group at the global threshold")))
+        fig = figures.plot_group_rates(res)
+        if fig is not None:
+            blocks.append(("figure", FigureBlock("group_rates.png", "FMR and FNMR per demographic group at the global "
+                                                 "threshold, lowest seed, 95% identity-bootstrap intervals (Clopper–"
+                                                 "Pearson when no bootstrap is stored); an open marker = 0 false "
+                                                 "matches, drawn at its rule-of-three bound 3/n", _png(fig))))
         fair = s["fairness"]
         frame = pd.DataFrame({
             "summary": fair["label"],
@@ -246,6 +272,15 @@ def _verification_blocks(res: Results, s: dict[str, pd.DataFrame]) -> list[Block
             "note": fair["note"].fillna(""),
         })
         blocks.append(("table", Table(frame, "Demographic-differential summaries")))
+        bounded = s["fairness_bounded_by_seed"]
+        if not bounded.empty and (bounded["bound"] == ">=").any():
+            b = bounded[bounded["bound"] == ">="]
+            frame = pd.DataFrame({"seed": b["seed"].astype(str), "summary": b["metric"],
+                                  "lower bound": [f">= {v:.3g}" for v in b["value"]], "note": b["note"]})
+            blocks.append(("table", Table(frame, "Ratios over a zero rate, as lower bounds (rule of three)")))
+    blocks += _interval_blocks(res, s)
+    blocks += _allpairs_blocks(res)
+    blocks += _pair_blocks(res)
     mat = stats.impostor_fmr_matrix(res)
     blocks.append(("h3", "Cross-group impostor FMR"))
     if mat.empty:
@@ -257,6 +292,126 @@ def _verification_blocks(res: Results, s: dict[str, pd.DataFrame]) -> list[Block
         if fig is not None:
             blocks.append(("figure", FigureBlock("impostor_fmr.png", "Cross-group impostor FMR", _png(fig))))
         blocks.append(("table", Table(mat.map(_sci), "Cross-group impostor FMR (mean over seeds)", "A \\ B")))
+        ci = stats.impostor_interval_matrix(res)
+        if not ci.empty:
+            seed = int(res.tables["impostor_matrix"]["seed"].min())
+            blocks.append(("table", Table(ci, f"Cross-group impostor FMR, seed {seed}: false matches / pairs with "
+                                              f"the Clopper–Pearson 95% interval", "A \\ B")))
+    return blocks
+
+
+def _interval_blocks(res: Results, s: dict[str, pd.DataFrame]) -> list[Block]:
+    """Per-group EER and operating points (own and global thresholds), and the identity-bootstrap intervals."""
+    blocks: list[Block] = [("h3", "Per-group operating points")]
+    ops, eer = s["operating_points"], s["group_eer"]
+    if ops.empty:
+        blocks.append(("note", "No per-group operating points are stored (results written before them)."))
+        return blocks
+    blocks.append(("p", "Each demographic group's own EER, its own threshold at each target FMR (the convention of "
+                        "docs/REPORT.md applied to its impostors) and the FNMR there, beside the rates at the one "
+                        "global threshold. Mean over seeds; counts summed over seeds; the lowest seed's FNMR with "
+                        "its Clopper–Pearson 95% interval. Unresolved: too few impostor comparisons for the target "
+                        "(n < 1/FMR) or no false match at the threshold — the reason is given."))
+    if not eer.empty:
+        frame = pd.DataFrame({"group": eer["group"],
+                              "EER (%)": [_pm(m, sd, 2, 100) for m, sd in zip(eer["eer_mean"], eer["eer_std"])],
+                              "EER threshold": [_num(v) for v in eer["eer_threshold_mean"]],
+                              "seeds": eer["n_seeds"].astype(str)})
+        blocks.append(("table", Table(frame, "EER per demographic group")))
+    frame = pd.DataFrame({
+        "group": ops["group"], "threshold": ops["threshold_kind"], "target FMR": [f"{v:g}" for v in ops["target_fmr"]],
+        "t": [_num(v) for v in ops["threshold_mean"]], "FMR": [_sci(v) for v in ops["fmr_mean"]],
+        "FNMR (%)": [_pm(m, sd, 2, 100) for m, sd in zip(ops["fnmr_mean"], ops["fnmr_std"])],
+        "false matches / impostors": [f"{k:,} / {n:,}" for k, n in zip(ops["false_matches"], ops["n_impostor"])],
+        "FNMR, lowest seed [95% CP]": ops["fnmr_seed"],
+        "resolved": [_yes(v) for v in ops["resolved"]], "reason": ops["reason"],
+    })
+    blocks.append(("table", Table(frame, "Own and global operating points per group")))
+    ci = stats.verification_intervals(res)
+    if ci.empty:
+        blocks.append(("note", "No identity-bootstrap intervals are stored ([verification] bootstrap = 0)."))
+        return blocks
+    seed, r = int(ci["seed"].iloc[0]), int(ci["n_resamples"].iloc[0])
+    blocks.append(("h3", f"Uncertainty within a seed (identity bootstrap, seed {seed})"))
+    blocks.append(("p", f"Every verification number of seed {seed} with its 95% percentile interval over {r} "
+                        "identity-bootstrap resamples (identities resampled within each group; docs/REPORT.md), "
+                        "and for rates the counts k/n (a zero count shown as its rule-of-three bound) and the "
+                        "Clopper–Pearson interval, the binomial floor of the uncertainty. All seeds: "
+                        "verification_intervals.csv."))
+    frame = pd.DataFrame({
+        "quantity": ci["quantity"], "group(s)": [a if not b else f"{a} × {b}" for a, b in zip(ci["group_a"],
+                                                                                            ci["group_b"])],
+        "target FMR": ["" if pd.isna(t) else f"{t:g}" for t in ci["target_fmr"]], "summary": ci["metric"],
+        "estimate [bootstrap 95%]": ci["shown"],
+        "Clopper–Pearson 95%": ["" if pd.isna(lo) else f"[{lo:.3g}, {hi:.3g}]"
+                                for lo, hi in zip(ci["cp_low"], ci["cp_high"])],
+        "note": ci["note"].fillna(""),
+    })
+    blocks.append(("table", Table(frame, f"Verification numbers with 95% intervals (seed {seed})")))
+    return blocks
+
+
+def _pair_blocks(res: Results) -> list[Block]:
+    """The standard pair protocol ([verification] pairs), when stored."""
+    p = stats.pair_protocol(res)
+    if p["groups"].empty:
+        return []
+    blocks: list[Block] = [("h3", "Standard pair protocol")]
+    blocks.append(("p", "The pairs of the protocol file, scored on this table's embeddings, per group as the LFW/RFW "
+                        "papers do: 10-fold accuracy (threshold chosen on 9 folds, applied to the 10th) mean ± std "
+                        "(ddof = 1) and standard error; EER and FNMR at each target FMR on the same pairs; across "
+                        "groups the std of the accuracies and the skewed error ratio (docs/REPORT.md)."))
+    g = p["groups"]
+    frame = pd.DataFrame({"file": g["pairs_file"], "group": g["group"], "pairs": g["n_pairs"].astype(str),
+                          "accuracy (%)": [_pm(m, sd, 2, 100) for m, sd in zip(g["accuracy_mean"], g["accuracy_std"])],
+                          "standard error (%)": [_num(v * 100, 2) for v in g["accuracy_se"]],
+                          "EER (%)": [_num(v * 100, 2) for v in g["eer"]]})
+    blocks.append(("table", Table(frame, "Pair protocol: 10-fold accuracy and EER per group")))
+    o = p["operating_points"]
+    frame = pd.DataFrame({"file": o["pairs_file"], "group": o["group"],
+                          "target FMR": [f"{v:g}" for v in o["target_fmr"]],
+                          "FNMR (%)": [_num(v * 100, 2) for v in o["fnmr"]],
+                          "false matches / impostors": [f"{k} / {n}" for k, n in
+                                                        zip(o["false_matches"], o["n_impostor"])],
+                          "resolved": [_yes(v) for v in o["resolved"]], "reason": o["reason"]})
+    blocks.append(("table", Table(frame, "Pair protocol: FNMR at target FMR per group")))
+    a = p["across"]
+    frame = pd.DataFrame({"file": a["pairs_file"], "groups": a["n_groups"].astype(str),
+                          "std of accuracies (%)": [_num(v * 100, 2) for v in a["accuracy_std_groups"]],
+                          "skewed error ratio": [_num(v, 2) for v in a["skewed_error_ratio"]],
+                          "best": a["best_group"], "worst": a["worst_group"], "note": a["note"]})
+    blocks.append(("table", Table(frame, "Pair protocol: across groups")))
+    return blocks
+
+
+def _allpairs_blocks(res: Results) -> list[Block]:
+    """The exact all-pairs counts ([verification] identities = "all"), when stored."""
+    exact = stats.allpairs_summary(res)
+    if exact["operating_points"].empty and not exact["note"]:
+        return []
+    blocks: list[Block] = [("h3", "Exact counts over every pair of the table")]
+    if exact["operating_points"].empty:
+        blocks.append(("note", exact["note"]))
+        return blocks
+    blocks.append(("p", "Every image of every identity in the table compared with every other (no sampling, no "
+                        "split), counted exactly in score bins; rates at bin-edge thresholds (docs/REPORT.md). "
+                        + exact["note"] + "."))
+    ops = exact["operating_points"]
+    frame = pd.DataFrame({
+        "group": ops["group"], "threshold": ops["threshold_kind"], "target FMR": [f"{v:g}" for v in ops["target_fmr"]],
+        "t": [f"{v:.5f}" for v in ops["threshold"]], "FMR": ops["fmr_display"],
+        "FMR 95% CP": [f"[{lo:.2g}, {hi:.2g}]" for lo, hi in zip(ops["fmr_ci_low"], ops["fmr_ci_high"])],
+        "FNMR": ops["fnmr_display"],
+        "FNMR 95% CP": [f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(ops["fnmr_ci_low"], ops["fnmr_ci_high"])],
+        "resolved": [_yes(v) for v in ops["resolved"]], "reason": ops["reason"],
+    })
+    blocks.append(("table", Table(frame, "All pairs: own and global operating points per group")))
+    m = exact["impostor_matrix"]
+    text = m.assign(text=[f"{d} [{lo:.2g}, {hi:.2g}]" for d, lo, hi in
+                          zip(m["fmr_display"], m["fmr_ci_low"], m["fmr_ci_high"])])
+    mat = text.set_index(["group_a", "group_b"])["text"].unstack("group_b")
+    blocks.append(("table", Table(mat, "All pairs: cross-group impostor FMR at the global threshold, with the "
+                                       "Clopper–Pearson 95% interval", "A \\ B")))
     return blocks
 
 

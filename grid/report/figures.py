@@ -252,6 +252,43 @@ def plot_impostor_matrix(res: Results) -> Figure | None:
     return fig
 
 
+def plot_group_rates(res: Results) -> Figure | None:
+    """FMR (left, log scale) and FNMR (right) per demographic group at the global threshold, lowest seed, with
+    95% error bars: the identity bootstrap's percentile interval when stored, else Clopper-Pearson. A group with
+    no false match is drawn as an open marker at its rule-of-three bound 3/n (its FMR is below it)."""
+    dr = res.tables["demographic_rates"].drop_duplicates(["seed", "group"], keep="last")
+    if dr.empty or dr["false_matches"].isna().any():
+        return None
+    seed = int(dr["seed"].min())
+    dr = dr[dr["seed"] == seed].set_index("group")
+    groups = [g for g in stats.demographic_groups(res) if g in dr.index] or list(dr.index)
+    ci = res.tables["verification_ci"]
+    ci = ci[ci["seed"] == seed].set_index(["quantity", "group_a"]) if not ci.empty else None
+    fig = _figure(10.5, 0.9 + 0.45 * len(groups))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, rate, quantity in ((axes[0], "fmr", "group_fmr"), (axes[1], "fnmr", "group_fnmr")):
+        for y, g in enumerate(groups):
+            r = dr.loc[g]
+            if ci is not None and (quantity, g) in ci.index:
+                lo, hi = ci.loc[(quantity, g), ["ci_low", "ci_high"]].astype(float)
+            else:
+                lo, hi = r[f"{rate}_ci_low"], r[f"{rate}_ci_high"]
+            zero = rate == "fmr" and r["false_matches"] == 0
+            v = 3.0 / r["n_impostor"] if zero else r[rate]
+            if rate == "fmr":                           # a log axis: the lower end at 0 is drawn at v / 100
+                lo = lo if lo > 0 else v / 100
+            color = demographic_color(g)
+            ax.errorbar([v], [y], xerr=[[max(v - lo, 0)], [max(hi - v, 0)]], fmt="o", color=color, capsize=3,
+                        markerfacecolor="white" if zero else color)
+        ax.set_xlabel(f"{rate.upper()} at the global threshold" + (" (log)" if rate == "fmr" else ""))
+        ax.grid(alpha=0.3)
+    axes[0].set_xscale("log")
+    axes[0].set_yticks(range(len(groups)), [_label(g) for g in groups])
+    axes[0].invert_yaxis()
+    fig.suptitle(f"Per-group rates, seed {seed}, 95% intervals", fontsize=10)
+    return fig
+
+
 # ------------------------------------------------------------------------------------------------------ t-SNE
 TSNE_PANELS: tuple[tuple[str, str, str], ...] = (
     ("male", "ethnicity", "Men, by ethnicity"),

@@ -18,7 +18,8 @@ from grid.report.results import Results
 if TYPE_CHECKING:
     from grid.report.document import Block, Table
 
-METRIC_TITLES = {"accuracy": "Accuracy", "accuracy_male": "Accuracy on men", "accuracy_female": "Accuracy on women"}
+METRIC_TITLES = {"accuracy": "Accuracy", "accuracy_male": "Accuracy on men", "accuracy_female": "Accuracy on women",
+                 "balanced_accuracy": "Balanced accuracy ((TPR + TNR)/2, female positive)"}
 CORNER = "trained on \\ tested on"
 
 

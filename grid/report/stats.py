@@ -21,11 +21,12 @@ from scipy import stats
 
 from grid.report import fairness
 from grid.report.results import Results
+from tasks import allpairs, allpairs_kind, classifier_stats, rates as trates
 from storage.errors import InputError
 from storage.results import job_state
 from storage.vocab import ALL, demographic_order
 
-METRICS: tuple[str, ...] = ("accuracy", "accuracy_male", "accuracy_female")
+METRICS: tuple[str, ...] = ("accuracy", "accuracy_male", "accuracy_female", "balanced_accuracy")
 VERIFICATION_METRICS: tuple[str, ...] = ("eer", "fnmr_at_fmr_1e_3", "fnmr_at_fmr_1e_2")
 MARK = "†"
 
@@ -127,33 +128,38 @@ def _per_seed(res: Results, metric: str) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------ paired tests
-def paired_test(x: pd.Series, y: pd.Series, confidence: float = 0.95) -> dict[str, Any]:
-    """Paired comparison of x - y over the labels (seeds) both have.
+def paired_test(x: pd.Series, y: pd.Series, confidence: float = 0.95, n_train: float | None = None,
+                n_test: float | None = None) -> dict[str, Any]:
+    """Paired comparison of x - y over the labels (seeds) both have: the plain paired t-test and, when
+    ``n_train`` and ``n_test`` are known, the Nadeau-Bengio corrected resampled t-test.
 
-    Returns n_pairs, mean_diff, sd_diff (ddof=1), ci_low, ci_high (t-distribution CI of the mean difference),
-    t, p_value (two-sided, scipy.stats.ttest_rel) and note. Values that are undefined (fewer than 2 pairs, or
-    differences identical in every pair) are NaN with a note.
+    Plain (tasks.classifier_stats.paired_t_test): n_pairs, mean_diff, sd_diff (ddof=1), ci_low, ci_high (t CI of
+    the mean difference), t, p_value (two-sided). Corrected (classifier_stats.corrected_resampled_t_test: the
+    variance s_d²/J becomes (1/J + n_test/n_train) s_d², since the seeds' training sets overlap): t_corrected,
+    p_corrected, ci_low_corrected, ci_high_corrected, correction (= 1 + J n_test/n_train). Undefined values
+    (fewer than 2 pairs, differences identical up to rounding, unknown n_train) are NaN with a note.
     """
-    both = pd.concat([x.rename("x"), y.rename("y")], axis=1, join="inner").dropna()
-    d = (both["x"] - both["y"]).to_numpy(float)
-    n = int(d.size)
-    out: dict[str, Any] = {"n_pairs": n, "mean_diff": float(d.mean()) if n else float("nan"),
-                           "sd_diff": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
-                           "t": float("nan"), "p_value": float("nan"), "note": ""}
-    if n < 2:
-        out["note"] = f"undefined: {n} paired seed{'s' if n != 1 else ''} (needs at least 2)"
+    plain = classifier_stats.paired_t_test(x, y, confidence)
+    out = {**plain, "t_corrected": np.nan, "p_corrected": np.nan, "ci_low_corrected": np.nan,
+           "ci_high_corrected": np.nan, "correction": np.nan}
+    ok = n_train is not None and n_test is not None and np.isfinite(n_train) and np.isfinite(n_test) \
+        and n_train > 0 and n_test > 0
+    if not ok:
+        if plain["n_pairs"] >= 2:
+            out["note"] = "; ".join(filter(None, [plain["note"], "corrected test undefined: unknown training/test "
+                                                                   "sizes (results stored before n_train)"]))
         return out
-    sd = float(d.std(ddof=1))
-    out["sd_diff"] = sd
-    if sd == 0:
-        out["ci_low"] = out["ci_high"] = out["mean_diff"]
-        out["note"] = "undefined test: the difference is identical in every seed"
-        return out
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / np.sqrt(n)
-    test = stats.ttest_rel(both["x"].to_numpy(float), both["y"].to_numpy(float))
-    out.update(ci_low=out["mean_diff"] - half, ci_high=out["mean_diff"] + half,
-               t=float(test.statistic), p_value=float(test.pvalue))
+    nb = classifier_stats.corrected_resampled_t_test(x, y, int(n_train), int(n_test), confidence)
+    out.update(t_corrected=nb["t"], p_corrected=nb["p_value"], ci_low_corrected=nb["ci_low"],
+               ci_high_corrected=nb["ci_high"], correction=nb["correction"])
     return out
+
+
+def _mean_of(frame: pd.DataFrame, column: str, how: Any) -> float:
+    """``how`` (min, np.mean) of a column's stored values; NaN when the column is absent or empty."""
+    if column not in frame or frame[column].dropna().empty:
+        return float("nan")
+    return float(how(frame[column].dropna().to_numpy(float)))
 
 
 def holm(p_values: pd.Series) -> pd.Series:
@@ -176,8 +182,10 @@ def paired_differences(res: Results, metric: str = "accuracy",
     For a test group T and a train group G != T (including ``all`` and unions), the difference is
     metric(G -> T) - metric(T -> T) per seed. Columns: model, test_group, train_group, reference, n_pairs,
     mean_cell, mean_reference, mean_diff, sd_diff, ci_low, ci_high, t, p_value, p_holm (Holm-adjusted over the
-    comparisons of the model), significant (p_holm < alpha), note. Columns whose test group is not a train group
-    have no diagonal cell and are left out.
+    comparisons of the model), significant (p_holm < alpha), and the Nadeau-Bengio corrected test beside it:
+    t_corrected, p_corrected, p_holm_corrected, ci_low_corrected, ci_high_corrected, correction (n_train = the
+    smaller training set of the two cells, n_test = the cell's test images, from the accuracy table), note.
+    Columns whose test group is not a train group have no diagonal cell and are left out.
     """
     acc = _per_seed(res, metric)
     rows = []
@@ -192,17 +200,21 @@ def paired_differences(res: Results, metric: str = "accuracy",
             for train in res.train_groups:
                 if train == test:
                     continue
-                cell = col[col["train_group"] == train].set_index("seed")[metric]
-                result = paired_test(cell, ref, confidence)
+                cell_rows = col[col["train_group"] == train]
+                cell = cell_rows.set_index("seed")[metric]
+                n_train = _mean_of(pd.concat([cell_rows, col[col["train_group"] == test]]), "n_train", min)
+                result = paired_test(cell, ref, confidence, n_train, _mean_of(cell_rows, "n_test", np.mean))
                 block.append({"model": model, "test_group": test, "train_group": train, "reference": test,
                               "mean_cell": float(cell.mean()) if len(cell) else np.nan,
                               "mean_reference": float(ref.mean()) if len(ref) else np.nan, **result})
         frame = pd.DataFrame(block)
         if not frame.empty:
             frame["p_holm"] = holm(frame["p_value"])
+            frame["p_holm_corrected"] = holm(frame["p_corrected"])
             rows.append(frame)
     columns = ["model", "test_group", "train_group", "reference", "n_pairs", "mean_cell", "mean_reference",
-               "mean_diff", "sd_diff", "ci_low", "ci_high", "t", "p_value", "p_holm", "significant", "note"]
+               "mean_diff", "sd_diff", "ci_low", "ci_high", "t", "p_value", "p_holm", "significant", "t_corrected",
+               "p_corrected", "p_holm_corrected", "ci_low_corrected", "ci_high_corrected", "correction", "note"]
     if not rows:
         return pd.DataFrame(columns=columns)
     out = pd.concat(rows, ignore_index=True)
@@ -394,6 +406,183 @@ def fairness_summary(res: Results, a: float = fairness.DEFAULT_A) -> pd.DataFram
     return fairness.summarize(fairness_by_seed(res, a))
 
 
+# ------------------------------------------------------------------------------ issue 12: intervals and counts
+def _first_seed(frame: pd.DataFrame) -> int | None:
+    """The lowest seed stored in ``frame`` (the seed whose intervals the report shows), None when empty."""
+    return int(frame["seed"].min()) if not frame.empty else None
+
+
+def interval_text(estimate: float, low: float, high: float, digits: int = 3) -> str:
+    """'0.0123 [0.0101, 0.0149]'; 'n/a' for an undefined estimate without an interval."""
+    if np.isnan(estimate) and np.isnan(low):
+        return "n/a"
+    est = "n/a" if np.isnan(estimate) else f"{estimate:.{digits}g}"
+    return est if np.isnan(low) else f"{est} [{low:.{digits}g}, {high:.{digits}g}]"
+
+
+def verification_intervals(res: Results, seed: int | None = None) -> pd.DataFrame:
+    """One seed's (default: the lowest) identity-bootstrap table: every verification number with its 95%
+    percentile interval (ci_low, ci_high), counts k/n and Clopper-Pearson interval (cp_low, cp_high) for rates,
+    and ``shown``: the estimate with its bootstrap interval (rates: "k/n" or the rule-of-three bound "<= 3/n" for
+    k = 0, then the interval). Columns: the table's, plus shown. Empty when no bootstrap was stored."""
+    ci = res.tables["verification_ci"].drop_duplicates(
+        ["seed", "quantity", "group_a", "group_b", "target_fmr", "metric"], keep="last")
+    seed = _first_seed(ci) if seed is None else seed
+    part = ci[ci["seed"] == seed].reset_index(drop=True)
+    shown = []
+    for r in part.itertuples():
+        text = interval_text(r.estimate, r.ci_low, r.ci_high)
+        if r.k == 0 and r.n > 0:
+            text = f"{r.display} [{r.ci_low:.3g}, {r.ci_high:.3g}]"
+        shown.append(text)
+    return part.assign(shown=shown)
+
+
+def impostor_interval_matrix(res: Results, seed: int | None = None) -> pd.DataFrame:
+    """One seed's cross-group impostor FMR at the global threshold as text: "k/n-based FMR [CP 95%]" ("<= 3/n
+    (0/n)" for no false match) and "(unresolved)" when the pair's comparisons cannot resolve the target FMR.
+    group_a (rows) x group_b. Empty when nothing is stored."""
+    imp = res.tables["impostor_matrix"].drop_duplicates(["seed", "group_a", "group_b"], keep="last")
+    seed = _first_seed(imp) if seed is None else seed
+    part = imp[imp["seed"] == seed]
+    if part.empty or part["false_matches"].isna().any():     # nothing, or stored before the counts existed
+        return pd.DataFrame()
+    text = [f"{d} [{lo:.2g}, {hi:.2g}]" + ("" if ok else " (unresolved)")
+            for d, lo, hi, ok in zip(part["display"], part["ci_low"], part["ci_high"], part["resolved"])]
+    mat = part.assign(text=text).set_index(["group_a", "group_b"])["text"].unstack("group_b")
+    order = demographic_groups(res)
+    mat = mat.reindex(index=[g for g in order if g in mat.index], columns=[g for g in order if g in mat.columns])
+    mat.index.name, mat.columns.name = "group_a", "group_b"
+    return mat
+
+
+def operating_points_summary(res: Results) -> pd.DataFrame:
+    """Per group, target FMR and threshold kind (own / global): mean over seeds of the threshold, FMR and FNMR,
+    the std (ddof=1) of the FNMR, the counts summed over seeds, the lowest seed's FNMR with its Clopper-Pearson
+    interval, and whether every seed resolved the point (else the reasons). Columns: group, target_fmr,
+    threshold_kind, n_seeds, threshold_mean, fmr_mean, fnmr_mean, fnmr_std, false_matches, n_impostor,
+    false_non_matches, n_genuine, fnmr_seed (text), resolved, reason."""
+    ops = res.tables["operating_points"].drop_duplicates(["seed", "group", "target_fmr", "threshold_kind"],
+                                                         keep="last")
+    columns = ["group", "target_fmr", "threshold_kind", "n_seeds", "threshold_mean", "fmr_mean", "fnmr_mean",
+               "fnmr_std", "false_matches", "n_impostor", "false_non_matches", "n_genuine", "fnmr_seed", "resolved",
+               "reason"]
+    if ops.empty:
+        return pd.DataFrame(columns=columns)
+    first = _first_seed(ops)
+    rows = []
+    for (group, target, kind), part in ops.groupby(["group", "target_fmr", "threshold_kind"], sort=False):
+        one = part[part["seed"] == first]
+        rows.append({"group": group, "target_fmr": target, "threshold_kind": kind, "n_seeds": len(part),
+                     "threshold_mean": part["threshold"].mean(), "fmr_mean": part["fmr"].mean(),
+                     "fnmr_mean": part["fnmr"].mean(),
+                     "fnmr_std": part["fnmr"].std(ddof=1) if len(part) > 1 else np.nan,
+                     **{c: int(part[c].sum()) for c in ("false_matches", "n_impostor", "false_non_matches",
+                                                         "n_genuine")},
+                     "fnmr_seed": "" if one.empty else interval_text(one["fnmr"].iloc[0], one["fnmr_ci_low"].iloc[0],
+                                                                     one["fnmr_ci_high"].iloc[0]),
+                     "resolved": bool(part["resolved"].all()),
+                     "reason": "; ".join(sorted(set(r for r in part["reason"] if r)))})
+    out = pd.DataFrame(rows, columns=columns)
+    order = {g: i for i, g in enumerate(["all", *demographic_groups(res)])}
+    out["_o"] = out["group"].map(order).fillna(len(order))
+    return out.sort_values(["_o", "threshold_kind", "target_fmr"], ascending=[True, False, False],
+                           kind="stable").drop(columns="_o").reset_index(drop=True)
+
+
+def group_eer_summary(res: Results) -> pd.DataFrame:
+    """Each demographic group's own EER (and "all"): mean and std (ddof=1) over seeds. Columns: group, n_seeds,
+    eer_mean, eer_std, eer_threshold_mean."""
+    eer = res.tables["group_eer"].drop_duplicates(["seed", "group"], keep="last")
+    columns = ["group", "n_seeds", "eer_mean", "eer_std", "eer_threshold_mean"]
+    if eer.empty:
+        return pd.DataFrame(columns=columns)
+    out = eer.groupby("group").agg(n_seeds=("seed", "count"), eer_mean=("eer", "mean"),
+                                   eer_std=("eer", lambda v: v.std(ddof=1)),
+                                   eer_threshold_mean=("eer_threshold", "mean"))
+    out = out.reindex([g for g in ["all", *demographic_groups(res)] if g in out.index]).reset_index()
+    return out[columns]
+
+
+def bounded_fairness_by_seed(res: Results) -> pd.DataFrame:
+    """The differential summaries per seed from the stored counts (tasks.rates.bounded_summaries): a ratio over a
+    zero rate becomes the lower bound ">=" obtained with that rate's rule-of-three bound 3/n instead of NaN.
+    Columns: seed, metric, value, bound ("" or ">="), note."""
+    dr = res.tables["demographic_rates"].drop_duplicates(["seed", "group"], keep="last")
+    columns = ["seed", "metric", "value", "bound", "note"]
+    if dr.empty or dr["false_matches"].isna().any():
+        return pd.DataFrame(columns=columns)
+    frames = []
+    for seed, part in dr.groupby("seed"):
+        out = trates.bounded_summaries(part["false_matches"], part["n_impostor"], part["false_non_matches"],
+                                       part["n_genuine"], fairness.summaries)
+        frames.append(out.assign(seed=int(seed)))
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+def allpairs_summary(res: Results) -> dict[str, Any]:
+    """The exact all-pairs tables: the stored shard counts of the ``allpairs`` jobs summed (integer sums), then
+    tasks.allpairs.hist_group_tables at ``[verification] target_fmrs`` and the global ``target_fmr``.
+
+    Returns {"eer", "operating_points", "impostor_matrix"} (DataFrames, empty when nothing is stored or a shard is
+    missing) and "note" (which shards are missing; bin width)."""
+    rows = res.tables["allpairs_counts"]
+    empty = {"eer": pd.DataFrame(), "operating_points": pd.DataFrame(), "impostor_matrix": pd.DataFrame(),
+             "note": ""}
+    status = job_status(res)
+    jobs = status[status["kind"] == "allpairs"]
+    if jobs.empty and rows.empty:
+        return empty
+    if (jobs["status"] != "done").any() or rows.empty:   # a shard with no pairs of its own stores no rows
+        bad = jobs.loc[jobs["status"] != "done", "description"].tolist()
+        return {**empty, "note": "all-pairs counts incomplete (" + (", ".join(bad) or "no counts stored")
+                                 + " not done); no exact tables"}
+    n_shards = int(rows["n_shards"].max())
+    v = res.config.get("verification") or {}
+    counts, names = allpairs_kind.counts_from_rows(rows)
+    out = allpairs.hist_group_tables(counts, names, v.get("target_fmrs", [1e-2, 1e-3, 1e-4]),
+                                     v.get("target_fmr", 1e-3))
+    return {**out, "note": f"{n_shards} shards; {counts.n_genuine:,} genuine and {counts.n_impostor:,} impostor "
+                           f"comparisons; thresholds on bin edges of width 2^-{counts.bits}"}
+
+
+def pair_protocol(res: Results) -> dict[str, pd.DataFrame]:
+    """The stored pair-protocol tables ([verification] pairs), as written by the pairs job: "groups" (10-fold
+    accuracy mean/std/se, EER per group), "operating_points" (FNMR at each target FMR with the resolution flag),
+    "across" (std of the groups' accuracies, skewed error ratio)."""
+    return {"groups": res.tables["pair_groups"], "operating_points": res.tables["pair_operating_points"],
+            "across": res.tables["pair_across"]}
+
+
+def equalized_odds(res: Results) -> pd.DataFrame:
+    """Per model and train group: the equalized-odds difference across test groups (Fairlearn's sense,
+    tasks.classifier_stats.equalized_odds_difference: max of the TPR and FPR spreads, female positive) of each
+    seed's stored predictions, and its mean and std (ddof=1) over seeds. Columns: model, train_group, n_seeds,
+    value_mean, value_std, tpr_difference_mean, fpr_difference_mean, per_seed ("seed: value" list), note."""
+    pred = res.tables["predictions"]
+    columns = ["model", "train_group", "n_seeds", "value_mean", "value_std", "tpr_difference_mean",
+               "fpr_difference_mean", "per_seed", "note"]
+    if pred.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for model in res.models:
+        for train in res.train_groups:
+            cell = pred[(pred["model"] == model) & (pred["train_group"] == train)]
+            if cell.empty:
+                continue
+            per = {int(seed): classifier_stats.equalized_odds_difference(p["y_true"], p["y_pred"], p["test_group"])
+                   for seed, p in cell.groupby("seed")}
+            values = pd.Series({s: v["value"] for s, v in per.items()}, dtype=float)
+            notes = sorted({f"seed {s}: {v['note']}" for s, v in per.items() if v["note"]})
+            rows.append({"model": model, "train_group": train, "n_seeds": int(values.notna().sum()),
+                         "value_mean": values.mean(), "value_std": values.std(ddof=1) if values.count() > 1 else np.nan,
+                         "tpr_difference_mean": np.nanmean([v["tpr_difference"] for v in per.values()]),
+                         "fpr_difference_mean": np.nanmean([v["fpr_difference"] for v in per.values()]),
+                         "per_seed": ", ".join(f"{s}: {v:.3f}" for s, v in values.items()),
+                         "note": "; ".join(notes)})
+    return pd.DataFrame(rows, columns=columns)
+
+
 # --------------------------------------------------------------------------------------------------- job status
 def job_status(res: Results) -> pd.DataFrame:
     """Every planned job with its status "done", "failed" or "missing" (no ledger record), and the error.
@@ -463,5 +652,15 @@ def all_summaries(res: Results) -> dict[str, pd.DataFrame]:
     out["fairness_by_seed"] = fairness_by_seed(res)
     imp = impostor_fmr_matrix(res)
     out["impostor_fmr"] = imp.reset_index() if not imp.empty else pd.DataFrame(columns=["group_a"])
+    out["group_eer"] = group_eer_summary(res)
+    out["operating_points"] = operating_points_summary(res)
+    out["verification_intervals"] = res.tables["verification_ci"]
+    out["fairness_bounded_by_seed"] = bounded_fairness_by_seed(res)
+    out["equalized_odds"] = equalized_odds(res)
+    for name, frame in pair_protocol(res).items():
+        out[f"pairs_{name}"] = frame
+    exact = allpairs_summary(res)
+    for name in ("eer", "operating_points", "impostor_matrix"):
+        out[f"allpairs_{name}"] = exact[name]
     out["jobs"] = job_status(res)
     return out

@@ -1,0 +1,95 @@
+"""Job kind "pairs": a standard verification pair protocol (LFW/RFW pairs files, an RFW folder, or a CSV
+``image_a, image_b, same[, fold]``) evaluated on the table's embeddings, per group as the papers do.
+
+``[verification] pairs = PATH`` adds one job. The driver parses the file when planning (so a bad file is refused
+before anything runs, and the pairs themselves are part of the job's parameters and id); the worker maps each
+pair to its two table rows (:func:`tasks.pairs.map_pairs`, by identity and image name), scores it (cosine) and
+runs :func:`tasks.pairs.protocol_report`: per group 10-fold accuracy mean ± std, EER and FNMR at each target FMR
+on the same pairs; across groups the std of the groups' accuracies and the skewed error ratio. A pair's group is
+its RFW group (RFW folder) or the ethnicity of its first image (the table's own ethnicity names when the data
+carry them, ``data["ethnicity_names"]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from storage.vocab import ETHNICITIES
+from tasks import pairs, rates
+from tasks.kinds import JobKind, PlannedJob
+
+_FIELDS = ["line", "fold", "identity_a", "image_a", "identity_b", "image_b", "same", "group"]
+
+
+def read_pairs(path: str) -> pd.DataFrame:
+    """The pairs of ``path``: an RFW folder (root/txts/<G>/<G>_pairs.txt), a CSV, or an LFW/RFW pairs text file;
+    columns :data:`tasks.pairs.PAIR_COLUMNS` plus group ("" when the file has none)."""
+    p = Path(path)
+    if p.is_dir():
+        out = pairs.read_rfw(p)
+    elif p.suffix.lower() == ".csv":
+        out = pairs.parse_pairs_csv(p)
+    else:
+        out = pairs.parse_pairs_txt(p)
+    if "group" not in out:
+        out["group"] = ""
+    return out
+
+
+def evaluate(X: np.ndarray, identity: np.ndarray, image: np.ndarray, ethnicity: np.ndarray, table: pd.DataFrame,
+             target_fmrs: list[float], ethnicity_vocabulary: np.ndarray | None = None) -> dict[str, pd.DataFrame]:
+    """Map, score (cosine) and evaluate the pairs ``table``. Returns {"pair_groups": group, n_pairs, n_genuine,
+    n_impostor, accuracy_mean, accuracy_std, accuracy_se, eer, eer_threshold; "pair_operating_points": group,
+    target_fmr, threshold, false_matches, n_impostor, fnmr, resolved, reason; "pair_across": n_groups,
+    accuracy_std_groups, skewed_error_ratio, best_group, worst_group, note}."""
+    ra, rb = pairs.map_pairs(table, identity, image)
+    A, B = np.asarray(X[ra], dtype=np.float64), np.asarray(X[rb], dtype=np.float64)
+    scores = np.einsum("ij,ij->i", A, B) / (np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1))
+    group = table["group"].astype(str).to_numpy()
+    vocabulary = np.asarray(ETHNICITIES if ethnicity_vocabulary is None else ethnicity_vocabulary, dtype=object)
+    group = np.where(group == "", vocabulary[np.asarray(ethnicity)[ra].astype(np.intp)].astype(str), group)
+    rep = pairs.protocol_report(scores, table["same"].to_numpy(bool), table["fold"].to_numpy(), group,
+                                target_fmrs)
+    g = rep["groups"]
+    ops = []
+    for _, row in g.iterrows():
+        for x in target_fmrs:
+            k = rates.fmr_key(x)
+            ops.append({"group": row["group"], "target_fmr": float(x), "threshold": row[f"threshold_at_fmr_{k}"],
+                        "false_matches": int(row[f"false_matches_at_fmr_{k}"]), "n_impostor": int(row["n_impostor"]),
+                        "fnmr": row[f"fnmr_at_fmr_{k}"], "resolved": bool(row[f"resolved_at_fmr_{k}"]),
+                        "reason": row[f"reason_at_fmr_{k}"]})
+    base = ["group", "n_pairs", "n_genuine", "n_impostor", "accuracy_mean", "accuracy_std", "accuracy_se", "eer",
+            "eer_threshold"]
+    return {"pair_groups": g[base], "pair_operating_points": pd.DataFrame(ops), "pair_across": rep["across"]}
+
+
+# ------------------------------------------------------------------------------------------------- the kind ---
+def _plan(cfg: Mapping[str, Any]) -> Iterator[PlannedJob]:
+    """One pairs job when ``[verification] pairs`` names a file or folder (parsed here, on the driver)."""
+    v = cfg["verification"]
+    if not v["enabled"] or not v["pairs"]:
+        return
+    table = read_pairs(v["pairs"])
+    records = table.assign(line=table["line"].astype(int), fold=table["fold"].astype(int),
+                           same=table["same"].astype(bool))[_FIELDS].values.tolist()
+    params = {"pairs_file": Path(v["pairs"]).name, "pairs": records, "target_fmrs": list(v["target_fmrs"])}
+    yield PlannedJob(cfg["grid"]["seeds"][0], params, f"pairs {Path(v['pairs']).name} ({len(records)} pairs)")
+
+
+def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:
+    """Worker entry of a pairs job: the protocol's per-group, operating-point and across-group rows."""
+    p = payload["params"]
+    table = pd.DataFrame(p["pairs"], columns=_FIELDS).assign(source=p["pairs_file"])
+    out = evaluate(data["X"], data["identity"], data["image"], data["ethnicity"], table, p["target_fmrs"],
+                   data.get("ethnicity_names"))
+    return {name: df.assign(pairs_file=p["pairs_file"]) for name, df in out.items()}
+
+
+KIND = JobKind("pairs", plan=_plan, rows=lambda p, split: {}, run="tasks.pairs_kind:run",
+               tables=("pair_groups", "pair_operating_points", "pair_across"), order=2)
