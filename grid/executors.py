@@ -435,10 +435,12 @@ class LocalRayNode:
                                      start_new_session=True)   # a Ctrl-C goes to the driver, which stops it
 
     def wait_ready(self, timeout: float = 180.0) -> None:
-        """Until the node is up (``ray start`` writes its address file then); RuntimeError if it exits first."""
+        """Until the node is up (``ray start`` has written its address file and said "Ray runtime started", after
+        its raylet registered); RuntimeError if it exits first."""
         address_file = Path(self.temp_dir) / "ray_current_cluster"
+        log = Path(self.temp_dir) / "ray-start.log"
         deadline = time.monotonic() + timeout
-        while not address_file.exists():
+        while not (address_file.exists() and log.exists() and "Ray runtime started" in log.read_text(errors="replace")):
             if self.proc.poll() is not None:
                 log = (Path(self.temp_dir) / "ray-start.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"ray start exited with {self.proc.returncode}:\n{log}")
@@ -489,7 +491,22 @@ class RayExecutor:
             _raise_on_sigterm(self)   # until ray.init installs Ray's own handler
             self._node = LocalRayNode(self.workers, self.threads, self.ship)
 
+    def _connect(self, ray: Any, init_args: dict[str, Any], patience: float = 60.0) -> None:
+        """``ray.init``; our own node may still be registering its raylet: retry while it runs, up to ``patience`` s."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                ray.init(**init_args)
+                return
+            except ConnectionError:
+                node_running = self._node is not None and self._node.proc.poll() is None
+                if self.address or not node_running or time.monotonic() > deadline:
+                    raise
+                ray.shutdown()
+                time.sleep(1.0)
+
     def run(self, payloads: Sequence[Mapping[str, Any]], data: Mapping[str, np.ndarray]) -> Iterator[Outcome]:
+        self.start()   # before Ray is imported: Ray reads the node's token from the environment once, on import
         import ray
 
         init_args: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
@@ -503,7 +520,7 @@ class RayExecutor:
             assert self._node is not None
             self._node.wait_ready()
             init_args["address"] = self._node.address
-        ray.init(**init_args)
+        self._connect(ray, init_args)
         self._connected = True
         if threading.current_thread() is threading.main_thread():
             # Ray's SIGTERM handling arms a 3 s abort alarm (its C++ failure-signal handler) before its Python

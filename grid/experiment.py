@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from grid.plan import JOB_CODE_VERSION
 from storage.errors import InputError
 
 GRID_LISTS = ("models", "seeds", "train_groups", "test_groups")
 
 
 def fixed_part(cfg: dict[str, Any], fingerprint: str) -> dict[str, Any]:
-    """What a run fixes in its folder: data fingerprint, protocol, model configurations, and the verification and
-    t-SNE parameters when those are enabled."""
-    fixed: dict[str, Any] = {"data_fingerprint": fingerprint, "protocol": dict(cfg["protocol"]),
+    """What a run fixes in its folder: the job code version, data fingerprint, protocol, model configurations, and
+    the verification and t-SNE parameters when those are enabled."""
+    fixed: dict[str, Any] = {"job_code": JOB_CODE_VERSION, "data_fingerprint": fingerprint,
+                             "protocol": dict(cfg["protocol"]),
                              "model": {m: cfg["model"][m] for m in cfg["grid"]["models"]}}
     v, t = cfg["verification"], cfg["tsne"]
     if v["enabled"]:
@@ -50,6 +52,10 @@ def merge_fixed(stored: dict[str, Any] | None, new: dict[str, Any], out: str) ->
     t-SNE). InputError listing every key whose new value differs from the stored one."""
     if not stored:
         return new
+    if stored.get("job_code") != new["job_code"]:
+        raise InputError(f"{out} was written by another version of biasgrid's jobs (job code "
+                         f"{stored.get('job_code', 1)}, this one {new['job_code']}): its numbers are not comparable "
+                         f"with this version's; use another --out")
     differences = []
     for key, value in new.items():
         if key == "model":

@@ -109,16 +109,23 @@ def test_file_name_pattern_without_identities(tmp_path, capsys):
     assert "each image is its own identity" in capsys.readouterr().out
 
 
-def test_group_names_outside_the_studys_stop_before_any_work(tmp_path, capsys):
-    """Free group names (RFW's, FairFace's) are listed by the library; the table holds the study's three until
-    the data-driven vocabulary lands, so the command refuses them before embedding anything."""
+def test_any_group_names_are_embedded_into_the_table(tmp_path, capsys):
+    """Free group names (RFW's, FairFace's) go into the table as they are (normalised); a name that cannot be a
+    group ('all', a '+' union) is refused before embedding anything."""
     save(tmp_path / "a.png", astronaut(0))
+    save(tmp_path / "b.png", astronaut(1))
     manifest = tmp_path / "rfw.csv"
-    manifest.write_text("path,identity,ethnicity,gender\na.png,m.01,Indian,male\n")
+    manifest.write_text("path,identity,ethnicity,gender\na.png,m.01,Indian,male\nb.png,m.02,African,female\n")
     out = tmp_path / "rfw.parquet"
-    assert main(["data", "embed", str(manifest), "--out", str(out), "--model", "dlib", *LOCAL]) == 2
-    assert "ethnicity 'indian' is not one of asian, caucasian, black" in capsys.readouterr().err
-    assert not out.exists() and not (tmp_path / "rfw.parquet.shards").exists()
+    assert main(["data", "embed", str(manifest), "--out", str(out), "--model", "dlib", *LOCAL]) == 0
+    table = read_table(out)
+    assert table.ethnicities == ("african", "indian")
+    assert sorted(table.present_ethnicities()) == ["african", "indian"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,identity,ethnicity,gender\na.png,m.01,all,male\n")
+    assert main(["data", "embed", str(bad), "--out", str(tmp_path / "x.parquet"), "--model", "dlib", *LOCAL]) == 2
+    assert "'all' cannot name an ethnicity group" in capsys.readouterr().err
+    assert not (tmp_path / "x.parquet").exists()
 
 
 def test_undecodable_images_are_listed_and_strict_refuses(tmp_path, capsys):

@@ -112,7 +112,8 @@ def test_two_concurrent_command_line_runs(tmp_path: Path) -> None:
     """The second of two runs started together on one folder refuses (exit 2) naming the first."""
     out = tmp_path / "r"
     toml = tmp_path / "c.toml"
-    toml.write_text("[data.synth]\nidentities_per_group = 20\ndim = 8\n[grid]\nmodels = ['logreg']\nseeds = 2\n"
+    toml.write_text("[data.synth]\nidentities_per_group = 20\ndim = 8\n[grid]\nmodels = ['mlp']\nseeds = 2\n"
+                    "[model.mlp]\nepochs = 100\nbatch_size = 2\n"
                     "[protocol]\ntrain_per_gender = 6\ntest_per_gender = 4\n[verification]\nenabled = false\n"
                     "[tsne]\nenabled = false\n[run]\nexecutor = 'local'\nworkers = 1\nreport = false\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -126,7 +127,7 @@ def test_two_concurrent_command_line_runs(tmp_path: Path) -> None:
     assert first.returncode == 0, first_err
     assert second.returncode == 2, second.stderr
     assert f"being written by process {first.pid}" in second.stderr and "--wait" in second.stderr
-    assert len(load(out)["accuracy"]) == 4 * 3 * 2       # only the first run's rows
+    assert len(load(out)["accuracy"]) == 4 * 3 * 2       # only the first run's rows (mlp: 4 x 3 x 2 seeds)
 
 
 # ------------------------------------------------------------------------------------------ damaged files ---

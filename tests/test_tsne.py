@@ -68,7 +68,7 @@ def test_same_seed_same_numbers_and_names_work_like_codes():
     ({"perplexity": 200.0}, "has 150 rows; perplexity must be > 0 and less than that"),
     ({"pca_dims": 1}, "pca_dims must be an integer >= 2"),
     ({"rows": np.array([], dtype=int)}, "has no rows"),
-    ({"ethnicity": np.array(["martian"] * 160, dtype=object)}, "unknown ethnicity 'martian'; allowed: asian"),
+    ({"ethnicity": np.full(160, 7, dtype=np.int8)}, "ethnicity codes must lie in 0..2"),
     ({"gender": np.full(160, 5)}, r"gender codes must lie in 0..1"),
     ({"identity": np.array(["x"])}, "identity must have one entry per embedding row"),
 ])

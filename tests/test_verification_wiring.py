@@ -56,6 +56,7 @@ def grid(tmp_path_factory):
     table = load_data(resolve_config(tmp / "grid.toml")["data"])
     write_pairs_csv(table, tmp / "pairs.csv")
     cfg = resolve_config(tmp / "grid.toml", {"run.out": str(tmp / "r"), "verification.pairs": str(tmp / "pairs.csv")})
+    cfg["grid"]["test_groups"] = cfg["grid"]["test_groups"] or table.present_ethnicities()   # as the runner does
     summary = run_grid(cfg, progress=False)
     assert summary.exit_code == 0 and summary.failed == []
     split = make_split(table, SEED, Protocol(8, 8), cfg["grid"]["test_groups"])

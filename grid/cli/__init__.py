@@ -67,6 +67,9 @@ def classify(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, MemoryError):
         return EnvironmentFailure.exit_code, ("out of memory; run fewer jobs at once (--workers), use smaller "
                                               "data, or a machine with more memory")
+    if isinstance(exc, ConnectionError):
+        return EnvironmentFailure.exit_code, (f"cannot reach Ray ({exc}); check --address and that the cluster is up, "
+                                              f"or run with --executor local")
     if isinstance(exc, OSError):
         return EnvironmentFailure.exit_code, str(environment_failure(str(exc.filename or "biasgrid"), exc))
     return INTERNAL_ERROR, (f"internal error ({type(exc).__name__}: {exc}); this is a bug in biasgrid, "
