@@ -55,12 +55,13 @@ KEYS = {"accuracy": ["model", "train_group", "test_group", "seed"], "verificatio
 EXPECTED = {"accuracy": 2 * 4 * 3 * 2, "verification": 3 * 2, "impostor_matrix": 36 * 2}
 
 
-def leftovers(out: Path, since: float) -> list[str]:
-    """Temporary files a run may leave: .tmp in the results folder, biasgrid-* folders and shm segments."""
+def leftovers(out: Path, pids: list[int]) -> list[str]:
+    """Temporary files the round's drivers (``pids``) may leave: .tmp in the results folder, and their
+    biasgrid-<pid>-* temporary folders and shared-memory segments (other programs' are not counted)."""
     found = [str(p) for p in out.rglob("*.tmp")]
     for folder in (Path(tempfile.gettempdir()), Path("/dev/shm")):
         if folder.is_dir():
-            found += [str(p) for p in folder.glob("biasgrid-*") if p.stat().st_mtime >= since]
+            found += [str(p) for pid in pids for p in folder.glob(f"biasgrid-{pid}-*")]
     return found
 
 
@@ -70,7 +71,6 @@ def one_round(k: int, executor: str, delay: float, sig: int, work: Path) -> dict
     command = [sys.executable, "-m", "grid.cli", "run", "--config", str(cfg), "--executor", executor,
                "--out", str(out), "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    started = time.time()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     seen: set[int] = set()
@@ -90,7 +90,8 @@ def one_round(k: int, executor: str, delay: float, sig: int, work: Path) -> dict
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    rerun = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rerun.wait(timeout=900)
     lost = duplicated = 0
     for table, keys in KEYS.items():
         frame = pd.read_parquet(out / table) if (out / table).exists() else pd.DataFrame(columns=keys)
@@ -100,7 +101,7 @@ def one_round(k: int, executor: str, delay: float, sig: int, work: Path) -> dict
     return {"round": k, "executor": executor, "signal": signal.Signals(sig).name, "delay_s": round(delay, 2),
             "killed": not finished_first, "rerun_exit": rerun.returncode, "rows_lost": lost,
             "rows_duplicated": duplicated, "processes_left": len(left),
-            "temp_files_left": len(leftovers(out, started))}
+            "temp_files_left": len(leftovers(out, [proc.pid, rerun.pid]))}
 
 
 def main() -> None:
