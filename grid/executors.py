@@ -45,6 +45,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from storage.errors import EnvironmentFailure
 from tasks.run_job import Outcome, node_name, run_job
 
 # Quiet TensorFlow's C++ start-up chatter in workers (errors still show).
@@ -443,9 +444,11 @@ class LocalRayNode:
         while not (address_file.exists() and log.exists() and "Ray runtime started" in log.read_text(errors="replace")):
             if self.proc.poll() is not None:
                 log = (Path(self.temp_dir) / "ray-start.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"ray start exited with {self.proc.returncode}:\n{log}")
+                raise EnvironmentFailure(f"the local Ray node could not start (ray start exited with "
+                                         f"{self.proc.returncode}); run again, or use --executor local. Its log:\n{log}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the local Ray node did not start within {timeout:.0f} s")
+                raise EnvironmentFailure(f"the local Ray node did not start within {timeout:.0f} s; run again, or use "
+                                         f"--executor local")
             time.sleep(0.05)
 
     def stop(self, grace: float = 60.0) -> None:
