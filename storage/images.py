@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import InputError
+from storage.importers.common import scandir
 from storage.vocab import ETHNICITIES, GENDERS, accepted_group_names, group_codes
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -179,14 +180,6 @@ def _stem(name: str) -> str:
     return base if dot and base else name
 
 
-def _list_dir(path: Path) -> list[os.DirEntry]:
-    try:
-        with os.scandir(path) as it:
-            return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot list the folder ({exc.strerror or exc})") from exc
-
-
 def _walk_images(root: Path) -> list[Path]:
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -238,9 +231,9 @@ def list_diveface(root: str | Path) -> LabelledImages:
         raise InputError(f"{root}: no such folder; expected face images in <root>/<GROUP>/<identity>/<image>.jpg")
     if not root.is_dir():
         raise InputError(f"{root}: not a folder; the diveface layout is <root>/<GROUP>/<identity>/<image>.jpg")
-    dirs = [e for e in _list_dir(root) if e.is_dir()]
+    dirs = [e for e in scandir(root) if e.is_dir()]
     if len(dirs) == 1 and group_codes(dirs[0].name) is None:
-        inner = [e for e in _list_dir(Path(dirs[0].path)) if e.is_dir()]
+        inner = [e for e in scandir(Path(dirs[0].path)) if e.is_dir()]
         if any(group_codes(e.name) for e in inner):
             root, dirs = Path(dirs[0].path), inner
     if not dirs:
@@ -262,7 +255,7 @@ def list_diveface(root: str | Path) -> LabelledImages:
             raise InputError(f"{root}: folders {groups[codes]!r} and {g.name!r} are the same group "
                              f"{ETHNICITIES[codes[0]]}_{GENDERS[codes[1]]}; expected one folder per group")
         groups[codes] = g.name
-        entries = _list_dir(Path(g.path))
+        entries = scandir(Path(g.path))
         stray = [e.name for e in entries if e.is_file() and _is_image(e.name)]
         if stray:
             raise InputError(f"{g.path}: image {stray[0]!r} lies directly in the group folder; expected "
@@ -275,7 +268,7 @@ def list_diveface(root: str | Path) -> LabelledImages:
                 raise InputError(f"identity {ident.name!r} appears in both {owner[ident.name]} and {g.name}; expected "
                                  f"each identity in one group")
             owner[ident.name] = g.name
-            files = _list_dir(Path(ident.path))
+            files = scandir(Path(ident.path))
             sub = [e.name for e in files if e.is_dir()]
             if sub:
                 raise InputError(f"{ident.path}: unexpected folder {sub[0]!r}; expected only image files")

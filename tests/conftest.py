@@ -1,6 +1,6 @@
 """Shared test helpers. Tests leave the machine as they found it: every Ray a test starts lives in the test
 session's own temporary folder (``RAY_TMPDIR``) on its own ports, and is ended through the processes the test
-started (never ``ray stop``, ``pkill`` or ``killall``), so a user's own Ray cluster beside the suite is untouched.
+started (never a machine-wide stop or kill), so a user's own Ray cluster beside the suite is untouched.
 """
 
 from __future__ import annotations
