@@ -54,6 +54,7 @@ PREFIX = "biasgrid-"          # segments and temporary folders: biasgrid-<driver
 SHM_DIR = Path("/dev/shm")    # where Linux shows POSIX shared-memory segments
 PARENT_POLL_SECONDS = 0.5     # how often a pool worker checks that the driver still runs
 PREPARE_ENV = "BIASGRID_PREPARE_WORKER"   # "<threads>;<models>": set for the workers of our own Ray node only
+NODE_START_ATTEMPTS = 3        # a local Ray node that exits as it starts is started again, this many times in all
 
 
 class Executor(Protocol):
@@ -156,8 +157,13 @@ def prepare_worker(threads: int, models: Collection[str] = ()) -> None:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - the job that needs it reports the error
             continue
-    if "mlp" in models:
-        pass  # MLP WARM-UP: call tasks.mlp.warm_up() here (compiles a tiny model once per worker process)
+    if "mlp" in models:   # compile the trainer for the study's MLP shape now, not inside the first cell
+        try:
+            from tasks.mlp import warm_up
+
+            warm_up(threads=threads)
+        except Exception:  # noqa: BLE001 - the first MLP cell reports the error
+            pass
     limit_threads(threads)   # again: TensorFlow, when just imported, takes its thread limits now
 
 
@@ -408,48 +414,59 @@ class LocalRayNode:
         os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": _RAY_TOKEN[0]})
         os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
         self.temp_dir = _temp_folder()
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = ""   # known once the node is up (wait_ready): Ray picks its ports itself
         paths = [p for p in dict.fromkeys(os.path.abspath(p or os.curdir) for p in sys.path) if os.path.isdir(p)]
-        env = {**os.environ, **WORKER_ENV, "RAY_USAGE_STATS_ENABLED": "0",
-               "PYTHONPATH": os.pathsep.join(paths),   # workers import what the driver imports
-               # one worker per CPU starts with the node and imports what the jobs need, while the driver
-               # prepares the data (Ray's raylet settings, passed as RAY_<name>)
-               "RAY_enable_worker_prestart": "1", "RAY_preload_python_modules": "grid.executors",
-               PREPARE_ENV: f"{threads};{','.join(models)}",   # grid.executors then runs prepare_worker
-               **{var: str(threads) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                                "TF_NUM_INTRAOP_THREADS")}, "TF_NUM_INTEROP_THREADS": "1"}
-        env.pop("RAY_ADDRESS", None)
-        ports = {"--port": self.port, "--node-manager-port": free_port(), "--object-manager-port": free_port(),
-                 "--ray-client-server-port": free_port(), "--dashboard-agent-listen-port": free_port(),
-                 "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
-                 "--runtime-env-agent-port": free_port()}
-        command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
-                   *(f"{flag}={port}" for flag, port in ports.items()), "--node-ip-address=127.0.0.1",
-                   f"--temp-dir={self.temp_dir}", "--include-dashboard=false", "--include-log-monitor=false",
-                   "--disable-usage-stats"]
-        if num_cpus:
-            command.append(f"--num-cpus={num_cpus}")
-        self._log = open(Path(self.temp_dir) / "ray-start.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        self._env = {**os.environ, **WORKER_ENV, "RAY_USAGE_STATS_ENABLED": "0",
+                     "PYTHONPATH": os.pathsep.join(paths),   # workers import what the driver imports
+                     # one worker per CPU starts with the node and imports what the jobs need, while the driver
+                     # prepares the data (Ray's raylet settings, passed as RAY_<name>)
+                     "RAY_enable_worker_prestart": "1", "RAY_preload_python_modules": "grid.executors",
+                     PREPARE_ENV: f"{threads};{','.join(models)}",   # grid.executors then runs prepare_worker
+                     **{var: str(threads) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                                      "TF_NUM_INTRAOP_THREADS")}, "TF_NUM_INTEROP_THREADS": "1"}
+        self._env.pop("RAY_ADDRESS", None)
+        self._num_cpus = num_cpus
+        self._log = open(Path(self.temp_dir) / "ray-start.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._launch()
+
+    def _launch(self) -> None:
+        # Port 0: Ray binds the GCS, the dashboard agent and the rest to ports the kernel gives it (no race with
+        # other programs); the client server has no "any port" setting, so it gets one free a moment ago.
+        command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port=0",
+                   "--dashboard-agent-listen-port=0", f"--ray-client-server-port={free_port()}",
+                   "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp_dir}", "--include-dashboard=false",
+                   "--include-log-monitor=false", "--disable-usage-stats"]
+        if self._num_cpus:
+            command.append(f"--num-cpus={self._num_cpus}")
+        self.proc = subprocess.Popen(command, env=self._env, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, preexec_fn=_parent_death_signal,
                                      start_new_session=True)   # a Ctrl-C goes to the driver, which stops it
 
-    def wait_ready(self, timeout: float = 180.0) -> None:
+    def wait_ready(self, timeout: float = 180.0, attempts: int = NODE_START_ATTEMPTS) -> None:
         """Until the node is up (``ray start`` has written its address file and said "Ray runtime started", after
-        its raylet registered); RuntimeError if it exits first."""
+        its raylet registered). A ``ray start`` that exits first is started again, ``attempts`` times in all
+        (a port taken in the moment between choosing and binding it); then :class:`EnvironmentFailure`."""
         address_file = Path(self.temp_dir) / "ray_current_cluster"
         log = Path(self.temp_dir) / "ray-start.log"
         deadline = time.monotonic() + timeout
-        while not (address_file.exists() and log.exists() and "Ray runtime started" in log.read_text(errors="replace")):
+        attempt = 1
+        while not (address_file.exists() and "Ray runtime started" in log.read_text(errors="replace")):
             if self.proc.poll() is not None:
-                log = (Path(self.temp_dir) / "ray-start.log").read_text(errors="replace")[-2000:]
-                raise EnvironmentFailure(f"the local Ray node could not start (ray start exited with "
-                                         f"{self.proc.returncode}); run again, or use --executor local. Its log:\n{log}")
+                if attempt < attempts:
+                    attempt += 1
+                    _say(f"the local Ray node exited as it started (code {self.proc.returncode}); starting it again "
+                         f"(attempt {attempt} of {attempts})")
+                    self._launch()
+                    continue
+                raise EnvironmentFailure(f"the local Ray node could not start ({attempts} attempts; ray start exited "
+                                         f"with {self.proc.returncode}); run again, or use --executor local. "
+                                         f"The end of its log:\n{log.read_text(errors='replace')[-2000:]}")
             if time.monotonic() > deadline:
                 raise EnvironmentFailure(f"the local Ray node did not start within {timeout:.0f} s; run again, or use "
                                          f"--executor local")
             time.sleep(0.05)
+        port = address_file.read_text().strip().rpartition(":")[2]
+        self.address = f"127.0.0.1:{port}"
 
     def stop(self, grace: float = 60.0) -> None:
         """SIGTERM ``ray start`` (it stops every process of the node) and wait; then remove its folder."""
