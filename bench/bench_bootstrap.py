@@ -5,8 +5,8 @@ Run from the repository root:
     PYTHONPATH=. .venv/bin/python bench/bench_bootstrap.py [--impostors 5000000] [--identities 1500] [--resamples 20]
     PYTHONPATH=. .venv/bin/python bench/bench_bootstrap.py --job 0,200   # the default grid's impostor-matrix job
 
-With ``--job R1,R2,...``: one impostor-matrix job of the default grid (built-in data, seed 0, every test group) run
-in-process with each bootstrap setting, wall and CPU time of each.
+With ``--job R1,R2,...``: one impostor-matrix job of the default grid (built-in data, seed 0, every test group) and
+its first scores job (one test group), run in-process with each bootstrap setting, wall and CPU time of each.
 
 Synthetic comparisons: --identities identities in 6 groups with 2-8 images each, all their genuine comparisons,
 and --impostors random impostor comparisons (the impostor-matrix job's default cap is 5M). Prints the set-up time
@@ -31,26 +31,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def impostor_job(settings: list[int]) -> None:
-    """Time the default grid's impostor-matrix job (seed 0) at each bootstrap setting."""
+    """Time the default grid's impostor-matrix job and its first scores job (seed 0) at each bootstrap setting."""
     from grid.config import resolve_config
     from grid.runner import load_data, shared_arrays
     from grid.splits import Protocol, make_split
-    from tasks.verification import run_impostor
+    from tasks.verification import run_impostor, run_scores
 
     cfg = resolve_config(None)
     table = load_data(cfg["data"])
-    split = make_split(table, 0, Protocol(), cfg["grid"]["test_groups"])
-    rows = np.concatenate([split.verification[g] for g in cfg["grid"]["test_groups"]])
+    groups = cfg["grid"]["test_groups"] or list(table.present_ethnicities())
+    split = make_split(table, 0, Protocol(), groups)
+    rows = np.concatenate([split.verification[g] for g in groups])
     data = shared_arrays(table)
     v = cfg["verification"]
     for r in settings:
-        params = {"target_fmr": v["target_fmr"], "max_impostor_pairs": v["max_impostor_pairs"],
-                  "target_fmrs": v["target_fmrs"], "bootstrap": r}
-        t, c = time.perf_counter(), time.process_time()
-        out = run_impostor({"params": params, "seed": 0, "rows": rows}, data)
-        print(json.dumps({"bootstrap": r, "wall_s": round(time.perf_counter() - t, 1),
-                          "cpu_s": round(time.process_time() - c, 1), "rows": int(rows.size),
-                          "tables": {k: len(f) for k, f in out.items()}, "load": os.getloadavg()}), flush=True)
+        for kind, run, params, job_rows in (
+                ("impostor", run_impostor, {"target_fmr": v["target_fmr"], "max_impostor_pairs": v["max_impostor_pairs"],
+                                            "target_fmrs": v["target_fmrs"], "bootstrap": r,
+                                            "sampling": v["sampling"]}, rows),
+                ("scores", run_scores, {"test_group": groups[0], "max_impostor_pairs": v["max_impostor_pairs"],
+                                        "bootstrap": r}, split.verification[groups[0]])):
+            t, c = time.perf_counter(), time.process_time()
+            out = run({"params": params, "seed": 0, "rows": job_rows}, data)
+            print(json.dumps({"job": kind, "bootstrap": r, "wall_s": round(time.perf_counter() - t, 1),
+                              "cpu_s": round(time.process_time() - c, 1), "rows": int(job_rows.size),
+                              "tables": {k: len(f) for k, f in out.items()}, "load": os.getloadavg()}), flush=True)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from storage.errors import InputError
 from storage.importers import FORMAT_NAMES
 from storage.vocab import ALL, normalise
 from tasks.tsne import SUBSETS
+from tasks.verification import SAMPLING
 
 DEFAULTS: dict[str, Any] = {
     "data": {
@@ -42,7 +43,8 @@ DEFAULTS: dict[str, Any] = {
         "max_impostor_pairs": 5_000_000,
         "target_fmr": 1e-3,            # the ONE global threshold of the impostor-matrix job
         "target_fmrs": [1e-2, 1e-3, 1e-4],   # per-group own thresholds (operating_points table)
-        "bootstrap": 200,              # identity-bootstrap resamples per impostor-matrix job; 0 = none
+        "bootstrap": 1000,             # identity-bootstrap resamples per scores and impostor-matrix job; 0 = none
+        "sampling": "stratified",      # impostor sample beyond max_impostor_pairs: stratified | uniform
         "identities": "test",          # "all": also exact counts over every pair of the whole table
         "allpairs_shards": 8,          # allpairs jobs (shards of the blocks) when identities = "all"
         "pairs": "",                   # a pair protocol: LFW/RFW pairs file, RFW folder or CSV; "" = none
@@ -221,6 +223,9 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
     if v["pairs"] and not Path(v["pairs"]).exists():
         raise InputError(f"{where('verification.pairs')}: {v['pairs']} does not exist (expected an LFW/RFW pairs "
                          f"file, an RFW folder or a CSV image_a, image_b, same[, fold])")
+    if v["sampling"] not in SAMPLING:
+        raise InputError(f"{where('verification.sampling')} must be one of {', '.join(SAMPLING)}, "
+                         f"got {v['sampling']!r}")
     if v["allpairs_shards"] < 1:
         raise InputError(f"{where('verification.allpairs_shards')} must be at least 1, got {v['allpairs_shards']}")
     if v["bootstrap"] < 0 or v["bootstrap"] == 1:

@@ -66,8 +66,8 @@ def merge_fixed(stored: dict[str, Any] | None, new: dict[str, Any], out: str) ->
             differences += _differences(stored[key], value, "data" if key == "data_fingerprint" else key)
     if differences:
         raise InputError(f"{out} holds another experiment; this run would change: " + "; ".join(differences)
-                         + f". A results folder holds one experiment (its data, protocol and model "
-                           f"configurations): use another --out for this one")
+                         + ". A results folder holds one experiment (its data, protocol and model "
+                           "configurations): use another --out for this one")
     merged = {**stored, **{k: v for k, v in new.items() if k not in stored}}
     merged["model"] = {**stored.get("model", {}), **new["model"]}
     return merged

@@ -16,8 +16,9 @@ from typing import Any
 from tasks import kinds
 
 # Bump when a job's code changes its numbers, so that old stored results are not mixed with new ones.
-JOB_CODE_VERSION = 3   # 2: FNMR@FMR at the one threshold convention (tasks.rates); 3: predictions,
-#                        balanced accuracy, counts, intervals, operating points (issue 12)
+JOB_CODE_VERSION = 4   # 2: FNMR@FMR at the one threshold convention (tasks.rates); 3: predictions,
+#                        balanced accuracy, counts, intervals, operating points (issue 12); 4: scores jobs'
+#                        bootstrap intervals, stratified impostor sampling
 # Job parameters copied into run.json and the ledger, to name a job without its whole config.
 RECORD_PARAMS = ("model", "train_group", "test_group", "subset")
 

@@ -86,7 +86,10 @@ TABLES: dict[str, TableSchema] = {t.name: t for t in (
     _table("verification", "test_group", {
         "test_group": "string", "seed": "int", "eer": "float", "eer_threshold": "float",
         "fnmr_at_fmr_1e_2": "float", "fnmr_at_fmr_1e_3": "float", "genuine_mean": "float",
-        "impostor_mean": "float", "n_genuine": "int", "n_impostor": "int", "impostor_sampled": "bool"},
+        "impostor_mean": "float", "n_genuine": "int", "n_impostor": "int", "impostor_sampled": "bool",
+        "eer_ci_low": "float", "eer_ci_high": "float", "fnmr_at_fmr_1e_2_ci_low": "float",
+        "fnmr_at_fmr_1e_2_ci_high": "float", "fnmr_at_fmr_1e_3_ci_low": "float", "fnmr_at_fmr_1e_3_ci_high": "float",
+        "n_resamples": "int"},
         provenance=True),
     _table("verification_curve", "test_group", {
         "test_group": "string", "seed": "int", "threshold": "float", "fmr": "float", "fnmr": "float"}),

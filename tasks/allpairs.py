@@ -1,4 +1,4 @@
-"""Exact genuine/impostor counts over ALL pairs of a large table, in shardable blocks; and a stratified sample.
+"""Exact genuine/impostor counts over ALL pairs of a large table, in shardable blocks.
 
 **Bins.** Scores are counted in fixed bins of width w = 2^-bits over [-1, 1] (``bits`` = 14 by default:
 w = 6.1e-5, 32768 bins; 20 gives w = 9.5e-7). Bin k holds e_k <= s < e_(k+1), e_k = -1 + k w; scores below -1
@@ -438,64 +438,3 @@ def tail_bootstrap(tail: TailCounts, identity_group: np.ndarray, images_per_iden
     return bootstrap.run(TailStatistics(tail, identity_group, images_per_identity, group_names,
                                         global_target_fmr, summarize), identity_group, n_resamples, seed,
                          confidence)
-
-
-# -------------------------------------------------------------------------------------- stratified sample ---
-def stratified_impostor_sample(identity: np.ndarray, group: np.ndarray, n_groups: int, target_fmr: float,
-                               k: int = 10, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Impostor pairs sampled per (group a <= group b) stratum, so each stratum gets m = ceil(k / target)
-    pairs — all of them when it has fewer — uniform without replacement within the stratum.
-
-    Returns (pairs: columns a, b (row indices, a < b), group_a, group_b, weight; strata: group_a, group_b,
-    n_pairs (impostor pairs in the stratum), n_sampled, weight = n_pairs / n_sampled). A stratum's FMR is
-    estimated by its sample's plain proportion (Clopper-Pearson applies, n = n_sampled); pooled rates weight
-    each sampled pair by its stratum's weight (inverse inclusion probability)."""
-    identity, group = np.asarray(identity), np.asarray(group).astype(np.int64)
-    m = math.ceil(k / float(rates._target(target_fmr)))
-    rng = np.random.default_rng(seed)
-    members = [np.flatnonzero(group == g) for g in range(n_groups)]
-    pairs, strata = [], []
-    for a in range(n_groups):
-        for b in range(a, n_groups):
-            ra, rb = members[a], members[b]
-            if a == b:
-                _, sizes = np.unique(identity[ra], return_counts=True)
-                total = len(ra) * (len(ra) - 1) // 2 - int((sizes * (sizes - 1) // 2).sum())
-            else:
-                total = len(ra) * len(rb)
-            if total == 0:
-                strata.append({"group_a": a, "group_b": b, "n_pairs": 0, "n_sampled": 0, "weight": np.nan})
-                continue
-            keys = _sample_stratum(ra, rb, identity, min(m, total), total, rng, a == b)
-            x, y = ra[keys // len(rb)], rb[keys % len(rb)]
-            lo, hi = np.minimum(x, y), np.maximum(x, y)
-            w = total / len(keys)
-            pairs.append(pd.DataFrame({"a": lo, "b": hi, "group_a": a, "group_b": b, "weight": w}))
-            strata.append({"group_a": a, "group_b": b, "n_pairs": total, "n_sampled": len(keys), "weight": w})
-    out = pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame(columns=["a", "b", "group_a", "group_b",
-                                                                                   "weight"])
-    return out, pd.DataFrame(strata)
-
-
-def _sample_stratum(ra: np.ndarray, rb: np.ndarray, identity: np.ndarray, want: int, total: int,
-                    rng: np.random.Generator, within: bool) -> np.ndarray:
-    """``want`` distinct keys x * len(rb) + y of impostor pairs (ra[x], rb[y]) (x < y within a group)."""
-    na, nb = len(ra), len(rb)
-
-    def valid(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        ok = identity[ra[x]] != identity[rb[y]]
-        return ok & (x < y) if within else ok
-
-    if want == total or total <= 4 * want:        # dense: enumerate the stratum
-        x, y = np.divmod(np.arange(na * nb, dtype=np.int64), nb)
-        keys = (x * nb + y)[valid(x, y)]
-        return np.sort(rng.choice(keys, size=want, replace=False)) if want < len(keys) else keys
-    keys = np.empty(0, np.int64)
-    while len(keys) < want:
-        draw = int(1.3 * (want - len(keys))) + 100
-        x, y = rng.integers(0, na, draw), rng.integers(0, nb, draw)
-        if within:
-            x, y = np.minimum(x, y), np.maximum(x, y)
-        keep = valid(x, y)
-        keys = np.unique(np.r_[keys, x[keep] * nb + y[keep]])
-    return np.sort(rng.choice(keys, size=want, replace=False))

@@ -50,6 +50,10 @@ def identity_multiplicities(identity_group: np.ndarray, n_resamples: int = 1000,
     return out
 
 
+class _Deeper(Exception):
+    """A resample needs sorted comparisons beyond the evaluated prefix."""
+
+
 class VerificationStatistics:
     """The statistics of one seed's comparisons as a function of identity weights.
 
@@ -60,13 +64,18 @@ class VerificationStatistics:
     cross-group FMR of every unordered pair of groups, and the differential summaries ``summarize(fmr, fnmr)``
     (a callable returning a DataFrame with columns metric, value — e.g. ``grid.report.fairness.summaries``).
 
-    The comparisons are sorted once by decreasing score; a resample then costs two gathers, two cumulative
-    sums and one weighted bincount over the comparisons, the thresholds and the EER are binary searches."""
+    The comparisons are sorted once by decreasing score. A resample's totals per pair of groups come from the
+    distinct identity pairs (weights m_a m_b x their comparison count), and everything else — the thresholds, the
+    EER and the false matches and non-matches at the global threshold — from cumulative sums over a *prefix* of
+    the sorted comparisons: the highest scores, about four times as deep as the original data's deepest
+    threshold or EER crossing. A resample that needs deeper comparisons (its threshold or crossing lies beyond
+    the prefix) is evaluated on all of them, so every value is exact either way; only the time differs."""
 
     def __init__(self, scores: np.ndarray, id_a: np.ndarray, id_b: np.ndarray, identity_group: np.ndarray,
                  group_names: Sequence[str], target_fmrs: Sequence[float] = (1e-2, 1e-3),
                  global_target_fmr: float = 1e-3,
-                 summarize: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None):
+                 summarize: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
+                 pooled: np.ndarray | None = None, stratum: np.ndarray | None = None):
         s = np.asarray(scores, dtype=np.float64).reshape(-1)
         a, b = np.asarray(id_a, dtype=np.int64).reshape(-1), np.asarray(id_b, dtype=np.int64).reshape(-1)
         ig = np.asarray(identity_group, dtype=np.int64).reshape(-1)
@@ -80,43 +89,83 @@ class VerificationStatistics:
         if ig.size and (ig.min() < 0 or ig.max() >= G):
             raise InputError(f"identity group codes must index group_names (0..{G - 1})")
         gen = a == b
-        if not gen.any() or gen.all():
-            raise InputError("the bootstrap needs genuine and impostor comparisons")
+        pooled = np.ones(s.size, bool) if pooled is None else np.asarray(pooled, bool).reshape(-1)
+        stratum = np.ones(s.size, bool) if stratum is None else np.asarray(stratum, bool).reshape(-1)
+        if pooled.shape != s.shape or stratum.shape != s.shape:
+            raise InputError("pooled and stratum masks need one entry per comparison")
+        if not gen.any() or gen.all() or not (pooled & ~gen).any():
+            raise InputError("the bootstrap needs genuine and (pooled) impostor comparisons")
         for t in (*target_fmrs, global_target_fmr):
             rates.max_accepted(t, 1)                                     # validates the targets
-        self.G, self.names, self.n_id = G, list(group_names), ig.size
+        self.G, self.names, self.n_id, self.n = G, list(group_names), ig.size, s.size
         order = np.argsort(-s, kind="stable")
         self.val = s[order]
         self.A = a[order]
         self.B = np.where(gen, ig.size, b)[order]                        # genuine: weight m_a x 1 (sentinel)
         self.is_gen = gen[order]
+        self.is_pooled = (pooled & ~gen)[order]                          # impostors of the pooled numbers
         ga, gb = ig[a], ig[b]
         code = np.where(gen, G * G + ga, np.minimum(ga, gb) * G + np.maximum(ga, gb))
+        code[~(gen | stratum)] = G * G + G                               # not counted per pair of groups
         self.code = code[order]                                          # pair of groups, or G*G + own group
         first = np.r_[True, self.val[1:] != self.val[:-1]]
         self.run_id = np.cumsum(first) - 1
         self.run_start = np.flatnonzero(first)
         self.run_end = np.r_[self.run_start[1:] - 1, s.size - 1]
         self.targets, self.global_target, self.summarize = list(target_fmrs), global_target_fmr, summarize
+        key = self.A * (ig.size + 1) + self.B
+        _, at, count = np.unique((key * (G * G + G + 1) + self.code) * 2 + self.is_pooled, return_index=True,
+                                 return_counts=True)
+        self.pair_a, self.pair_b, self.pair_code, self.pair_count = self.A[at], self.B[at], self.code[at], count
+        self.pair_pooled = self.is_pooled[at]
+        self.prefix = self.n
+        self.prefix = self._prefix_length()
 
-    def _threshold(self, ci: np.ndarray, target: float) -> tuple[float, int]:
-        """(threshold, P): the convention's threshold and the last sorted position accepted (-1: none)."""
-        m = rates.max_accepted(target, int(ci[-1]))
+    def _prefix_length(self) -> int:
+        """The prefix: sorted comparisons up to 4x (+1000) the impostor count at the original data's deepest
+        needed position, extended to the end of its run of tied scores."""
+        deepest = [0]
+        self._evaluate(None, self.n, deepest)
+        ci = np.cumsum(self.is_pooled)
+        want = 4 * int(ci[deepest[0]]) + 1000
+        length = int(np.searchsorted(ci, want, side="left")) + 1
+        if length >= self.n:
+            return self.n
+        return int(self.run_end[self.run_id[length - 1]]) + 1
+
+    def _totals(self, mm: np.ndarray | None) -> tuple[np.ndarray, int]:
+        """(weighted comparisons per code: pair of groups, G*G + g: genuine of group g, then one code of those
+        counted for neither; weighted pooled impostors)."""
+        w = self.pair_count if mm is None else self.pair_count * mm[self.pair_a] * mm[self.pair_b]
+        per_code = np.bincount(self.pair_code, weights=w, minlength=self.G * self.G + self.G + 1)
+        return per_code.round().astype(np.int64), int(round(float(w[self.pair_pooled].sum())))
+
+    def _threshold(self, ci: np.ndarray, target: float, n_imp: int) -> tuple[float, int]:
+        """(threshold, P): the convention's threshold and the last sorted position accepted (-1: none), from the
+        impostor cumulative weights ``ci`` of a prefix (_Deeper when the answer may lie beyond it)."""
+        partial = ci.size < self.n
+        m = rates.max_accepted(target, n_imp)
         p = int(np.searchsorted(ci, m, side="right")) - 1
+        if partial and p == ci.size - 1:
+            raise _Deeper
         for _ in range(2):
             if p < 0 or ci[p] == 0:
                 break
             q = int(np.searchsorted(ci, ci[p], side="left"))               # a positive-weight impostor
             r = self.run_id[q]
+            if self.run_end[r] >= ci.size:                               # a run of ties crosses the prefix's end
+                raise _Deeper
             if ci[self.run_end[r]] <= m:
                 return float(self.val[q]), int(self.run_end[r])
             p = int(self.run_start[r]) - 1
         q = int(np.searchsorted(ci, 1, side="left"))                     # the highest impostor present
+        if q >= ci.size:
+            raise _Deeper
         return float(np.nextafter(self.val[q], np.inf)), int(self.run_start[self.run_id[q]]) - 1
 
-    def _eer(self, ci: np.ndarray, cg: np.ndarray) -> float:
-        n_imp, n_gen = int(ci[-1]), int(cg[-1])
-        ends = self.run_end
+    def _eer(self, ci: np.ndarray, cg: np.ndarray, n_imp: int, n_gen: int) -> tuple[float, int]:
+        """(EER, last sorted position it reads)."""
+        ends = self.run_end[:int(np.searchsorted(self.run_end, ci.size - 1, side="right"))]  # runs inside
 
         def d(r: int) -> float:                                          # FMR - FNMR at run r (r = -1: +inf)
             if r < 0:
@@ -125,6 +174,8 @@ class VerificationStatistics:
             return ci[e] / n_imp - (n_gen - cg[e]) / n_gen
 
         lo, hi = -1, len(ends) - 1                                      # d(lo) < 0 <= d(hi)
+        if d(hi) < 0:
+            raise _Deeper
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if d(mid) >= 0:
@@ -135,25 +186,37 @@ class VerificationStatistics:
         f0 = 0.0 if lo < 0 else ci[ends[lo]] / n_imp
         f1 = ci[ends[hi]] / n_imp
         w = d0 / (d0 - d1)
-        return float(f0 + w * (f1 - f0))
+        return float(f0 + w * (f1 - f0)), int(ends[hi])
 
     def evaluate(self, m: np.ndarray | None = None) -> tuple[list[tuple], np.ndarray, np.ndarray, np.ndarray]:
         """(keys, values, k, n) at identity multiplicities ``m`` (None = the original data). Keys are
         (quantity, group_a, group_b, target_fmr, metric); k/n are the counts behind rates (-1 otherwise)."""
+        try:
+            return self._evaluate(m, self.prefix)
+        except _Deeper:
+            return self._evaluate(m, self.n)
+
+    def _evaluate(self, m: np.ndarray | None, length: int, deepest: list[int] | None = None,
+                  ) -> tuple[list[tuple], np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`evaluate` from the first ``length`` sorted comparisons (_Deeper when they do not suffice);
+        ``deepest[0]`` receives the deepest sorted position read."""
         if m is None:
-            w = np.ones(self.val.size, np.int64)
+            mm = None
+            w = np.ones(length, np.int64)
         else:
             mm = np.r_[np.asarray(m, dtype=np.int64).reshape(-1), 1]
             if mm.size != self.n_id + 1:
                 raise InputError(f"multiplicities need one entry per identity ({self.n_id})")
-            w = mm[self.A] * mm[self.B]
-        wi = np.where(self.is_gen, 0, w)
-        ci = np.cumsum(wi)
-        cg = np.cumsum(w - wi)
-        n_imp, n_gen = int(ci[-1]), int(cg[-1])
+            w = mm[self.A[:length]] * mm[self.B[:length]]
+        ci = np.cumsum(np.where(self.is_pooled[:length], w, 0))
+        cg = np.cumsum(np.where(self.is_gen[:length], w, 0))
+        G, gt = self.G, self.global_target
+        total, n_imp = self._totals(mm)
+        n_gen = int(total[G * G:G * G + G].sum())
         if n_imp == 0 or n_gen == 0:
             raise InputError("a resample has no genuine or no impostor comparisons")
         keys, vals, ks, ns = [], [], [], []
+        reads = []
 
         def put(key, v, k=-1, n=-1):
             keys.append(key)
@@ -161,16 +224,17 @@ class VerificationStatistics:
             ks.append(k)
             ns.append(n)
 
-        put(("eer", "all", "", np.nan, ""), self._eer(ci, cg))
+        eer, e = self._eer(ci, cg, n_imp, n_gen)
+        reads.append(e)
+        put(("eer", "all", "", np.nan, ""), eer)
         for t in self.targets:
-            _, p = self._threshold(ci, t)
+            _, p = self._threshold(ci, t, n_imp)
+            reads.append(p)
             fnm = n_gen - (int(cg[p]) if p >= 0 else 0)
             put(("fnmr_at_fmr", "all", "", t, ""), fnm / n_gen, fnm, n_gen)
-        G, gt = self.G, self.global_target
-        _, p = self._threshold(ci, gt)
-        size = G * G + G
-        total = np.bincount(self.code, weights=w, minlength=size)
-        acc = np.bincount(self.code[:p + 1], weights=w[:p + 1], minlength=size)
+        _, p = self._threshold(ci, gt, n_imp)
+        reads.append(p)
+        acc = np.bincount(self.code[:p + 1], weights=w[:p + 1], minlength=G * G + G + 1)
         fmr_v, fnmr_v = np.full(G, np.nan), np.full(G, np.nan)
         for g, name in enumerate(self.names):
             k, n = int(acc[g * G + g]), int(total[g * G + g])
@@ -188,6 +252,8 @@ class VerificationStatistics:
             table = self.summarize(fmr_v, fnmr_v)
             for metric, v in zip(table["metric"], table["value"]):
                 put(("summary", "", "", gt, str(metric)), float(v))
+        if deepest is not None:
+            deepest[0] = max(reads)
         return keys, np.asarray(vals, float), np.asarray(ks, np.int64), np.asarray(ns, np.int64)
 
     def replicates(self, multiplicities: np.ndarray) -> tuple[list[tuple], np.ndarray]:
@@ -222,6 +288,7 @@ def bootstrap_verification(scores: np.ndarray, id_a: np.ndarray, id_b: np.ndarra
                            global_target_fmr: float = 1e-3, n_resamples: int = 1000, seed: int = 0,
                            confidence: float = 0.95,
                            summarize: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
+                           pooled: np.ndarray | None = None, stratum: np.ndarray | None = None,
                            ) -> pd.DataFrame:
     """Point estimates and identity-bootstrap percentile intervals of a seed's verification numbers.
 
@@ -230,9 +297,10 @@ def bootstrap_verification(scores: np.ndarray, id_a: np.ndarray, id_b: np.ndarra
     (the target of the threshold; NaN for the EER), metric (summary key), estimate, k and n (counts of a rate's
     point estimate; -1 otherwise), ci_low, ci_high (bootstrap), n_resamples, n_defined, cp_low, cp_high
     (Clopper-Pearson of k/n, rates only), display (k/n, or "<= 3/n" for k = 0), note (why an estimate or
-    interval is missing or partial)."""
+    interval is missing or partial). ``pooled``/``stratum`` (default: every comparison): the impostors that
+    pooled numbers count and those that per-pair-of-groups numbers count (a stratified sample)."""
     st = VerificationStatistics(scores, id_a, id_b, identity_group, group_names, target_fmrs, global_target_fmr,
-                                summarize)
+                                summarize, pooled, stratum)
     return run(st, identity_group, n_resamples, seed, confidence)
 
 

@@ -36,11 +36,11 @@ CONFIDENCE = 0.95
 # ------------------------------------------------------------------------------------------ counts and CIs ---
 def max_accepted(target_fmr: float, n: int | np.integer) -> int:
     """M = floor(target * n) in exact integer arithmetic, the target read as its shortest decimal (repr)."""
-    t = _target(target_fmr)
+    t = target_fraction(target_fmr)
     return int((t.numerator * int(n)) // t.denominator)
 
 
-def _target(target_fmr: float) -> Fraction:
+def target_fraction(target_fmr: float) -> Fraction:
     if isinstance(target_fmr, bool) or not isinstance(target_fmr, (int, float, np.floating)) \
             or not 0.0 < float(target_fmr) < 1.0:
         raise InputError(f"target FMR must be a number between 0 and 1, got {target_fmr!r}")
@@ -106,7 +106,7 @@ def resolution(n_impostor: int, false_matches: int, target_fmr: float) -> tuple[
     """(resolved, reason): unresolved when n_impostor < 1/target (exactly: n * target < 1) or when there are
     0 false matches at the operating point's threshold (its FMR is then only an upper bound)."""
     reasons = []
-    if _target(target_fmr) * int(n_impostor) < 1:
+    if target_fraction(target_fmr) * int(n_impostor) < 1:
         reasons.append(f"n_impostor={int(n_impostor)} < 1/FMR={1 / float(target_fmr):g}")
     if int(false_matches) == 0:
         reasons.append("0 false matches at the threshold: FMR is only an upper bound")
@@ -246,13 +246,16 @@ def group_operating_points(genuine: np.ndarray, genuine_group: np.ndarray, impos
                            target_fmrs: Sequence[float] = (1e-2, 1e-3, 1e-4),
                            global_target_fmr: float = 1e-3,
                            groups: Sequence[str] | None = None,
-                           confidence: float = CONFIDENCE) -> dict[str, pd.DataFrame]:
+                           confidence: float = CONFIDENCE,
+                           pooled_impostor: np.ndarray | None = None) -> dict[str, pd.DataFrame]:
     """Per demographic group: its EER, its OWN threshold at each target FMR and the rates there, beside the
     rates at the ONE global threshold (the convention's threshold at ``global_target_fmr`` over every impostor
     comparison, cross-group ones included). A group's impostors are the comparisons with both sides in it
     (as in ``demographic_rates``); its genuine comparisons are its identities' own.
 
     Inputs: scores (m,) with a group label per genuine score and two per impostor score (any hashable labels).
+    ``pooled_impostor`` (default: ``impostor``): the impostor scores of group "all" and of the global threshold
+    (a stratified sample's uniform part, when the per-group impostors were topped up).
     Returns {"eer": columns :data:`EER_COLUMNS` (group "all" = every comparison), "operating_points":
     columns :data:`OP_COLUMNS`, one row per (group incl. "all", target, threshold_kind in {"own", "global"})
     — for "global" target_fmr is ``global_target_fmr``. Rates carry counts, Clopper-Pearson CIs, a display
@@ -264,11 +267,12 @@ def group_operating_points(genuine: np.ndarray, genuine_group: np.ndarray, impos
     if gg.shape != g.shape or ia.shape != i.shape or ib.shape != i.shape:
         raise InputError("every score needs its group label(s)")
     names = list(groups) if groups is not None else sorted(set(gg) | set(ia) | set(ib))
-    t_global = threshold_at_fmr(i, global_target_fmr)
+    pooled = i if pooled_impostor is None else np.asarray(pooled_impostor, dtype=np.float64)
+    t_global = threshold_at_fmr(pooled, global_target_fmr)
     eer_rows, rows = [], []
     for name in ["all", *names]:
         if name == "all":
-            gs, is_ = g, i
+            gs, is_ = g, pooled
         else:
             gs, is_ = g[gg == name], i[(ia == name) & (ib == name)]
         row = {"group": name, "n_genuine": int(gs.size), "n_impostor": int(is_.size)}

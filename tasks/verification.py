@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,8 @@ HIST_EDGES = np.linspace(-1.0, 1.0, 401)    # 400 histogram bins, the same for e
 _GRAM_BLOCK = 1024                          # rows per block when scoring all pairs
 _NORM_BLOCK = 8192                          # rows per block when computing norms
 _GRAM_PAIRS_RATIO = 40                      # score sampled pairs by matrix products when rows^2 < this x pairs
+SAMPLING = ("stratified", "uniform")         # impostor sampling of the impostor-matrix job
+STRATUM_FALSE_MATCHES = 10                  # stratified sampling: >= this / target FMR pairs per pair of groups
 
 
 @dataclass
@@ -50,6 +53,16 @@ class _Scores:
     imp_b: np.ndarray
     imp: np.ndarray
     sampled: bool
+    imp_pooled: np.ndarray | None = None    # stratified sample: impostors of the uniform part (pooled rates)
+    imp_stratum: np.ndarray | None = None   # ... and those that estimate their pair of groups' rates
+
+    def pooled(self) -> np.ndarray:
+        """Mask of the impostors that pooled rates (the global threshold, the EER over all) count."""
+        return np.ones(len(self.imp), bool) if self.imp_pooled is None else self.imp_pooled
+
+    def stratum(self) -> np.ndarray:
+        """Mask of the impostors that the per-pair-of-groups rates count."""
+        return np.ones(len(self.imp), bool) if self.imp_stratum is None else self.imp_stratum
 
 
 # ------------------------------------------------------------------------------------------------- pairs ---
@@ -91,6 +104,30 @@ def sample_impostor_pairs(codes: np.ndarray, k: int, rng: np.random.Generator) -
             keys = keys[np.r_[True, keys[1:] != keys[:-1]]]
     keys = keys[np.sort(rng.choice(len(keys), size=k, replace=False))]
     return keys // n, keys % n
+
+
+def sample_stratum(ra: np.ndarray, rb: np.ndarray, identity: np.ndarray, want: int, total: int,
+                    rng: np.random.Generator, within: bool) -> np.ndarray:
+    """``want`` distinct keys x * len(rb) + y of impostor pairs (ra[x], rb[y]) (x < y within a group)."""
+    na, nb = len(ra), len(rb)
+
+    def valid(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        ok = identity[ra[x]] != identity[rb[y]]
+        return ok & (x < y) if within else ok
+
+    if want == total or total <= 4 * want:        # dense: enumerate the stratum
+        x, y = np.divmod(np.arange(na * nb, dtype=np.int64), nb)
+        keys = (x * nb + y)[valid(x, y)]
+        return np.sort(rng.choice(keys, size=want, replace=False)) if want < len(keys) else keys
+    keys = np.empty(0, np.int64)
+    while len(keys) < want:
+        draw = int(1.3 * (want - len(keys))) + 100
+        x, y = rng.integers(0, na, draw), rng.integers(0, nb, draw)
+        if within:
+            x, y = np.minimum(x, y), np.maximum(x, y)
+        keep = valid(x, y)
+        keys = np.unique(np.r_[keys, x[keep] * nb + y[keep]])
+    return np.sort(rng.choice(keys, size=want, replace=False))
 
 
 # ----------------------------------------------------------------------------------------------- scoring ---
@@ -182,6 +219,55 @@ def score_pairs(X: np.ndarray, identity_codes: np.ndarray, rows: np.ndarray, *, 
                    imp_a, imp_b, pair_scores(X, rows, inv, imp_a, imp_b), sampled=True)
 
 
+def stratum_sizes(codes: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+    """(G, G) upper-triangular count of impostor pairs per pair of groups (a <= b) among positions with identity
+    ``codes`` and group codes ``group`` (an identity lies in one group)."""
+    sizes = np.bincount(group, minlength=n_groups).astype(np.int64)
+    out = np.triu(np.outer(sizes, sizes), 1)
+    _, first, per_identity = np.unique(codes, return_index=True, return_counts=True)
+    same = np.bincount(group[first], weights=per_identity * (per_identity - 1) // 2, minlength=n_groups)
+    out[np.diag_indices(n_groups)] = sizes * (sizes - 1) // 2 - same.astype(np.int64)
+    return out
+
+
+def stratify(sc: _Scores, X: np.ndarray, rows: np.ndarray, codes: np.ndarray, group: np.ndarray, n_groups: int, *,
+             target_fmr: float, seed: int) -> _Scores:
+    """Top up a uniform impostor sample so that every pair of groups (a <= b) has at least
+    n_min = ceil(:data:`STRATUM_FALSE_MATCHES` / target_fmr) sampled pairs (all of its pairs when it has fewer).
+
+    A starved pair of groups gets a fresh uniform sample of that size from its own pairs
+    (:func:`sample_stratum`, seeded by ``seed``), which alone estimates its rates; its pairs of the
+    uniform sample then only serve the pooled rates. So pooled rates (global threshold, EER over all) use the
+    uniform sample, unweighted, and each pair of groups' rates a uniform sample of that pair — no weights."""
+    n_min = math.ceil(STRATUM_FALSE_MATCHES / rates.target_fraction(target_fmr))
+    total = stratum_sizes(codes, group, n_groups)
+    ga, gb = group[sc.imp_a], group[sc.imp_b]
+    lo, hi = np.minimum(ga, gb), np.maximum(ga, gb)
+    have = np.zeros((n_groups, n_groups), np.int64)
+    np.add.at(have, (lo, hi), 1)
+    starved = np.triu((have < np.minimum(n_min, total)) & (total > 0))
+    if not starved.any():
+        return sc
+    rng = np.random.default_rng([seed, 1])
+    members = [np.flatnonzero(group == g) for g in range(n_groups)]
+    extra_a, extra_b = [], []
+    for a, b in zip(*np.nonzero(starved)):
+        ra, rb = members[a], members[b]
+        keys = sample_stratum(ra, rb, codes, int(min(n_min, total[a, b])), int(total[a, b]), rng, a == b)
+        x, y = ra[keys // len(rb)], rb[keys % len(rb)]
+        extra_a.append(np.minimum(x, y))
+        extra_b.append(np.maximum(x, y))
+    ea, eb = np.concatenate(extra_a), np.concatenate(extra_b)
+    o = np.lexsort((eb, ea))
+    ea, eb = ea[o], eb[o]
+    inv = _inverse_norms(X, rows)
+    n_uniform = len(sc.imp)
+    return _Scores(sc.gen_a, sc.gen_b, sc.gen, np.r_[sc.imp_a, ea], np.r_[sc.imp_b, eb],
+                   np.r_[sc.imp, pair_scores(X, rows, inv, ea, eb)], sampled=True,
+                   imp_pooled=np.r_[np.ones(n_uniform, bool), np.zeros(len(ea), bool)],
+                   imp_stratum=np.r_[~starved[lo, hi], np.ones(len(ea), bool)])
+
+
 # ----------------------------------------------------------------------------------------------- metrics ---
 def eer_from_roc(fpr: np.ndarray, fnr: np.ndarray, thresholds: np.ndarray) -> tuple[float, float]:
     """(EER, its threshold): the crossing of FMR and FNMR, interpolated between the two ROC operating points
@@ -217,12 +303,16 @@ def _histogram(kind: str, scores: np.ndarray) -> pd.DataFrame:
 
 
 def score_group(X: np.ndarray, identity_codes: np.ndarray, rows: np.ndarray, *, seed: int,
-                max_impostor_pairs: int = 5_000_000) -> dict[str, pd.DataFrame]:
+                max_impostor_pairs: int = 5_000_000, n_resamples: int = 0, strata: np.ndarray | None = None,
+                confidence: float = rates.CONFIDENCE) -> dict[str, pd.DataFrame]:
     """Verification scores of the images ``rows`` of X (identity_codes: one code per row of X).
 
     Returns ``{"verification": one row (eer, eer_threshold, fnmr_at_fmr_1e_2, fnmr_at_fmr_1e_3, genuine_mean,
-    impostor_mean, n_genuine, n_impostor, impostor_sampled), "verification_curve": (threshold, fmr, fnmr) on
-    :data:`THRESHOLDS`, "verification_hist": (kind, bin_left, bin_right, count) on :data:`HIST_EDGES`}``."""
+    impostor_mean, n_genuine, n_impostor, impostor_sampled, and with ``n_resamples`` > 0 the identity bootstrap's
+    95% percentile interval of the EER and of both FNMRs, seeded by ``seed``, resampling identities within each
+    stratum of ``strata`` (one code per row of X, e.g. gender; default one stratum): <metric>_ci_low/_ci_high,
+    n_resamples), "verification_curve": (threshold, fmr, fnmr) on :data:`THRESHOLDS`, "verification_hist": (kind,
+    bin_left, bin_right, count) on :data:`HIST_EDGES`}``."""
     sc = score_pairs(X, identity_codes, rows, seed=seed, max_impostor_pairs=max_impostor_pairs,
                      what="verification group")
     labels = np.r_[np.ones(len(sc.gen), np.int8), np.zeros(len(sc.imp), np.int8)]
@@ -236,25 +326,59 @@ def score_group(X: np.ndarray, identity_codes: np.ndarray, rows: np.ndarray, *, 
 
     summary = pd.DataFrame([{
         "eer": eer, "eer_threshold": eer_threshold,
-        "fnmr_at_fmr_1e_2": fnmr_at(1e-2), "fnmr_at_fmr_1e_3": fnmr_at(1e-3),
+        **{name: fnmr_at(target) for target, name in SCORE_TARGETS.items()},
         "genuine_mean": float(sc.gen.mean(dtype=np.float64)), "impostor_mean": float(sc.imp.mean(dtype=np.float64)),
         "n_genuine": int(len(sc.gen)), "n_impostor": int(len(sc.imp)), "impostor_sampled": sc.sampled,
     }])
+    if n_resamples:
+        rows = check_rows(rows, len(X), "verification group")
+        summary = summary.assign(**_interval_columns(sc, np.asarray(identity_codes)[rows],
+                                                     None if strata is None else np.asarray(strata)[rows],
+                                                     int(n_resamples), seed, confidence))
+    else:
+        summary = summary.assign(n_resamples=0, **{f"{m}_{end}": np.nan for m in ("eer", *SCORE_TARGETS.values())
+                                                   for end in ("ci_low", "ci_high")})
     fmr, fnmr = rates_on_grid(sc.gen, sc.imp)
     curve = pd.DataFrame({"threshold": THRESHOLDS, "fmr": fmr, "fnmr": fnmr})
     hist = pd.concat([_histogram("genuine", sc.gen), _histogram("impostor", sc.imp)], ignore_index=True)
     return {"verification": summary, "verification_curve": curve, "verification_hist": hist}
 
 
+SCORE_TARGETS = {1e-2: "fnmr_at_fmr_1e_2", 1e-3: "fnmr_at_fmr_1e_3"}   # a scores job's FNMR columns
+
+
+def _interval_columns(sc: _Scores, codes: np.ndarray, strata: np.ndarray | None, n_resamples: int, seed: int,
+                      confidence: float) -> dict[str, float]:
+    """The identity bootstrap of a scores job's EER and FNMR at FMR 1e-2 and 1e-3: <metric>_ci_low/_ci_high."""
+    ident, id_code = np.unique(codes, return_inverse=True)
+    id_group = np.zeros(len(ident), np.int64)
+    if strata is not None:
+        _, stratum = np.unique(strata, return_inverse=True)
+        id_group[id_code] = stratum
+    names = [str(g) for g in range(int(id_group.max()) + 1)]
+    table = bootstrap.bootstrap_verification(
+        np.r_[sc.gen, sc.imp], id_code[np.r_[sc.gen_a, sc.imp_a]], id_code[np.r_[sc.gen_b, sc.imp_b]], id_group,
+        names, target_fmrs=tuple(SCORE_TARGETS), global_target_fmr=1e-3, n_resamples=n_resamples, seed=seed,
+        confidence=confidence)
+    out: dict[str, float] = {"n_resamples": n_resamples}
+    for row in table[table["group_a"] == "all"].itertuples():
+        name = "eer" if row.quantity == "eer" else SCORE_TARGETS[row.target_fmr]
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = float(row.ci_low), float(row.ci_high)
+    return out
+
+
 def impostor_matrix(X: np.ndarray, identity_codes: np.ndarray, demographic_group: np.ndarray, rows: np.ndarray, *,
                     seed: int, target_fmr: float = 1e-3, max_impostor_pairs: int = 5_000_000,
-                    target_fmrs: Sequence[float] = (), n_resamples: int = 0,
+                    target_fmrs: Sequence[float] = (), n_resamples: int = 0, sampling: str = "stratified",
                     confidence: float = rates.CONFIDENCE) -> dict[str, pd.DataFrame]:
     """Cross-group false matches at ONE global threshold, as in NIST's demographic-effects reports, with counts,
     exact intervals, per-group operating points and the identity bootstrap.
 
     The threshold gives FMR = ``target_fmr`` over all impostor pairs of ``rows`` (all, or a seeded uniform
-    sample of ``max_impostor_pairs``), by the convention of :mod:`tasks.rates`. ``demographic_group`` has one
+    sample of ``max_impostor_pairs``), by the convention of :mod:`tasks.rates`. With ``sampling="stratified"``
+    a sample is topped up per pair of groups (:func:`stratify`): pooled numbers (the threshold, the EER and FNMR
+    over all) come from the uniform sample, each pair of groups' counts from a uniform sample of its own pairs of
+    at least ``STRATUM_FALSE_MATCHES / target_fmr`` pairs. ``demographic_group`` has one
     group name per row of X (e.g. "asian_female"). Returns
 
     - ``"impostor_matrix"``: group_a, group_b, fmr = false_matches / n_pairs, false_matches, n_pairs, threshold,
@@ -286,15 +410,21 @@ def impostor_matrix(X: np.ndarray, identity_codes: np.ndarray, demographic_group
     if (spans > 1).any():
         raise InputError(f"impostor matrix: identity code {spans.index[spans > 1][0]} has images in more than one "
                          f"demographic group")
+    if sampling not in SAMPLING:
+        raise InputError(f"impostor sampling must be one of {', '.join(SAMPLING)}, got {sampling!r}")
     sc = score_pairs(X, identity_codes, rows, seed=seed, max_impostor_pairs=max_impostor_pairs,
                      what="impostor matrix")
-    threshold = threshold_at_fmr(sc.imp, target_fmr)
-
     G = len(names)
-    ga, gb = group[sc.imp_a], group[sc.imp_b]
+    if sampling == "stratified" and sc.sampled:
+        sc = stratify(sc, X, rows, codes, group, G, target_fmr=target_fmr, seed=seed)
+    pooled, stratum = sc.pooled(), sc.stratum()
+    threshold = threshold_at_fmr(sc.imp[pooled], target_fmr)
+
+    ga, gb = group[sc.imp_a[stratum]], group[sc.imp_b[stratum]]
     key = np.minimum(ga, gb) * G + np.maximum(ga, gb)
     n_pairs = np.bincount(key, minlength=G * G).reshape(G, G)
-    false_matches = np.bincount(key, weights=sc.imp >= threshold, minlength=G * G).reshape(G, G).astype(np.int64)
+    false_matches = np.bincount(key, weights=sc.imp[stratum] >= threshold,
+                                minlength=G * G).reshape(G, G).astype(np.int64)
     n_pairs = np.triu(n_pairs) + np.triu(n_pairs, 1).T
     false_matches = np.triu(false_matches) + np.triu(false_matches, 1).T
     cells = rates.rate_frame(false_matches.ravel(), n_pairs.ravel(), confidence=confidence)
@@ -316,9 +446,10 @@ def impostor_matrix(X: np.ndarray, identity_codes: np.ndarray, demographic_group
         "fmr_ci_low": fm["ci_low"], "fmr_ci_high": fm["ci_high"], "fnmr_ci_low": fn["ci_low"],
         "fnmr_ci_high": fn["ci_high"], "resolved": [r[0] for r in own], "reason": [r[1] for r in own]})}
     if len(target_fmrs):
-        ops = rates.group_operating_points(sc.gen, names[group[sc.gen_a]], sc.imp, names[ga], names[gb],
+        ops = rates.group_operating_points(sc.gen, names[group[sc.gen_a]], sc.imp[stratum], names[ga], names[gb],
                                            target_fmrs=target_fmrs, global_target_fmr=target_fmr,
-                                           groups=list(names), confidence=confidence)
+                                           groups=list(names), confidence=confidence,
+                                           pooled_impostor=sc.imp[pooled])
         out["group_eer"], out["operating_points"] = ops["eer"], ops["operating_points"]
     if n_resamples:
         ident, id_code = np.unique(codes, return_inverse=True)      # identities of rows -> 0..n_identities-1
@@ -327,7 +458,8 @@ def impostor_matrix(X: np.ndarray, identity_codes: np.ndarray, demographic_group
         out["verification_ci"] = bootstrap.bootstrap_verification(
             np.r_[sc.gen, sc.imp], id_code[np.r_[sc.gen_a, sc.imp_a]], id_code[np.r_[sc.gen_b, sc.imp_b]],
             id_group, list(names), target_fmrs=tuple(target_fmrs) or (target_fmr,), global_target_fmr=target_fmr,
-            n_resamples=int(n_resamples), seed=seed, confidence=confidence, summarize=fairness.summaries)
+            n_resamples=int(n_resamples), seed=seed, confidence=confidence, summarize=fairness.summaries,
+            pooled=np.r_[np.ones(len(sc.gen), bool), pooled], stratum=np.r_[np.ones(len(sc.gen), bool), stratum])
     return out
 
 
@@ -338,7 +470,8 @@ def _plan_scores(cfg: Mapping[str, Any]) -> Iterator[PlannedJob]:
     if not v["enabled"]:
         return
     for seed, test_group in itertools.product(g["seeds"], g["test_groups"]):
-        params = {"test_group": test_group, "max_impostor_pairs": v["max_impostor_pairs"]}
+        params = {"test_group": test_group, "max_impostor_pairs": v["max_impostor_pairs"],
+                  "bootstrap": v["bootstrap"]}
         yield PlannedJob(seed, params, f"scores test={test_group} seed={seed}")
 
 
@@ -346,7 +479,8 @@ def run_scores(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> di
     """Worker entry of a scores job: the verification summary, curve and histogram rows of one test group."""
     p, seed = payload["params"], payload["seed"]
     out = score_group(data["X"], data["identity_codes"], payload["rows"], seed=seed,
-                      max_impostor_pairs=p["max_impostor_pairs"])
+                      max_impostor_pairs=p["max_impostor_pairs"], n_resamples=p.get("bootstrap", 0),
+                      strata=data["gender"])
     return {name: df.assign(test_group=p["test_group"], seed=seed) for name, df in out.items()}
 
 
@@ -358,7 +492,7 @@ def _plan_impostor(cfg: Mapping[str, Any]) -> Iterator[PlannedJob]:
     for seed in g["seeds"]:
         params = {"test_groups": list(g["test_groups"]), "target_fmr": v["target_fmr"],
                   "max_impostor_pairs": v["max_impostor_pairs"], "target_fmrs": list(v["target_fmrs"]),
-                  "bootstrap": v["bootstrap"]}
+                  "bootstrap": v["bootstrap"], "sampling": v["sampling"]}
         yield PlannedJob(seed, params, f"impostor matrix seed={seed}")
 
 
@@ -371,13 +505,14 @@ def run_impostor(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> 
                                           tuple(data["ethnicity_names"]))
     out = impostor_matrix(X, data["identity_codes"], demographic, rows, seed=seed, target_fmr=p["target_fmr"],
                           max_impostor_pairs=p["max_impostor_pairs"], target_fmrs=p.get("target_fmrs", ()),
-                          n_resamples=p.get("bootstrap", 0))
+                          n_resamples=p.get("bootstrap", 0), sampling=p.get("sampling", "uniform"))
     return {name: df.assign(seed=seed) for name, df in out.items()}
 
 
 SCORES = JobKind("scores", plan=_plan_scores, rows=lambda p, split: {"rows": split.verification[p["test_group"]]},
                  run="tasks.verification:run_scores",
-                 tables=("verification", "verification_curve", "verification_hist"), order=0)
+                 tables=("verification", "verification_curve", "verification_hist"), order=0,
+                 cost=lambda p: 1 + p.get("bootstrap", 0) // 200)
 IMPOSTOR = JobKind("impostor", plan=_plan_impostor,
                    rows=lambda p, split: {"rows": np.concatenate([split.verification[g] for g in p["test_groups"]])},
                    run="tasks.verification:run_impostor",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import pytest
@@ -125,25 +124,6 @@ def test_group_tables_from_counts_match_the_score_level_tables():
     g1 = out["operating_points"].query("group == 'g1' and threshold_kind == 'global'").iloc[0]
     gs = s[same & (grp[iu] == 1)]
     assert g1.false_non_matches == (gs < t).sum() and g1.n_genuine == gs.size
-
-
-def test_stratified_sample():
-    X, ids, grp = table(n_id=80, seed=4)
-    pairs, strata = allpairs.stratified_impostor_sample(ids, grp, 3, target_fmr=0.05, k=10, seed=0)
-    m = math.ceil(10 / 0.05)
-    assert (ids[pairs.a] != ids[pairs.b]).all() and (pairs.a < pairs.b).all()
-    assert not pairs.duplicated(["a", "b"]).any()
-    for _, st in strata.iterrows():
-        a, b = st.group_a, st.group_b
-        ra, rb = np.flatnonzero(grp == a), np.flatnonzero(grp == b)
-        total = sum(1 for x in ra for y in rb if ids[x] != ids[y] and (a != b or x < y))
-        assert st.n_pairs == total and st.n_sampled == min(m, total)
-        part = pairs[(pairs.group_a == a) & (pairs.group_b == b)]
-        assert len(part) == st.n_sampled and np.allclose(part.weight, total / st.n_sampled)
-        assert set(grp[np.r_[part.a, part.b]]) <= {a, b}
-    # small target: every pair of a stratum is taken once it has fewer than m
-    _, strata = allpairs.stratified_impostor_sample(ids, grp, 3, target_fmr=1e-4, k=10, seed=0)
-    assert (strata.n_sampled == strata.n_pairs).all() and np.allclose(strata.weight, 1.0)
 
 
 def materialised(X, ids, grp, m, bits, target, G):

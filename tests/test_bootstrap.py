@@ -28,18 +28,23 @@ def data(seed=0, n_id=45):
     return np.round(s, 2), a, b, group
 
 
-def direct_statistics(s, a, b, group, m, targets, global_target):
+def direct_statistics(s, a, b, group, m, targets, global_target, pooled=None, stratum=None):
     """The statistics of the resample with multiplicities m, by materialising it: identity i is copied m_i times
-    (copy c of i is a new identity), its genuine comparisons once per copy, impostor (i, j) once per copy pair."""
-    gen, imp, imp_pairs, gen_groups = [], [], [], []
-    for x, y, v in zip(a, b, s):
+    (copy c of i is a new identity), its genuine comparisons once per copy, impostor (i, j) once per copy pair.
+    Impostors with ``pooled`` False are left out of the pooled numbers (threshold, EER, FNMR at FMR), those with
+    ``stratum`` False out of the per-group ones."""
+    pooled = np.ones(len(s), bool) if pooled is None else pooled
+    stratum = np.ones(len(s), bool) if stratum is None else stratum
+    gen, imp, strat, imp_pairs, gen_groups = [], [], [], [], []
+    for x, y, v, in_pool, in_stratum in zip(a, b, s, pooled, stratum):
         if x == y:
             gen += [v] * m[x]
             gen_groups += [group[x]] * m[x]
         else:
-            imp += [v] * (m[x] * m[y])
-            imp_pairs += [(group[x], group[y])] * (m[x] * m[y])
-    gen, imp, gen_groups = np.array(gen), np.array(imp), np.array(gen_groups)
+            imp += [v] * int(m[x] * m[y] * in_pool)
+            strat += [v] * int(m[x] * m[y] * in_stratum)
+            imp_pairs += [(group[x], group[y])] * int(m[x] * m[y] * in_stratum)
+    gen, imp, strat, gen_groups = np.array(gen), np.array(imp), np.array(strat), np.array(gen_groups)
     labels = np.r_[np.ones(gen.size), np.zeros(imp.size)]
     fpr, tpr, thr = roc_curve(labels, np.r_[gen, imp], drop_intermediate=False)
     out = {("eer", "all", "", np.nan, ""): eer_from_roc(fpr, 1 - tpr, thr)[0]}
@@ -56,14 +61,14 @@ def direct_statistics(s, a, b, group, m, targets, global_target):
     fmr, fnmr = [], []
     for g, name in enumerate(NAMES):
         sel = (pa == g) & (pb == g)
-        fmr.append((imp[sel] >= t).mean())
+        fmr.append((strat[sel] >= t).mean())
         fnmr.append((gen[gen_groups == g] < t).mean())
         out[("group_fmr", name, "", global_target, "")] = fmr[-1]
         out[("group_fnmr", name, "", global_target, "")] = fnmr[-1]
     for g in range(3):
         for h in range(g + 1, 3):
             sel = (pa == g) & (pb == h)
-            out[("cross_fmr", NAMES[g], NAMES[h], global_target, "")] = (imp[sel] >= t).mean()
+            out[("cross_fmr", NAMES[g], NAMES[h], global_target, "")] = (strat[sel] >= t).mean()
     for _, row in fairness.summaries(fmr, fnmr).iterrows():
         out[("summary", "", "", global_target, row["metric"])] = row["value"]
     return out
@@ -86,23 +91,52 @@ def test_multiplicities_are_stratified_draws():
     assert np.array_equal(m[0], first)
 
 
-def test_each_resample_equals_the_materialised_resample():
+@pytest.mark.parametrize("prefix", ["chosen", "too short"])
+def test_each_resample_equals_the_materialised_resample(prefix):
     s, a, b, group = data()
     targets, gt = (0.05, 0.01, 1e-7), 0.01            # 1e-7: no impostor may be accepted
     st = bootstrap.VerificationStatistics(s, a, b, group, NAMES, targets, gt, fairness.summaries)
     mult = bootstrap.identity_multiplicities(group, 6, seed=1)
+    assert 0 < st.prefix <= st.n
+    if prefix == "too short":       # every resample then needs the comparisons beyond the prefix
+        st.prefix = 50
+        for m in mult:
+            with pytest.raises(bootstrap._Deeper):
+                st._evaluate(m, st.prefix)
     keys, reps = st.replicates(mult)
     for r in range(len(mult)):
-        direct = direct_statistics(s, a, b, group, mult[r], targets, gt)
-        got = dict(zip(keys, reps[r]))
-        assert len(got) == len(direct)
-        for key, value in direct.items():
-            k = next(x for x in got if x[:3] == key[:3] and x[4] == key[4] and
-                     (x[3] == key[3] or (np.isnan(x[3]) and np.isnan(key[3]))))
-            if np.isnan(value):
-                assert np.isnan(got[k]), key
-            else:
-                assert got[k] == pytest.approx(value, abs=1e-12), key
+        assert_same(keys, reps[r], direct_statistics(s, a, b, group, mult[r], targets, gt))
+
+
+def assert_same(keys, values, direct):
+    """Every statistic of ``direct`` equals the one with the same key (NaN target FMRs match) to 1e-12."""
+    got = dict(zip(keys, values))
+    assert len(got) == len(direct)
+    for key, value in direct.items():
+        k = next(x for x in got if x[:3] == key[:3] and x[4] == key[4] and
+                 (x[3] == key[3] or (np.isnan(x[3]) and np.isnan(key[3]))))
+        if np.isnan(value):
+            assert np.isnan(got[k]), key
+        else:
+            assert got[k] == pytest.approx(value, abs=1e-12), key
+
+
+def test_pooled_and_per_group_impostors_of_a_stratified_sample():
+    """Some impostor pairs count only for the pooled numbers, some only for their pair of groups (a topped-up
+    stratified sample, tasks.verification.stratify): each resample equals the materialised one."""
+    s, a, b, group = data(seed=3)
+    rng = np.random.default_rng(7)
+    pair_role = rng.integers(0, 3, (len(group), len(group)))          # 0: both, 1: pooled only, 2: stratum only
+    role = np.where(a == b, 0, pair_role[np.minimum(a, b), np.maximum(a, b)])
+    pooled, stratum = role != 2, role != 1
+    targets, gt = (0.05, 0.01), 0.01
+    st = bootstrap.VerificationStatistics(s, a, b, group, NAMES, targets, gt, fairness.summaries, pooled, stratum)
+    mult = np.vstack([np.ones(len(group), np.int32), bootstrap.identity_multiplicities(group, 4, seed=2)])
+    keys, reps = st.replicates(mult)
+    for r in range(len(mult)):
+        assert_same(keys, reps[r], direct_statistics(s, a, b, group, mult[r], targets, gt, pooled, stratum))
+    plain = bootstrap.VerificationStatistics(s, a, b, group, NAMES, targets, gt, fairness.summaries)
+    assert not np.allclose(plain.evaluate(None)[1], reps[0], equal_nan=True)   # the masks change the numbers
 
 
 def test_interval_is_the_percentile_of_a_direct_loop():

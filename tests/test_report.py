@@ -67,6 +67,10 @@ def plant(out, models=("mlp",), skip=frozenset(), fail=frozenset()):
                                  "genuine_mean": genuine.mean(), "impostor_mean": impostor.mean(), "n_genuine": 500,
                                  "n_impostor": 5000, "impostor_sampled": True, "job_id": jid, "node": "local",
                                  "finished_at": "t"}])
+            ver = ver.assign(eer_ci_low=ver["eer"] - 0.01, eer_ci_high=ver["eer"] + 0.02,
+                             fnmr_at_fmr_1e_2_ci_low=0.04, fnmr_at_fmr_1e_2_ci_high=0.06,
+                             fnmr_at_fmr_1e_3_ci_low=0.08 + 0.001 * seed, fnmr_at_fmr_1e_3_ci_high=0.13,
+                             n_resamples=100)
             curve = pd.DataFrame({"test_group": test, "seed": seed, "threshold": thresholds, "fmr": fmr,
                                   "fnmr": fnmr, "job_id": jid})
             hist = pd.concat([pd.DataFrame({"test_group": test, "seed": seed, "kind": kind, "bin_left": bins[:-1],
@@ -169,6 +173,15 @@ def test_full_report_files(full):
     assert r"\toprule" in tex and r"$\pm$" in tex and tex.count(r"\begin{table}") == tex.count(r"\end{table}")
     md = (folder / "report.md").read_text()
     assert "| trained on \\ tested on | asian | caucasian | black |" in md
+    ver = pd.read_csv(folder / "verification.csv").set_index("test_group")   # the lowest seed's intervals
+    stored = load_results(out).tables["verification"]
+    first = stored[stored["seed"] == 0].set_index("test_group")
+    np.testing.assert_allclose(ver.loc[first.index, "eer_seed"], first["eer"])
+    for col in ("eer_ci_low", "eer_ci_high", "fnmr_at_fmr_1e_3_ci_low", "fnmr_at_fmr_1e_3_ci_high"):
+        np.testing.assert_allclose(ver.loc[first.index, col], first[col])
+    e = first.loc["asian"]
+    assert "EER, seed 0 [95% CI] (%)" in md
+    assert f"{100 * e.eer:.3g} [{100 * e.eer_ci_low:.3g}, {100 * e.eer_ci_high:.3g}]" in md
     assert "![" in md and "figures/tsne.png" in md
 
 

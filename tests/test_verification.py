@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from storage.errors import InputError
+from tasks import bootstrap
 from tasks.verification import (HIST_EDGES, THRESHOLDS, genuine_pairs, impostor_matrix, pair_scores,
-                                sample_impostor_pairs, score_group, score_pairs, threshold_at_fmr)
+                                sample_impostor_pairs, sample_stratum, score_group, score_pairs, stratify,
+                                stratum_sizes, threshold_at_fmr)
 
 
 def unit(X: np.ndarray) -> np.ndarray:
@@ -227,8 +229,8 @@ def test_impostor_matrix_with_a_planted_lookalike_group():
 def test_impostor_matrix_sampled_and_bad_groups():
     X, codes = faces(60, 3, seed=4)
     group = np.where(np.arange(180) < 90, "x", "y").astype(object)
-    a = impostor_matrix(X, codes, group, np.arange(180), seed=3, max_impostor_pairs=3000)
-    b = impostor_matrix(X, codes, group, np.arange(180), seed=3, max_impostor_pairs=3000)
+    a = impostor_matrix(X, codes, group, np.arange(180), seed=3, max_impostor_pairs=3000, sampling="uniform")
+    b = impostor_matrix(X, codes, group, np.arange(180), seed=3, max_impostor_pairs=3000, sampling="uniform")
     assert a["impostor_matrix"].equals(b["impostor_matrix"])
     m = a["impostor_matrix"]
     assert m.loc[m.group_a <= m.group_b, "n_pairs"].sum() == 3000
@@ -242,6 +244,45 @@ def test_impostor_matrix_sampled_and_bad_groups():
         impostor_matrix(X, codes, group, np.arange(180), seed=0, target_fmr=1.5)
 
 
+def test_stratified_sampling_tops_up_starved_pairs_of_groups():
+    """Groups of 150 and 30 images, 3000 sampled pairs, target 1e-2: each pair of groups needs 10 / 1e-2 = 1000
+    pairs; y-y (405 pairs in all) and x-y (4500) get fewer from the uniform sample and are topped up."""
+    X, codes = faces(60, 3, seed=4)
+    group = np.where(np.arange(180) < 150, "x", "y").astype(object)
+    rows = np.arange(180)
+    kw = dict(seed=3, max_impostor_pairs=3000, target_fmr=1e-2, target_fmrs=[1e-2])
+    uni = impostor_matrix(X, codes, group, rows, sampling="uniform", **kw)
+    strat = impostor_matrix(X, codes, group, rows, **kw)
+    again = impostor_matrix(X, codes, group, rows, **kw)
+    assert strat["impostor_matrix"].equals(again["impostor_matrix"])
+    u, m = (r["impostor_matrix"].set_index(["group_a", "group_b"]) for r in (uni, strat))
+    assert u.loc[("x", "y"), "n_pairs"] < 1000 and u.loc[("y", "y"), "n_pairs"] < 405      # starved
+    assert m.loc[("x", "y"), "n_pairs"] == 1000 and m.loc[("y", "y"), "n_pairs"] == 405      # topped up
+    assert m.loc[("x", "x"), "n_pairs"] == u.loc[("x", "x"), "n_pairs"] >= 1000              # left as it was
+    assert m["threshold"].iloc[0] == u["threshold"].iloc[0]       # pooled: the uniform sample alone
+    t = m["threshold"].iloc[0]
+    _, y_imp = brute_scores(X[150:], codes[150:])                 # every y-y impostor pair
+    assert m.loc[("y", "y"), "false_matches"] == np.count_nonzero(y_imp >= t)
+    ops = strat["operating_points"].set_index(["group", "threshold_kind"])
+    assert ops.loc[("y", "own"), "n_impostor"] == 405 and ops.loc[("all", "own"), "n_impostor"] == 3000
+
+    sc = score_pairs(X, codes, rows, seed=3, max_impostor_pairs=3000, what="test")
+    g = (group == "y").astype(np.int64)
+    top = stratify(sc, X, rows, codes, g, 2, target_fmr=1e-2, seed=3)
+    extra = ~top.imp_pooled
+    pairs = set(zip(top.imp_a[extra].tolist(), top.imp_b[extra].tolist()))
+    assert len(pairs) == extra.sum() == 1000 + 405                # distinct pairs
+    assert all(a < b and codes[a] != codes[b] for a, b in pairs)  # impostor pairs, ordered
+    assert top.imp_pooled.sum() == 3000 and np.array_equal(top.imp[:3000], sc.imp)
+    sa, sb = g[top.imp_a], g[top.imp_b]
+    assert (top.imp_stratum & top.imp_pooled & (sa != sb)).sum() == 0   # x-y's uniform pairs: pooled only
+    assert np.allclose(top.imp[extra], (X[top.imp_a[extra]] * X[top.imp_b[extra]]).sum(1) /
+                       np.linalg.norm(X[top.imp_a[extra]], axis=1) / np.linalg.norm(X[top.imp_b[extra]], axis=1),
+                       atol=1e-5)
+    with pytest.raises(InputError, match="sampling"):
+        impostor_matrix(X, codes, group, rows, sampling="random", **kw)
+
+
 def test_threshold_at_fmr_is_inclusive_in_exact_arithmetic():
     # 3e-4 x 5,000,000 = 1499.9999999999998 in floating point: exactly 1500 false matches are allowed.
     n, allowed = 5_000_000, 1500
@@ -252,3 +293,46 @@ def test_threshold_at_fmr_is_inclusive_in_exact_arithmetic():
     assert threshold_at_fmr(imp, 3e-4) == pytest.approx(0.9)
     imp[-allowed - 1] = 0.9       # 1501 at 0.9: over the target, so nothing at 0.9 may be accepted
     assert threshold_at_fmr(imp, 3e-4) == float(np.nextafter(np.float64(np.float32(0.9)), np.inf))
+
+
+def test_scores_job_intervals_are_the_identity_bootstrap_of_its_pairs():
+    """A scores job's EER and FNMR intervals = tasks.bootstrap on every pair scored by a double loop, identities
+    resampled within each gender; its EER = the bootstrap's point estimate."""
+    X, codes = faces(40, 3, seed=6, spread=1.5)
+    gender = np.repeat(np.arange(40) % 2, 3)
+    out = score_group(X, codes, np.arange(120), seed=5, n_resamples=150, strata=gender)["verification"].iloc[0]
+    i, j = np.array(list(itertools.combinations(range(120), 2))).T
+    s = np.einsum("ij,ij->i", X[i], X[j]) / np.linalg.norm(X[i], axis=1) / np.linalg.norm(X[j], axis=1)
+    ident_group = np.arange(40) % 2
+    direct = bootstrap.bootstrap_verification(s, codes[i], codes[j], ident_group, ["0", "1"],
+                                              target_fmrs=(1e-2, 1e-3), global_target_fmr=1e-3, n_resamples=150,
+                                              seed=5).set_index(["quantity", "target_fmr"], drop=False)
+    eer = direct[direct["quantity"] == "eer"].iloc[0]
+    assert out["eer"] == pytest.approx(eer["estimate"], abs=1e-6)
+    assert (out["eer_ci_low"], out["eer_ci_high"]) == pytest.approx((eer["ci_low"], eer["ci_high"]), abs=1e-6)
+    for target, name in ((1e-2, "fnmr_at_fmr_1e_2"), (1e-3, "fnmr_at_fmr_1e_3")):
+        row = direct.loc[("fnmr_at_fmr", target)]
+        assert out[name] == pytest.approx(row["estimate"], abs=1e-12)
+        assert (out[f"{name}_ci_low"], out[f"{name}_ci_high"]) == pytest.approx((row["ci_low"], row["ci_high"]),
+                                                                                abs=1e-6)
+    assert out["n_resamples"] == 150 and out["eer_ci_low"] < out["eer_ci_high"]
+    plain = score_group(X, codes, np.arange(120), seed=5)["verification"].iloc[0]
+    assert plain["n_resamples"] == 0 and np.isnan(plain["eer_ci_low"])
+
+
+def test_stratum_sizes_and_samples_against_a_double_loop():
+    rng = np.random.default_rng(4)
+    ids = np.repeat(np.arange(30), rng.integers(1, 5, 30))
+    grp = (np.arange(30) % 3)[ids]
+    sizes = stratum_sizes(ids, grp, 3)
+    for a in range(3):
+        for b in range(a, 3):
+            ra, rb = np.flatnonzero(grp == a), np.flatnonzero(grp == b)
+            every = {(x, y) for x in ra for y in rb if ids[x] != ids[y] and (a != b or x < y)}
+            assert sizes[a, b] == len(every)
+            for want in (min(25, len(every)), len(every)):
+                keys = sample_stratum(ra, rb, ids, want, len(every), np.random.default_rng(a + b), a == b)
+                got = {(int(ra[k // len(rb)]), int(rb[k % len(rb)])) for k in keys}
+                assert len(keys) == len(got) == want and got <= every
+            assert got == every                                      # want = all: every pair once
+    assert np.tril(sizes, -1).sum() == 0

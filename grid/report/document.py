@@ -226,6 +226,12 @@ def _verification_blocks(res: Results, s: dict[str, pd.DataFrame]) -> list[Block
             "genuine / impostor pairs": [f"{g:,.0f} / {i:,.0f}" for g, i in zip(ver["n_genuine"], ver["n_impostor"])],
             "seeds": ver["n_seeds"].astype(str),
         })
+        if ver["eer_ci_low"].notna().any():
+            seed = int(ver["ci_seed"].min())
+            for m, label in (("eer", "EER"), ("fnmr_at_fmr_1e_3", "FNMR @ 1e-3")):
+                frame[f"{label}, seed {seed} [95% CI] (%)"] = [
+                    stats.interval_text(100 * v, 100 * lo, 100 * hi) for v, lo, hi in
+                    zip(ver[f"{m}_seed"], ver[f"{m}_ci_low"], ver[f"{m}_ci_high"])]
         notes = ["Impostor pairs were sampled (not every pair scored) in at least one seed of: "
                  + ", ".join(ver.loc[ver["impostor_sampled"], "test_group"])] if ver["impostor_sampled"].any() else []
         blocks.append(("table", Table(frame, "EER and FNMR per test group", None, notes)))

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from grid.report import fairness
 from grid.report.results import Results
@@ -336,11 +335,13 @@ def verification_summary(res: Results) -> pd.DataFrame:
 
     Columns: test_group, n_seeds, eer_mean, eer_std, eer_threshold_mean, fnmr_at_fmr_1e_3_mean/_std,
     fnmr_at_fmr_1e_2_mean/_std, genuine_mean, impostor_mean (mean scores), n_genuine, n_impostor (mean per
-    seed), impostor_sampled (in any seed).
+    seed), impostor_sampled (in any seed); and the lowest seed's value with its identity-bootstrap 95% interval
+    (``ci_seed``; NaN when that seed was not bootstrapped): <metric>_seed, <metric>_ci_low, <metric>_ci_high.
     """
     ver = res.tables["verification"].drop_duplicates(["test_group", "seed"], keep="last")
     columns = ["test_group", "n_seeds"] + [f"{m}_{s}" for m in VERIFICATION_METRICS for s in ("mean", "std")] + \
-        ["eer_threshold_mean", "genuine_mean", "impostor_mean", "n_genuine", "n_impostor", "impostor_sampled"]
+        ["eer_threshold_mean", "genuine_mean", "impostor_mean", "n_genuine", "n_impostor", "impostor_sampled",
+         "ci_seed"] + [f"{m}_{s}" for m in VERIFICATION_METRICS for s in ("seed", "ci_low", "ci_high")]
     if ver.empty:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -355,6 +356,11 @@ def verification_summary(res: Results) -> pd.DataFrame:
                    genuine_mean=float(part["genuine_mean"].mean()), impostor_mean=float(part["impostor_mean"].mean()),
                    n_genuine=float(part["n_genuine"].mean()), n_impostor=float(part["n_impostor"].mean()),
                    impostor_sampled=bool(part["impostor_sampled"].fillna(False).astype(bool).any()))
+        first = part.loc[part["seed"].idxmin()]
+        row["ci_seed"] = int(first["seed"])
+        for m in VERIFICATION_METRICS:
+            row.update({f"{m}_seed": float(first[m]), f"{m}_ci_low": float(first[f"{m}_ci_low"]),
+                        f"{m}_ci_high": float(first[f"{m}_ci_high"])})
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
 
