@@ -4,6 +4,7 @@ Run from the repository root:
 
     PYTHONPATH=. .venv/bin/python bench/bench_allpairs.py [--identities-per-group 4000] [--dim 2048]
         [--workers 1,2] [--block 2048] [--bits 14] [--fraction 1.0] [--data synth|random]
+        [--tail [--tail-bits 10] [--tail-factor 10] [--target-fmr 1e-3] [--resamples 5]] [--tail-score S]
 
 The table is storage.synth.generate(SynthParams(identities_per_group=N, dim=D)) (6 groups, DiveFace's images per
 identity: ~142K rows for N = 4000), rows in the generator's order (group, identity), saved once as .npy and
@@ -12,6 +13,15 @@ time by the share of pairs it covered (labelled as such). Every worker runs with
 worker count: wall time, comparisons/s in total and per core, each worker's peak RSS, and the machine's float32
 matmul rate (one thread, 2048^3 products) with the comparisons/s it would allow (rate / (2 d)), and the
 workers' CPU seconds (comparisons per CPU second is what a loaded, shared machine does not distort).
+
+``--tail`` also collects the identity bootstrap's tail as the allpairs jobs do (tasks/allpairs_kind.py): each
+worker chooses the lower score with ``tasks.allpairs.tail_lower_score`` (FMR = --tail-factor x --target-fmr on a
+seeded subset, seed 0, bins of 2^---tail-bits; timed) and records the tail while counting. Prints per worker the
+tail's impostor and genuine records (compacted) and its share of the counted impostors; then, in this process,
+the time to sum the workers' tails (one compaction), to set up ``TailStatistics`` and per resample
+(median of --resamples resamples of ``TailStatistics.evaluate``), with the records extrapolated to every pair
+when ``--fraction`` < 1 (records grow with the comparisons; labelled as extrapolated). ``--tail-score S`` (the
+earlier option) records a tail from the fixed score S in the counts' own bins instead of the rule.
 """
 
 from __future__ import annotations
@@ -53,18 +63,64 @@ def _timed(f) -> float:
     return time.perf_counter() - t
 
 
-def worker(path: str, tasks: list, n_groups: int, bits: int, tail_score: float | None = None) -> tuple:
-    from tasks.allpairs import TailCounts, shard_counts
+def worker(path: str, tasks: list, n_groups: int, bits: int, tail_score: float | None = None,
+           rule: dict | None = None) -> tuple:
+    """One shard: counts (and a tail: from ``tail_score`` in the counts' bins, or by the jobs' ``rule``)."""
+    from tasks.allpairs import TailCounts, shard_counts, tail_lower_score
+    from tasks.allpairs_kind import NormalisedRows
 
     X = np.load(path + ".X.npy", mmap_mode="r")
     ids = np.load(path + ".ids.npy")
     grp = np.load(path + ".grp.npy")
-    tail = None if tail_score is None else TailCounts.empty(bits, tail_score)
+    tail, lo_s = None, 0.0
+    if rule is not None:                    # as tasks.allpairs_kind.run does
+        X = NormalisedRows(X)
+        t = time.perf_counter()
+        lo = tail_lower_score(X, ids, rule["target_fmr"], rule["factor"], rule["bits"], seed=0)
+        lo_s = time.perf_counter() - t
+        tail = TailCounts.empty(rule["bits"], lo)
+    elif tail_score is not None:
+        tail = TailCounts.empty(bits, tail_score)
     t, cpu = time.perf_counter(), time.process_time()
     c = shard_counts(X, ids, grp, n_groups, tasks, bits, tail=tail)
-    records = None if tail is None else (len(tail.compact().imp_count), len(tail.compact().gen_count))
     secs, cpu = time.perf_counter() - t, time.process_time() - cpu
-    return c.genuine, c.impostor, secs, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, cpu, records
+    records = None if tail is None else (len(tail.imp_count), len(tail.gen_count))
+    return (c.genuine, c.impostor, secs, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, cpu, records,
+            tail if rule is not None else None, round(lo_s, 2))
+
+
+def tail_report(tails: list, ids: np.ndarray, grp: np.ndarray, n_groups: int, target: float, resamples: int,
+                scale: float) -> dict:
+    """Sum the workers' tails and time TailStatistics: set-up and one resample (median of ``resamples``)."""
+    from tasks import fairness
+    from tasks.allpairs import TailCounts, TailStatistics
+    from tasks.bootstrap import identity_multiplicities
+
+    t = time.perf_counter()
+    summed = TailCounts.concatenate(tails).compact()
+    sum_s = time.perf_counter() - t
+    n_id = int(ids.max()) + 1
+    id_group = np.zeros(n_id, np.int64)
+    id_group[ids] = grp
+    images = np.bincount(ids, minlength=n_id)
+    names = [f"g{g}" for g in range(n_groups)]
+    t = time.perf_counter()
+    st = TailStatistics(summed, id_group, images, names, target, fairness.summaries)
+    setup_s = time.perf_counter() - t
+    times, defined = [], 0
+    for m in identity_multiplicities(id_group, resamples, seed=0):
+        t = time.perf_counter()
+        _, v, _, _ = st.evaluate(m)
+        times.append(time.perf_counter() - t)
+        defined += int(not np.isnan(v[0]))
+    imp, gen = len(summed.imp_count), len(summed.gen_count)
+    return {"tail_lo_bin": summed.lo_bin, "tail_bits": summed.bits, "summed_impostor_records": imp,
+            "summed_genuine_records": gen, "summed_tail_mb": round((imp * 4 + gen * 3) * 8 / 2 ** 20, 1),
+            "sum_tails_s": round(sum_s, 3), "statistics_setup_s": round(setup_s, 3),
+            "resample_s_median": round(float(np.median(times)), 4), "resamples_timed": resamples,
+            "resamples_defined": defined, "identities": n_id,
+            "extrapolated_full_impostor_records": round(imp * scale) if scale != 1 else None,
+            "extrapolated_full_resample_s": round(float(np.median(times)) * scale, 3) if scale != 1 else None}
 
 
 def make_data(path: str, n_id: int, dim: int, kind: str) -> tuple[int, int]:
@@ -101,7 +157,17 @@ def main() -> None:
     ap.add_argument("--data", choices=["synth", "random"], default="synth")
     ap.add_argument("--tail-score", type=float, default=None,
                     help="also collect per-identity tail counts (TailCounts) from this score up")
+    ap.add_argument("--tail", action="store_true",
+                    help="also collect the identity bootstrap's tail as the allpairs jobs do (the lower score by "
+                         "tasks.allpairs.tail_lower_score) and time one tail_bootstrap resample")
+    ap.add_argument("--tail-bits", type=int, default=10)
+    ap.add_argument("--tail-factor", type=float, default=10.0)
+    ap.add_argument("--target-fmr", type=float, default=1e-3)
+    ap.add_argument("--resamples", type=int, default=5, help="resamples timed on the summed tail")
     args = ap.parse_args()
+    if args.tail and args.tail_score is not None:
+        ap.error("--tail chooses the tail's lower score itself; give --tail or --tail-score, not both")
+    rule = {"bits": args.tail_bits, "factor": args.tail_factor, "target_fmr": args.target_fmr} if args.tail else None
     from tasks.allpairs import block_tasks
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,7 +198,7 @@ def main() -> None:
             t = time.perf_counter()
             with ProcessPoolExecutor(max_workers=w, mp_context=get_context("spawn")) as ex:
                 outs = list(ex.map(worker, [path] * w, shards, [G] * w, [args.bits] * w,
-                                   [args.tail_score] * w))
+                                   [args.tail_score] * w, [rule] * w))
             wall = time.perf_counter() - t
             gen = sum(o[0] for o in outs)
             imp = sum(o[1] for o in outs)
@@ -146,6 +212,17 @@ def main() -> None:
                    "comparisons_per_s_per_core": round(pairs / wall / w),
                    "extrapolated_full_wall_s": round(wall * total_pairs / pairs, 1) if step > 1 else None,
                    "tail_records": [o[5] for o in outs], "load_after": os.getloadavg()}
+            if rule is not None:
+                lo = outs[0][6].lo_bin
+                assert all(o[6].lo_bin == lo for o in outs), "shards chose different tails"
+                shift = args.bits - args.tail_bits
+                n_imp = int(imp.sum())
+                in_tail = int(imp.sum(axis=(0, 1))[lo << shift:].sum())
+                run["tail"] = {"lo_score": float(-1 + lo * 2.0 ** -args.tail_bits),
+                               "choose_lo_s": [o[7] for o in outs],
+                               "impostors_in_tail": in_tail, "tail_fmr": in_tail / max(n_imp, 1),
+                               **tail_report([o[6] for o in outs], ids, np.load(path + ".grp.npy"), G,
+                                             args.target_fmr, args.resamples, total_pairs / pairs)}
             report["runs"].append(run)
             print(json.dumps(run), flush=True)
         from tasks.allpairs import hist_eer, hist_threshold_at_fmr

@@ -47,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
         "sampling": "stratified",      # impostor sample beyond max_impostor_pairs: stratified | uniform
         "identities": "test",          # "all": also exact counts over every pair of the whole table
         "allpairs_shards": 8,          # allpairs jobs (shards of the blocks) when identities = "all"
+        "tail_fmr_factor": 3.0,        # all pairs, bootstrap > 0: the tail starts at FMR = factor x target_fmr
+        "tail_bits": 10,               # all pairs, bootstrap > 0: the tail's bins are 2^-tail_bits wide
         "pairs": "",                   # a pair protocol: LFW/RFW pairs file, RFW folder or CSV; "" = none
     },
     "tsne": {
@@ -228,6 +230,12 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
                          f"got {v['sampling']!r}")
     if v["allpairs_shards"] < 1:
         raise InputError(f"{where('verification.allpairs_shards')} must be at least 1, got {v['allpairs_shards']}")
+    if not v["tail_fmr_factor"] >= 1.0:
+        raise InputError(f"{where('verification.tail_fmr_factor')} must be at least 1 (the tail must reach below the "
+                         f"global threshold), got {v['tail_fmr_factor']}")
+    if not 4 <= v["tail_bits"] <= 14:
+        raise InputError(f"{where('verification.tail_bits')} must be from 4 to 14 (bins of 2^-4 to 2^-14, no finer "
+                         f"than the all-pairs counts'), got {v['tail_bits']}")
     if v["bootstrap"] < 0 or v["bootstrap"] == 1:
         raise InputError(f"{where('verification.bootstrap')} must be 0 (no bootstrap) or at least 2 resamples, "
                          f"got {v['bootstrap']}")

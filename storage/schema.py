@@ -122,6 +122,12 @@ TABLES: dict[str, TableSchema] = {t.name: t for t in (
     _table("allpairs_counts", "shard", {
         "shard": "int", "n_shards": "int", "bits": "int", "group_a": "string", "group_b": "string",
         "kind": "string", "bin": "int", "count": "int"}),
+    _table("allpairs_tail", "shard", {
+        "shard": "int", "n_shards": "int", "bits": "int", "lo_bin": "int", "kind": "string", "identity_a": "int",
+        "identity_b": "int", "bin": "int", "count": "int"}),
+    _table("allpairs_identities", "shard", {
+        "shard": "int", "n_shards": "int", "bits": "int", "lo_bin": "int", "identity": "int", "group": "string",
+        "n_images": "int"}),
     _table("pair_groups", "pairs_file", {
         "pairs_file": "string", "group": "string", "n_pairs": "int", "n_genuine": "int", "n_impostor": "int",
         "accuracy_mean": "float", "accuracy_std": "float", "accuracy_se": "float", "eer": "float",

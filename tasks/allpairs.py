@@ -22,10 +22,13 @@ score lies in [e_k, t*) — so e_k differs from t* only by less than a bin upwar
 of impostor scores. EER: :func:`tasks.rates.eer_from_counts` on the edges.
 
 **Identity bootstrap at full scale.** With a :class:`TailCounts` passed to the block functions, each block also
-records every genuine comparison per (identity, bin) and every impostor comparison scoring >= a chosen lower
-score per (identity pair, bin). :class:`TailStatistics` / :func:`tail_bootstrap` then resample identities with
-exact product weights (as :mod:`tasks.bootstrap`) at the global threshold, at bin resolution, in
-O(records + identities) per resample.
+records every genuine comparison per (identity, bin) and every impostor comparison scoring >= a lower score e_lo
+per (identity pair, bin), in the tail's own bins of width 2^-tail_bits (coarser than the counts' or equal: a
+coarse bin index is the fine one shifted right by bits - tail_bits, exact), so that the comparisons of one
+identity pair share records. :func:`tail_lower_score` chooses e_lo from the table and a seed alone, so every
+shard of a sharding uses the same tail. :class:`TailStatistics` / :func:`tail_bootstrap` then resample
+identities with exact product weights (as :mod:`tasks.bootstrap`) at the global threshold, at the tail's bin
+resolution, in O(records + identities) per resample.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ from tasks import rates
 DEFAULT_BITS = 14
 DEFAULT_BLOCK = 2048
 _MAX_SUBRECTS = 16
+TAIL_BITS = 10                 # the tail's bins: 2^-10 wide
+TAIL_FMR_FACTOR = 10.0         # the tail starts where FMR = factor x the global target (minus one bin)
+TAIL_MIN_IMPOSTORS = 100       # impostor comparisons above that FMR wanted in the subset that chooses it
+TAIL_MAX_ROWS = 4000           # rows of that subset at most (8M pairs)
+_COMPACT_EVERY = 64            # blocks between compactions of a shard's tail
 
 
 def n_bins(bits: int = DEFAULT_BITS) -> int:
@@ -108,8 +116,9 @@ class TailCounts:
 
     Impostor comparisons with bin >= ``lo_bin`` (score >= e_lo) per identity pair and bin: ``imp_a < imp_b``
     (identity codes), ``imp_bin``, ``imp_count``; every genuine comparison per identity and bin: ``gen_id``,
-    ``gen_bin``, ``gen_count``. Rows are unique after :meth:`compact`. Memory ~ 24 bytes x (identity pairs with
-    a comparison in the tail + identities' genuine bins)."""
+    ``gen_bin``, ``gen_count``; bins of width 2^-``bits`` (the tail's own, see the module docstring). Rows are
+    unique after :meth:`compact`. Memory: 32 bytes per (identity pair, bin) with a comparison in the tail, 24 per
+    (identity, bin) of genuine comparisons."""
 
     bits: int
     lo_bin: int
@@ -122,10 +131,20 @@ class TailCounts:
     gen_count: np.ndarray
 
     @classmethod
-    def empty(cls, bits: int, lo_score: float) -> TailCounts:
-        lo = int(score_bins(np.float32([lo_score]), bits)[0])
+    def empty(cls, bits: int, lo_score: float | None = None, lo_bin: int | None = None) -> TailCounts:
+        """No records yet; the tail starts at the bin of ``lo_score``, or at bin ``lo_bin``."""
+        if (lo_score is None) == (lo_bin is None):
+            raise InputError("a tail needs exactly one of lo_score and lo_bin")
+        lo = int(score_bins(np.float32([lo_score]), bits)[0]) if lo_bin is None else int(lo_bin)
+        if not 0 <= lo < n_bins(bits):
+            raise InputError(f"tail lower bin {lo} outside [0, {n_bins(bits)})")
         z = np.empty(0, np.int64)
         return cls(bits, lo, z, z, z, z, z, z, z)
+
+    @property
+    def n_records(self) -> int:
+        """Impostor plus genuine records (rows)."""
+        return len(self.imp_count) + len(self.gen_count)
 
     def add(self, imp_a, imp_b, imp_bin, gen_id, gen_bin) -> None:
         """Append raw records (one per comparison, count 1)."""
@@ -150,11 +169,18 @@ class TailCounts:
                           gu // nb, gu % nb, gcnt)
 
     def __add__(self, other: TailCounts) -> TailCounts:
-        if (self.bits, self.lo_bin) != (other.bits, other.lo_bin):
+        return TailCounts.concatenate([self, other]).compact()
+
+    @staticmethod
+    def concatenate(parts: Sequence[TailCounts]) -> TailCounts:
+        """The records of ``parts`` (same bins and lower bin) one after the other, not compacted."""
+        if not parts or len({(p.bits, p.lo_bin) for p in parts}) != 1:
             raise InputError("cannot add tail counts of different bins or tails")
-        out = TailCounts(self.bits, self.lo_bin, *(np.r_[getattr(self, f), getattr(other, f)] for f in
-                         ("imp_a", "imp_b", "imp_bin", "imp_count", "gen_id", "gen_bin", "gen_count")))
-        return out.compact()
+        return TailCounts(parts[0].bits, parts[0].lo_bin, *(np.concatenate([getattr(p, f) for p in parts])
+                                                            for f in _TAIL_FIELDS))
+
+
+_TAIL_FIELDS = ("imp_a", "imp_b", "imp_bin", "imp_count", "gen_id", "gen_bin", "gen_count")
 
 
 def block_tasks(n: int, block: int = DEFAULT_BLOCK) -> list[tuple[int, int, int, int]]:
@@ -175,7 +201,8 @@ def block_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_group
                  task: tuple[int, int, int, int], bits: int = DEFAULT_BITS,
                  out: PairCounts | None = None, tail: TailCounts | None = None) -> PairCounts:
     """Add the counts of one rectangle ``task`` = (i0, i1, j0, j1) to ``out`` (new zero counts if None), and
-    when ``tail`` is given its per-identity records (genuine comparisons, impostors in the tail).
+    when ``tail`` is given its per-identity records (genuine comparisons, impostors in the tail), in the tail's
+    bins (``tail.bits`` <= ``bits``), not compacted.
 
     X: (n, d) L2-normalised float32 (may be a memory map); identity: (n,) integer codes; group: (n,) integer
     demographic group codes in [0, n_groups). Score = X_i . X_j (float32 matrix product)."""
@@ -185,6 +212,7 @@ def block_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_group
         raise InputError(f"block {task}: a rectangle must be a diagonal square or lie right of the diagonal")
     out = PairCounts.zeros(n_groups, bits) if out is None else out
     nb = n_bins(bits)
+    shift = 0 if tail is None else _tail_shift(bits, tail.bits)
     A = np.asarray(X[i0:i1], dtype=np.float32)
     B = A if diagonal else np.asarray(X[j0:j1], dtype=np.float32)
     bins = score_bins(A @ B.T, bits)
@@ -201,12 +229,14 @@ def block_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_group
         gbins = bins[same]
         np.add.at(out.genuine, (ga[r], gbins), 1)
         if tail is not None:
-            tail.add(*(np.empty(0, np.int64),) * 3, ida[r].astype(np.int64), gbins.astype(np.int64))
+            tail.add(*(np.empty(0, np.int64),) * 3, ida[r].astype(np.int64), gbins.astype(np.int64) >> shift)
         bins[same] = dump
     if tail is not None:
-        r, c = np.nonzero((bins >= tail.lo_bin) & (bins < dump))
+        # coarse bin k >= lo  <=>  fine bin >= lo << shift (floor(s 2^c) = floor(floor(s 2^b) / 2^(b-c)))
+        r, c = np.nonzero((bins >= tail.lo_bin << shift) & (bins < dump))
         x, y = ida[r].astype(np.int64), idb[c].astype(np.int64)
-        tail.add(np.minimum(x, y), np.maximum(x, y), bins[r, c].astype(np.int64), *(np.empty(0, np.int64),) * 2)
+        tail.add(np.minimum(x, y), np.maximum(x, y), bins[r, c].astype(np.int64) >> shift,
+                 *(np.empty(0, np.int64),) * 2)
     row_runs, col_runs = _runs(ga), _runs(gb)
     if len(row_runs) * len(col_runs) <= _MAX_SUBRECTS:
         for a, rs, re in row_runs:
@@ -222,23 +252,45 @@ def block_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_group
     return out
 
 
+def _tail_shift(bits: int, tail_bits: int) -> int:
+    n_bins(tail_bits)
+    if tail_bits > bits:
+        raise InputError(f"the tail's bins (2^-{tail_bits}) cannot be finer than the counts' (2^-{bits})")
+    return bits - tail_bits
+
+
 def shard_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_groups: int,
                  tasks: Iterable[tuple[int, int, int, int]], bits: int = DEFAULT_BITS,
                  tail: TailCounts | None = None) -> PairCounts:
-    """The summed counts of several rectangles (one worker's shard); per-identity records into ``tail``
-    (:meth:`TailCounts.compact` it before use; shards' tails add with ``+``)."""
+    """The summed counts of several rectangles (one worker's shard); per-identity records added to ``tail``,
+    which is left compacted (shards' tails add with ``+``). The blocks' records are gathered in a list and
+    merged into ``tail`` every 64 blocks (one concatenation and compaction each), so memory stays ~ the
+    compacted tail plus 64 blocks' raw records."""
     identity, group = np.asarray(identity), np.asarray(group)
     if identity.shape != (len(X),) or group.shape != (len(X),):
         raise InputError(f"identity and group codes need one entry per row of X ({len(X)})")
     if len(group) and (group.min() < 0 or group.max() >= n_groups):
         raise InputError(f"group codes must lie in [0, {n_groups})")
+    if tail is not None:
+        _tail_shift(bits, tail.bits)
     out = PairCounts.zeros(n_groups, bits)
-    for k, t in enumerate(tasks):
-        block_counts(X, identity, group, n_groups, t, bits, out, tail)
-        if tail is not None and k % 64 == 63:
-            compacted = tail.compact()
-            for f in ("imp_a", "imp_b", "imp_bin", "imp_count", "gen_id", "gen_bin", "gen_count"):
-                setattr(tail, f, getattr(compacted, f))
+    pending: list[TailCounts] = []
+
+    def merge() -> None:
+        merged = TailCounts.concatenate([tail, *pending]).compact()
+        for f in _TAIL_FIELDS:
+            setattr(tail, f, getattr(merged, f))
+        pending.clear()
+
+    for t in tasks:
+        part = None if tail is None else TailCounts.empty(tail.bits, lo_bin=tail.lo_bin)
+        block_counts(X, identity, group, n_groups, t, bits, out, part)
+        if part is not None:
+            pending.append(part)
+            if len(pending) == _COMPACT_EVERY:
+                merge()
+    if tail is not None:
+        merge()
     return out
 
 
@@ -246,6 +298,53 @@ def all_pair_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_gr
                     bits: int = DEFAULT_BITS, block: int = DEFAULT_BLOCK) -> PairCounts:
     """Every pair's counts in this process (= the sum of :func:`shard_counts` over any sharding)."""
     return shard_counts(X, identity, group, n_groups, block_tasks(len(X), block), bits)
+
+
+def tail_lower_score(X: np.ndarray, identity: np.ndarray, target_fmr: float, factor: float = TAIL_FMR_FACTOR,
+                     bits: int = TAIL_BITS, seed: int = 0, min_impostors: int = TAIL_MIN_IMPOSTORS,
+                     max_rows: int = TAIL_MAX_ROWS) -> float:
+    """The lower score e_lo of the identity-bootstrap tail, a bin edge of width 2^-bits, chosen from the whole
+    table and ``seed`` only (never from a shard), so every shard of every sharding gets the same one.
+
+    Rule: x = factor x target_fmr. If x >= 1 the tail is everything (e_lo = -1). Otherwise draw
+    k = min(n, max_rows, smallest k with k(k-1)/2 >= ceil(min_impostors / x)) rows of X without replacement
+    (``numpy.random.default_rng(seed).choice(n, k, replace=False)``), score every pair of them in float64
+    (X's rows must be L2-normalised, e.g. :class:`tasks.allpairs_kind.NormalisedRows`), take the convention's
+    threshold t at FMR = x over their impostor pairs (:func:`tasks.rates.threshold_at_fmr`; -1 when the subset
+    has none) and return the edge one bin below t's bin: e_lo = e_(k_t - 1), k_t = floor(t 2^bits) + 2^bits
+    (e_0 = -1 at least). With factor > 1 the global threshold of the data and of most resamples lies well
+    above e_lo (a resample's threshold below it is NaN in :class:`TailStatistics`)."""
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor >= 1:
+        raise InputError(f"the tail's FMR factor must be a number >= 1, got {factor!r}")
+    rates.max_accepted(target_fmr, 1)
+    nb = n_bins(bits)
+    x = float(factor) * float(target_fmr)
+    identity = np.asarray(identity)
+    n = len(X)
+    if identity.shape != (n,):
+        raise InputError(f"identity codes need one entry per row of X ({n})")
+    if x >= 1 or n < 2:
+        return -1.0
+    want = math.ceil(min_impostors / x)
+    k = math.ceil((1 + math.sqrt(1 + 8 * want)) / 2)
+    while k * (k - 1) // 2 < want:
+        k += 1
+    k = max(2, min(n, int(max_rows), k))
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+    A = np.asarray(X[rows], dtype=np.float64)
+    ids = identity[rows]
+    scores = []
+    for i0 in range(0, k, 512):                    # row chunks: memory O(512 k), no k x k matrix
+        S = A[i0:i0 + 512] @ A.T
+        r, c = np.nonzero(np.arange(i0, min(i0 + 512, k))[:, None] < np.arange(k)[None, :])
+        keep = ids[i0 + r] != ids[c]
+        scores.append(S[r[keep], c[keep]])
+    imp = np.concatenate(scores)
+    if imp.size == 0:
+        return -1.0
+    t = rates.threshold_at_fmr(imp, x)
+    k_t = min(max(math.floor(t * 2.0 ** bits) + 2 ** bits, 0), nb - 1)
+    return float(bin_edges(bits)[max(k_t - 1, 0)])
 
 
 # ---------------------------------------------------------------------------------------- counts -> rates ---
@@ -431,8 +530,9 @@ def tail_bootstrap(tail: TailCounts, identity_group: np.ndarray, images_per_iden
                    seed: int = 0, confidence: float = 0.95, summarize=None) -> pd.DataFrame:
     """Identity-bootstrap intervals of the global threshold, each group's FMR and FNMR at it, the cross-group
     FMRs and the summaries, from full-scale all-pairs tail counts (:class:`TailStatistics`). Columns
-    ``tasks.bootstrap.COLUMNS``. Choose the tail's lower score below the global threshold of every plausible
-    resample (e.g. the edge where FMR = 3 x target): resamples it does not cover are NaN and counted."""
+    ``tasks.bootstrap.COLUMNS``. The tail's lower score must lie below the global threshold of every plausible
+    resample (:func:`tail_lower_score`: one bin below the FMR = 10 x target point): resamples it does not
+    cover are NaN and counted (``n_defined``, note). Thresholds are edges of the tail's bins (2^-tail.bits)."""
     from tasks import bootstrap
 
     return bootstrap.run(TailStatistics(tail, identity_group, images_per_identity, group_names,

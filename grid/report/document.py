@@ -26,6 +26,7 @@ from grid.report.render import CORNER, METRIC_TITLES, slug, render_html, render_
 from grid.report.results import Results
 from storage.errors import EnvironmentFailure, InputError
 from storage.results import ResultStore
+from tasks import rates as trates
 
 REPORT_DIR = "report"
 HTML_FILE = "report.html"
@@ -285,7 +286,7 @@ def _verification_blocks(res: Results, s: dict[str, pd.DataFrame]) -> list[Block
                                   "lower bound": [f">= {v:.3g}" for v in b["value"]], "note": b["note"]})
             blocks.append(("table", Table(frame, "Ratios over a zero rate, as lower bounds (rule of three)")))
     blocks += _interval_blocks(res, s)
-    blocks += _allpairs_blocks(res)
+    blocks += _allpairs_blocks(res, s)
     blocks += _pair_blocks(res)
     mat = stats.impostor_fmr_matrix(res)
     blocks.append(("h3", "Cross-group impostor FMR"))
@@ -390,8 +391,9 @@ def _pair_blocks(res: Results) -> list[Block]:
     return blocks
 
 
-def _allpairs_blocks(res: Results) -> list[Block]:
-    """The exact all-pairs counts ([verification] identities = "all"), when stored."""
+def _allpairs_blocks(res: Results, s: dict[str, pd.DataFrame]) -> list[Block]:
+    """The exact all-pairs counts ([verification] identities = "all"), when stored, and the identity-bootstrap
+    intervals from their tail (``s["allpairs_intervals"]``)."""
     exact = stats.allpairs_summary(res)
     if exact["operating_points"].empty and not exact["note"]:
         return []
@@ -418,6 +420,44 @@ def _allpairs_blocks(res: Results) -> list[Block]:
     mat = text.set_index(["group_a", "group_b"])["text"].unstack("group_b")
     blocks.append(("table", Table(mat, "All pairs: cross-group impostor FMR at the global threshold, with the "
                                        "Clopper–Pearson 95% interval", "A \\ B")))
+    ci = s["allpairs_intervals"] if "allpairs_intervals" in s else stats.allpairs_intervals(res, exact)
+    return blocks + _allpairs_interval_blocks(res, ci)
+
+
+def _allpairs_interval_blocks(res: Results, ci: pd.DataFrame) -> list[Block]:
+    """The identity bootstrap over every pair's tail counts, beside the exact numbers."""
+    if ci.empty:
+        note = stats.allpairs_intervals_note(res)
+        return [("note", note)] if note else []
+    r, bits, lo = int(ci["n_resamples"].iloc[0]), int(ci["bits"].iloc[0]), float(ci["lo_score"].iloc[0])
+    v = res.config.get("verification") or {}
+    blocks: list[Block] = [("p", f"Identity-bootstrap 95% percentile intervals over {r} resamples (identities "
+                                 "resampled within each group, seeded by the grid's first seed) of the global "
+                                 "threshold, each group's FMR and FNMR at it, the cross-group FMRs and the "
+                                 "differential summaries, from per-identity counts of every pair: every genuine "
+                                 f"comparison and every impostor comparison scoring >= {lo:.6g} (the tail: one bin "
+                                 f"below FMR = {v.get('tail_fmr_factor', 10):g} x the target on a seeded subset of "
+                                 f"the table; {int(ci['tail_records'].iloc[0]):,} records), in bins of 2^-{bits}. "
+                                 "The bootstrap's thresholds are edges of these bins, so its estimates may differ "
+                                 "from the exact numbers (bins of 2^-14) beside them by up to a bin; a resample "
+                                 "whose threshold falls below the tail is undefined and counted in the note "
+                                 "(docs/REPORT.md). Every row: allpairs_intervals.csv.")]
+    exact = []
+    for q, value, k, n in zip(ci["quantity"], ci["exact"], ci["exact_k"], ci["exact_n"]):
+        if k >= 0 and n >= 0:
+            exact.append(trates.format_rate(int(k), int(n)))
+        else:
+            exact.append("—" if pd.isna(value) else f"{value:.5f}" if q == "threshold" else f"{value:.3g}")
+    frame = pd.DataFrame({
+        "quantity": ci["quantity"], "group(s)": [a if not b else f"{a} × {b}" for a, b in zip(ci["group_a"],
+                                                                                            ci["group_b"])],
+        "summary": ci["metric"], "exact (2^-14 bins)": exact,
+        f"estimate [bootstrap 95%] (2^-{bits} bins)": stats.shown_intervals(ci),
+        "Clopper–Pearson 95%": ["" if pd.isna(lo_) else f"[{lo_:.3g}, {hi:.3g}]"
+                                for lo_, hi in zip(ci["cp_low"], ci["cp_high"])],
+        "note": ci["note"].fillna(""),
+    })
+    blocks.append(("table", Table(frame, "All pairs: identity-bootstrap 95% intervals at the global threshold")))
     return blocks
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 from grid.report import fairness
 from grid.report.results import Results
 from tasks import allpairs, allpairs_kind, classifier_stats, rates as trates
+from tasks import bootstrap as tbootstrap
 from storage.errors import InputError
 from storage.results import job_state
 from storage.vocab import ALL, demographic_order
@@ -435,13 +436,19 @@ def verification_intervals(res: Results, seed: int | None = None) -> pd.DataFram
         ["seed", "quantity", "group_a", "group_b", "target_fmr", "metric"], keep="last")
     seed = _first_seed(ci) if seed is None else seed
     part = ci[ci["seed"] == seed].reset_index(drop=True)
+    return part.assign(shown=shown_intervals(part))
+
+
+def shown_intervals(rows: pd.DataFrame) -> list[str]:
+    """Each bootstrap row's (columns ``tasks.bootstrap.COLUMNS``) estimate with its bootstrap interval, as
+    :func:`interval_text` ("<= 3/n" bound then the interval for a zero count; thresholds with 5 digits)."""
     shown = []
-    for r in part.itertuples():
-        text = interval_text(r.estimate, r.ci_low, r.ci_high)
+    for r in rows.itertuples():
+        text = interval_text(r.estimate, r.ci_low, r.ci_high, 5 if r.quantity == "threshold" else 3)
         if r.k == 0 and r.n > 0:
             text = f"{r.display} [{r.ci_low:.3g}, {r.ci_high:.3g}]"
         shown.append(text)
-    return part.assign(shown=shown)
+    return shown
 
 
 def impostor_interval_matrix(res: Results, seed: int | None = None) -> pd.DataFrame:
@@ -535,14 +542,11 @@ def allpairs_summary(res: Results) -> dict[str, Any]:
     rows = res.tables["allpairs_counts"]
     empty = {"eer": pd.DataFrame(), "operating_points": pd.DataFrame(), "impostor_matrix": pd.DataFrame(),
              "note": ""}
-    status = job_status(res)
-    jobs = status[status["kind"] == "allpairs"]
-    if jobs.empty and rows.empty:
+    missing = _allpairs_missing(res)
+    if missing is None:
         return empty
-    if (jobs["status"] != "done").any() or rows.empty:   # a shard with no pairs of its own stores no rows
-        bad = jobs.loc[jobs["status"] != "done", "description"].tolist()
-        return {**empty, "note": "all-pairs counts incomplete (" + (", ".join(bad) or "no counts stored")
-                                 + " not done); no exact tables"}
+    if missing:
+        return {**empty, "note": missing + "; no exact tables"}
     n_shards = int(rows["n_shards"].max())
     v = res.config.get("verification") or {}
     counts, names = allpairs_kind.counts_from_rows(rows)
@@ -550,6 +554,94 @@ def allpairs_summary(res: Results) -> dict[str, Any]:
                                      v.get("target_fmr", 1e-3))
     return {**out, "note": f"{n_shards} shards; {counts.n_genuine:,} genuine and {counts.n_impostor:,} impostor "
                            f"comparisons; thresholds on bin edges of width 2^-{counts.bits}"}
+
+
+def _allpairs_missing(res: Results) -> str | None:
+    """None when no allpairs job is planned or stored, "" when every one is done with counts stored, else which
+    shards are not done."""
+    rows = res.tables["allpairs_counts"]
+    status = job_status(res)
+    jobs = status[status["kind"] == "allpairs"]
+    if jobs.empty and rows.empty:
+        return None
+    if (jobs["status"] != "done").any() or rows.empty:   # a shard with no pairs of its own stores no rows
+        bad = jobs.loc[jobs["status"] != "done", "description"].tolist()
+        return "all-pairs counts incomplete (" + (", ".join(bad) or "no counts stored") + " not done)"
+    return ""
+
+
+ALLPAIRS_INTERVAL_COLUMNS = [*tbootstrap.COLUMNS, "bits", "lo_bin", "lo_score", "tail_records", "exact",
+                             "exact_k", "exact_n"]
+
+
+def allpairs_intervals(res: Results, exact: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Identity-bootstrap intervals at full scale: the shards' stored tails summed
+    (``tasks.allpairs_kind.tail_from_rows``), then ``tasks.allpairs.tail_bootstrap`` with ``[verification]
+    bootstrap`` resamples, seed = the grid's first seed (the allpairs jobs' seed), confidence 0.95, the global
+    ``target_fmr`` and ``summarize`` = the group aggregators (tasks/fairness.py).
+
+    Rows: the global threshold, each group's FMR and FNMR at it, every cross-group FMR, the summaries. Columns
+    ``tasks.bootstrap.COLUMNS`` (estimates and intervals at the tail's bins, 2^-bits), plus bits, lo_bin,
+    lo_score (the tail's lower edge), tail_records, and the same quantity from the exact counts (bins of 2^-14,
+    ``exact`` = :func:`allpairs_summary`, computed when not given): exact, exact_k, exact_n (-1 for non-rates).
+    Empty when nothing is stored, a shard is missing, or ``bootstrap`` = 0 (:func:`allpairs_intervals_note`
+    says why). Cost: O(tail records + identities) per resample."""
+    v = res.config.get("verification") or {}
+    n_resamples = int(v.get("bootstrap", 0) or 0)
+    ids = res.tables["allpairs_identities"]
+    if _allpairs_missing(res) != "" or n_resamples == 0 or ids.empty:
+        return pd.DataFrame(columns=ALLPAIRS_INTERVAL_COLUMNS)
+    tail, identity_group, images, names, note = allpairs_kind.tail_from_rows(res.tables["allpairs_tail"], ids)
+    status = job_status(res)
+    seeds = status.loc[status["kind"] == "allpairs", "seed"].dropna()
+    seed = int(seeds.iloc[0]) if len(seeds) else (res.seeds[0] if res.seeds else 0)
+    target = float(v.get("target_fmr", 1e-3))
+    out = allpairs.tail_bootstrap(tail, identity_group, images, names, global_target_fmr=target,
+                                  n_resamples=n_resamples, seed=seed, confidence=0.95,
+                                  summarize=fairness.summaries)
+    if note:
+        out["note"] = [f"{n}; {note}" if n else note for n in out["note"]]
+    out = out.assign(bits=tail.bits, lo_bin=tail.lo_bin, lo_score=float(allpairs.bin_edges(tail.bits)[tail.lo_bin]),
+                     tail_records=tail.n_records)
+    exact = allpairs_summary(res) if exact is None else exact
+    values = _exact_values(exact, names)
+    found = [values.get((q, a, b, m), (np.nan, -1, -1)) for q, a, b, m in
+             zip(out["quantity"], out["group_a"], out["group_b"], out["metric"])]
+    out["exact"], out["exact_k"], out["exact_n"] = ([f[i] for f in found] for i in range(3))
+    return out[ALLPAIRS_INTERVAL_COLUMNS]
+
+
+def _exact_values(exact: dict[str, Any], names: list[str]) -> dict[tuple, tuple[float, int, int]]:
+    """(quantity, group_a, group_b, metric) -> (value, k, n) from the exact all-pairs tables, for the rows of
+    :func:`allpairs_intervals`."""
+    ops, matrix = exact["operating_points"], exact["impostor_matrix"]
+    if ops.empty:
+        return {}
+    glob = ops[ops["threshold_kind"] == "global"].set_index("group")
+    out: dict[tuple, tuple[float, int, int]] = {("threshold", "all", "", ""): (float(glob.loc["all", "threshold"]),
+                                                                              -1, -1)}
+    for g in names:
+        r = glob.loc[g]
+        out[("group_fmr", g, "", "")] = (r["fmr"], int(r["false_matches"]), int(r["n_impostor"]))
+        out[("group_fnmr", g, "", "")] = (r["fnmr"], int(r["false_non_matches"]), int(r["n_genuine"]))
+    for r in matrix.itertuples():
+        out[("cross_fmr", r.group_a, r.group_b, "")] = (r.fmr, int(r.false_matches), int(r.n_pairs))
+    table = fairness.summaries(glob.loc[names, "fmr"].to_numpy(float), glob.loc[names, "fnmr"].to_numpy(float))
+    for metric, value in zip(table["metric"], table["value"]):
+        out[("summary", "", "", str(metric))] = (float(value), -1, -1)
+    return out
+
+
+def allpairs_intervals_note(res: Results) -> str:
+    """Why :func:`allpairs_intervals` is empty although the all-pairs counts are complete ("" otherwise)."""
+    if _allpairs_missing(res) != "":
+        return ""
+    if int((res.config.get("verification") or {}).get("bootstrap", 0) or 0) == 0:
+        return "No identity-bootstrap intervals over all pairs: [verification] bootstrap = 0 (no tail recorded)."
+    if res.tables["allpairs_identities"].empty:
+        return ("No identity-bootstrap intervals over all pairs: the allpairs jobs stored no tail counts (table "
+                "allpairs_identities is empty).")
+    return ""
 
 
 def pair_protocol(res: Results) -> dict[str, pd.DataFrame]:
@@ -668,5 +760,6 @@ def all_summaries(res: Results) -> dict[str, pd.DataFrame]:
     exact = allpairs_summary(res)
     for name in ("eer", "operating_points", "impostor_matrix"):
         out[f"allpairs_{name}"] = exact[name]
+    out["allpairs_intervals"] = allpairs_intervals(res, exact)
     out["jobs"] = job_status(res)
     return out
