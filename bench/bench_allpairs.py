@@ -4,7 +4,7 @@ Run from the repository root:
 
     PYTHONPATH=. .venv/bin/python bench/bench_allpairs.py [--identities-per-group 4000] [--dim 2048]
         [--workers 1,2] [--block 2048] [--bits 14] [--fraction 1.0] [--data synth|random]
-        [--tail [--tail-bits 10] [--tail-factor 10] [--target-fmr 1e-3] [--resamples 5]] [--tail-score S]
+        [--tail [--tail-bits 10] [--tail-factor 3] [--target-fmr 1e-3] [--resamples 5]] [--tail-score S]
 
 The table is storage.synth.generate(SynthParams(identities_per_group=N, dim=D)) (6 groups, DiveFace's images per
 identity: ~142K rows for N = 4000), rows in the generator's order (group, identity), saved once as .npy and
@@ -114,13 +114,44 @@ def tail_report(tails: list, ids: np.ndarray, grp: np.ndarray, n_groups: int, ta
         times.append(time.perf_counter() - t)
         defined += int(not np.isnan(v[0]))
     imp, gen = len(summed.imp_count), len(summed.gen_count)
-    return {"tail_lo_bin": summed.lo_bin, "tail_bits": summed.bits, "summed_impostor_records": imp,
+    stored = stored_tail_read(tails, ids, grp)
+    return {**stored, "tail_lo_bin": summed.lo_bin, "tail_bits": summed.bits, "summed_impostor_records": imp,
             "summed_genuine_records": gen, "summed_tail_mb": round((imp * 4 + gen * 3) * 8 / 2 ** 20, 1),
             "sum_tails_s": round(sum_s, 3), "statistics_setup_s": round(setup_s, 3),
             "resample_s_median": round(float(np.median(times)), 4), "resamples_timed": resamples,
             "resamples_defined": defined, "identities": n_id,
             "extrapolated_full_impostor_records": round(imp * scale) if scale != 1 else None,
             "extrapolated_full_resample_s": round(float(np.median(times)) * scale, 3) if scale != 1 else None}
+
+
+def stored_tail_read(tails: list, ids: np.ndarray, grp: np.ndarray) -> dict:
+    """Write each shard's tail as its job does (table allpairs_tail, a ResultStore in a temporary folder), then
+    read it back as the report does (``ResultStore.read``, ``allpairs_kind.tail_from_rows``): files' size, time
+    and the growth of this process's peak RSS."""
+    from storage.results import ResultStore
+    from tasks.allpairs_kind import identity_rows, tail_from_rows, tail_rows
+
+    with tempfile.TemporaryDirectory() as folder:
+        store = ResultStore(folder)
+        t = time.perf_counter()
+        for k, tail in enumerate(tails):
+            store.write_table_rows("allpairs_tail", f"allpairs-{k}", tail_rows(tail, k, len(tails)).assign(
+                job_id=f"allpairs-{k}"))
+        write_s = time.perf_counter() - t
+        size = sum(f.stat().st_size for f in Path(folder).rglob("*.parquet"))
+        ident = identity_rows(ids, np.asarray([f"g{g}" for g in grp]), 0, len(tails), tails[0].bits,
+                              tails[0].lo_bin).assign(job_id="allpairs-0")
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t = time.perf_counter()
+        rows, _ = store.read("allpairs_tail")
+        read_s = time.perf_counter() - t
+        t = time.perf_counter()
+        tail_from_rows(rows, ident)
+        sum_s = time.perf_counter() - t
+        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"stored_tail_mb": round(size / 2 ** 20, 1), "stored_tail_rows": len(rows),
+            "write_tail_s": round(write_s, 2), "report_read_tail_s": round(read_s, 2),
+            "report_tail_from_rows_s": round(sum_s, 2), "report_peak_rss_growth_mb": round((rss1 - rss0) / 1024)}
 
 
 def make_data(path: str, n_id: int, dim: int, kind: str) -> tuple[int, int]:
@@ -161,7 +192,7 @@ def main() -> None:
                     help="also collect the identity bootstrap's tail as the allpairs jobs do (the lower score by "
                          "tasks.allpairs.tail_lower_score) and time one tail_bootstrap resample")
     ap.add_argument("--tail-bits", type=int, default=10)
-    ap.add_argument("--tail-factor", type=float, default=10.0)
+    ap.add_argument("--tail-factor", type=float, default=3.0)
     ap.add_argument("--target-fmr", type=float, default=1e-3)
     ap.add_argument("--resamples", type=int, default=5, help="resamples timed on the summed tail")
     args = ap.parse_args()

@@ -68,6 +68,9 @@ def plant(out, skip=(), fail=()):
                                  "fnmr_at_fmr_1e_3": rng.uniform(0.05, 0.3), "genuine_mean": 0.6,
                                  "impostor_mean": 0.2, "n_genuine": 1000, "n_impostor": 50000,
                                  "impostor_sampled": False, "job_id": job, "node": "local", "finished_at": "t"}])
+            row = row.assign(eer_ci_low=row["eer"] - 0.005, eer_ci_high=row["eer"] + 0.005,
+                             fnmr_at_fmr_1e_2_ci_low=np.nan, fnmr_at_fmr_1e_2_ci_high=np.nan,
+                             fnmr_at_fmr_1e_3_ci_low=np.nan, fnmr_at_fmr_1e_3_ci_high=np.nan, n_resamples=0)
             ver.append(row)
             store.write_job(job, {"verification": row}, {"kind": "scores"})
         job = f"impostor-{seed}"
