@@ -235,6 +235,10 @@ def _verification_blocks(res: Results, s: dict[str, pd.DataFrame]) -> list[Block
                     zip(ver[f"{m}_seed"], ver[f"{m}_ci_low"], ver[f"{m}_ci_high"])]
         notes = ["Impostor pairs were sampled (not every pair scored) in at least one seed of: "
                  + ", ".join(ver.loc[ver["impostor_sampled"], "test_group"])] if ver["impostor_sampled"].any() else []
+        if ver["eer_ci_low"].notna().any():
+            notes.append("Seed columns: that seed's value with its 95% identity-bootstrap percentile interval "
+                         "(identities resampled within each gender of the test group; docs/REPORT.md); the mean "
+                         "± std columns show the spread over seeds (other splits).")
         blocks.append(("table", Table(frame, "EER and FNMR per test group", None, notes)))
     for name, plot, caption in (
             ("scores.png", figures.plot_score_densities, "Genuine and impostor score densities per test group, "
