@@ -39,12 +39,13 @@ PEERS = ("local", "ray", "joblib", "tune")
 
 def _payloads(seeds: str, models: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from grid.config import resolve_config
-    from grid.runner import prepare, shared_arrays
+    from grid.runner import load_checked_data, prepare, shared_arrays
 
     cfg = resolve_config(None, {"grid.seeds": seeds, "grid.models": models, "verification.enabled": False,
                                 "tsne.enabled": False, "run.report": False})
-    table, _, jobs, splits = prepare(cfg)
-    return [j.payload(splits[j.seed]) for j in jobs], shared_arrays(table)
+    cfg, table, fingerprint = load_checked_data(cfg)
+    plan = prepare(cfg, table, fingerprint)
+    return [j.payload(plan.splits[j.seed]) for j in plan.jobs], shared_arrays(table)
 
 
 def _job(payload: dict[str, Any], data: dict[str, Any]) -> Any:

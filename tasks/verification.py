@@ -2,7 +2,8 @@
 
 - Genuine pairs: every pair of two images of the same identity. Impostor pairs: pairs of images of different
   identities, all of them when there are at most ``max_impostor_pairs``, otherwise a uniform sample without
-  replacement of exactly that many, drawn from ``seed`` (``impostor_sampled`` says which).
+  replacement of exactly that many, drawn from ``seed`` (``impostor_sampled`` says which); the impostor-matrix
+  job tops a sample up per pair of demographic groups (:func:`stratify`, ``[verification] sampling``).
 - All pairs are scored with blocked matrix products (``_GRAM_BLOCK`` rows at a time). Sampled pairs (sorted by
   their first image) too when they are many for the group's size (the normalised rows are then copied, at most
   ~14K x d); otherwise with one matrix-vector product per image, which touches only the sampled pairs' rows,
@@ -40,6 +41,7 @@ _NORM_BLOCK = 8192                          # rows per block when computing norm
 _GRAM_PAIRS_RATIO = 40                      # score sampled pairs by matrix products when rows^2 < this x pairs
 SAMPLING = ("stratified", "uniform")         # impostor sampling of the impostor-matrix job
 STRATUM_FALSE_MATCHES = 10                  # stratified sampling: >= this / target FMR pairs per pair of groups
+SCORE_TARGETS = {1e-2: "fnmr_at_fmr_1e_2", 1e-3: "fnmr_at_fmr_1e_3"}   # a scores job's FNMR columns
 
 
 @dataclass
@@ -342,9 +344,6 @@ def score_group(X: np.ndarray, identity_codes: np.ndarray, rows: np.ndarray, *, 
     curve = pd.DataFrame({"threshold": THRESHOLDS, "fmr": fmr, "fnmr": fnmr})
     hist = pd.concat([_histogram("genuine", sc.gen), _histogram("impostor", sc.imp)], ignore_index=True)
     return {"verification": summary, "verification_curve": curve, "verification_hist": hist}
-
-
-SCORE_TARGETS = {1e-2: "fnmr_at_fmr_1e_2", 1e-3: "fnmr_at_fmr_1e_3"}   # a scores job's FNMR columns
 
 
 def _interval_columns(sc: _Scores, codes: np.ndarray, strata: np.ndarray | None, n_resamples: int, seed: int,
