@@ -3,7 +3,7 @@
 Run from the repository root:
 
     PYTHONPATH=. .venv/bin/python bench/bench_allpairs.py [--identities-per-group 4000] [--dim 2048]
-        [--workers 1,2] [--block 2048] [--bits 14] [--fraction 1.0] [--data synth|random]
+        [--workers 1,2] [--shards 0] [--block 2048] [--bits 14] [--fraction 1.0] [--data synth|random]
         [--tail [--tail-bits 10] [--tail-factor 3] [--target-fmr 1e-3] [--resamples 5]] [--tail-score S]
 
 The table is storage.synth.generate(SynthParams(identities_per_group=N, dim=D)) (6 groups, DiveFace's images per
@@ -33,7 +33,6 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_N
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import resource  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -85,8 +84,17 @@ def worker(path: str, tasks: list, n_groups: int, bits: int, tail_score: float |
     c = shard_counts(X, ids, grp, n_groups, tasks, bits, tail=tail)
     secs, cpu = time.perf_counter() - t, time.process_time() - cpu
     records = None if tail is None else (len(tail.imp_count), len(tail.gen_count))
-    return (c.genuine, c.impostor, secs, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, cpu, records,
-            tail if rule is not None else None, round(lo_s, 2))
+    return (c.genuine, c.impostor, secs, peak_rss_mb(), cpu, records, tail if rule is not None else None,
+            round(lo_s, 2))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since it started its program (VmHWM; getrusage's ru_maxrss is not
+    it: Linux carries the parent's peak over fork and exec, so a spawned worker of a large driver inherits it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def tail_report(tails: list, ids: np.ndarray, grp: np.ndarray, n_groups: int, target: float, resamples: int,
@@ -129,7 +137,7 @@ def stored_tail_read(tails: list, ids: np.ndarray, grp: np.ndarray) -> dict:
     read it back as the report does (``ResultStore.read``, ``allpairs_kind.tail_from_rows``): files' size, time
     and the growth of this process's peak RSS."""
     from storage.results import ResultStore
-    from tasks.allpairs_kind import identity_rows, tail_from_rows, tail_rows
+    from tasks.allpairs_kind import identity_rows, tail_rows
 
     with tempfile.TemporaryDirectory() as folder:
         store = ResultStore(folder)
@@ -141,17 +149,25 @@ def stored_tail_read(tails: list, ids: np.ndarray, grp: np.ndarray) -> dict:
         size = sum(f.stat().st_size for f in Path(folder).rglob("*.parquet"))
         ident = identity_rows(ids, np.asarray([f"g{g}" for g in grp]), 0, len(tails), tails[0].bits,
                               tails[0].lo_bin).assign(job_id="allpairs-0")
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        t = time.perf_counter()
-        rows, _ = store.read("allpairs_tail")
-        read_s = time.perf_counter() - t
-        t = time.perf_counter()
-        tail_from_rows(rows, ident)
-        sum_s = time.perf_counter() - t
-        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"stored_tail_mb": round(size / 2 ** 20, 1), "stored_tail_rows": len(rows),
-            "write_tail_s": round(write_s, 2), "report_read_tail_s": round(read_s, 2),
-            "report_tail_from_rows_s": round(sum_s, 2), "report_peak_rss_growth_mb": round((rss1 - rss0) / 1024)}
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as ex:   # a fresh process
+            read = ex.submit(read_tail, folder, ident).result()
+    return {"stored_tail_mb": round(size / 2 ** 20, 1), "write_tail_s": round(write_s, 2), **read}
+
+
+def read_tail(folder: str, ident) -> dict:
+    """As the report: ``ResultStore.read("allpairs_tail")`` then ``tail_from_rows``; times and peak memory."""
+    from storage.results import ResultStore
+    from tasks.allpairs_kind import tail_from_rows
+
+    base = peak_rss_mb()
+    t = time.perf_counter()
+    rows, _ = ResultStore(folder).read("allpairs_tail")
+    read_s = time.perf_counter() - t
+    t = time.perf_counter()
+    tail_from_rows(rows, ident)
+    return {"stored_tail_rows": len(rows), "report_read_tail_s": round(read_s, 2),
+            "report_tail_from_rows_s": round(time.perf_counter() - t, 2),
+            "report_peak_rss_mb": round(peak_rss_mb()), "report_peak_rss_over_start_mb": round(peak_rss_mb() - base)}
 
 
 def make_data(path: str, n_id: int, dim: int, kind: str) -> tuple[int, int]:
@@ -186,6 +202,9 @@ def main() -> None:
     ap.add_argument("--bits", type=int, default=14)
     ap.add_argument("--fraction", type=float, default=1.0)
     ap.add_argument("--data", choices=["synth", "random"], default="synth")
+    ap.add_argument("--shards", type=int, default=0,
+                    help="shards of the block tasks, run by --workers processes (0: one per worker; the grid's "
+                         "allpairs_shards is 8)")
     ap.add_argument("--tail-score", type=float, default=None,
                     help="also collect per-identity tail counts (TailCounts) from this score up")
     ap.add_argument("--tail", action="store_true",
@@ -225,21 +244,24 @@ def main() -> None:
         print(json.dumps(report), flush=True)
         results = {}
         for w in [int(x) for x in args.workers.split(",")]:
-            shards = [chosen[k::w] for k in range(w)]
+            n_shards = args.shards or w
+            shards = [chosen[k::n_shards] for k in range(n_shards)]
             t = time.perf_counter()
             with ProcessPoolExecutor(max_workers=w, mp_context=get_context("spawn")) as ex:
-                outs = list(ex.map(worker, [path] * w, shards, [G] * w, [args.bits] * w,
-                                   [args.tail_score] * w, [rule] * w))
+                outs = list(ex.map(worker, [path] * n_shards, shards, [G] * n_shards, [args.bits] * n_shards,
+                                   [args.tail_score] * n_shards, [rule] * n_shards))
             wall = time.perf_counter() - t
             gen = sum(o[0] for o in outs)
             imp = sum(o[1] for o in outs)
             results[w] = (gen, imp)
             if step == 1:
                 assert int(gen.sum()) == n_gen and int(gen.sum() + imp.sum()) == total_pairs, "counts do not add up"
-            run = {"workers": w, "wall_s": round(wall, 1), "worker_s": [round(o[2], 1) for o in outs],
-                   "worker_cpu_s": [round(o[4], 1) for o in outs],
+            run = {"workers": w, "shards": n_shards, "wall_s": round(wall, 1),
+                   "shard_s": [round(o[2], 1) for o in outs],
+                   "shard_cpu_s": [round(o[4], 1) for o in outs],
                    "comparisons_per_cpu_s": round(pairs / sum(o[4] for o in outs)),
-                   "peak_rss_mb": [round(o[3]) for o in outs], "comparisons_per_s": round(pairs / wall),
+                   "peak_rss_mb": [round(o[3]) for o in outs],   # of the worker process, when its shard ended
+                   "comparisons_per_s": round(pairs / wall),
                    "comparisons_per_s_per_core": round(pairs / wall / w),
                    "extrapolated_full_wall_s": round(wall * total_pairs / pairs, 1) if step > 1 else None,
                    "tail_records": [o[5] for o in outs], "load_after": os.getloadavg()}
