@@ -216,3 +216,47 @@ def test_leftovers_of_dead_drivers_are_found_and_those_of_live_ones_kept(tmp_pat
         stale_segment.unlink(missing_ok=True)
         if stale_dir.exists():
             stale_dir.rmdir()
+
+
+# A local Ray node whose first ``sys.argv[1]`` launches are a process that exits at once (as `ray start` does when
+# a port it was given is taken by then), then the real `ray start`.
+FLAKY_NODE = '''
+import sys
+from grid import executors
+
+
+class Flaky(executors.LocalRayNode):
+    failures = int(sys.argv[1])
+
+    def _launch(self):
+        if Flaky.failures:
+            Flaky.failures -= 1
+            self.proc = executors.subprocess.Popen([sys.executable, "-c", "raise SystemExit(7)"])
+            return
+        super()._launch()
+
+
+node = Flaky(num_cpus=1)
+try:
+    node.wait_ready(timeout=120)
+    print("READY", node.address, flush=True)
+except executors.EnvironmentFailure as exc:
+    print("FAILED", exc, flush=True)
+finally:
+    node.stop()
+'''
+
+
+@pytest.mark.parametrize("failures", [2, 3])
+def test_a_local_ray_node_that_exits_as_it_starts_is_started_again(tmp_path: Path, failures: int) -> None:
+    """Two early exits: the third start comes up (on ports Ray chose); three: exit-3 failure naming the attempts."""
+    script = tmp_path / "flaky.py"
+    script.write_text(FLAKY_NODE)
+    done = subprocess.run([sys.executable, str(script), str(failures)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    if failures < 3:
+        assert "READY 127.0.0.1:" in done.stdout and int(done.stdout.split(":")[-1]) > 0
+        assert done.stderr.count("starting it again") == failures
+    else:
+        assert "FAILED the local Ray node could not start (3 attempts; ray start exited with 7)" in done.stdout
