@@ -160,9 +160,10 @@ class RayNode:
 
 
 def kill_midway(argv: list[str], ready: Callable[[], bool], timeout: float = 300.0) -> None:
-    """Run ``biasgrid ARGV`` in a session of its own until ``ready()`` holds, then SIGKILL its process group (the
-    driver and its workers, which this test started) at that arbitrary instant. AssertionError when the command
-    ends before ``ready()`` holds (give it more work)."""
+    """Run ``biasgrid ARGV`` until ``ready()`` holds, then SIGKILL the driver at that arbitrary instant, as `kill -9
+    <pid>` does. Its workers and helper processes (which this test started) must then end by themselves, as
+    biasgrid promises: AssertionError if any is alive 15 s later (it is ended first). AssertionError also when the
+    command ends before ``ready()`` holds (give it more work)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([sys.executable, "-m", "grid.cli", *argv], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -170,5 +171,12 @@ def kill_midway(argv: list[str], ready: Callable[[], bool], timeout: float = 300
     while time.time() < deadline and proc.poll() is None and not ready():
         time.sleep(0.05)
     assert proc.poll() is None, f"the command ended (exit {proc.returncode}) before it was killed: give it more work"
-    os.killpg(proc.pid, signal.SIGKILL)
+    below = descendants(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and any(alive(p) for p in below):
+        time.sleep(0.2)
+    left = [p for p in below if alive(p)]
+    end_processes(left)
+    assert not left, f"processes of the killed run still alive 15 s after the kill: {left}"

@@ -33,6 +33,7 @@ epochs = 20
 batch_size = 4
 [verification]
 max_impostor_pairs = 20000
+bootstrap = 50
 [tsne]
 perplexity = 5.0
 pca_dims = 10

@@ -35,6 +35,7 @@ epochs = 3
 batch_size = 8
 [verification]
 max_impostor_pairs = 20000
+bootstrap = 50            # the default 1000 is the bootstrap tests' business: keep these grids quick
 [tsne]
 perplexity = 5.0
 pca_dims = 10

@@ -44,7 +44,7 @@ def test_four_groups_through_run_and_report(tmp_path: Path) -> None:
     assert table.ethnicities == ("asian", "caucasian", "african", "indian")
     config = tmp_path / "grid.toml"
     config.write_text("[grid]\nmodels = ['logreg']\nseeds = 2\n[protocol]\ntrain_per_gender = 4\n"
-                      "test_per_gender = 3\n[verification]\nmax_impostor_pairs = 20000\n"
+                      "test_per_gender = 3\n[verification]\nmax_impostor_pairs = 20000\nbootstrap = 50\n"
                       "[tsne]\nperplexity = 5.0\npca_dims = 8\nsubsets = ['all']\n[run]\nexecutor = 'local'\n"
                       "workers = 2\nreport = false\n")
     out = tmp_path / "r"
