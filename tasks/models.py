@@ -116,15 +116,8 @@ def resolve_model_config(model: str, overrides: Mapping | None) -> dict:
         raise InputError(f"model {model!r}: config must be a table of keys, got {overrides!r}")
     if model in _SPECS:
         spec = _SPECS[model]
-        config = {key: _copy(default) for key, (default, _, _) in spec.items()}
-        for key, value in overrides.items():
-            if key not in spec:
-                raise InputError(f"model {model!r} takes no config key {key!r}; it takes: {', '.join(spec)}")
-            _, check, expected = spec[key]
-            if not check(value):
-                raise InputError(f"model {model!r}: config key {key!r} must be {expected}, got {value!r}")
-            config[key] = _copy(value)
-        return config
+        return {**{key: _copy(default) for key, (default, _, _) in spec.items()},
+                **checked_options(spec, overrides, f"model {model!r}", "config key")}
     if ":" not in model:
         raise InputError(f"unknown model type {model!r}; allowed: {_allowed_models()}")
     defaults = getattr(load_builder(model), "defaults", None)
@@ -139,6 +132,21 @@ def resolve_model_config(model: str, overrides: Mapping | None) -> dict:
 
 def _copy(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def checked_options(spec: Mapping[str, tuple[Any, Callable[[Any], bool], str]], given: Mapping[str, Any],
+                    what: str, noun: str) -> dict[str, Any]:
+    """``given`` checked against ``spec`` (name -> (default, check, what it must be)), sequences copied as lists;
+    InputError naming ``what`` and the ``noun`` (e.g. "config key") for an unknown name or a value that fails."""
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        if key not in spec:
+            raise InputError(f"{what} takes no {noun} {key!r}; it takes: {', '.join(spec)}")
+        _, check, expected = spec[key]
+        if not check(value):
+            raise InputError(f"{what}: {noun} {key!r} must be {expected}, got {value!r}")
+        out[key] = _copy(value)
+    return out
 
 
 def build_model(model: str, config: Mapping, seed: int, threads: int = 1) -> Classifier:

@@ -46,6 +46,7 @@ import numpy as np
 from storage.errors import InputError
 from tasks.embedders.faces import ALIGNS
 from tasks.embedders.preprocess import PREPROCESS
+from tasks.models import checked_options
 
 EMBEDDERS: tuple[str, ...] = ("dlib", "keras", "onnx")
 EMBED_CODE_VERSION = 1  # part of every shard key: bump when embedding code changes results
@@ -196,14 +197,7 @@ def resolve_spec(model: str, options: Mapping | None = None, *, normalize: bool 
         _json_ready(options, model)
         return EmbedSpec(model, kind, None, options, bool(normalize), bool(skip_undetected), batch_size)
     spec = _SPECS[kind]
-    config: dict[str, Any] = {}
-    for key, value in options.items():
-        if key not in spec:
-            raise InputError(f"embedding model {kind!r} takes no option {key!r}; it takes: {', '.join(spec)}")
-        _, check, expected = spec[key]
-        if not check(value):
-            raise InputError(f"embedding model {kind!r}: option {key!r} must be {expected}, got {value!r}")
-        config[key] = list(value) if isinstance(value, tuple) else value
+    config = checked_options(spec, options, f"embedding model {kind!r}", "option")
     for key, (default, _, expected) in spec.items():
         if key not in config:
             if default is _REQUIRED:
