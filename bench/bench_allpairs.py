@@ -1,4 +1,4 @@
-"""Exact all-pairs genuine/impostor counts (tasks.allpairs) on a DiveFace-size table: time, memory, throughput.
+"""Exact all-pairs genuine/impostor counts (tasks.stats.allpairs) on a DiveFace-size table: time, memory, throughput.
 
 Run from the repository root:
 
@@ -14,8 +14,8 @@ worker count: wall time, comparisons/s in total and per core, each worker's peak
 matmul rate (one thread, 2048^3 products) with the comparisons/s it would allow (rate / (2 d)), and the
 workers' CPU seconds (comparisons per CPU second is what a loaded, shared machine does not distort).
 
-``--tail`` also collects the identity bootstrap's tail as the allpairs jobs do (tasks/allpairs_kind.py): each
-worker chooses the lower score with ``tasks.allpairs.tail_lower_score`` (FMR = --tail-factor x --target-fmr on a
+``--tail`` also collects the identity bootstrap's tail as the allpairs jobs do (tasks/kinds/allpairs.py): each
+worker chooses the lower score with ``tasks.stats.allpairs.tail_lower_score`` (FMR = --tail-factor x --target-fmr on a
 seeded subset, seed 0, bins of 2^---tail-bits; timed) and records the tail while counting. Prints per worker the
 tail's impostor and genuine records (compacted) and its share of the counted impostors; then, in this process,
 the time to sum the workers' tails (one compaction), to set up ``TailStatistics`` and per resample
@@ -65,14 +65,14 @@ def _timed(f) -> float:
 def worker(path: str, tasks: list, n_groups: int, bits: int, tail_score: float | None = None,
            rule: dict | None = None) -> tuple:
     """One shard: counts (and a tail: from ``tail_score`` in the counts' bins, or by the jobs' ``rule``)."""
-    from tasks.allpairs import TailCounts, shard_counts, tail_lower_score
-    from tasks.allpairs_kind import NormalisedRows
+    from tasks.stats.allpairs import TailCounts, shard_counts, tail_lower_score
+    from tasks.kinds.allpairs import NormalisedRows
 
     X = np.load(path + ".X.npy", mmap_mode="r")
     ids = np.load(path + ".ids.npy")
     grp = np.load(path + ".grp.npy")
     tail, lo_s = None, 0.0
-    if rule is not None:                    # as tasks.allpairs_kind.run does
+    if rule is not None:                    # as tasks.kinds.allpairs.run does
         X = NormalisedRows(X)
         t = time.perf_counter()
         lo = tail_lower_score(X, ids, rule["target_fmr"], rule["factor"], rule["bits"], seed=0)
@@ -100,9 +100,9 @@ def peak_rss_mb() -> float:
 def tail_report(tails: list, ids: np.ndarray, grp: np.ndarray, n_groups: int, target: float, resamples: int,
                 scale: float) -> dict:
     """Sum the workers' tails and time TailStatistics: set-up and one resample (median of ``resamples``)."""
-    from tasks import fairness
-    from tasks.allpairs import TailCounts, TailStatistics
-    from tasks.bootstrap import identity_multiplicities
+    from tasks.stats import fairness
+    from tasks.stats.allpairs import TailCounts, TailStatistics
+    from tasks.stats.bootstrap import identity_multiplicities
 
     t = time.perf_counter()
     summed = TailCounts.concatenate(tails).compact()
@@ -134,10 +134,10 @@ def tail_report(tails: list, ids: np.ndarray, grp: np.ndarray, n_groups: int, ta
 
 def stored_tail_read(tails: list, ids: np.ndarray, grp: np.ndarray) -> dict:
     """Write each shard's tail as its job does (table allpairs_tail, a ResultStore in a temporary folder), then
-    read it back as the report does (``ResultStore.read``, ``allpairs_kind.tail_from_rows``): files' size, time
+    read it back as the report does (``ResultStore.read``, ``allpairs_rates.tail_from_rows``): files' size, time
     and the growth of this process's peak RSS."""
     from storage.results import ResultStore
-    from tasks.allpairs_kind import identity_rows, tail_rows
+    from tasks.kinds.allpairs import identity_rows, tail_rows
 
     with tempfile.TemporaryDirectory() as folder:
         store = ResultStore(folder)
@@ -157,7 +157,7 @@ def stored_tail_read(tails: list, ids: np.ndarray, grp: np.ndarray) -> dict:
 def read_tail(folder: str, ident) -> dict:
     """As the report: ``ResultStore.read("allpairs_tail")`` then ``tail_from_rows``; times and peak memory."""
     from storage.results import ResultStore
-    from tasks.allpairs_kind import tail_from_rows
+    from tasks.kinds.allpairs import tail_from_rows
 
     base = peak_rss_mb()
     t = time.perf_counter()
@@ -209,7 +209,7 @@ def main() -> None:
                     help="also collect per-identity tail counts (TailCounts) from this score up")
     ap.add_argument("--tail", action="store_true",
                     help="also collect the identity bootstrap's tail as the allpairs jobs do (the lower score by "
-                         "tasks.allpairs.tail_lower_score) and time one tail_bootstrap resample")
+                         "tasks.stats.allpairs.tail_lower_score) and time one tail_bootstrap resample")
     ap.add_argument("--tail-bits", type=int, default=10)
     ap.add_argument("--tail-factor", type=float, default=3.0)
     ap.add_argument("--target-fmr", type=float, default=1e-3)
@@ -218,7 +218,7 @@ def main() -> None:
     if args.tail and args.tail_score is not None:
         ap.error("--tail chooses the tail's lower score itself; give --tail or --tail-score, not both")
     rule = {"bits": args.tail_bits, "factor": args.tail_factor, "target_fmr": args.target_fmr} if args.tail else None
-    from tasks.allpairs import block_tasks
+    from tasks.stats.allpairs import block_tasks
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "t")
@@ -278,7 +278,7 @@ def main() -> None:
                                              args.target_fmr, args.resamples, total_pairs / pairs)}
             report["runs"].append(run)
             print(json.dumps(run), flush=True)
-        from tasks.allpairs import hist_eer, hist_threshold_at_fmr
+        from tasks.stats.allpairs import hist_eer, hist_threshold_at_fmr
 
         gen, imp = results[list(results)[0]]
         g_all, i_all = gen.sum(axis=0), imp.sum(axis=(0, 1))

@@ -1,4 +1,4 @@
-"""Time of the identity bootstrap (tasks.bootstrap) per resample, one thread, at the grid's sizes.
+"""Time of the identity bootstrap (tasks.stats.bootstrap) per resample, one thread, at the grid's sizes.
 
 Run from the repository root:
 
@@ -35,7 +35,8 @@ def impostor_job(settings: list[int]) -> None:
     from grid.config import resolve_config
     from grid.runner import load_data, shared_arrays
     from grid.splits import Protocol, make_split
-    from tasks.verification import run_impostor, run_scores
+    from tasks.kinds.impostor import run as run_impostor
+    from tasks.kinds.scores import run as run_scores
 
     cfg = resolve_config(None)
     table = load_data(cfg["data"])
@@ -67,8 +68,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.job:
         return impostor_job([int(r) for r in args.job.split(",")])
-    from tasks import fairness
-    from tasks import bootstrap
+    from tasks.stats import fairness
+    from tasks.stats import bootstrap
 
     rng = np.random.default_rng(0)
     per = rng.integers(2, 9, args.identities)

@@ -7,11 +7,11 @@ Same data for both trainers (synthetic, gender-separable, 1000 x 2048 training r
 non-negative, L2-normalised, like ResNet-50 avg_pool embeddings), same model, same initial weights per seed,
 batch 5, one thread. Prints each model's training time (wall and CPU: the machine is shared, and the load average
 is printed with each line) with both trainers, the ratio, and the mean test accuracy over the seeds. The
-process's one-time warm-up (TensorFlow import, XLA compilation: ``tasks.mlp.warm_up``) is timed apart, before
+process's one-time warm-up (TensorFlow import, XLA compilation: ``tasks.models.mlp.warm_up``) is timed apart, before
 the first model. The fast trainer's time is the minimum of --repeats runs per seed (same numbers every run).
 --fit-epochs E times ``fit`` on E epochs only and scales its time per step to --epochs (its accuracy is then
 not comparable, and is not printed). --op-determinism turns on TensorFlow's op determinism first (to measure its cost;
-the compiled trainer is deterministic without it). --cells also times whole grid cells (tasks.cell.run_cell, the
+the compiled trainer is deterministic without it). --cells also times whole grid cells (tasks.kinds.cell.run_cell, the
 default config of each model type) on 1000 and 3000 training rows (one ethnicity / "all") with 3 test groups of
 500 rows: wall and CPU time.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.threads import limit_threads  # noqa: E402
+from tasks.runtime import limit_threads  # noqa: E402
 
 limit_threads(1)
 
@@ -59,14 +59,14 @@ def load() -> str:
 
 
 def compare(seeds: int, epochs: int, fit_epochs: int, repeats: int) -> None:
-    from tasks.mlp import warm_up
+    from tasks.models.mlp import warm_up
     from tasks.models import build_model, resolve_model_config
 
     X, y, X_test, y_test = make_data(1000, 500)
     steps = epochs * 200
     print(f"data: train {X.shape}, test {X_test.shape}; epochs {epochs} ({steps} steps), batch 5, hidden [60, 60], "
           f"1 thread; fit timed on {fit_epochs} epochs{' and scaled per step' if fit_epochs != epochs else ''}")
-    from tasks.mlp import _tensorflow
+    from tasks.models.mlp import _tensorflow
 
     _, w_imp, c_imp = timed(lambda: _tensorflow(1))
     _, wall, cpu = timed(lambda: build_model("mlp", {}, seed=0))  # calls warm_up (once per process)
@@ -107,11 +107,11 @@ def compare(seeds: int, epochs: int, fit_epochs: int, repeats: int) -> None:
 
 
 def cells() -> None:
-    import tasks.mlp
-    from tasks.cell import run_cell
+    import tasks.models.mlp
+    from tasks.kinds.cell import run_cell
 
     fit_cpu = []
-    plain_fit = tasks.mlp.MLPClassifier.fit
+    plain_fit = tasks.models.mlp.MLPClassifier.fit
 
     def fit(self, X, y):  # the CPU time of MLPClassifier.fit, the part of the cell train_seconds times
         c = time.process_time()
@@ -119,7 +119,7 @@ def cells() -> None:
         fit_cpu.append(time.process_time() - c)
         return out
 
-    tasks.mlp.MLPClassifier.fit = fit
+    tasks.models.mlp.MLPClassifier.fit = fit
 
     X, y, X_test, y_test = make_data(3000, 1500, seed=1)
     data = np.vstack([X, X_test])

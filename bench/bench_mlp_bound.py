@@ -9,7 +9,7 @@ One thread. Prints, each as the minimum over --repeats runs (wall and CPU time, 
    the three arrays (read + write each: 3 MiB per iteration), or apply one sqrt, one divide, or sqrt + divide per
    element (the two operations Adam needs per weight; on AMD Zen both run on the same divider unit).
 2. The compiled training step's own accounting, from XLA's optimised HLO of the trainer's loop body
-   (tasks.mlp._trainer): its kernels (thunks), the bytes each reads and writes (operands + result, no cache reuse
+   (tasks.models.mlp._trainer): its kernels (thunks), the bytes each reads and writes (operands + result, no cache reuse
    between kernels assumed) and the elements that go through sqrt and divide.
 3. Measured steps: the trainer at the study's protocol (1000 x 2048, batch 5, 40 epochs here: 8000 steps), the
    Adam update of the first layer alone (the same three fused kernels XLA makes of it), and the whole step with a
@@ -32,14 +32,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.threads import limit_threads  # noqa: E402
+from tasks.runtime import limit_threads  # noqa: E402
 
 limit_threads(1)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-import tasks.mlp  # noqa: E402,F401  (sets XLA_FLAGS, read at XLA's first compilation: before any loop here)
+import tasks.models.mlp  # noqa: E402,F401  (sets XLA_FLAGS, read at XLA's first compilation: before any loop here)
 
 D, H = 2048, 64           # the first layer's kernel as the trainer holds it (60 units padded to 64)
 ITERS = 2000              # iterations of each compiled micro-loop
@@ -122,7 +122,7 @@ def accounting(hidden: tuple[int, ...] = (60, 60), batch: int = 5) -> dict[str, 
     """Kernels, bytes and sqrt/divide elements of the trainer's compiled loop body (from XLA's optimised HLO)."""
     import tensorflow as tf
 
-    import tasks.mlp as mlp
+    import tasks.models.mlp as mlp
 
     run = mlp._trainer(hidden, batch)
     h1p, shapes = mlp._padded_shapes(hidden)
@@ -176,7 +176,7 @@ def steps(repeats: int) -> dict[str, float]:
     """Measured us per training step: the trainer, the first layer's Adam alone, the step without the big layer."""
     import tensorflow as tf
 
-    import tasks.mlp as mlp
+    import tasks.models.mlp as mlp
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_mlp import make_data
@@ -211,7 +211,7 @@ def steps(repeats: int) -> dict[str, float]:
                 gi = g * (1.0 + t * 1e-6)
                 m_new = m + (gi - m) * (1.0 - b1)
                 v_new = v + (tf.square(gi) - v) * (1.0 - b2)
-                if one_pass:  # as tasks.mlp writes it: the weight update re-derives m, v from (g, m, v)
+                if one_pass:  # as tasks.models.mlp writes it: the weight update re-derives m, v from (g, m, v)
                     g1 = gi * one
                     m_w, v_w = m + (g1 - m) * (1.0 - b1), v + (tf.square(g1) - v) * (1.0 - b2)
                 else:          # as Keras writes it: the weight update reads the new moments
@@ -236,7 +236,7 @@ def several_models(repeats: int, ks: tuple[int, ...] = (1, 2, 4)) -> dict[int, f
     the 60 + 60 + 2 architecture, batch 5, 1000 x 2048 rows, each model its own batch order)."""
     import tensorflow as tf
 
-    import tasks.mlp as mlp
+    import tasks.models.mlp as mlp
 
     b1, b2, eps, lr = mlp.ADAM_BETA_1, mlp.ADAM_BETA_2, mlp.ADAM_EPSILON, 1e-3
     h1p, shapes = mlp._padded_shapes((60, 60))

@@ -5,7 +5,7 @@
 
 Payloads: the default grid's cells for ``--models`` (4 train groups x seeds; 24 for 2 models x 3 seeds, no
 scores, impostor or t-SNE jobs), built by ``grid.plan.Job.payload`` on the built-in data, run by the project's
-own job function (``tasks.run_job.run_job``), ``--workers`` at a time, one thread per job. Each peer runs in a
+own job function (``tasks.runtime.run_job``), ``--workers`` at a time, one thread per job. Each peer runs in a
 fresh Python process (no warm pool or Ray from an earlier peer), which prepares the data untimed, then times
 from the start of its machinery (pool or Ray) to the last result in hand, start-up included (the shutdown after
 it is printed apart):
@@ -49,7 +49,7 @@ def _payloads(seeds: str, models: list[str]) -> tuple[list[dict[str, Any]], dict
 
 
 def _job(payload: dict[str, Any], data: dict[str, Any]) -> Any:
-    from tasks.run_job import run_job
+    from tasks.runtime import run_job
 
     return run_job(payload, data)
 

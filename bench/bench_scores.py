@@ -1,4 +1,4 @@
-"""Time and peak memory of one verification-scores job (tasks.verification.score_group) on one core.
+"""Time and peak memory of one verification-scores job (tasks.kinds.scores.score_group) on one core.
 
 Run from the repository root:  .venv/bin/python bench/bench_scores.py [--group Group3_Female] [--identities 4000]
 
@@ -60,12 +60,13 @@ def rss_mb() -> float:
 
 def measure(path: str, max_pairs: int, job: str) -> None:
     """Run the job on the saved images in this (fresh) process and print time and peak memory."""
-    from tasks.threads import limit_threads
+    from tasks.runtime import limit_threads
 
     limit_threads(1)
     import numpy as np
 
-    from tasks.verification import impostor_matrix, score_group
+    from tasks.kinds.impostor import impostor_matrix
+    from tasks.kinds.scores import score_group
 
     X = np.load(path + ".X.npy", mmap_mode="r")
     ids = np.load(path + ".ids.npy")

@@ -6,7 +6,7 @@ Run from the repository root:  .venv/bin/python bench/bench_tsne.py [--sizes 150
 ethnicity-structured rows (2048-d, non-negative, L2-normalised). Same settings for both: perplexity 30, PCA
 initialisation, 1000 iterations in all (250 of them early exaggeration), seed 0. Prints wall and CPU time, and two
 quality figures so that speed is not bought with a worse map: trustworthiness (10 neighbours, PCA space vs map)
-and the silhouette of the 6 planted groups in the map. Also times one whole job (tasks.tsne.tsne_job).
+and the silhouette of the 6 planted groups in the map. Also times one whole job (tasks.kinds.tsne.tsne_job).
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def main() -> None:
     from sklearn.manifold import TSNE, trustworthiness
     from sklearn.metrics import silhouette_score
 
-    from tasks.threads import limit_threads
-    from tasks.tsne import tsne_job
+    from tasks.runtime import limit_threads
+    from tasks.kinds.tsne import tsne_job
 
     limit_threads(1)  # after the imports: threadpoolctl then also limits scikit-learn's OpenMP
     print(f"bench_tsne, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores (1 thread used)")
@@ -74,7 +74,7 @@ def main() -> None:
         ident = np.array([f"id{i}" for i in range(n)], dtype=object)
         t, c = time.perf_counter(), time.process_time()
         tsne_job(X, np.arange(n), eth, gen, ident, subset="all", seed=0)
-        print(f"  tasks.tsne.tsne_job (subset all)  wall {time.perf_counter() - t:5.1f} s, "
+        print(f"  tasks.kinds.tsne.tsne_job (subset all)  wall {time.perf_counter() - t:5.1f} s, "
               f"cpu {time.process_time() - c:5.1f} s", flush=True)
 
 

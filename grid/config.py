@@ -18,9 +18,10 @@ from grid.splits import parse_train_group
 from storage.errors import InputError
 from storage.importers import FORMAT_NAMES
 from storage.vocab import ALL, normalise
-from tasks.tsne import SUBSETS
-from tasks.verification import SAMPLING
+from tasks import kinds
+from tasks.kinds import parse_seeds  # noqa: F401  (part of this module's API: seeds as the options give them)
 
+# The grid's own sections; each job kind adds its keys (tasks.kinds.ConfigPart), see defaults().
 DEFAULTS: dict[str, Any] = {
     "data": {
         "path": "",        # embedding table or importer source; "" = built-in synthetic data
@@ -38,26 +39,6 @@ DEFAULTS: dict[str, Any] = {
         "test_per_gender": 250,
     },
     "model": {},           # per-model overrides, e.g. [model.mlp] epochs = 50
-    "verification": {
-        "enabled": True,
-        "max_impostor_pairs": 5_000_000,
-        "target_fmr": 1e-3,            # the ONE global threshold of the impostor-matrix job
-        "target_fmrs": [1e-2, 1e-3, 1e-4],   # per-group own thresholds (operating_points table)
-        "bootstrap": 1000,             # identity-bootstrap resamples per scores and impostor-matrix job; 0 = none
-        "sampling": "stratified",      # impostor sample beyond max_impostor_pairs: stratified | uniform
-        "identities": "test",          # "all": also exact counts over every pair of the whole table
-        "allpairs_shards": 8,          # allpairs jobs (shards of the blocks) when identities = "all"
-        "tail_fmr_factor": 3.0,        # all pairs, bootstrap > 0: the tail starts at FMR = factor x target_fmr
-        "tail_bits": 10,               # all pairs, bootstrap > 0: the tail's bins are 2^-tail_bits wide
-        "pairs": "",                   # a pair protocol: LFW/RFW pairs file, RFW folder or CSV; "" = none
-    },
-    "tsne": {
-        "enabled": True,
-        "seeds": [],       # [] = the first grid seed
-        "subsets": list(SUBSETS),
-        "perplexity": 30.0,
-        "pca_dims": 50,
-    },
     "run": {
         "executor": "ray",
         "workers": 0,      # 0 = the number of CPUs
@@ -68,8 +49,23 @@ DEFAULTS: dict[str, Any] = {
         "report": True,
         "max_jobs": 100_000,       # a grid planning more jobs is refused (a typo in --seeds, say)
         "connect_timeout": 30.0,   # seconds to wait for a Ray cluster at run.address before giving up
+        "kinds": [],       # modules of user job kinds ("pkg.mod"), imported before the config is checked
     },
 }
+
+def defaults() -> dict[str, Any]:
+    """Every field's default: the grid's sections, with each registered kind's keys in its section (kind order),
+    the kinds' own sections placed before ``run``."""
+    out = copy.deepcopy({k: v for k, v in DEFAULTS.items() if k != "run"})
+    for part in kinds.config_parts():
+        section = out.setdefault(part.section, {})
+        twice = sorted(set(section) & set(part.defaults))
+        if twice or part.section in DEFAULTS:
+            raise ValueError(f"job kind config: '{part.section}.{(twice or ['*'])[0]}' is defined twice")
+        section.update(copy.deepcopy(part.defaults))
+    out["run"] = copy.deepcopy(DEFAULTS["run"])
+    return out
+
 
 # Sections whose keys are free-form (validated elsewhere).
 _OPEN_SECTIONS = {("data", "synth"), ("model",)}
@@ -133,34 +129,6 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputError(f"config file {p} is not UTF-8 text (byte {exc.start}); expected a TOML file") from None
 
 
-def parse_seeds(value: Any, where: str) -> list[int]:
-    """Seeds as N (meaning 0..N-1), a list of ints, or a string "N" / "3,7,9"."""
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            if "," in text:
-                value = [int(s) for s in text.split(",") if s.strip()]
-            else:
-                value = int(text)
-        except ValueError:
-            raise InputError(f"{where}: seeds must be a count N (seeds 0..N-1) or a comma list such as "
-                             f"'3,7,9', got {text!r}") from None
-    if isinstance(value, bool):
-        raise InputError(f"{where}: seeds must be a count or a list of integers, got {value!r}")
-    if isinstance(value, int):
-        if value < 1:
-            raise InputError(f"{where}: the number of seeds must be at least 1, got {value}")
-        return list(range(value))
-    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
-        if any(s < 0 for s in value):
-            raise InputError(f"{where}: seeds must be non-negative, got {value}")
-        if len(set(value)) != len(value):
-            raise InputError(f"{where}: seeds must not repeat, got {value}")
-        return list(value)
-    raise InputError(f"{where}: seeds must be a count N (seeds 0..N-1) or a non-empty list of integers, "
-                     f"got {value!r}")
-
-
 def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | None = None) -> None:
     """Check values that go beyond types, and put lists in canonical form. A [model.X] section for a model
     not in 'grid.models' is refused, unless the model list came from an option (``--models`` narrowing a
@@ -209,44 +177,8 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
         resolve_model_config(m, cfg["model"][m])
     cfg["model"] = {m: resolve_model_config(m, cfg["model"].get(m)) for m in g["models"]}
 
-    v = cfg["verification"]
-    if v["max_impostor_pairs"] < 1000:
-        raise InputError(f"{where('verification.max_impostor_pairs')} must be at least 1000, "
-                         f"got {v['max_impostor_pairs']}")
-    if not 0.0 < v["target_fmr"] < 1.0:
-        raise InputError(f"{where('verification.target_fmr')} must be between 0 and 1, got {v['target_fmr']}")
-    if not v["target_fmrs"] or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 < x < 1.0
-                                       for x in v["target_fmrs"]):
-        raise InputError(f"{where('verification.target_fmrs')} must be a non-empty list of numbers between 0 and 1, "
-                         f"got {v['target_fmrs']!r}")
-    v["target_fmrs"] = [float(x) for x in v["target_fmrs"]]
-    if v["identities"] not in ("test", "all"):
-        raise InputError(f"{where('verification.identities')} must be \"test\" or \"all\", got {v['identities']!r}")
-    if v["pairs"] and not Path(v["pairs"]).exists():
-        raise InputError(f"{where('verification.pairs')}: {v['pairs']} does not exist (expected an LFW/RFW pairs "
-                         f"file, an RFW folder or a CSV image_a, image_b, same[, fold])")
-    if v["sampling"] not in SAMPLING:
-        raise InputError(f"{where('verification.sampling')} must be one of {', '.join(SAMPLING)}, "
-                         f"got {v['sampling']!r}")
-    if v["allpairs_shards"] < 1:
-        raise InputError(f"{where('verification.allpairs_shards')} must be at least 1, got {v['allpairs_shards']}")
-    if not v["tail_fmr_factor"] >= 1.0:
-        raise InputError(f"{where('verification.tail_fmr_factor')} must be at least 1 (the tail must reach below the "
-                         f"global threshold), got {v['tail_fmr_factor']}")
-    if not 4 <= v["tail_bits"] <= 14:
-        raise InputError(f"{where('verification.tail_bits')} must be from 4 to 14 (bins of 2^-4 to 2^-14, no finer "
-                         f"than the all-pairs counts'), got {v['tail_bits']}")
-    if v["bootstrap"] < 0 or v["bootstrap"] == 1:
-        raise InputError(f"{where('verification.bootstrap')} must be 0 (no bootstrap) or at least 2 resamples, "
-                         f"got {v['bootstrap']}")
-
-    t = cfg["tsne"]
-    t["seeds"] = parse_seeds(t["seeds"], where("tsne.seeds")) if t["seeds"] else [g["seeds"][0]]
-    for subset in t["subsets"]:
-        if subset not in SUBSETS:
-            raise InputError(f"{where('tsne.subsets')} has {subset!r}; allowed: {', '.join(SUBSETS)}")
-    if t["perplexity"] <= 0 or t["pca_dims"] < 2:
-        raise InputError(f"{where('tsne.perplexity')} must be > 0 and 'tsne.pca_dims' >= 2")
+    for part in kinds.config_parts():
+        part.check(cfg, where)
 
     r = cfg["run"]
     if r["executor"] not in EXECUTORS:
@@ -291,14 +223,27 @@ def option_name(dotted: str) -> str:
     return "option " + _OPTION_NAMES.get(dotted, "--" + dotted.rsplit(".", 1)[-1].replace("_", "-"))
 
 
+def _load_kinds(text: Mapping[str, Any], overrides: Mapping[str, Any], source: str) -> None:
+    """Import the user job kinds named by ``run.kinds`` (in the file or an option), so that their config keys
+    exist before the config is read."""
+    from_option = overrides.get("run.kinds")
+    names = from_option if from_option is not None else (text.get("run") or {}).get("kinds", [])
+    where = option_name("run.kinds") if from_option is not None else f"{source}: 'run.kinds'"
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise InputError(f"{where} must be a list of module names, got {names!r}")
+    kinds.load(names, where)
+
+
 def resolve_config(path: str | os.PathLike[str] | None = None,
                    overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Defaults, then the TOML file at ``path`` (if any), then ``overrides`` (dotted keys such as
     ``"run.out"``, from command-line options); validated and normalised."""
-    cfg = copy.deepcopy(DEFAULTS)
     source = str(path) if path else "config"
+    text = load_toml(path) if path else {}
+    _load_kinds(text, overrides or {}, source)
+    cfg = defaults()
     if path:
-        _merge(cfg, load_toml(path), (), source)
+        _merge(cfg, text, (), source)
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue

@@ -1,4 +1,4 @@
-"""Executors: run job payloads in parallel and yield each :class:`tasks.run_job.Outcome` as it finishes.
+"""Executors: run job payloads in parallel and yield each :class:`tasks.runtime.Outcome` as it finishes.
 
 The runner calls ``start()`` first, before it loads the data and plans, so that Ray or the worker processes start
 while the driver prepares; then ``run(payloads, data)``; then ``close()``, on every exit path.
@@ -46,7 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from storage.errors import EnvironmentFailure
-from tasks.run_job import Outcome, node_name, run_job
+from tasks.runtime import Outcome, node_name, run_job
 
 # Quiet TensorFlow's C++ start-up chatter in workers (errors still show).
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
@@ -128,14 +128,17 @@ def _temp_folder() -> str:
 
 # ------------------------------------------------------------------------------------ worker preparation ---
 # Modules a worker imports before its first job, per model type (the job kinds' own modules always).
-MODEL_IMPORTS = {"mlp": ("tensorflow", "tasks.mlp"), "xgboost": ("xgboost",), "logreg": ("sklearn.linear_model",)}
-KIND_MODULES = ("tasks.cell", "tasks.models", "tasks.verification", "tasks.tsne")
+MODEL_IMPORTS = {"mlp": ("tensorflow", "tasks.models.mlp"), "xgboost": ("xgboost",), "logreg": ("sklearn.linear_model",)}
 _prepared: list[int] = []
 
 
 def worker_modules(models: Collection[str] = ()) -> list[str]:
     """The modules a worker running jobs of ``models`` imports before its first job."""
-    names = ["grid.executors", *KIND_MODULES]
+    from tasks import kinds
+
+    names = ["grid.executors"]
+    for kind in kinds.all_kinds():   # each kind's worker module and what it preloads
+        names += [kind.run.partition(":")[0], *kind.preload]
     for model in models:
         names += MODEL_IMPORTS.get(model, (model.partition(":")[0],) if ":" in model else ())
     return list(dict.fromkeys(names))
@@ -149,7 +152,7 @@ def prepare_worker(threads: int, models: Collection[str] = ()) -> None:
         return
     _prepared.append(os.getpid())
     os.environ.update(WORKER_ENV)
-    from tasks.threads import limit_threads
+    from tasks.runtime import limit_threads
 
     limit_threads(threads)
     for name in worker_modules(models):
@@ -159,7 +162,7 @@ def prepare_worker(threads: int, models: Collection[str] = ()) -> None:
             continue
     if "mlp" in models:   # compile the trainer for the study's MLP shape now, not inside the first cell
         try:
-            from tasks.mlp import warm_up
+            from tasks.models.mlp import warm_up
 
             warm_up(threads=threads)
         except Exception:  # noqa: BLE001 - the first MLP cell reports the error
@@ -356,7 +359,7 @@ def _exit_on_signal(signum: int, frame: Any) -> None:
 # -------------------------------------------------------------------------------------------------- ray ---
 def _ray_job(payload: Mapping[str, Any], data: Mapping[str, np.ndarray], models: tuple[str, ...] = ()) -> Outcome:
     prepare_worker(payload["params"].get("threads", 1), models)
-    from tasks.threads import limit_threads
+    from tasks.runtime import limit_threads
 
     limit_threads(payload["params"].get("threads", 1))
     return run_job(payload, data)

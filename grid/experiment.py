@@ -1,8 +1,9 @@
 """One experiment per results folder.
 
 The first run on a folder fixes its experiment: the data (fingerprint), the protocol, each model's
-configuration, and - once they are first run - the verification and t-SNE parameters. Later runs may add
-seeds, models, train or test groups, verification or t-SNE jobs; a run that would change anything already fixed
+configuration, and - once they are first run - the keys of the job kinds' config sections (``tasks.kinds.
+ConfigPart``: a section is fixed once a run had it enabled, except the keys it extends). Later runs may add
+seeds, models, train or test groups, or a kind's jobs; a run that would change anything already fixed
 is refused before anything is written, naming each differing key with its stored and its new value. The folder's
 grid is the union of every run's grid, and each run completes it: a cell is evaluated on every test group the
 folder holds, so no cell is stored twice with different test groups and no matrix has holes.
@@ -14,21 +15,29 @@ from typing import Any
 
 from grid.plan import JOB_CODE_VERSION
 from storage.errors import InputError
+from tasks import kinds
 
 GRID_LISTS = ("models", "seeds", "train_groups", "test_groups")
 
 
+def kind_sections() -> dict[str, tuple[str, ...]]:
+    """Each job kind config section and the keys later runs extend (the union of its kinds' ``extend``)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for part in kinds.config_parts():
+        out[part.section] = (*out.get(part.section, ()), *part.extend)
+    return out
+
+
 def fixed_part(cfg: dict[str, Any], fingerprint: str) -> dict[str, Any]:
     """What a run fixes in its folder: the job code version, data fingerprint, protocol, model configurations, and
-    the verification and t-SNE parameters when those are enabled."""
+    each kind section that is enabled (no ``enabled`` key: always), without ``enabled`` and its extended keys."""
     fixed: dict[str, Any] = {"job_code": JOB_CODE_VERSION, "data_fingerprint": fingerprint,
                              "protocol": dict(cfg["protocol"]),
                              "model": {m: cfg["model"][m] for m in cfg["grid"]["models"]}}
-    v, t = cfg["verification"], cfg["tsne"]
-    if v["enabled"]:
-        fixed["verification"] = {k: val for k, val in v.items() if k != "enabled"}
-    if t["enabled"]:
-        fixed["tsne"] = {k: val for k, val in t.items() if k not in ("enabled", "seeds", "subsets")}
+    for name, extend in kind_sections().items():
+        section = cfg.get(name) or {}
+        if section.get("enabled", True):
+            fixed[name] = {k: val for k, val in section.items() if k != "enabled" and k not in extend}
     return fixed
 
 
@@ -48,8 +57,8 @@ def _differences(stored: Any, new: Any, where: str) -> list[str]:
 
 
 def merge_fixed(stored: dict[str, Any] | None, new: dict[str, Any], out: str) -> dict[str, Any]:
-    """The folder's fixed part after this run: ``stored`` extended by what ``new`` adds (models, verification,
-    t-SNE). InputError listing every key whose new value differs from the stored one."""
+    """The folder's fixed part after this run: ``stored`` extended by what ``new`` adds (models, kind
+    sections). InputError listing every key whose new value differs from the stored one."""
     if not stored:
         return new
     if stored.get("job_code") != new["job_code"]:
@@ -75,8 +84,9 @@ def merge_fixed(stored: dict[str, Any] | None, new: dict[str, Any], out: str) ->
 
 def merged_config(stored_config: dict[str, Any] | None, cfg: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
     """The config a run on the folder runs: its grid is the union of the stored grid and this run's (stored
-    entries first, ``all`` last), with the folder's model configurations; verification and t-SNE stay on once a
-    run turned them on, with the folder's parameters. A run thus completes the folder's whole grid."""
+    entries first, ``all`` last), with the folder's model configurations; a kind section stays on once a run
+    turned it on, with the folder's parameters (its extended lists: the union). A run thus completes the
+    folder's whole grid."""
     stored = (stored_config or {}).get("grid") or {}
     grid = {}
     for key in GRID_LISTS:
@@ -85,11 +95,11 @@ def merged_config(stored_config: dict[str, Any] | None, cfg: dict[str, Any], fix
     if "all" in grid["train_groups"]:
         grid["train_groups"] = [g for g in grid["train_groups"] if g != "all"] + ["all"]
     merged = {**cfg, "grid": grid, "model": {m: fixed["model"][m] for m in grid["models"]}}
-    if "verification" in fixed:
-        merged["verification"] = {**fixed["verification"], "enabled": True}
-    if "tsne" in fixed:
-        stored_tsne = (stored_config or {}).get("tsne") or {}
-        merged["tsne"] = {**cfg["tsne"], **fixed["tsne"], "enabled": True,
-                          **{k: list(dict.fromkeys([*(stored_tsne.get(k) or []), *cfg["tsne"][k]]))
-                             for k in ("seeds", "subsets")}}
+    stored_cfg = stored_config or {}
+    for name, extend in kind_sections().items():
+        if name not in fixed:
+            continue
+        before = stored_cfg.get(name) or {}
+        merged[name] = {**cfg[name], **fixed[name], **({"enabled": True} if "enabled" in cfg[name] else {}),
+                        **{k: list(dict.fromkeys([*(before.get(k) or []), *cfg[name][k]])) for k in extend}}
     return merged

@@ -1,8 +1,7 @@
 """The plan: every job of a grid, each with a stable id derived from everything that determines its result.
 
-Which jobs a config asks for is declared by each job kind (``tasks.kinds``): today ``cell`` (model x train group
-x seed: trains once, evaluates on every test group), ``scores`` (test group x seed), ``impostor`` (seed) and
-``tsne`` (t-SNE seed x subset). A job's id hashes the data fingerprint, the protocol, the job code version, the
+Which jobs a config asks for is declared by each job kind (``tasks.kinds``: one module per kind, each a
+product of its axes). A job's id hashes the data fingerprint, the protocol, the job code version, the
 kind, the seed and the job's parameters (except those that only shape how it runs, such as its thread budget).
 """
 
@@ -16,11 +15,9 @@ from typing import Any
 from tasks import kinds
 
 # Bump when a job's code changes its numbers, so that old stored results are not mixed with new ones.
-JOB_CODE_VERSION = 4   # 2: FNMR@FMR at the one threshold convention (tasks.rates); 3: predictions,
+JOB_CODE_VERSION = 4   # 2: FNMR@FMR at the one threshold convention (tasks.stats.rates); 3: predictions,
 #                        balanced accuracy, counts, intervals, operating points (issue 12); 4: scores jobs'
 #                        bootstrap intervals, stratified impostor sampling
-# Job parameters copied into run.json and the ledger, to name a job without its whole config.
-RECORD_PARAMS = ("model", "train_group", "test_group", "subset")
 
 
 @dataclass(frozen=True)
@@ -34,9 +31,9 @@ class Job:
     params: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def record(self) -> dict[str, Any]:
-        """The job's identifiers, as stored in run.json and the ledger."""
+        """The job's identifiers, as stored in run.json and the ledger (with its kind's ``record`` parameters)."""
         return {"job_id": self.job_id, "kind": self.kind, "seed": self.seed, "description": self.description,
-                **{k: self.params[k] for k in RECORD_PARAMS if k in self.params}}
+                **{k: self.params[k] for k in kinds.get(self.kind).record if k in self.params}}
 
     def payload(self, split: Any) -> dict[str, Any]:
         """What a worker gets: the job, its kind's worker function and the row indices from the seed's split."""

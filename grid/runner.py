@@ -22,6 +22,7 @@ from storage.lock import FolderLock
 from storage.results import ResultStore, job_state, jobs_from_columns, jobs_to_columns
 from storage.table import EmbeddingTable, read_table
 from storage.vocab import ALL
+from tasks import kinds
 
 VERSIONED = ("biasgrid", "numpy", "ray", "tensorflow", "keras", "xgboost", "scikit-learn", "pyarrow", "pandas")
 
@@ -69,6 +70,11 @@ def shared_arrays(table: EmbeddingTable) -> dict[str, np.ndarray]:
             "ethnicity_names": np.asarray(table.ethnicities, dtype=object),
             "identity_codes": table.identity_codes(), "identity": np.asarray(table.identity, dtype=object),
             "image": np.asarray(table.image, dtype=object)}
+
+
+def table_records() -> dict[str, dict[str, Any]]:
+    """The columns and partition key of every kind's table, for run.json (``storage.load`` reads them back)."""
+    return {t.name: {"columns": t.columns, "partition": t.partition} for k in kinds.all_kinds() for t in k.tables}
 
 
 def versions() -> dict[str, str]:
@@ -120,7 +126,7 @@ def prepare(cfg: dict[str, Any], table: EmbeddingTable, fingerprint: str,
             stored: dict[str, Any] | None = None) -> Prepared:
     """Plan the run against the folder's stored record (None for a new folder) and check everything it needs:
     the experiment is the folder's (InputError naming each difference), the grid is the folder's grid extended
-    by this run's (grid/experiment.py), the job bound, the splits, genuine pairs. Writes nothing."""
+    by this run's (grid/experiment.py), the job bound, the splits, each kind's check. Writes nothing."""
     stored = stored or {}
     requested_grid = dict(cfg["grid"])
     stored_fixed = stored.get("experiment") or (experiment.fixed_part(stored["config"], stored["data_fingerprint"])
@@ -133,8 +139,9 @@ def prepare(cfg: dict[str, Any], table: EmbeddingTable, fingerprint: str,
     ethnicities = _needed_ethnicities(cfg, table)
     seeds = sorted({j.seed for j in jobs})
     splits = {seed: make_split(table, seed, protocol, ethnicities) for seed in seeds}
-    if cfg["verification"]["enabled"]:
-        _check_genuine_pairs(table, splits, cfg["grid"]["test_groups"])
+    for kind in kinds.all_kinds():   # each kind's own checks (e.g. genuine pairs for verification)
+        if kind.check is not None:
+            kind.check(cfg, table, splits)
     return Prepared(cfg, table, fingerprint, jobs, splits, fixed, requested_grid)
 
 
@@ -144,17 +151,6 @@ def check_job_bound(cfg: dict[str, Any]) -> None:
     if count > cfg["run"]["max_jobs"]:
         raise InputError(f"the grid plans {count:,} jobs, more than the limit of {cfg['run']['max_jobs']:,} "
                          f"(run.max_jobs); check --seeds and the groups, or raise the limit with --max-jobs")
-
-
-def _check_genuine_pairs(table: EmbeddingTable, splits: dict[int, Split], test_groups: list[str]) -> None:
-    """Verification needs genuine pairs: some test identity of every group with two or more images."""
-    codes = table.identity_codes()
-    for seed, split in splits.items():
-        for group in test_groups:
-            if np.bincount(codes[split.verification[group]]).max(initial=0) < 2:
-                raise InputError(f"data: no {group} test identity has two or more images (seed {seed}), so there "
-                                 f"are no genuine pairs for verification scores; give identities several images "
-                                 f"or set [verification] enabled = false")
 
 
 def check_out(out: str) -> None:
@@ -181,8 +177,13 @@ def probe_address(address: str, timeout: float) -> None:
 
 
 def _slot(record: dict[str, Any]) -> tuple[Any, ...]:
-    """What a job's rows are about: two jobs of one slot would store the same rows (kind, seed, group, ...)."""
-    return tuple(record.get(k) for k in ("kind", "seed", "model", "train_group", "test_group", "subset"))
+    """What a job's rows are about: two jobs of one slot would store the same rows (kind, seed and the kind's
+    ``record`` parameters; a kind no longer registered: every recorded key but the id and description)."""
+    try:
+        keys: tuple[str, ...] = kinds.get(record.get("kind", "")).record
+    except KeyError:
+        keys = tuple(sorted(k for k in record if k not in ("job_id", "description", "kind", "seed")))
+    return (record.get("kind"), record.get("seed"), *((k, record.get(k)) for k in keys))
 
 
 def _run_record(cfg: dict[str, Any], planned: int, to_run: int) -> dict[str, Any]:
@@ -271,6 +272,7 @@ def _run_locked(plan: Prepared, store: ResultStore, stored: dict[str, Any], note
         "created_at": stored.get("created_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "runs": [*(stored.get("runs") or []), _run_record(cfg, len(jobs), len(todo))],
         "jobs": jobs_to_columns([*kept, *(j.record() for j in jobs)]),
+        "tables": table_records(),
     })
     summary.prepare_seconds = time.perf_counter() - start
     for note in notes:

@@ -36,7 +36,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from storage.errors import InputError, environment_failure
-from storage.schema import TABLES, schema
+from storage.schema import TABLES, TableSchema, register_table, schema
 
 LEDGER = "_jobs"
 RUN_FILE = "run.json"
@@ -303,6 +303,16 @@ class ResultStore:
 
 
 def load(path: str | os.PathLike[str], tables: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
-    """Load the results tables of a results folder (local path or URI) as DataFrames, by table name."""
+    """Load the results tables of a results folder (local path or URI) as DataFrames, by table name: the tables
+    run.json describes (columns and partition key, written by every run since the job kinds own their tables)
+    and the registered ones (``tasks.kinds`` registers the kinds' tables when imported)."""
     store = ResultStore(path)
+    register_recorded(store.run_info())
     return {name: store.read(name)[0] for name in (tables or list(TABLES))}
+
+
+def register_recorded(run: Mapping[str, Any] | None) -> None:
+    """Register the tables that run.json ``run`` describes and that are not registered yet."""
+    for name, spec in ((run or {}).get("tables") or {}).items():
+        if name not in TABLES and isinstance(spec, Mapping):
+            register_table(TableSchema(name, dict(spec["columns"]), spec["partition"]))

@@ -1,9 +1,10 @@
-"""The result tables' schemas, defined once: columns, their types and the partition key of every table.
+"""The result tables' schemas: columns, their types and the partition key of every table, and their registry.
 
 The writer (:class:`storage.results.ResultStore`) stores exactly these columns with these Arrow types, the readers
-(``storage.load``, the report) get them back with these pandas types, and a job kind names the tables it fills.
-Adding a column is one edit here (and the job that computes it). A new job kind may add a table with
-:func:`register_table`.
+(``storage.load``, the report) get them back with these pandas types. Each job kind declares the tables it fills
+(``tasks.kinds``: a :class:`TableSchema` in the kind's module, registered with the kind by
+:func:`register_table`); this module knows only the store's own ``failures`` table. Adding a column is one edit
+in its kind's module (and the job that computes it).
 """
 
 from __future__ import annotations
@@ -70,77 +71,13 @@ class TableSchema:
         return out.reset_index(drop=True)
 
 
-def _table(name: str, partition: str, columns: dict[str, str], provenance: bool = False) -> TableSchema:
+def result_table(name: str, partition: str, columns: dict[str, str], provenance: bool = False) -> TableSchema:
+    """A job kind's table: ``columns``, then ``job_id`` (and ``node``, ``finished_at`` with ``provenance``)."""
     return TableSchema(name, {**columns, **JOB_COLUMNS, **(PROVENANCE_COLUMNS if provenance else {})}, partition)
 
 
+# The store's own table; the job kinds register theirs (tasks.kinds: each kind declares its tables).
 TABLES: dict[str, TableSchema] = {t.name: t for t in (
-    _table("accuracy", "model", {
-        "model": "string", "train_group": "string", "test_group": "string", "seed": "int", "accuracy": "float",
-        "accuracy_male": "float", "accuracy_female": "float", "balanced_accuracy": "float", "n_test": "int",
-        "n_train": "int", "train_seconds": "float"},
-        provenance=True),
-    _table("predictions", "model", {
-        "model": "string", "train_group": "string", "test_group": "string", "seed": "int", "row": "int",
-        "identity": "int", "y_true": "int", "y_pred": "int", "score": "float"}),
-    _table("verification", "test_group", {
-        "test_group": "string", "seed": "int", "eer": "float", "eer_threshold": "float",
-        "fnmr_at_fmr_1e_2": "float", "fnmr_at_fmr_1e_3": "float", "genuine_mean": "float",
-        "impostor_mean": "float", "n_genuine": "int", "n_impostor": "int", "impostor_sampled": "bool",
-        "eer_ci_low": "float", "eer_ci_high": "float", "fnmr_at_fmr_1e_2_ci_low": "float",
-        "fnmr_at_fmr_1e_2_ci_high": "float", "fnmr_at_fmr_1e_3_ci_low": "float", "fnmr_at_fmr_1e_3_ci_high": "float",
-        "n_resamples": "int"},
-        provenance=True),
-    _table("verification_curve", "test_group", {
-        "test_group": "string", "seed": "int", "threshold": "float", "fmr": "float", "fnmr": "float"}),
-    _table("verification_hist", "test_group", {
-        "test_group": "string", "seed": "int", "kind": "string", "bin_left": "float", "bin_right": "float",
-        "count": "int"}),
-    _table("impostor_matrix", "seed", {
-        "seed": "int", "group_a": "string", "group_b": "string", "fmr": "float", "n_pairs": "int",
-        "threshold": "float", "false_matches": "int", "ci_low": "float", "ci_high": "float", "display": "string",
-        "resolved": "bool", "reason": "string"}),
-    _table("demographic_rates", "seed", {
-        "seed": "int", "group": "string", "fmr": "float", "fnmr": "float", "threshold": "float",
-        "n_genuine": "int", "n_impostor": "int", "false_matches": "int", "false_non_matches": "int",
-        "fmr_ci_low": "float", "fmr_ci_high": "float", "fnmr_ci_low": "float", "fnmr_ci_high": "float",
-        "resolved": "bool", "reason": "string"}),
-    _table("group_eer", "seed", {
-        "seed": "int", "group": "string", "eer": "float", "eer_threshold": "float", "n_genuine": "int",
-        "n_impostor": "int"}),
-    _table("operating_points", "seed", {
-        "seed": "int", "group": "string", "target_fmr": "float", "threshold_kind": "string", "threshold": "float",
-        "false_matches": "int", "n_impostor": "int", "fmr": "float", "fmr_ci_low": "float",
-        "fmr_ci_high": "float", "fmr_display": "string", "false_non_matches": "int", "n_genuine": "int",
-        "fnmr": "float", "fnmr_ci_low": "float", "fnmr_ci_high": "float", "fnmr_display": "string",
-        "resolved": "bool", "reason": "string"}),
-    _table("verification_ci", "seed", {
-        "seed": "int", "quantity": "string", "group_a": "string", "group_b": "string", "target_fmr": "float",
-        "metric": "string", "estimate": "float", "k": "int", "n": "int", "ci_low": "float", "ci_high": "float",
-        "n_resamples": "int", "n_defined": "int", "cp_low": "float", "cp_high": "float", "display": "string",
-        "note": "string"}),
-    _table("allpairs_counts", "shard", {
-        "shard": "int", "n_shards": "int", "bits": "int", "group_a": "string", "group_b": "string",
-        "kind": "string", "bin": "int", "count": "int"}),
-    _table("allpairs_tail", "shard", {
-        "shard": "int", "n_shards": "int", "bits": "int", "lo_bin": "int", "kind": "string", "identity_a": "int",
-        "identity_b": "int", "bin": "int", "count": "int"}),
-    _table("allpairs_identities", "shard", {
-        "shard": "int", "n_shards": "int", "bits": "int", "lo_bin": "int", "identity": "int", "group": "string",
-        "n_images": "int"}),
-    _table("pair_groups", "pairs_file", {
-        "pairs_file": "string", "group": "string", "n_pairs": "int", "n_genuine": "int", "n_impostor": "int",
-        "accuracy_mean": "float", "accuracy_std": "float", "accuracy_se": "float", "eer": "float",
-        "eer_threshold": "float"}),
-    _table("pair_operating_points", "pairs_file", {
-        "pairs_file": "string", "group": "string", "target_fmr": "float", "threshold": "float",
-        "false_matches": "int", "n_impostor": "int", "fnmr": "float", "resolved": "bool", "reason": "string"}),
-    _table("pair_across", "pairs_file", {
-        "pairs_file": "string", "n_groups": "int", "accuracy_std_groups": "float", "skewed_error_ratio": "float",
-        "best_group": "string", "worst_group": "string", "note": "string"}),
-    _table("tsne", "subset", {
-        "seed": "int", "subset": "string", "x": "float", "y": "float", "ethnicity": "string", "gender": "string",
-        "identity": "string"}),
     TableSchema("failures", {"job_id": "string", "kind": "string", "description": "string", "error": "string",
                              "traceback": "string", "finished_at": "string"}, "kind"),
 )}

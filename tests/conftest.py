@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,3 +181,12 @@ def kill_midway(argv: list[str], ready: Callable[[], bool], timeout: float = 300
     left = [p for p in below if alive(p)]
     end_processes(left)
     assert not left, f"processes of the killed run still alive 15 s after the kill: {left}"
+
+
+def eer_from_roc(fpr: np.ndarray, fnr: np.ndarray, thresholds: np.ndarray) -> tuple[float, float]:
+    """An independent EER: where FMR - FNMR changes sign on scikit-learn's ROC, interpolated linearly."""
+    d = fpr - fnr
+    k = int(np.flatnonzero(d >= 0)[0])
+    w = d[k - 1] / (d[k - 1] - d[k])
+    t0, t1 = thresholds[k - 1], thresholds[k]
+    return float(fpr[k - 1] + w * (fpr[k] - fpr[k - 1])), float(t1 if not np.isfinite(t0) else t0 + w * (t1 - t0))

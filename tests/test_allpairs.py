@@ -1,4 +1,4 @@
-"""tasks.allpairs against brute force: every pair's score binned by a double loop, sharding, rates at edges."""
+"""tasks.stats.allpairs against brute force: every pair's score binned by a double loop, sharding, rates at edges."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from storage.errors import InputError
-from tasks import allpairs, rates
+from tasks.stats import allpairs, rates
+from tasks.stats import allpairs_rates
 
 
 def table(n_id=30, seed=0, d=16, groups=3, shuffle=False):
@@ -93,13 +94,13 @@ def test_rates_from_histograms_match_the_exact_convention():
     hi = np.bincount(allpairs.score_bins(imp, bits), minlength=B)
     w = 2.0 ** -bits
     for target in (1e-2, 1e-3, 1e-4, 1e-5):
-        th = allpairs.hist_threshold_at_fmr(hi, target, bits)
+        th = allpairs_rates.hist_threshold_at_fmr(hi, target, bits)
         t_exact = rates.threshold_at_fmr(imp, target)
-        fm, n_imp, fnm, n_gen = allpairs.hist_counts_at(hg, hi, th, bits)
+        fm, n_imp, fnm, n_gen = allpairs_rates.hist_counts_at(hg, hi, th, bits)
         assert fm == (imp >= th).sum() and fnm == (gen < th).sum()           # exact counts at the edge
         assert fm <= rates.max_accepted(target, n_imp)
         assert th < t_exact + w and not ((imp >= th) & (imp < t_exact)).any()
-    eer, t = allpairs.hist_eer(hg, hi, bits)
+    eer, t = allpairs_rates.hist_eer(hg, hi, bits)
     eer_exact, t_exact = rates.ScoreCurve(gen, imp).eer()
     assert abs(eer - eer_exact) < 2e-3 and abs(t - t_exact) < 2 * w
 
@@ -109,7 +110,7 @@ def test_group_tables_from_counts_match_the_score_level_tables():
     bits = 16
     c = allpairs.all_pair_counts(X, ids, grp, 3, bits=bits, block=50)
     names = ["g0", "g1", "g2"]
-    out = allpairs.hist_group_tables(c, names, target_fmrs=(1e-2,), global_target_fmr=1e-2)
+    out = allpairs_rates.hist_group_tables(c, names, target_fmrs=(1e-2,), global_target_fmr=1e-2)
     S = X @ X.T
     iu, ju = np.triu_indices(len(X), 1)
     s = S[iu, ju]
@@ -155,7 +156,7 @@ def materialised(X, ids, grp, m, bits, target, G):
 
 def test_tail_bootstrap_equals_materialised_resamples_and_full_counts():
     from grid.report import fairness
-    from tasks import bootstrap
+    from tasks.stats import bootstrap
 
     X, ids, grp = table(n_id=36, seed=5, d=8)
     G, bits, target = 3, 10, 0.02
@@ -171,9 +172,9 @@ def test_tail_bootstrap_equals_materialised_resamples_and_full_counts():
         tails.append(t.compact())
     tail = tails[0] + tails[1]
     names = ["g0", "g1", "g2"]
-    st = allpairs.TailStatistics(tail, id_group, c, names, target, fairness.summaries)
+    st = allpairs_rates.TailStatistics(tail, id_group, c, names, target, fairness.summaries)
     full = allpairs.all_pair_counts(X, ids, grp, G, bits=bits, block=11)
-    ref = allpairs.hist_group_tables(full, names, target_fmrs=(), global_target_fmr=target)
+    ref = allpairs_rates.hist_group_tables(full, names, target_fmrs=(), global_target_fmr=target)
     keys, est, ks, ns = st.evaluate(None)
     got = {k[:3]: (v, a, b) for k, v, a, b in zip(keys, est, ks, ns)}
     ops = ref["operating_points"].set_index("group")
@@ -192,11 +193,11 @@ def test_tail_bootstrap_equals_materialised_resamples_and_full_counts():
             assert got[("group_fnmr", names[a], "")][1:] == direct[a]
             for b in range(a + 1, G):
                 assert got[("cross_fmr", names[a], names[b], )][1:] == direct[(a, b)]
-    out = allpairs.tail_bootstrap(tail, id_group, c, names, global_target_fmr=target, n_resamples=30, seed=1)
+    out = allpairs_rates.tail_bootstrap(tail, id_group, c, names, global_target_fmr=target, n_resamples=30, seed=1)
     assert (out.n_defined == 30).all() and (out.ci_low <= out.ci_high).all()
     # a tail that starts above the threshold cannot place it: NaN, counted as undefined
     high = allpairs.TailCounts.empty(bits, lo_score=ops.loc["all", "threshold"] + 0.03)
     allpairs.shard_counts(X, ids, grp, G, tasks, bits, tail=high)
-    out = allpairs.tail_bootstrap(high, id_group, c, names, global_target_fmr=target, n_resamples=5, seed=1)
+    out = allpairs_rates.tail_bootstrap(high, id_group, c, names, global_target_fmr=target, n_resamples=5, seed=1)
     assert out.estimate.isna().all() and (out.n_defined == 0).all()
     assert out.note.str.contains("undefined in every resample").all()

@@ -26,7 +26,9 @@ from grid.runner import run_grid, shared_arrays
 from storage.errors import InputError
 from storage.table import EmbeddingTable, write_table
 from storage.vocab import demographic_names
-from tasks import allpairs, allpairs_kind, bootstrap, fairness
+from tasks.stats import allpairs, bootstrap, fairness
+from tasks.stats import allpairs_rates
+from tasks.kinds import allpairs as allpairs_kind
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 2
@@ -136,7 +138,7 @@ def test_lower_score_is_the_same_for_every_shard_and_sharding(big):
         tail = pd.concat([o["allpairs_tail"] for o in outs], ignore_index=True)
         assert set(outs[0]["allpairs_identities"]["lo_bin"]) == set(tail["lo_bin"]) and tail["lo_bin"].nunique() == 1
         assert all("allpairs_identities" not in o for o in outs[1:])
-        t, *_ = allpairs_kind.tail_from_rows(tail, outs[0]["allpairs_identities"])
+        t, *_ = allpairs_rates.tail_from_rows(tail, outs[0]["allpairs_identities"])
         summed[n_shards] = t
     ref = summed[1]
     for t in summed.values():
@@ -188,7 +190,7 @@ def test_tails_with_different_lower_bins_are_cut_at_the_highest(big):
                                   tail=tail)
         parts.append(allpairs_kind.tail_rows(tail, shard, 3))
     identities = allpairs_kind.identity_rows(big.identity_codes(), allpairs_kind.row_groups(data), 0, 3, 10, lo - 3)
-    t, group, images, names, note = allpairs_kind.tail_from_rows(pd.concat(parts), identities)
+    t, group, images, names, note = allpairs_rates.tail_from_rows(pd.concat(parts), identities)
     want = brute.tail(lo)
     assert t.lo_bin == lo and all(np.array_equal(getattr(t, f), getattr(want, f)) for f in allpairs._TAIL_FIELDS)
     assert f"cut at bin {lo}" in note
@@ -203,7 +205,7 @@ def test_undefined_resamples_are_those_whose_threshold_falls_below_the_tail():
     direct = [brute.resample(m, TARGET) for m in bootstrap.identity_multiplicities(brute.id_group, R, 5)]
     median = sorted(d[("threshold", "all", "", "")] for d in direct)[R // 2]
     lo = int(round((median + 1) * 2 ** 10))
-    out = keyed(allpairs.tail_bootstrap(brute.tail(lo), brute.id_group, brute.images, brute.names,
+    out = keyed(allpairs_rates.tail_bootstrap(brute.tail(lo), brute.id_group, brute.images, brute.names,
                                         global_target_fmr=TARGET, n_resamples=R, seed=5,
                                         summarize=fairness.summaries))
     covered = np.array([d[("threshold", "all", "", "")] > allpairs.bin_edges(10)[lo] for d in direct])
@@ -285,7 +287,7 @@ def test_report_intervals_are_the_tail_bootstrap_of_the_brute_force_tail(cli_gri
     csv = pd.read_csv(cli_grid / "report" / "allpairs_intervals.csv")
     lo = int(csv["lo_bin"].iloc[0])
     brute = Brute(big, 10)
-    want = allpairs.tail_bootstrap(brute.tail(lo), brute.id_group, brute.images, brute.names,
+    want = allpairs_rates.tail_bootstrap(brute.tail(lo), brute.id_group, brute.images, brute.names,
                                    global_target_fmr=TARGET, n_resamples=200, seed=SEED, confidence=0.95,
                                    summarize=fairness.summaries)
     got, want = keyed(csv), keyed(want)

@@ -9,8 +9,8 @@ from sklearn.metrics import roc_curve
 
 from grid.report import fairness
 from storage.errors import InputError
-from tasks import bootstrap
-from tasks.verification import eer_from_roc
+from conftest import eer_from_roc
+from tasks.stats import bootstrap
 
 NAMES = ["asian_female", "asian_male", "black_female"]
 
@@ -123,7 +123,7 @@ def assert_same(keys, values, direct):
 
 def test_pooled_and_per_group_impostors_of_a_stratified_sample():
     """Some impostor pairs count only for the pooled numbers, some only for their pair of groups (a topped-up
-    stratified sample, tasks.verification.stratify): each resample equals the materialised one."""
+    stratified sample, tasks.stats.scoring.stratify): each resample equals the materialised one."""
     s, a, b, group = data(seed=3)
     rng = np.random.default_rng(7)
     pair_role = rng.integers(0, 3, (len(group), len(group)))          # 0: both, 1: pooled only, 2: stratum only
@@ -185,8 +185,9 @@ def test_bad_input():
 def test_wiring_from_a_scores_job_agrees_with_the_impostor_matrix_job():
     """The documented wiring (docs/REPORT.md, "API for wiring"): the scores job's pairs -> point estimates equal to
     the impostor-matrix job's demographic rates and matrix (one threshold convention everywhere)."""
-    from tasks import rates
-    from tasks.verification import impostor_matrix, score_pairs
+    from tasks.stats import rates
+    from tasks.kinds.impostor import impostor_matrix
+    from tasks.stats.scoring import score_pairs
 
     rng = np.random.default_rng(8)
     n_id, per, d = 60, 3, 32

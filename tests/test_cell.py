@@ -10,7 +10,7 @@ import pytest
 
 from storage.errors import InputError
 from storage.schema import TABLES
-from tasks.cell import run_cell
+from tasks.kinds.cell import run_cell
 
 
 def data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:

@@ -1,4 +1,4 @@
-"""tasks.classifier_stats against scipy, the Nadeau-Bengio formula, scikit-learn and Fairlearn."""
+"""tasks.stats.classifier_stats against scipy, the Nadeau-Bengio formula, scikit-learn and Fairlearn."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from scipy import stats
 from sklearn.metrics import balanced_accuracy_score
 
 from storage.errors import InputError
-from tasks import classifier_stats as cs
+from tasks.stats import classifier_stats as cs
 
 
 def test_paired_t_test_matches_scipy():

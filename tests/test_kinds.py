@@ -1,16 +1,26 @@
-"""The job-kind registry: a new kind is one module (this one) plus one registration, and runs through the grid
-like the built-in kinds: planned, dispatched to workers by lookup, stored in its own table, reported in status."""
+"""The job-kind registry: a new kind is one module plus its registration, and runs through the grid like the
+built-in kinds: planned, dispatched to workers by lookup, stored in its own table, reported in status; a user's
+kind module, named in the config, brings its own config section and report section through `biasgrid run` and
+`biasgrid report`; and no grid/ module names a built-in kind."""
 
 from __future__ import annotations
 
+import ast
 import itertools
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import storage
+from conftest import REPO
 from grid.config import resolve_config
 from grid.plan import make_plan
 from grid.runner import run_grid
@@ -39,18 +49,16 @@ def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str,
 
 
 TOY = kinds.JobKind("toy", plan=plan, rows=lambda params, split: {"rows": split.train_rows(params["train_group"])},
-                    run=f"{__name__}:run", tables=("toy_sums",), order=5)
+                    run=f"{__name__}:run", tables=(TOY_TABLE,), order=5)
 
 
 @pytest.fixture
 def toy_kind() -> Iterator[kinds.JobKind]:
-    schema.register_table(TOY_TABLE)
     kinds.register(TOY)
     try:
         yield TOY
     finally:
-        kinds.KINDS.pop("toy", None)
-        schema.TABLES.pop("toy_sums", None)
+        kinds.unregister("toy")
 
 
 SYNTH = {"identities_per_group": 20, "dim": 16}
@@ -91,3 +99,175 @@ def test_unknown_kind_and_table_are_named() -> None:
         schema.schema("nope")
     with pytest.raises(ValueError, match="already defined"):
         schema.register_table(schema.TableSchema("accuracy", {"x": "float"}, "x"))
+
+
+# ------------------------------------------------------------------------------- a plug-in kind, one module ---
+TOY_MODULE = '''"""A toy job kind in one module: its jobs, table, config section [toy] and report section."""
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from grid.report.blocks import Table
+from grid.report.sections import Section
+from storage.errors import InputError
+from storage.schema import result_table
+from tasks.kinds import ConfigPart, JobKind, PlannedJob, register
+
+TABLE = result_table("toy_scaled", "train_group", {"train_group": "string", "seed": "int", "n_rows": "int",
+                                                   "scaled_sum": "float"})
+
+
+def check(cfg, where):
+    if not cfg["toy"]["scale"] > 0:
+        raise InputError(f"{where('toy.scale')} must be a positive number, got {cfg['toy']['scale']}")
+
+
+def plan(cfg):
+    if cfg["toy"]["enabled"]:
+        for seed, group in itertools.product(cfg["grid"]["seeds"], cfg["grid"]["train_groups"]):
+            yield PlannedJob(seed, {"train_group": group, "scale": cfg["toy"]["scale"]}, f"toy {group} seed={seed}")
+
+
+def run(payload, data):
+    rows = payload["rows"]
+    total = float(np.asarray(data["X"])[rows].sum(dtype=np.float64)) * payload["params"]["scale"]
+    return {"toy_scaled": pd.DataFrame({"train_group": [payload["params"]["train_group"]],
+                                        "seed": [payload["seed"]], "n_rows": [len(rows)], "scaled_sum": [total]})}
+
+
+def summaries(res):
+    toy = res.tables["toy_scaled"]
+    return {"toy_summary": toy.groupby("train_group", as_index=False, sort=True)["scaled_sum"].mean()}
+
+
+def blocks(res, s):
+    frame = s["toy_summary"].astype(str)
+    return [("h2", "Toy sums"), ("p", "The mean scaled sum of the training rows per train group."),
+            ("table", Table(frame, "Toy: scaled sum per train group"))]
+
+
+REPORT = Section("toy", blocks, summaries)
+register(JobKind("toy", plan=plan, rows=lambda params, split: {"rows": split.train_rows(params["train_group"])},
+                 run=f"{__name__}:run", tables=(TABLE,), order=5,
+                 config=ConfigPart("toy", {"enabled": True, "scale": 2.0}, check), record=("train_group",),
+                 report=(f"{__name__}:REPORT",)))
+'''
+
+BUILTIN_CONFIG = ("verification", "tsne")   # the config sections the built-in kinds own
+CORE = ("grid/config.py", "grid/experiment.py", "grid/executors.py", "grid/plan.py", "grid/runner.py",
+        "grid/report/__init__.py", "grid/report/document.py", "grid/report/results.py", "grid/report/stats.py",
+        "grid/report/render.py", "grid/report/blocks.py", "grid/report/figures.py",
+        "grid/report/sections/__init__.py", "grid/report/sections/jobs.py")
+
+
+def kind_mentions(path: Path, strict: bool) -> list[str]:
+    """Where the module at ``path`` names a built-in kind: it imports a kind's module, or compares a job's kind
+    with a built-in kind's name; ``strict`` (the modules that only iterate over the registry): any string equal to
+    a built-in kind's name or to a config section a built-in kind owns."""
+    names = set(kinds.BUILTIN)
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        where = f"{path.name}:{getattr(node, 'lineno', 0)}"
+        if isinstance(node, ast.ImportFrom) and node.module:
+            modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            found += [f"{where} imports {m}" for m in modules if m.split(".")[:3][-1:] and
+                      m.startswith("tasks.kinds.") and m.split(".")[2] in names]
+        elif isinstance(node, ast.Import):
+            found += [f"{where} imports {a.name}" for a in node.names
+                      if a.name.startswith("tasks.kinds.") and a.name.split(".")[2] in names]
+        elif isinstance(node, ast.Attribute) and node.attr in names and ast.unparse(node.value).endswith("kinds"):
+            found.append(f"{where} uses {ast.unparse(node)}")
+        elif isinstance(node, ast.Compare):
+            parts = [node.left, *node.comparators]
+            about_kind = any("kind" in ast.unparse(p) for p in parts)
+            literals = {p.value for p in ast.walk(node) if isinstance(p, ast.Constant)}
+            if about_kind and literals & names:
+                found.append(f"{where} compares a kind with {sorted(literals & names)}")
+        elif isinstance(node, ast.Call) and ast.unparse(node.func).endswith(("kinds.get", ".isin")):
+            literals = {p.value for p in ast.walk(node) if isinstance(p, ast.Constant)}
+            if literals & names:
+                found.append(f"{where} looks up {sorted(literals & names)}")
+        if strict and isinstance(node, ast.Constant) and node.value in names | set(BUILTIN_CONFIG):
+            found.append(f"{where} spells {node.value!r}")
+    return found
+
+
+def grid_kind_mentions(root: Path) -> list[str]:
+    return [m for path in sorted((root / "grid").rglob("*.py"))
+            for m in kind_mentions(path, path.relative_to(root).as_posix() in CORE)]
+
+
+def test_no_grid_module_names_a_built_in_kind(tmp_path: Path) -> None:
+    assert grid_kind_mentions(REPO) == []
+    # the check sees each way of naming one
+    (tmp_path / "grid").mkdir()
+    (tmp_path / "grid" / "runner.py").write_text(
+        "from tasks.kinds import cell\nimport tasks.kinds.tsne\n"
+        "def f(job, status, cfg):\n    return job.kind == 'scores' or cfg['verification']\n")
+    (tmp_path / "grid" / "other.py").write_text(
+        "from tasks import kinds\ndef g(status):\n    return kinds.get('impostor'), status['kind'].isin(['pairs'])\n")
+    found = grid_kind_mentions(tmp_path)
+    assert any("imports tasks.kinds.cell" in m for m in found) and any("imports tasks.kinds.tsne" in m for m in found)
+    assert any("compares a kind with ['scores']" in m for m in found)
+    assert any("spells 'verification'" in m for m in found)
+    assert any("looks up ['impostor']" in m for m in found) and any("looks up ['pairs']" in m for m in found)
+
+
+def cli(*args: str, cwd: Path, pythonpath: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(pythonpath), str(REPO),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "grid.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=600)
+
+
+def test_a_kind_from_one_module_runs_through_run_and_report(tmp_path: Path) -> None:
+    """The toy kind's module is the only file written: config section [toy] (defaults, a checked key), its own
+    table, its report section; `biasgrid run` plans, runs and stores it, `biasgrid report` shows it."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "toy_kind.py").write_text(TOY_MODULE)
+    config = tmp_path / "grid.toml"
+    config.write_text('[data.synth]\nidentities_per_group = 20\ndim = 16\n[grid]\nmodels = ["logreg"]\nseeds = 2\n'
+                      '[protocol]\ntrain_per_gender = 6\ntest_per_gender = 4\n[verification]\nenabled = false\n'
+                      '[tsne]\nenabled = false\n[run]\nexecutor = "local"\nworkers = 2\nkinds = ["toy_kind"]\n'
+                      '[toy]\nscale = 0.5\n')
+    bad = tmp_path / "bad.toml"
+    bad.write_text(config.read_text().replace("scale = 0.5", "scale = -1.0"))
+    refused = cli("run", "--config", str(bad), "--out", str(tmp_path / "bad"), "--quiet", cwd=tmp_path,
+                  pythonpath=plugins)
+    assert refused.returncode == 2 and "'toy.scale' must be a positive number, got -1.0" in refused.stderr
+    assert not (tmp_path / "bad").exists()
+
+    out = tmp_path / "r"
+    ran = cli("run", "--config", str(config), "--out", str(out), "--quiet", "--no-report", cwd=tmp_path,
+              pythonpath=plugins)
+    assert ran.returncode == 0, ran.stderr
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["toy"] == {"enabled": True, "scale": 0.5} and run["experiment"]["toy"] == {"scale": 0.5}
+    assert run["tables"]["toy_scaled"]["partition"] == "train_group"
+    toy = pd.read_parquet(out / "toy_scaled")
+    assert len(toy) == 2 * 4                               # seeds x train groups (3 groups and all)
+    table = generate(SynthParams(**SYNTH))
+    for row in toy.itertuples():                           # the numbers, computed independently
+        rows = make_split(table, row.seed, Protocol(6, 4)).train_rows(row.train_group)
+        assert row.n_rows == len(rows)
+        assert row.scaled_sum == pytest.approx(0.5 * float(table.embeddings[rows].sum(dtype=np.float64)), rel=1e-12)
+
+    again = cli("run", "--config", str(config), "--out", str(out), "--no-report", cwd=tmp_path, pythonpath=plugins)
+    assert again.returncode == 0 and "16 already stored" in again.stderr and "0 to run" in again.stderr
+    other = tmp_path / "other.toml"
+    other.write_text(config.read_text().replace("scale = 0.5", "scale = 0.25"))
+    moved = cli("run", "--config", str(other), "--out", str(out), "--quiet", cwd=tmp_path, pythonpath=plugins)
+    assert moved.returncode == 2 and "toy.scale: stored 0.5, new 0.25" in moved.stderr   # the folder fixes [toy]
+
+    report = cli("report", str(out), cwd=tmp_path, pythonpath=plugins)
+    assert report.returncode == 0, report.stderr
+    md = (out / "report" / "report.md").read_text()
+    assert "## Toy sums" in md and "Toy: scaled sum per train group" in md
+    assert md.index("## Failed and missing jobs") < md.index("## Accuracy matrices") < md.index("## Toy sums")
+    summary = pd.read_csv(out / "report" / "toy_summary.csv")
+    expected = toy.groupby("train_group")["scaled_sum"].mean()
+    assert dict(zip(summary["train_group"], summary["scaled_sum"])) == pytest.approx(expected.to_dict())
+    assert storage.load(out, ["toy_scaled"])["toy_scaled"]["scaled_sum"].sum() == pytest.approx(toy["scaled_sum"].sum())

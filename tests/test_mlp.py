@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from tasks import mlp
+from tasks.models import mlp
 from tasks.models import build_model, resolve_model_config
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from storage.errors import InputError
 from tasks.models import MODEL_TYPES, build_model, resolve_model_config
-from tasks.threads import limit_threads
+from tasks.runtime import limit_threads
 
 
 def separable(n: int = 60, d: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +153,7 @@ def test_xgboost_same_seed_same_numbers_other_seed_other_numbers():
 
 # ----------------------------------------------------------------------------- mlp compiled trainer ---
 def test_mlp_architecture_is_the_corrected_study_model():
-    from tasks.mlp import build_keras_model
+    from tasks.models.mlp import build_keras_model
 
     model = build_keras_model(2048, [60, 60], seed=0)
     shapes = [tuple(w.shape) for w in model.get_weights()]
@@ -169,7 +169,7 @@ def test_fast_trainer_matches_keras_train_on_batch_over_the_same_batches(hidden,
     and loss step by step: the compiled loop must land on the same weights."""
     import keras
 
-    from tasks.mlp import build_keras_model, epoch_orders, train_fast
+    from tasks.models.mlp import build_keras_model, epoch_orders, train_fast
 
     rng = np.random.default_rng(0)
     n, d, epochs, seed = 23, 40, 3, 7

@@ -1,4 +1,4 @@
-"""tasks.pairs: LFW/RFW/CSV parsing, mapping to rows, and the 10-fold accuracy against a direct computation."""
+"""tasks.stats.pairs: LFW/RFW/CSV parsing, mapping to rows, and the 10-fold accuracy against a direct computation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from storage.errors import InputError
-from tasks import pairs, rates
+from tasks.stats import pairs, rates
 
 
 def write(path, text):

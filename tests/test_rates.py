@@ -1,4 +1,4 @@
-"""tasks.rates against independent computations: scipy/statsmodels intervals, sklearn's ROC, brute-force loops."""
+"""tasks.stats.rates against independent computations: scipy/statsmodels intervals, sklearn's ROC, brute-force loops."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from statsmodels.stats.proportion import proportion_confint
 
 from grid.report import fairness
 from storage.errors import InputError
-from tasks import rates
-from tasks.verification import eer_from_roc
+from conftest import eer_from_roc
+from tasks.stats import rates
 
 
 def test_clopper_pearson_matches_scipy_and_statsmodels():

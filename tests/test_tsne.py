@@ -8,7 +8,7 @@ import pytest
 
 from storage.errors import InputError
 from storage.schema import TABLES
-from tasks.tsne import tsne_job
+from tasks.kinds.tsne import tsne_job
 
 
 def data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from storage.errors import InputError
-from tasks import bootstrap
-from tasks.verification import (HIST_EDGES, THRESHOLDS, genuine_pairs, impostor_matrix, pair_scores,
-                                sample_impostor_pairs, sample_stratum, score_group, score_pairs, stratify,
-                                stratum_sizes, threshold_at_fmr)
+from tasks.stats import bootstrap
+from tasks.kinds.impostor import impostor_matrix
+from tasks.kinds.scores import HIST_EDGES, score_group
+from tasks.stats.rates import threshold_at_fmr
+from tasks.stats.scoring import (THRESHOLDS, genuine_pairs, pair_scores, sample_impostor_pairs, sample_stratum,
+                                 score_pairs, stratify, stratum_sizes)
 
 
 def unit(X: np.ndarray) -> np.ndarray:
@@ -120,7 +122,7 @@ def test_eer_agrees_with_an_independent_brute_force_computation():
     assert v.genuine_mean == pytest.approx(gen.mean(), abs=1e-5)
     assert v.impostor_mean == pytest.approx(imp.mean(), abs=1e-5)
     # FNMR at FMR = x: the FNMR at the lowest observed impostor score whose FMR <= x (the convention of
-    # tasks.rates; the next float above the highest impostor score when none qualifies)
+    # tasks.stats.rates; the next float above the highest impostor score when none qualifies)
     for x, col in ((1e-2, "fnmr_at_fmr_1e_2"), (1e-3, "fnmr_at_fmr_1e_3")):
         ok = [t for t in np.unique(imp) if (imp >= t).sum() <= x * len(imp)]
         t = min(ok) if ok else np.nextafter(imp.max(), np.inf)
@@ -296,7 +298,7 @@ def test_threshold_at_fmr_is_inclusive_in_exact_arithmetic():
 
 
 def test_scores_job_intervals_are_the_identity_bootstrap_of_its_pairs():
-    """A scores job's EER and FNMR intervals = tasks.bootstrap on every pair scored by a double loop, identities
+    """A scores job's EER and FNMR intervals = tasks.stats.bootstrap on every pair scored by a double loop, identities
     resampled within each gender; its EER = the bootstrap's point estimate."""
     X, codes = faces(40, 3, seed=6, spread=1.5)
     gender = np.repeat(np.arange(40) % 2, 3)

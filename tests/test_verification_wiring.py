@@ -285,8 +285,8 @@ def test_new_verification_keys_reach_the_impostor_job():
 
 
 def test_allpairs_shards_sum_to_brute_force_counts_of_every_pair(grid):
-    from tasks import allpairs
-    from tasks.allpairs_kind import count_shard
+    from tasks.stats import allpairs
+    from tasks.kinds.allpairs import count_shard
 
     _, table, _, tables, path = grid
     rows = tables["allpairs_counts"]
@@ -386,8 +386,8 @@ def test_pair_protocol_job_against_a_direct_10_fold_computation(grid):
 
 def test_new_workers_take_group_names_from_the_data():
     """With the table's own ethnicity names in the data (any vocabulary), the allpairs and pairs workers use them."""
-    from tasks.allpairs_kind import row_groups
-    from tasks.pairs_kind import evaluate
+    from tasks.kinds.allpairs import row_groups
+    from tasks.kinds.pairs import evaluate
 
     data = {"ethnicity": np.array([0, 1, 1, 0], np.int8), "gender": np.array([1, 0, 1, 0], np.int8),
             "ethnicity_names": np.array(["african", "indian"], dtype=object)}

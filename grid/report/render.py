@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-from grid.report import stats
+from grid.report.blocks import CORNER, METRIC_TITLES, Block, Table, slug
 from grid.report.results import Results
-
-if TYPE_CHECKING:
-    from grid.report.document import Block, Table
-
-METRIC_TITLES = {"accuracy": "Accuracy", "accuracy_male": "Accuracy on men", "accuracy_female": "Accuracy on women",
-                 "balanced_accuracy": "Balanced accuracy ((TPR + TNR)/2, female positive)"}
-CORNER = "trained on \\ tested on"
+from grid.report.sections.jobs import job_status
+from grid.report.sections.matrices import incomplete_cells, matrix_text
 
 
 # -------------------------------------------------------------------------------------------------- terminal
@@ -51,8 +46,8 @@ def format_matrices(res: Results,
         for model in res.models:
             parts.append("")
             parts.append(f"[{model}]")
-            parts.append(_text_table(stats.matrix_text(res, model, metric, digits), CORNER))
-            for line in stats.incomplete_cells(res, metric, model):
+            parts.append(_text_table(matrix_text(res, model, metric, digits), CORNER))
+            for line in incomplete_cells(res, metric, model):
                 parts.append(f"  † {line}")
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
@@ -60,7 +55,7 @@ def format_matrices(res: Results,
 
 def format_status(res: Results, limit: int = 10) -> str:
     """One line of job counts, then up to ``limit`` failed and missing jobs (with the error's first line)."""
-    status = stats.job_status(res)
+    status = job_status(res)
     if status.empty:
         return "jobs: no plan in run.json and no ledger records"
     counts = status["status"].value_counts()
@@ -76,10 +71,6 @@ def format_status(res: Results, limit: int = 10) -> str:
     if len(bad) > limit:
         lines.append(f"  ... and {len(bad) - limit} more (see the report)")
     return "\n".join(lines)
-
-
-def slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
 # ----------------------------------------------------------------------------------------------------- renderers

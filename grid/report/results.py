@@ -15,9 +15,10 @@ from typing import Any
 import pandas as pd
 
 from storage.errors import InputError
-from storage.results import RUN_FILE, ResultStore, job_state, jobs_from_columns
+from storage.results import RUN_FILE, ResultStore, job_state, jobs_from_columns, register_recorded
 from storage.schema import TABLES
-from storage.vocab import ALL, ETHNICITIES
+from storage.vocab import ALL, ETHNICITIES, demographic_order
+from tasks import kinds
 
 
 @dataclass
@@ -60,6 +61,7 @@ def load_results(path: str | os.PathLike[str]) -> Results:
         raise InputError(f"{text}: no such results folder (expected the folder written by `biasgrid run --out`)")
     store = ResultStore(text)
     run = store.run_info()
+    _load_kinds(run)
     ledger = store.ledger()
     has_tables = local and any((Path(text) / name).is_dir() for name in TABLES)
     if run is None and not ledger and not has_tables:
@@ -79,6 +81,19 @@ def load_results(path: str | os.PathLike[str]) -> Results:
     tables = _keep_done(tables, run, ledger, notes, damaged)
     models, train_groups, test_groups, seeds = _order(run.get("config") or {}, tables)
     return Results(text, tables, run, ledger, models, train_groups, test_groups, seeds, notes, damaged)
+
+
+def _load_kinds(run: dict[str, Any] | None) -> None:
+    """Register the job kinds whose tables the folder may hold: the built-in ones, the user kinds its config
+    names (``run.kinds``; one that cannot be imported is left out, its tables read from run.json's record)."""
+    kinds.all_kinds()
+    names = (((run or {}).get("config") or {}).get("run") or {}).get("kinds") or []
+    for name in names if isinstance(names, list) else []:
+        try:
+            kinds.load([name])
+        except InputError:
+            continue
+    register_recorded(run)
 
 
 def _keep_done(tables: dict[str, pd.DataFrame], run: dict[str, Any], ledger: dict[str, dict[str, Any]],
@@ -124,15 +139,26 @@ def _ordered(configured: list[Any], found: set[Any], known: tuple[str, ...] = ()
 
 def _order(config: dict[str, Any], tables: dict[str, pd.DataFrame]) -> tuple[list, list, list, list]:
     grid = _grid_section(config)
-    acc = tables["accuracy"]
-    models = _ordered([str(m) for m in grid.get("models", [])], set(acc["model"].dropna()))
-    train = _ordered([str(g) for g in grid.get("train_groups", [])], set(acc["train_group"].dropna()), ETHNICITIES)
+
+    def found(column: str) -> set[Any]:   # the values of a grid column in the tables of the folder's kinds
+        return {v for name, frame in tables.items() if name != "failures" and column in frame.columns
+                for v in frame[column].dropna()}
+
+    models = _ordered([str(m) for m in grid.get("models", [])], found("model"))
+    train = _ordered([str(g) for g in grid.get("train_groups", [])], found("train_group"), ETHNICITIES)
     train = [g for g in train if g != ALL] + ([ALL] if ALL in train else [])
-    found_test = set(acc["test_group"].dropna()) | set(tables["verification"]["test_group"].dropna())
-    test = _ordered([str(g) for g in grid.get("test_groups", [])], found_test, ETHNICITIES)
+    test = _ordered([str(g) for g in grid.get("test_groups", [])], found("test_group"), ETHNICITIES)
     seeds_found: set[int] = set()
     for frame in tables.values():
         if "seed" in frame.columns and not frame.empty:
             seeds_found |= {int(s) for s in frame["seed"].dropna()}
     seeds = [int(s) for s in grid["seeds"]] if "seeds" in grid else sorted(seeds_found)
     return models, train, test, seeds
+
+
+def demographic_groups(res: Results) -> list[str]:
+    """The demographic groups ("asian_male", ...) present in the verification tables, in ethnicity x gender order."""
+    found = set(res.tables["demographic_rates"]["group"].dropna())
+    imp = res.tables["impostor_matrix"]
+    found |= set(imp["group_a"].dropna()) | set(imp["group_b"].dropna())
+    return demographic_order(found, res.test_groups)

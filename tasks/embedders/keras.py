@@ -17,7 +17,7 @@ class KerasEmbedder:
     preprocessed by ``preprocess``; run with ``predict_on_batch``."""
 
     def __init__(self, path: str, config: Mapping, threads: int = 1) -> None:
-        from tasks.threads import limit_threads
+        from tasks.runtime import limit_threads
 
         limit_threads(threads)  # before TensorFlow starts: its pools read the limit once
         try:

@@ -136,7 +136,7 @@ def embed_shard(paths: Sequence[str | Path], spec: EmbedSpec, threads: int = 1) 
     ``spec.skip_undetected``. Raises InputError only for a model that cannot be opened.
     """
     from tasks.embedders import open_embedder
-    from tasks.threads import limit_threads
+    from tasks.runtime import limit_threads
 
     start = time.perf_counter()
     limit_threads(threads)
@@ -194,7 +194,7 @@ SHARD_STATUSES: tuple[str, ...] = ("ok", "skipped", "undecodable", "unreadable")
 
 
 def run_embed_job(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:
-    """The worker function of a ``data embed`` shard job (``tasks.run_job`` calls it; ``data`` is unused).
+    """The worker function of a ``data embed`` shard job (``tasks.runtime`` calls it; ``data`` is unused).
 
     ``payload``: ``job_id`` = the shard's key (:func:`shard_key`, computed by the driver), ``paths``, and
     ``params`` = ``{"spec": EmbedSpec.to_dict(), "threads": n}``. Returns ``{"embed_shard": frame}`` with one row

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import InputError
-from tasks import rates
+from tasks.stats import rates
 
 PAIR_COLUMNS = ["source", "line", "fold", "identity_a", "image_a", "identity_b", "image_b", "same"]
 RFW_GROUPS = ("African", "Asian", "Caucasian", "Indian")
@@ -203,7 +203,7 @@ def protocol_report(scores: np.ndarray, same: np.ndarray, fold: np.ndarray, grou
     same pairs; across groups: std of the mean accuracies (ddof=0) and the skewed error ratio.
 
     Returns {"groups": group, n_pairs, n_genuine, n_impostor, accuracy_mean, accuracy_std (ddof=1),
-    accuracy_se, eer, eer_threshold, and per target x (<x> = :func:`tasks.rates.fmr_key`, 1e-3 -> 1e_3):
+    accuracy_se, eer, eer_threshold, and per target x (<x> = :func:`tasks.stats.rates.fmr_key`, 1e-3 -> 1e_3):
     fnmr_at_fmr_<x>, threshold_at_fmr_<x>,
     false_matches_at_fmr_<x>, resolved_at_fmr_<x>, reason_at_fmr_<x>;
     "across": one row — n_groups, accuracy_std_groups, skewed_error_ratio, best_group, worst_group, note;

@@ -1,4 +1,5 @@
-"""The train-and-evaluate cell: train one model on one train group's rows, evaluate it on every test group."""
+"""Job kind "cell": train one model on one train group's rows, evaluate it on every test group (the accuracy
+matrices' cells, model x train group x seed)."""
 
 from __future__ import annotations
 
@@ -11,23 +12,22 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import InputError
-from storage.schema import TABLES
-from tasks import classifier_stats
-from tasks.kinds import JobKind, PlannedJob
+from storage.schema import result_table
+from tasks.kinds import JobKind, PlannedJob, register
 from tasks.models import build_model
-from tasks.threads import limit_threads
+from tasks.runtime import check_rows, limit_threads
+from tasks.stats import classifier_stats
 
-
-def check_rows(rows: np.ndarray, n: int, what: str) -> np.ndarray:
-    """``rows`` as a non-empty 1-D int64 array of row indices < n; InputError naming ``what`` otherwise."""
-    rows = np.asarray(rows)
-    if rows.ndim != 1 or rows.size == 0:
-        raise InputError(f"{what} has no rows (expected a non-empty list of row indices)")
-    if not np.issubdtype(rows.dtype, np.integer):
-        raise InputError(f"{what}: row indices must be integers, got {rows.dtype}")
-    if rows.min() < 0 or rows.max() >= n:
-        raise InputError(f"{what}: row indices must lie in [0, {n}), got {rows.min()}..{rows.max()}")
-    return rows.astype(np.int64, copy=False)
+TABLES = (
+    result_table("accuracy", "model", {
+        "model": "string", "train_group": "string", "test_group": "string", "seed": "int", "accuracy": "float",
+        "accuracy_male": "float", "accuracy_female": "float", "balanced_accuracy": "float", "n_test": "int",
+        "n_train": "int", "train_seconds": "float"},
+        provenance=True),
+    result_table("predictions", "model", {
+        "model": "string", "train_group": "string", "test_group": "string", "seed": "int", "row": "int",
+        "identity": "int", "y_true": "int", "y_pred": "int", "score": "float"}),
+)
 
 
 def _positive_score(classifier: Any, X: np.ndarray) -> np.ndarray:
@@ -102,7 +102,7 @@ def run_cell(X: np.ndarray, gender: np.ndarray, train_idx: np.ndarray, test_sets
             "balanced_accuracy": _balanced_accuracy(y, pred),
             "n_test": int(len(y)), "n_train": int(len(train_idx)), "train_seconds": train_seconds,
         })
-    columns = [c for c in TABLES["accuracy"].names if c in records[0]]
+    columns = [c for c in TABLES[0].names if c in records[0]]
     return {"accuracy": pd.DataFrame.from_records(records, columns=columns),
             "predictions": pd.concat(predictions, ignore_index=True)}
 
@@ -135,5 +135,7 @@ def _cost(params: Mapping[str, Any]) -> int:
     return (3 if params["train_group"] == "all" else 1) + (1 if params["model"] == "mlp" else 0)
 
 
-KIND = JobKind("cell", plan=_plan, rows=_rows, run="tasks.cell:run", tables=("accuracy", "predictions"), order=3,
-               cost=_cost)
+KIND = register(JobKind(
+    "cell", plan=_plan, rows=_rows, run="tasks.kinds.cell:run", tables=TABLES, order=3, cost=_cost,
+    record=("model", "train_group"), preload=("tasks.models",),
+    report=("grid.report.sections.matrices:SECTION", "grid.report.sections.bias:SECTION")))

@@ -11,7 +11,7 @@ Definitions (docs/REPORT.md, section "Verification with error bars", has them wi
   With weights (bootstrap multiplicities), counts are weighted sums and only scores of positive weight qualify.
 - **EER**: operating points at +inf and at every distinct score (genuine or impostor), in decreasing threshold
   order; the EER is where FMR - FNMR changes sign, linearly interpolated between the two points around the
-  crossing (the same as scikit-learn's ``roc_curve(drop_intermediate=False)`` + ``eer_from_roc``).
+  crossing (the same as scikit-learn's ``roc_curve(drop_intermediate=False)``; :func:`eer_at_crossing`).
 - **Clopper-Pearson** 95% interval of k/n: [B(a/2; k, n-k+1), B(1-a/2; k+1, n-k)] (beta quantiles; 0 when k=0,
   1 when k=n). **Rule of three**: with k = 0 the one-sided 95% upper bound is ~3/n; a zero rate is displayed
   as "<= 3/n", never as a bare 0.
@@ -191,14 +191,18 @@ class ScoreCurve:
 
 def eer_from_counts(thresholds: np.ndarray, fm: np.ndarray, n_imp: int, fnm: np.ndarray,
                     n_gen: int) -> tuple[float, float]:
-    """EER from operating points in decreasing threshold order (first point: nothing accepted, FMR 0, FNMR 1;
-    last: everything accepted). d = FMR - FNMR goes from -1 to +1; k = first point with d >= 0; the EER is
-    FMR interpolated linearly between points k-1 and k at d = 0, its threshold likewise (the threshold of
-    point k when point k-1 is +inf). NaN with an InputError if a side has no comparisons."""
+    """:func:`eer_at_crossing` of the rates fm / n_imp and fnm / n_gen; InputError if a side has no
+    comparisons."""
     if n_imp <= 0 or n_gen <= 0:
         raise InputError(f"EER needs genuine and impostor comparisons (got {n_gen} genuine, {n_imp} impostor)")
-    fmr = np.asarray(fm, dtype=float) / n_imp
-    fnmr = np.asarray(fnm, dtype=float) / n_gen
+    return eer_at_crossing(thresholds, np.asarray(fm, dtype=float) / n_imp, np.asarray(fnm, dtype=float) / n_gen)
+
+
+def eer_at_crossing(thresholds: np.ndarray, fmr: np.ndarray, fnmr: np.ndarray) -> tuple[float, float]:
+    """(EER, its threshold), the one EER of biasgrid, from operating points in decreasing threshold order (first
+    point: nothing accepted, FMR 0, FNMR 1; last: everything accepted; e.g. scikit-learn's ``roc_curve``).
+    d = FMR - FNMR goes from -1 to +1; k = first point with d >= 0; the EER is FMR interpolated linearly between
+    points k-1 and k at d = 0, its threshold likewise (the threshold of point k when point k-1 is +inf)."""
     d = fmr - fnmr
     k = int(np.argmax(d >= 0))
     if k == 0:   # d >= 0 at the first point only if fnmr there is 0 (cannot happen with a +inf first point)

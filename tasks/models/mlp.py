@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from storage.errors import InputError
-from tasks.threads import limit_tensorflow_threads
+from tasks.runtime import limit_tensorflow_threads
 
 ADAM_BETA_1 = 0.9     # keras.optimizers.Adam defaults
 ADAM_BETA_2 = 0.999

@@ -1,22 +1,22 @@
 """Job kind "allpairs": exact genuine/impostor counts over every pair of images of the whole table, sharded.
 
 With ``[verification] identities = "all"`` the plan adds ``allpairs_shards`` jobs. Shard k of S counts the
-rectangles ``tasks.allpairs.block_tasks(n)[k::S]`` of the n x n score matrix (every image of every identity in the
-table, i < j) into per-(group pair, bin) counts (:func:`tasks.allpairs.shard_counts`), and stores only the
+rectangles ``tasks.stats.allpairs.block_tasks(n)[k::S]`` of the n x n score matrix (every image of every identity in the
+table, i < j) into per-(group pair, bin) counts (:func:`tasks.stats.allpairs.shard_counts`), and stores only the
 non-zero bins: table ``allpairs_counts`` = (shard, n_shards, bits, group_a, group_b, kind, bin, count), genuine
 rows with group_b = group_a. Any sharding sums to the same exact counts; the report sums the shards
-(``grid.report.stats.allpairs_summary``) and derives the rates with :func:`tasks.allpairs.hist_group_tables`.
+(``grid.report.sections.allpairs.allpairs_summary``) and derives the rates with :func:`tasks.stats.allpairs_rates.hist_group_tables`.
 
 **Tail for the identity bootstrap** (when ``[verification] bootstrap`` > 0): every shard first chooses the same
 lower score e_lo from the whole table and the job's seed (the first grid seed, the same for all shards;
-:func:`tasks.allpairs.tail_lower_score` at FMR = ``tail_fmr_factor`` x ``target_fmr``, bins of 2^-``tail_bits``),
+:func:`tasks.stats.allpairs.tail_lower_score` at FMR = ``tail_fmr_factor`` x ``target_fmr``, bins of 2^-``tail_bits``),
 then records while counting every genuine comparison per (identity, bin) and every impostor comparison >= e_lo
 per (identity pair, bin), compacted: table ``allpairs_tail`` = (shard, n_shards, bits, lo_bin, kind, identity_a,
 identity_b, bin, count), identity_b = identity_a for genuine rows; identities are the data's ``identity_codes``.
 Shard 0 also stores every identity once, with its demographic group and image count (identities without any
 tail record included): table ``allpairs_identities`` = (shard, n_shards, bits, lo_bin, identity, group,
 n_images). The report sums the shards' tails (:func:`tail_from_rows`) and runs
-:func:`tasks.allpairs.tail_bootstrap` (``grid.report.stats.allpairs_intervals``).
+:func:`tasks.stats.allpairs_rates.tail_bootstrap` (``grid.report.sections.allpairs.allpairs_intervals``).
 
 Rows are L2-normalised block by block as they are read (X itself may be a memory map and is never copied whole).
 The counts do not depend on the seed's split; the jobs carry the first grid seed, which seeds the tail's choice.
@@ -32,12 +32,31 @@ import pandas as pd
 
 from storage.errors import InputError
 from storage.vocab import GENDERS, ETHNICITIES
-from tasks import allpairs
-from tasks.kinds import JobKind, PlannedJob
+from storage.schema import result_table
+from tasks.kinds import ConfigPart, JobKind, PlannedJob, Where, register
+from tasks.stats import allpairs
+
+TABLES = (
+    result_table("allpairs_counts", "shard", {
+        "shard": "int", "n_shards": "int", "bits": "int", "group_a": "string", "group_b": "string",
+        "kind": "string", "bin": "int", "count": "int"}),
+    result_table("allpairs_tail", "shard", {
+        "shard": "int", "n_shards": "int", "bits": "int", "lo_bin": "int", "kind": "string", "identity_a": "int",
+        "identity_b": "int", "bin": "int", "count": "int"}),
+    result_table("allpairs_identities", "shard", {
+        "shard": "int", "n_shards": "int", "bits": "int", "lo_bin": "int", "identity": "int", "group": "string",
+        "n_images": "int"}),
+)
+DEFAULTS: dict[str, Any] = {
+    "identities": "test",          # "all": also exact counts over every pair of the whole table
+    "allpairs_shards": 8,          # allpairs jobs (shards of the blocks) when identities = "all"
+    "tail_fmr_factor": 3.0,        # all pairs, bootstrap > 0: the tail starts at FMR = factor x target_fmr
+    "tail_bits": 10,               # all pairs, bootstrap > 0: the tail's bins are 2^-tail_bits wide
+}
 
 
 class NormalisedRows:
-    """Row slices of X as L2-normalised float32 (what :func:`tasks.allpairs.block_counts` needs), computed per
+    """Row slices of X as L2-normalised float32 (what :func:`tasks.stats.allpairs.block_counts` needs), computed per
     slice: ``rows[i0:i1]`` = X[i0:i1] / ||X[i0:i1]|| (also ``rows[index_array]``)."""
 
     def __init__(self, X: np.ndarray) -> None:
@@ -94,26 +113,6 @@ def count_shard(X: np.ndarray, identity: np.ndarray, group_names: np.ndarray, sh
     return out.assign(shard=shard, n_shards=n_shards, bits=bits)
 
 
-def counts_from_rows(rows: pd.DataFrame) -> tuple[allpairs.PairCounts, list[str]]:
-    """Sum stored shard rows back into :class:`tasks.allpairs.PairCounts` (groups: every name in the rows,
-    sorted). Exact: integer sums."""
-    bits = int(rows["bits"].iloc[0])
-    if rows["bits"].nunique() != 1:
-        raise InputError("all-pairs shards with different bin widths cannot be summed")
-    names = sorted(set(rows["group_a"]) | set(rows["group_b"]))
-    code = {n: i for i, n in enumerate(names)}
-    counts = allpairs.PairCounts.zeros(len(names), bits)
-    a = rows["group_a"].map(code).to_numpy()
-    b = rows["group_b"].map(code).to_numpy()
-    k = rows["bin"].to_numpy(np.int64)
-    c = rows["count"].to_numpy(np.int64)
-    gen = (rows["kind"] == "genuine").to_numpy()
-    np.add.at(counts.genuine, (a[gen], k[gen]), c[gen])
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    np.add.at(counts.impostor, (lo[~gen], hi[~gen], k[~gen]), c[~gen])
-    return counts, names
-
-
 def tail_rows(tail: allpairs.TailCounts, shard: int, n_shards: int) -> pd.DataFrame:
     """A shard's compacted tail as rows of table ``allpairs_tail``: columns shard, n_shards, bits, lo_bin, kind
     (genuine | impostor), identity_a, identity_b (= identity_a for genuine), bin, count."""
@@ -138,46 +137,6 @@ def identity_rows(identity: np.ndarray, group_names: np.ndarray, shard: int, n_s
     names = np.asarray(group_names).astype(str)
     return pd.DataFrame({"identity": np.arange(len(n_images)), "group": names[first], "n_images": n_images,
                          "shard": shard, "n_shards": n_shards, "bits": bits, "lo_bin": lo_bin})
-
-
-def tail_from_rows(tail: pd.DataFrame, identities: pd.DataFrame
-                   ) -> tuple[allpairs.TailCounts, np.ndarray, np.ndarray, list[str], str]:
-    """The shards' stored tails summed (= the ``+`` of their :class:`tasks.allpairs.TailCounts`, compacted once)
-    and each identity's group code and image count, from the rows of ``allpairs_tail`` and
-    ``allpairs_identities``. Returns (tail, identity_group, images_per_identity, group names (sorted), note).
-
-    Shards normally share one lower bin; if they do not (only possible when machines score the tail-choosing
-    subset differently in the last bits), every shard's tail is cut at the highest lower bin, which keeps the
-    sum exact above it, and the note says so."""
-    if identities.empty:
-        raise InputError("no allpairs_identities rows: the tail's identities are unknown")
-    if identities["identity"].duplicated().any():
-        raise InputError("allpairs_identities holds an identity twice")
-    ids = identities.sort_values("identity")
-    if not np.array_equal(ids["identity"].to_numpy(), np.arange(len(ids))):
-        raise InputError("allpairs_identities must list identities 0..n-1")
-    bits = {int(b) for b in pd.concat([tail["bits"], identities["bits"]])}
-    if len(bits) != 1:
-        raise InputError(f"all-pairs tails with different bins (bits {sorted(bits)}) cannot be summed")
-    bits_ = bits.pop()
-    starts = sorted({int(b) for b in pd.concat([tail["lo_bin"], identities["lo_bin"]])})
-    lo = starts[-1]
-    note = "" if len(starts) == 1 else (f"shards' tails started at bins {starts}: each cut at bin {lo} (exact "
-                                        f"above it)")
-    names = sorted(set(ids["group"]))
-    code = {n: i for i, n in enumerate(names)}
-    identity_group = ids["group"].map(code).to_numpy(np.int64)
-    gen = (tail["kind"] == "genuine").to_numpy()
-    imp = (tail["kind"] == "impostor").to_numpy()
-    if not (gen | imp).all():
-        raise InputError("allpairs_tail rows must be of kind genuine or impostor")
-    col = {c: tail[c].to_numpy(np.int64) for c in ("identity_a", "identity_b", "bin", "count")}
-    keep = imp & (col["bin"] >= lo)
-    out = allpairs.TailCounts(bits_, lo, col["identity_a"][keep], col["identity_b"][keep], col["bin"][keep],
-                              col["count"][keep], col["identity_a"][gen], col["bin"][gen], col["count"][gen])
-    if out.n_records and max(out.imp_b.max(initial=-1), out.gen_id.max(initial=-1)) >= len(ids):
-        raise InputError("allpairs_tail names an identity that allpairs_identities does not list")
-    return out.compact(), identity_group, ids["n_images"].to_numpy(np.int64), names, note
 
 
 # ------------------------------------------------------------------------------------------------- the kind ---
@@ -214,5 +173,21 @@ def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str,
     return out
 
 
-KIND = JobKind("allpairs", plan=_plan, rows=lambda p, split: {}, run="tasks.allpairs_kind:run",
-               tables=("allpairs_counts", "allpairs_tail", "allpairs_identities"), order=4, cost=lambda p: 10)
+def _check_config(cfg: dict[str, Any], where: Where) -> None:
+    v = cfg["verification"]
+    if v["identities"] not in ("test", "all"):
+        raise InputError(f"{where('verification.identities')} must be \"test\" or \"all\", got {v['identities']!r}")
+    if v["allpairs_shards"] < 1:
+        raise InputError(f"{where('verification.allpairs_shards')} must be at least 1, got {v['allpairs_shards']}")
+    if not v["tail_fmr_factor"] >= 1.0:
+        raise InputError(f"{where('verification.tail_fmr_factor')} must be at least 1 (the tail must reach below the "
+                         f"global threshold), got {v['tail_fmr_factor']}")
+    if not 4 <= v["tail_bits"] <= 14:
+        raise InputError(f"{where('verification.tail_bits')} must be from 4 to 14 (bins of 2^-4 to 2^-14, no finer "
+                         f"than the all-pairs counts'), got {v['tail_bits']}")
+
+
+KIND = register(JobKind(
+    "allpairs", plan=_plan, rows=lambda p, split: {}, run="tasks.kinds.allpairs:run", tables=TABLES, order=4,
+    cost=lambda p: 10, config=ConfigPart("verification", DEFAULTS, _check_config),
+    report=("grid.report.sections.verification:SECTION",)))

@@ -16,12 +16,22 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import InputError
+from storage.schema import result_table
 from storage.vocab import ALL, ETHNICITIES, GENDERS, ethnicity_names, gender_names
-from tasks.cell import check_rows
-from tasks.kinds import JobKind, PlannedJob
-from tasks.threads import limit_threads
+from tasks.kinds import ConfigPart, JobKind, PlannedJob, Where, parse_seeds, register
+from tasks.runtime import check_rows, limit_threads
 
 SUBSETS: tuple[str, ...] = (*GENDERS, ALL)   # the training images of one gender, or all of them
+TABLES = (result_table("tsne", "subset", {
+    "seed": "int", "subset": "string", "x": "float", "y": "float", "ethnicity": "string", "gender": "string",
+    "identity": "string"}),)
+DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "seeds": [],       # [] = the first grid seed
+    "subsets": list(SUBSETS),
+    "perplexity": 30.0,
+    "pca_dims": 50,
+}
 
 
 def _names(values: np.ndarray, vocabulary: tuple[str, ...], what: str) -> np.ndarray:
@@ -104,5 +114,18 @@ def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str,
     return {"tsne": df.assign(seed=seed)}
 
 
-KIND = JobKind("tsne", plan=_plan, rows=lambda p, split: {"rows": split.train_rows(ALL)}, run="tasks.tsne:run",
-               tables=("tsne",), order=2, cost=lambda p: 3 if p["subset"] == ALL else 1)
+def _check_config(cfg: dict[str, Any], where: Where) -> None:
+    t = cfg["tsne"]
+    t["seeds"] = parse_seeds(t["seeds"], where("tsne.seeds")) if t["seeds"] else [cfg["grid"]["seeds"][0]]
+    for subset in t["subsets"]:
+        if subset not in SUBSETS:
+            raise InputError(f"{where('tsne.subsets')} has {subset!r}; allowed: {', '.join(SUBSETS)}")
+    if t["perplexity"] <= 0 or t["pca_dims"] < 2:
+        raise InputError(f"{where('tsne.perplexity')} must be > 0 and 'tsne.pca_dims' >= 2")
+
+
+KIND = register(JobKind(
+    "tsne", plan=_plan, rows=lambda p, split: {"rows": split.train_rows(ALL)}, run="tasks.kinds.tsne:run",
+    tables=TABLES, order=2, cost=lambda p: 3 if p["subset"] == ALL else 1,
+    config=ConfigPart("tsne", DEFAULTS, _check_config, extend=("seeds", "subsets")), record=("subset",),
+    report=("grid.report.sections.tsne:SECTION",)))

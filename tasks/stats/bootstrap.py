@@ -7,7 +7,7 @@ comparison (Bolle et al.'s "subsets bootstrap"; ISO/IEC 19795-1 cl. 8). One resa
   n_g of its identities with replacement; m_i = how often identity i was drawn (mean 1);
 - every genuine comparison of identity i counts m_i times; every impostor comparison (i, j) counts m_i m_j
   times (the comparisons among the drawn copies); integer weights, so the counts stay integers and the
-  threshold convention of :mod:`tasks.rates` applies exactly;
+  threshold convention of :mod:`tasks.stats.rates` applies exactly;
 - every statistic is recomputed on the weighted comparisons, the global threshold included.
 
 The interval is the percentile interval: the (1-c)/2 and (1+c)/2 quantiles (numpy's linear interpolation) of the
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import InputError
-from tasks import rates
+from tasks.stats import rates
 
 COLUMNS = ["quantity", "group_a", "group_b", "target_fmr", "metric", "estimate", "k", "n", "ci_low", "ci_high",
            "n_resamples", "n_defined", "cp_low", "cp_high", "display", "note"]

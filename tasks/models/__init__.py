@@ -4,7 +4,7 @@ Built-in types (:data:`MODEL_TYPES`):
 
 - ``mlp``: the study's Keras classifier, corrected (input -> Dense(60, relu) -> Dense(60, relu) -> Dense(2,
   softmax), Adam, categorical cross-entropy, 200 epochs, batch 5), trained by the compiled trainer of
-  :mod:`tasks.mlp` (``trainer = "fit"`` selects plain ``model.fit``, the slow reference).
+  :mod:`tasks.models.mlp` (``trainer = "fit"`` selects plain ``model.fit``, the slow reference).
 - ``xgboost``: gradient-boosted trees (hist), a non-linear baseline tuned to train one cell of 3000 x 2048 in a
   few seconds on one thread.
 - ``logreg``: scikit-learn's logistic regression, a linear probe.
@@ -154,7 +154,7 @@ def build_model(model: str, config: Mapping, seed: int, threads: int = 1) -> Cla
     using at most ``threads`` threads."""
     config = resolve_model_config(model, config)
     if model == "mlp":
-        from tasks.mlp import MLPClassifier
+        from tasks.models.mlp import MLPClassifier
 
         return MLPClassifier(**config, seed=seed, threads=threads)
     if model == "xgboost":

@@ -3,8 +3,8 @@
 
 ``[verification] pairs = PATH`` adds one job. The driver parses the file when planning (so a bad file is refused
 before anything runs, and the pairs themselves are part of the job's parameters and id); the worker maps each
-pair to its two table rows (:func:`tasks.pairs.map_pairs`, by identity and image name), scores it (cosine) and
-runs :func:`tasks.pairs.protocol_report`: per group 10-fold accuracy mean ± std, EER and FNMR at each target FMR
+pair to its two table rows (:func:`tasks.stats.pairs.map_pairs`, by identity and image name), scores it (cosine) and
+runs :func:`tasks.stats.pairs.protocol_report`: per group 10-fold accuracy mean ± std, EER and FNMR at each target FMR
 on the same pairs; across groups the std of the groups' accuracies and the skewed error ratio. A pair's group is
 its RFW group (RFW folder) or the ethnicity of its first image (the table's own ethnicity names when the data
 carry them, ``data["ethnicity_names"]``).
@@ -19,16 +19,31 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from storage.errors import InputError
+from storage.schema import result_table
 from storage.vocab import ETHNICITIES
-from tasks import pairs, rates
-from tasks.kinds import JobKind, PlannedJob
+from tasks.kinds import ConfigPart, JobKind, PlannedJob, Where, register
+from tasks.stats import pairs, rates
+
+TABLES = (
+    result_table("pair_groups", "pairs_file", {
+        "pairs_file": "string", "group": "string", "n_pairs": "int", "n_genuine": "int", "n_impostor": "int",
+        "accuracy_mean": "float", "accuracy_std": "float", "accuracy_se": "float", "eer": "float",
+        "eer_threshold": "float"}),
+    result_table("pair_operating_points", "pairs_file", {
+        "pairs_file": "string", "group": "string", "target_fmr": "float", "threshold": "float",
+        "false_matches": "int", "n_impostor": "int", "fnmr": "float", "resolved": "bool", "reason": "string"}),
+    result_table("pair_across", "pairs_file", {
+        "pairs_file": "string", "n_groups": "int", "accuracy_std_groups": "float", "skewed_error_ratio": "float",
+        "best_group": "string", "worst_group": "string", "note": "string"}),
+)
 
 _FIELDS = ["line", "fold", "identity_a", "image_a", "identity_b", "image_b", "same", "group"]
 
 
 def read_pairs(path: str) -> pd.DataFrame:
     """The pairs of ``path``: an RFW folder (root/txts/<G>/<G>_pairs.txt), a CSV, or an LFW/RFW pairs text file;
-    columns :data:`tasks.pairs.PAIR_COLUMNS` plus group ("" when the file has none)."""
+    columns :data:`tasks.stats.pairs.PAIR_COLUMNS` plus group ("" when the file has none)."""
     p = Path(path)
     if p.is_dir():
         out = pairs.read_rfw(p)
@@ -91,5 +106,14 @@ def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str,
     return {name: df.assign(pairs_file=p["pairs_file"]) for name, df in out.items()}
 
 
-KIND = JobKind("pairs", plan=_plan, rows=lambda p, split: {}, run="tasks.pairs_kind:run",
-               tables=("pair_groups", "pair_operating_points", "pair_across"), order=2)
+def _check_config(cfg: dict[str, Any], where: Where) -> None:
+    v = cfg["verification"]
+    if v["pairs"] and not Path(v["pairs"]).exists():
+        raise InputError(f"{where('verification.pairs')}: {v['pairs']} does not exist (expected an LFW/RFW pairs "
+                         f"file, an RFW folder or a CSV image_a, image_b, same[, fold])")
+
+
+KIND = register(JobKind(
+    "pairs", plan=_plan, rows=lambda p, split: {}, run="tasks.kinds.pairs:run", tables=TABLES, order=2,
+    config=ConfigPart("verification", {"pairs": ""}, _check_config),   # a pairs file or RFW folder; "" = none
+    report=("grid.report.sections.verification:SECTION",)))

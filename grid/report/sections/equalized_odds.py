@@ -1,0 +1,38 @@
+"""The equalized-odds difference of each trained model across test groups, from its stored predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from grid.report.results import Results
+from tasks.stats import classifier_stats
+
+
+def equalized_odds(res: Results) -> pd.DataFrame:
+    """Per model and train group: the equalized-odds difference across test groups (Fairlearn's sense,
+    tasks.stats.classifier_stats.equalized_odds_difference: max of the TPR and FPR spreads, female positive) of each
+    seed's stored predictions, and its mean and std (ddof=1) over seeds. Columns: model, train_group, n_seeds,
+    value_mean, value_std, tpr_difference_mean, fpr_difference_mean, per_seed ("seed: value" list), note."""
+    pred = res.tables["predictions"]
+    columns = ["model", "train_group", "n_seeds", "value_mean", "value_std", "tpr_difference_mean",
+               "fpr_difference_mean", "per_seed", "note"]
+    if pred.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for model in res.models:
+        for train in res.train_groups:
+            cell = pred[(pred["model"] == model) & (pred["train_group"] == train)]
+            if cell.empty:
+                continue
+            per = {int(seed): classifier_stats.equalized_odds_difference(p["y_true"], p["y_pred"], p["test_group"])
+                   for seed, p in cell.groupby("seed")}
+            values = pd.Series({s: v["value"] for s, v in per.items()}, dtype=float)
+            notes = sorted({f"seed {s}: {v['note']}" for s, v in per.items() if v["note"]})
+            rows.append({"model": model, "train_group": train, "n_seeds": int(values.notna().sum()),
+                         "value_mean": values.mean(), "value_std": values.std(ddof=1) if values.count() > 1 else np.nan,
+                         "tpr_difference_mean": np.nanmean([v["tpr_difference"] for v in per.values()]),
+                         "fpr_difference_mean": np.nanmean([v["fpr_difference"] for v in per.values()]),
+                         "per_seed": ", ".join(f"{s}: {v:.3f}" for s, v in values.items()),
+                         "note": "; ".join(notes)})
+    return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,156 @@
+"""What every job needs in a worker: the one entry point executors call (:func:`run_job`), the thread budget
+(:func:`limit_threads`) and the check of a payload's row indices (:func:`check_rows`).
+
+**run_job.** The one entry point executors call in a worker: run a job payload on the shared data, return its tables.
+
+A payload is the plan's job (``kind``, ``seed``, ``params``), the row indices the driver computed from the
+seed's split, and ``run``: the ``"module:function"`` of its kind's worker function (``tasks.kinds``), looked up
+here. ``data`` holds the arrays shared by every job (put once in Ray's object store, or memory-mapped by local
+workers). Errors raised by the job are returned as an :class:`Outcome`, never retried: Ray retries only system
+failures (a lost worker or node).
+
+**Threads.** Keep a job inside its thread budget, so that N jobs on N cores never oversubscribe them.
+
+``limit_threads(n)`` covers every pool a job can use:
+
+- BLAS/OpenMP libraries already loaded (OpenBLAS under numpy/scipy, libgomp under scikit-learn and XGBoost):
+  through threadpoolctl; libraries loaded later read the ``*_NUM_THREADS`` environment variables set here.
+- TensorFlow: intra-op pool = n threads, inter-op pool = 1 (a job runs one graph at a time). TensorFlow fixes
+  its pools when its runtime starts, once per process. Before that, the limit is set (directly if TensorFlow is
+  imported, else through ``TF_NUM_INTRAOP_THREADS``/``TF_NUM_INTEROP_THREADS``, which it reads at start-up).
+  After that, asking again for the same n is a no-op and asking for another n keeps the pools it has and logs a
+  warning once: a reused worker process keeps working.
+- XGBoost: its ``n_jobs`` is set from the same budget by :func:`tasks.models.build_model`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import socket
+import sys
+import time
+import traceback as tb
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from storage.errors import InputError
+
+
+@dataclass
+class Outcome:
+    """What a job sends back to the driver: its tables, or its error."""
+
+    job_id: str
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    error: str | None = None
+    traceback: str | None = None
+    node: str = ""
+    finished_at: str = ""
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    worker: str = ""        # the process that ran it: "<host>:<pid>"
+    started: float = 0.0    # when it started, Unix time (for timelines: bench/bench_grid.py)
+
+
+def node_name() -> str:
+    """The host, plus the Ray node id when running inside Ray (several nodes can share a host)."""
+    host = socket.gethostname()
+    if "ray" not in sys.modules:   # not inside Ray (importing it here would cost a local worker ~1 s)
+        return host
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return f"{host}/{ray.get_runtime_context().get_node_id()[:12]}"
+    except Exception:  # noqa: BLE001 - outside Ray the host name is enough
+        pass
+    return host
+
+
+@cache
+def worker_function(path: str) -> Callable[[Mapping[str, Any], Mapping[str, np.ndarray]], dict[str, pd.DataFrame]]:
+    """The function named ``"package.module:function"``."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_job(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> Outcome:
+    """Run one job; its tables get ``job_id``, ``node`` and ``finished_at``. Exceptions become a failed Outcome."""
+    started, start, cpu_start = time.time(), time.perf_counter(), time.process_time()
+    node = node_name()
+    job = payload["job_id"]
+    where = {"node": node, "worker": f"{socket.gethostname()}:{os.getpid()}", "started": started}
+    try:
+        tables = worker_function(payload["run"])(payload, data)
+    except Exception as exc:  # noqa: BLE001 - the job's own error is the result
+        return Outcome(job, error=f"{type(exc).__name__}: {exc}", traceback=tb.format_exc(), finished_at=_now(),
+                       seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu_start, **where)
+    finished = _now()
+    tables = {name: df.assign(job_id=job, node=node, finished_at=finished) for name, df in tables.items()}
+    return Outcome(job, tables=tables, finished_at=finished, seconds=time.perf_counter() - start,
+                   cpu_seconds=time.process_time() - cpu_start, **where)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# -------------------------------------------------------------------------------------------------- threads ---
+_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+             "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+_log = logging.getLogger(__name__)
+_warned: set[int] = set()
+
+
+def limit_threads(n: int) -> None:
+    """Make TensorFlow, XGBoost and BLAS/OpenMP in this process use at most ``n`` threads."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"threads must be a positive integer, got {n!r}")
+    if "tensorflow" in sys.modules:
+        limit_tensorflow_threads(n)
+    for var in _ENV_VARS:
+        os.environ[var] = str(n)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n)
+
+
+def limit_tensorflow_threads(n: int) -> int:
+    """Set TensorFlow's pools to ``n`` intra-op / 1 inter-op thread if it can still be done (call it before
+    TensorFlow runs its first op). Return the intra-op thread count in force, 0 meaning all cores."""
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    try:
+        threading.set_intra_op_parallelism_threads(n)
+        threading.set_inter_op_parallelism_threads(1)
+        return n
+    except RuntimeError:  # the runtime has started in this process: its pools stay as they are
+        current = threading.get_intra_op_parallelism_threads() or int(os.environ.get("TF_NUM_INTRAOP_THREADS", 0))
+        if current != n and current not in _warned:
+            _warned.add(current)
+            _log.warning("TensorFlow already runs in this process with %s intra-op threads; keeping them "
+                         "(asked for %d)", current or "all", n)
+        return current
+
+
+# ------------------------------------------------------------------------------------------------------ rows ---
+def check_rows(rows: np.ndarray, n: int, what: str) -> np.ndarray:
+    """``rows`` as a non-empty 1-D int64 array of row indices < n; InputError naming ``what`` otherwise."""
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or rows.size == 0:
+        raise InputError(f"{what} has no rows (expected a non-empty list of row indices)")
+    if not np.issubdtype(rows.dtype, np.integer):
+        raise InputError(f"{what}: row indices must be integers, got {rows.dtype}")
+    if rows.min() < 0 or rows.max() >= n:
+        raise InputError(f"{what}: row indices must lie in [0, {n}), got {rows.min()}..{rows.max()}")
+    return rows.astype(np.int64, copy=False)
