@@ -101,7 +101,8 @@ def tail_report(tails: list, ids: np.ndarray, grp: np.ndarray, n_groups: int, ta
                 scale: float) -> dict:
     """Sum the workers' tails and time TailStatistics: set-up and one resample (median of ``resamples``)."""
     from tasks.stats import fairness
-    from tasks.stats.allpairs import TailCounts, TailStatistics
+    from tasks.stats.allpairs import TailCounts
+    from tasks.stats.allpairs_rates import TailStatistics
     from tasks.stats.bootstrap import identity_multiplicities
 
     t = time.perf_counter()
@@ -157,7 +158,7 @@ def stored_tail_read(tails: list, ids: np.ndarray, grp: np.ndarray) -> dict:
 def read_tail(folder: str, ident) -> dict:
     """As the report: ``ResultStore.read("allpairs_tail")`` then ``tail_from_rows``; times and peak memory."""
     from storage.results import ResultStore
-    from tasks.kinds.allpairs import tail_from_rows
+    from tasks.stats.allpairs_rates import tail_from_rows
 
     base = peak_rss_mb()
     t = time.perf_counter()
@@ -278,7 +279,7 @@ def main() -> None:
                                              args.target_fmr, args.resamples, total_pairs / pairs)}
             report["runs"].append(run)
             print(json.dumps(run), flush=True)
-        from tasks.stats.allpairs import hist_eer, hist_threshold_at_fmr
+        from tasks.stats.allpairs_rates import hist_eer, hist_threshold_at_fmr
 
         gen, imp = results[list(results)[0]]
         g_all, i_all = gen.sum(axis=0), imp.sum(axis=(0, 1))

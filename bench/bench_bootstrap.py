@@ -47,7 +47,8 @@ def impostor_job(settings: list[int]) -> None:
     v = cfg["verification"]
     for r in settings:
         for kind, run, params, job_rows in (
-                ("impostor", run_impostor, {"target_fmr": v["target_fmr"], "max_impostor_pairs": v["max_impostor_pairs"],
+                ("impostor", run_impostor, {"target_fmr": v["target_fmr"],
+                                            "max_impostor_pairs": v["max_impostor_pairs"],
                                             "target_fmrs": v["target_fmrs"], "bootstrap": r,
                                             "sampling": v["sampling"]}, rows),
                 ("scores", run_scores, {"test_group": groups[0], "max_impostor_pairs": v["max_impostor_pairs"],

@@ -18,6 +18,9 @@ while the driver prepares; then ``run(payloads, data)``; then ``close()``, on ev
 Leftovers: every segment and temporary folder is named ``biasgrid-<driver pid>-<random>``; ``close()`` removes
 them (also after SIGTERM and Ctrl-C); after a SIGKILL the next run's ``start()`` removes those of dead drivers
 (:func:`remove_leftovers`) and says so.
+
+Over 400 lines, on purpose: both executors share the worker preparation, the leftover rules and the signal
+handling, whose order matters at start and stop; kept in one module so that the lifecycle reads in one place.
 """
 
 from __future__ import annotations
@@ -128,7 +131,8 @@ def _temp_folder() -> str:
 
 # ------------------------------------------------------------------------------------ worker preparation ---
 # Modules a worker imports before its first job, per model type (the job kinds' own modules always).
-MODEL_IMPORTS = {"mlp": ("tensorflow", "tasks.models.mlp"), "xgboost": ("xgboost",), "logreg": ("sklearn.linear_model",)}
+MODEL_IMPORTS = {"mlp": ("tensorflow", "tasks.models.mlp"), "xgboost": ("xgboost",),
+                 "logreg": ("sklearn.linear_model",)}
 _prepared: list[int] = []
 
 

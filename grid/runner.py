@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from grid import experiment
+from grid.dispatch import dispatch, say
 from grid.executors import Executor, make_executor
 from grid.plan import Job, count_jobs, make_plan
 from grid.splits import Protocol, Split, check_groups, make_split, train_group_ethnicities
@@ -23,6 +24,7 @@ from storage.results import ResultStore, job_state, jobs_from_columns, jobs_to_c
 from storage.table import EmbeddingTable, read_table
 from storage.vocab import ALL
 from tasks import kinds
+from tasks.runtime import Outcome
 
 VERSIONED = ("biasgrid", "numpy", "ray", "tensorflow", "keras", "xgboost", "scikit-learn", "pyarrow", "pandas")
 
@@ -272,51 +274,36 @@ def _run_locked(plan: Prepared, store: ResultStore, stored: dict[str, Any], note
         "created_at": stored.get("created_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "runs": [*(stored.get("runs") or []), _run_record(cfg, len(jobs), len(todo))],
         "jobs": jobs_to_columns([*kept, *(j.record() for j in jobs)]),
-        "tables": table_records(),
+        "tables": {**(stored.get("tables") or {}), **table_records()},   # earlier runs' kinds' tables too
     })
     summary.prepare_seconds = time.perf_counter() - start
     for note in notes:
-        _say(progress, f"biasgrid: {note}")
+        say(progress, f"biasgrid: {note}")
     by_id = {j.job_id: j for j in todo}
-    _say(progress, f"biasgrid: {len(jobs)} jobs planned, {summary.stored_before} already stored, "
-                   f"{len(summary.failed_before)} failed before (not retried), {len(todo)} to run on "
-                   f"{cfg['run']['executor']} -> {cfg['run']['out']}")
+    say(progress, f"biasgrid: {len(jobs)} jobs planned, {summary.stored_before} already stored, "
+                  f"{len(summary.failed_before)} failed before (not retried), {len(todo)} to run on "
+                  f"{cfg['run']['executor']} -> {cfg['run']['out']}")
     if not todo:
         summary.seconds = time.perf_counter() - start
         return summary
-    data = shared_arrays(plan.table)
     payloads = [j.payload(plan.splits[j.seed]) for j in todo]
-    bar = _progress_bar(len(todo), progress)
-    try:
-        for outcome in executor.run(payloads, data):
-            job = by_id[outcome.job_id]
-            record = {**job.record(), "node": outcome.node, "finished_at": outcome.finished_at,
-                      "seconds": round(outcome.seconds, 3), "cpu_seconds": round(outcome.cpu_seconds, 3),
-                      "worker": outcome.worker, "started": round(outcome.started, 3)}
-            written = time.perf_counter()
-            if outcome.error is None:
-                store.write_job(job.job_id, outcome.tables, record)
-            else:
-                store.write_failure(job.job_id, record, outcome.error, outcome.traceback or "")
-                summary.failed.append(f"{job.description}: {outcome.error}")
-            summary.write_seconds += time.perf_counter() - written
-            summary.job_seconds += outcome.seconds
-            summary.ran += 1
-            bar.update(1)
-            bar.set_postfix(failed=len(summary.failed), refresh=False)
-    finally:
-        bar.close()
+
+    def save(outcome: Outcome) -> bool:
+        job = by_id[outcome.job_id]
+        record = {**job.record(), "node": outcome.node, "finished_at": outcome.finished_at,
+                  "seconds": round(outcome.seconds, 3), "cpu_seconds": round(outcome.cpu_seconds, 3),
+                  "worker": outcome.worker, "started": round(outcome.started, 3)}
+        written = time.perf_counter()
+        if outcome.error is None:
+            store.write_job(job.job_id, outcome.tables, record)
+        else:
+            store.write_failure(job.job_id, record, outcome.error, outcome.traceback or "")
+            summary.failed.append(f"{job.description}: {outcome.error}")
+        summary.write_seconds += time.perf_counter() - written
+        summary.job_seconds += outcome.seconds
+        summary.ran += 1
+        return outcome.error is not None
+
+    dispatch(executor, payloads, shared_arrays(plan.table), save, progress=progress)
     summary.seconds = time.perf_counter() - start
     return summary
-
-
-def _say(enabled: bool, text: str) -> None:
-    if enabled:
-        print(text, file=sys.stderr, flush=True)
-
-
-def _progress_bar(total: int, enabled: bool, unit: str = "job") -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit=unit, file=sys.stderr, disable=not enabled, dynamic_ncols=True,
-                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} " + unit + "s [{elapsed}<{remaining}{postfix}]")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from storage.errors import InputError, environment_failure
+from storage.atomic import write_atomic
 from storage.schema import TABLES, TableSchema, register_table, schema
 
 LEDGER = "_jobs"
@@ -107,19 +107,11 @@ class ResultStore:
         """Write ``data`` to ``relative`` through a hidden temporary file and a rename (EnvironmentFailure when
         the file system refuses: read-only, full, no permission)."""
         path = self._path(relative)
-        folder, name = path.rsplit("/", 1)
-        tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
         try:
-            self.fs.create_dir(folder, recursive=True)
-            with self.fs.open_output_stream(tmp) as stream:
-                stream.write(data)
-            self.fs.move(tmp, path)
+            self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            write_atomic(path, lambda stream: stream.write(data), self.fs)
         except OSError as exc:
-            self._delete(tmp)
             raise environment_failure(path, exc) from exc
-        except BaseException:
-            self._delete(tmp)
-            raise
 
     def _delete(self, path: str) -> None:
         try:
@@ -271,10 +263,12 @@ class ResultStore:
                 removed.append(stored.path)
         return removed
 
-    def read(self, table: str, skip_jobs: Iterable[str] = ()) -> tuple[pd.DataFrame, dict[str, str]]:
-        """One table as a DataFrame with the schema's columns and types (empty when nothing is stored), without
-        the files of ``skip_jobs``. Files that cannot be read are left out and returned: job id -> reason."""
-        spec = schema(table)
+    def read(self, table: str, skip_jobs: Iterable[str] = (),
+             spec: TableSchema | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+        """One table as a DataFrame with the schema's columns and types (``spec``, default the registered one;
+        empty when nothing is stored), without the files of ``skip_jobs``. Files that cannot be read are left out
+        and returned: job id -> reason."""
+        spec = spec or schema(table)
         skip = {f"{j}.parquet" for j in skip_jobs}
         files = [self._path(s.path) for s in self.listing()
                  if s.path.startswith(f"{table}/") and s.path.endswith(".parquet")
@@ -282,23 +276,22 @@ class ResultStore:
         if not files:
             return spec.empty(), {}
         try:
-            return spec.conform(self._dataset(table, files).to_table().to_pandas()), {}
+            return spec.conform(self._dataset(spec, files).to_table().to_pandas()), {}
         except (OSError, pa.ArrowException):
             pass
         frames, unreadable = [], {}
         for path in files:   # one file is damaged: read file by file to find it and keep the others
             try:
-                frames.append(self._dataset(table, [path]).to_table().to_pandas())
+                frames.append(self._dataset(spec, [path]).to_table().to_pandas())
             except (OSError, pa.ArrowException) as exc:
                 unreadable[path.rsplit("/", 1)[-1][:-8]] = f"{path[len(self.root) + 1:]} cannot be read ({exc})"
         frame = pd.concat(frames, ignore_index=True) if frames else spec.empty()
         return spec.conform(frame), unreadable
 
-    def _dataset(self, table: str, files: list[str]) -> ds.Dataset:
-        spec = schema(table)
+    def _dataset(self, spec: TableSchema, files: list[str]) -> ds.Dataset:
         partitioning = ds.partitioning(pa.schema([(spec.partition, pa.string())]), flavor="hive")
         return ds.dataset(files, filesystem=self.fs, format="parquet", partitioning=partitioning,
-                          partition_base_dir=self._path(table), schema=spec.arrow_schema(without=spec.partition)
+                          partition_base_dir=self._path(spec.name), schema=spec.arrow_schema(without=spec.partition)
                           .append(pa.field(spec.partition, pa.string())))
 
 
@@ -307,12 +300,48 @@ def load(path: str | os.PathLike[str], tables: Iterable[str] | None = None) -> d
     run.json describes (columns and partition key, written by every run since the job kinds own their tables)
     and the registered ones (``tasks.kinds`` registers the kinds' tables when imported)."""
     store = ResultStore(path)
-    register_recorded(store.run_info())
-    return {name: store.read(name)[0] for name in (tables or list(TABLES))}
+    specs = {**inferred_tables(store), **recorded_tables(store.run_info()), **TABLES}
+    return {name: store.read(name, spec=specs.get(name))[0] for name in (tables or list(specs))}
+
+
+def recorded_tables(run: Mapping[str, Any] | None) -> dict[str, TableSchema]:
+    """The tables run.json ``run`` describes (every run records its kinds' tables)."""
+    return {name: TableSchema(name, dict(spec["columns"]), spec["partition"])
+            for name, spec in ((run or {}).get("tables") or {}).items() if isinstance(spec, Mapping)}
 
 
 def register_recorded(run: Mapping[str, Any] | None) -> None:
     """Register the tables that run.json ``run`` describes and that are not registered yet."""
-    for name, spec in ((run or {}).get("tables") or {}).items():
-        if name not in TABLES and isinstance(spec, Mapping):
-            register_table(TableSchema(name, dict(spec["columns"]), spec["partition"]))
+    for name, spec in recorded_tables(run).items():
+        if name not in TABLES:
+            register_table(spec)
+
+
+_ARROW_KINDS = {pa.string(): "string", pa.int64(): "int", pa.float64(): "float", pa.bool_(): "bool"}
+
+
+def inferred_tables(store: ResultStore) -> dict[str, TableSchema]:
+    """The tables found in the folder, as their files describe them (for folders written before run.json
+    recorded the tables, read where no job kind is imported): columns and types from a file's Parquet schema,
+    the partition key (first; an integer when every value is one) from the folder names."""
+    out: dict[str, TableSchema] = {}
+    found: dict[str, list[str]] = {}
+    for stored in store.listing():
+        parts = stored.path.split("/")
+        if len(parts) == 3 and parts[2].endswith(".parquet") and not parts[2].startswith(".") and "=" in parts[1]:
+            found.setdefault(parts[0], []).append(stored.path)
+    for name, paths in found.items():
+        if name in TABLES or name.startswith(("_", ".")):
+            continue
+        try:
+            with store.fs.open_input_file(store._path(paths[0])) as source:
+                arrow = pq.read_schema(source)
+        except (OSError, pa.ArrowException):
+            continue
+        key = paths[0].split("/")[1].split("=", 1)[0]
+        values = {p.split("/")[1].split("=", 1)[1] for p in paths}
+        integer = all(v.lstrip("-").isdigit() for v in values)
+        columns = {key: "int" if integer else "string",
+                   **{f.name: _ARROW_KINDS.get(f.type, "string") for f in arrow if f.name != key}}
+        out[name] = TableSchema(name, columns, key)
+    return out

@@ -271,3 +271,36 @@ def test_a_kind_from_one_module_runs_through_run_and_report(tmp_path: Path) -> N
     expected = toy.groupby("train_group")["scaled_sum"].mean()
     assert dict(zip(summary["train_group"], summary["scaled_sum"])) == pytest.approx(expected.to_dict())
     assert storage.load(out, ["toy_scaled"])["toy_scaled"]["scaled_sum"].sum() == pytest.approx(toy["scaled_sum"].sum())
+
+
+LOAD_SCRIPT = """
+import sys, storage
+tables = storage.load(sys.argv[1])
+print(sorted(name for name, frame in tables.items() if len(frame)))
+print(list(tables["accuracy"].columns), tables["accuracy"]["accuracy"].sum(), str(tables["accuracy"]["seed"].dtype))
+"""
+
+
+def test_storage_load_reads_a_folder_without_importing_the_kinds(tmp_path: Path) -> None:
+    """A notebook's ``storage.load`` (no job kind imported) reads the tables run.json records, and, for a folder
+    written before run.json recorded them, what the files say: the same rows, columns and types."""
+    out = tmp_path / "r"
+    cfg = resolve_config(None, {"data.synth": SYNTH, "grid.models": ["logreg"], "grid.seeds": "2",
+                                "protocol.train_per_gender": 6, "protocol.test_per_gender": 4,
+                                "verification.enabled": False, "tsne.enabled": False, "run.executor": "local",
+                                "run.workers": 2, "run.out": str(out), "run.report": False})
+    assert run_grid(cfg, progress=False).exit_code == 0
+    accuracy = load(out)["accuracy"]
+    expected = (f"['accuracy', 'predictions']\n{list(accuracy.columns)} {accuracy['accuracy'].sum()} int64\n")
+
+    def fresh_load() -> str:
+        done = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(out)], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert fresh_load() == expected
+    run = json.loads((out / "run.json").read_text())
+    del run["tables"]                                     # as written before run.json recorded the tables
+    (out / "run.json").write_text(json.dumps(run))
+    assert fresh_load() == expected

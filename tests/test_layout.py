@@ -48,3 +48,21 @@ def test_one_definition_of_the_vocabulary_and_the_result_columns() -> None:
                for path in (REPO / package).rglob("*.py") if columns in path.read_text(encoding="utf-8")}
     assert spelled <= {"tasks/kinds/cell.py", "grid/report/sections/matrices.py", "grid/report/blocks.py"}
     assert "tasks/kinds/cell.py" in spelled
+
+
+def test_the_report_renders_without_knowing_the_document() -> None:
+    """render.py writes blocks out; document.py gathers them: one way (blocks.py holds what both use)."""
+    render = imported_modules(REPO / "grid" / "report" / "render.py")
+    assert not {m for m in render if m.startswith("grid.report.document")}
+    assert "grid.report.render" in imported_modules(REPO / "grid" / "report" / "document.py")
+
+
+def test_the_command_line_imports_no_private_name() -> None:
+    """grid/cli/ modules are thin parsers: what they use of grid/ is public (no ``_name`` imports)."""
+    private = []
+    for path in sorted((REPO / "grid" / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("grid"):
+                private += [f"{path.name}: {node.module}.{a.name}" for a in node.names
+                            if a.name.startswith("_") and not a.name.startswith("__")]
+    assert private == []

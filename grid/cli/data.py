@@ -72,7 +72,8 @@ def register(subparsers: Any) -> None:
     embed.register(sub)
 
 
-def _check_out(out: str) -> Path:
+def check_table_out(out: str) -> Path:
+    """``--out`` of a command that writes a table: a .parquet file name, not a folder (InputError otherwise)."""
     path = Path(out)
     if path.suffix.lower() != ".parquet":
         raise InputError(f"--out {out}: expected a .parquet file name")
@@ -112,7 +113,8 @@ def _per_ethnicity(text: str, name: str) -> Any:
     return values
 
 
-def _summary(table: EmbeddingTable, out: Path, what: str) -> str:
+def table_summary(table: EmbeddingTable, out: Path, what: str) -> str:
+    """The line a data command closes with: the table written, its size and identities per demographic group."""
     codes = table.identity_codes()
     names = demographic_names(table.ethnicity, table.gender, table.ethnicities)
     order = [demographic_name(e, g) for e in table.ethnicities for g in GENDERS]
@@ -125,7 +127,7 @@ def _synth(args: argparse.Namespace) -> int:
     from storage.synth import PER_ETHNICITY_PARAMS, SynthParams, generate, synth_params_from_dict
     from storage.table import write_table
 
-    out = _check_out(args.out)
+    out = check_table_out(args.out)
     given: dict[str, Any] = {}
     for f in dataclasses.fields(SynthParams):
         text = getattr(args, f.name, None)
@@ -138,11 +140,13 @@ def _synth(args: argparse.Namespace) -> int:
     params = synth_params_from_dict(given, "biasgrid data synth")
     table = generate(params)
     write_table(table, out)
-    print(_summary(table, out, f"synthetic data (seed {params.seed})"))
+    print(table_summary(table, out, f"synthetic data (seed {params.seed})"))
     return 0
 
 
-def _parse_map(items: list[str]) -> dict[str, str]:
+def parse_map(items: list[str]) -> dict[str, str]:
+    """``--map COLUMN=SOURCE`` options (repeated or comma-separated) as {column: source}; InputError naming a
+    malformed or repeated one."""
     mapping: dict[str, str] = {}
     for item in items:
         for part in item.split(","):
@@ -163,10 +167,10 @@ def _import(args: argparse.Namespace) -> int:
     from storage.importers import detect_format, import_embeddings
     from storage.table import write_table
 
-    out = _check_out(args.out)
+    out = check_table_out(args.out)
     fmt = args.format or detect_format(args.src)
-    table = import_embeddings(args.src, fmt, columns=_parse_map(args.map) or None, identities=args.identities,
+    table = import_embeddings(args.src, fmt, columns=parse_map(args.map) or None, identities=args.identities,
                               attributes=args.attributes, prefix_group=args.prefix_group)
     write_table(table, out)
-    print(_summary(table, out, f"imported from {args.src} ({fmt})"))
+    print(table_summary(table, out, f"imported from {args.src} ({fmt})"))
     return 0

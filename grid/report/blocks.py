@@ -4,6 +4,7 @@ formatting of numbers into display strings, and the names the renderers share. S
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,12 @@ class FigureBlock:
 
 
 Block = tuple[str, Any]           # ("h2"|"h3"|"p"|"note"|"pre"|"table"|"figure", content)
+
+
+def explained(title: str, text: str, data: pd.DataFrame, empty: str, table: Callable[[pd.DataFrame], Table],
+              level: str = "h3") -> list[Block]:
+    """A heading, the paragraph explaining it, then ``table(data)``, or the note ``empty`` when there is no data."""
+    return [(level, title), ("p", text), ("note", empty) if data.empty else ("table", table(data))]
 
 
 def png(fig: Any) -> bytes:

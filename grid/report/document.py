@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +21,7 @@ from grid.report.render import render_html, render_latex, render_markdown
 from grid.report.results import Results
 from grid.report.sections import Section, kind_sections
 from grid.report.sections.jobs import job_blocks, job_status
+from storage.atomic import replace_folder
 from storage.errors import EnvironmentFailure, InputError
 from storage.results import ResultStore
 
@@ -121,26 +120,10 @@ def write_report(res: Results, out: str | os.PathLike[str] | None = None) -> Pat
     out = Path(out) if out is not None else Path(res.path) / REPORT_DIR
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: the report's output folder is a file")
-    _replace_folder(out, files)
-    return out / HTML_FILE
-
-
-def _replace_folder(folder: Path, files: dict[str, bytes]) -> None:
-    """Write ``files`` into a new folder beside ``folder``, then swap it in place of ``folder``."""
-    tag = uuid.uuid4().hex[:12]
-    new, old = folder.parent / f".{folder.name}-{tag}.tmp", folder.parent / f".{folder.name}-{tag}.old"
     try:
-        for name, data in files.items():
-            (new / name).parent.mkdir(parents=True, exist_ok=True)
-            (new / name).write_bytes(data)
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(new, folder)
+        replace_folder(out, files)
     except OSError as exc:
-        shutil.rmtree(new, ignore_errors=True)
-        if old.exists() and not folder.exists():
-            os.replace(old, folder)
-        raise EnvironmentFailure(f"{folder}: cannot write the report ({exc.strerror or exc}); the previous "
+        raise EnvironmentFailure(f"{out}: cannot write the report ({exc.strerror or exc}); the previous "
                                  f"report (if any) is unchanged. Free some space, or write it elsewhere "
                                  f"(biasgrid report DIR --out FOLDER)") from exc
-    shutil.rmtree(old, ignore_errors=True)
+    return out / HTML_FILE

@@ -5,7 +5,8 @@ rectangles ``tasks.stats.allpairs.block_tasks(n)[k::S]`` of the n x n score matr
 table, i < j) into per-(group pair, bin) counts (:func:`tasks.stats.allpairs.shard_counts`), and stores only the
 non-zero bins: table ``allpairs_counts`` = (shard, n_shards, bits, group_a, group_b, kind, bin, count), genuine
 rows with group_b = group_a. Any sharding sums to the same exact counts; the report sums the shards
-(``grid.report.sections.allpairs.allpairs_summary``) and derives the rates with :func:`tasks.stats.allpairs_rates.hist_group_tables`.
+(``grid.report.sections.allpairs.allpairs_summary``) and derives the rates with
+:func:`tasks.stats.allpairs_rates.hist_group_tables`.
 
 **Tail for the identity bootstrap** (when ``[verification] bootstrap`` > 0): every shard first chooses the same
 lower score e_lo from the whole table and the job's seed (the first grid seed, the same for all shards;

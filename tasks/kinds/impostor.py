@@ -61,9 +61,9 @@ def impostor_matrix(X: np.ndarray, identity_codes: np.ndarray, demographic_group
 
     The threshold gives FMR = ``target_fmr`` over all impostor pairs of ``rows`` (all, or a seeded uniform
     sample of ``max_impostor_pairs``), by the convention of :mod:`tasks.stats.rates`. With ``sampling="stratified"``
-    a sample is topped up per pair of groups (:func:`tasks.stats.scoring.stratify`): pooled numbers (the threshold, the EER and FNMR
-    over all) come from the uniform sample, each pair of groups' counts from a uniform sample of its own pairs of
-    at least ``tasks.stats.scoring.STRATUM_FALSE_MATCHES / target_fmr`` pairs. ``demographic_group`` has one
+    a sample is topped up per pair of groups (:func:`tasks.stats.scoring.stratify`): pooled numbers (the
+    threshold, the EER and FNMR over all) come from the uniform sample, each pair of groups' counts from a uniform
+    sample of its own pairs of at least ``tasks.stats.scoring.STRATUM_FALSE_MATCHES / target_fmr`` pairs. ``demographic_group`` has one
     group name per row of X (e.g. "asian_female"). Returns
 
     - ``"impostor_matrix"``: group_a, group_b, fmr = false_matches / n_pairs, false_matches, n_pairs, threshold,

@@ -57,7 +57,8 @@ def score_group(X: np.ndarray, identity_codes: np.ndarray, rows: np.ndarray, *, 
     impostor_mean, n_genuine, n_impostor, impostor_sampled, and with ``n_resamples`` > 0 the identity bootstrap's
     95% percentile interval of the EER and of both FNMRs, seeded by ``seed``, resampling identities within each
     stratum of ``strata`` (one code per row of X, e.g. gender; default one stratum): <metric>_ci_low/_ci_high,
-    n_resamples), "verification_curve": (threshold, fmr, fnmr) on :data:`tasks.stats.scoring.THRESHOLDS`, "verification_hist": (kind,
+    n_resamples), "verification_curve": (threshold, fmr, fnmr) on :data:`tasks.stats.scoring.THRESHOLDS`,
+    "verification_hist": (kind,
     bin_left, bin_right, count) on :data:`HIST_EDGES`}``."""
     sc = scoring.score_pairs(X, identity_codes, rows, seed=seed, max_impostor_pairs=max_impostor_pairs,
                      what="verification group")

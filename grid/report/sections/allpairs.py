@@ -1,4 +1,5 @@
-"""All pairs of the table re-aggregated at report time: the shards' exact counts summed into rates, and the identity bootstrap over their per-identity tails."""
+"""All pairs of the table re-aggregated at report time: the shards' exact counts summed into rates, and the identity
+bootstrap over their per-identity tails."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ ALLPAIRS_INTERVAL_COLUMNS = [*tbootstrap.COLUMNS, "bits", "lo_bin", "lo_score", 
 
 def allpairs_intervals(res: Results, exact: dict[str, Any] | None = None) -> pd.DataFrame:
     """Identity-bootstrap intervals at full scale: the shards' stored tails summed
-    (``tasks.stats.allpairs_rates.tail_from_rows``), then ``tasks.stats.allpairs_rates.tail_bootstrap`` with ``[verification]
+    (``tasks.stats.allpairs_rates.tail_from_rows``), then ``tasks.stats.allpairs_rates.tail_bootstrap`` with
+    ``[verification]
     bootstrap`` resamples, seed = the grid's first seed (the allpairs jobs' seed), confidence 0.95, the global
     ``target_fmr`` and ``summarize`` = the group aggregators (tasks/stats/fairness.py).
 

@@ -1,4 +1,5 @@
-"""The bias summaries of the accuracy matrices: spread across test groups per training group, the best training group per test group; the section shows them with the paired differences and the equalized-odds difference."""
+"""The bias summaries of the accuracy matrices: spread across test groups per training group, the best training
+group per test group; the section shows them with the paired differences and the equalized-odds difference."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import numpy as np
 import pandas as pd
 
 from grid.report import fairness
-from grid.report.blocks import Block, Table, num, pm, p_text, yes, ci_text
+from grid.report.blocks import Block, Table, ci_text, explained, num, p_text, pm, yes
 from grid.report.results import Results
 from grid.report.sections import Section, Summaries
-from grid.report.sections.equalized_odds import equalized_odds
+from grid.report.sections.equalized_odds import equalized_odds, equalized_odds_table
 from grid.report.sections.matrices import accuracy_stats, seed_rows
-from grid.report.sections.paired import paired_differences, paired_test
+from grid.report.sections.paired import paired_differences, paired_table, paired_test
 from storage.vocab import ALL
 
 
@@ -125,94 +126,70 @@ def best_train_group(res: Results, metric: str = "accuracy",
 
 
 def bias_blocks(res: Results, s: Summaries) -> list[Block]:
+    """The bias summaries: spread per training group, best training group, paired differences, equalized odds."""
     blocks: list[Block] = [("h2", "Bias summaries (accuracy)")]
-    spread = s["row_spread"]
-    blocks.append(("h3", "Spread across test groups, per training group"))
-    blocks.append(("p", "From the mean matrix: range = max − min of the test groups' accuracies, std across "
+    blocks += explained("Spread across test groups, per training group",
+                        "From the mean matrix: range = max − min of the test groups' accuracies, std across "
                         "groups (population std), skewed error ratio (SER) = highest error / lowest error with "
                         "error = 1 − accuracy. The range's ± is the standard deviation over seeds of the range "
                         "computed per seed; the SER per seed, unstable when an error is near 0, is given as its "
-                        "lowest and highest value over seeds."))
-    if spread.empty:
-        blocks.append(("note", "No accuracy results: nothing to summarise."))
-    else:
-        frame = pd.DataFrame({
-            "model": spread["model"], "trained on": spread["train_group"],
-            "best test group": [f"{g} ({num(v)})" for g, v in zip(spread["best_test_group"], spread["best"])],
-            "worst test group": [f"{g} ({num(v)})" for g, v in zip(spread["worst_test_group"], spread["worst"])],
-            "range": [pm(m, s_) for m, s_ in zip(spread["range"], spread["range_sd"])],
-            "std across groups": [num(v) for v in spread["std_groups"]],
-            "SER": [num(v, 2) for v in spread["skewed_error_ratio"]],
-            "SER per seed [min, max]": [f"[{num(lo, 2)}, {num(hi, 2)}]" if not pd.isna(lo) else "—"
-                                        for lo, hi in zip(spread["ser_seed_min"], spread["ser_seed_max"])],
-            "seeds": spread["n_seeds"].astype(str), "note": spread["note"].fillna(""),
-        })
-        blocks.append(("table", Table(frame, "Spread across test groups")))
-
-    best = s["best_train_group"]
-    blocks.append(("h3", "Best training group for each test group"))
-    blocks.append(("p", "The training group with the highest mean accuracy on each test group, its margin over "
+                        "lowest and highest value over seeds.",
+                        s["row_spread"], "No accuracy results: nothing to summarise.", _spread_table)
+    blocks += explained("Best training group for each test group",
+                        "The training group with the highest mean accuracy on each test group, its margin over "
                         "the runner-up (mean paired difference over seeds, 95% t confidence interval) and the "
-                        "paired t-test p-value of best vs runner-up."))
-    if best.empty:
-        blocks.append(("note", "No accuracy results: nothing to compare."))
-    else:
-        frame = pd.DataFrame({
-            "model": best["model"], "tested on": best["test_group"],
-            "best trained on": [f"{g} ({num(v)})" for g, v in zip(best["best_train_group"], best["best_mean"])],
-            "runner-up": [f"{g} ({num(v)})" if isinstance(g, str) else "—"
-                          for g, v in zip(best["runner_up"], best["runner_up_mean"])],
-            "margin [95% CI]": [ci_text(m, lo, hi) for m, lo, hi in zip(best["margin"], best["ci_low"], best["ci_high"])],
-            "p": [p_text(p) for p in best["p_value"]], "pairs": best["n_pairs"].astype(str),
-            "same group best": [yes(v) for v in best["same_group_is_best"]],
-            "all best": [yes(v) for v in best["all_is_best"]], "note": best["note"].fillna(""),
-        })
-        blocks.append(("table", Table(frame, "Best training group per test group")))
-
-    diff = s["paired_differences"]
-    blocks.append(("h3", "Off-diagonal cells against same-group training (paired by seed)"))
-    blocks.append(("p", "For each test group T and each other training group G (including all), the per-seed "
+                        "paired t-test p-value of best vs runner-up.",
+                        s["best_train_group"], "No accuracy results: nothing to compare.", _best_table)
+    blocks += explained("Off-diagonal cells against same-group training (paired by seed)",
+                        "For each test group T and each other training group G (including all), the per-seed "
                         "difference accuracy(G → T) − accuracy(T → T), paired by seed (same split). Mean "
                         "difference with its 95% t confidence interval; two p-values, each Holm-adjusted over the "
                         "model's comparisons: p (t) from the plain paired t-test and p (NB) from the Nadeau–Bengio "
                         "corrected resampled t-test, whose variance (1/J + n_test/n_train)·s² accounts for the "
                         "training sets the seeds share (the plain test's is too small). Negative = worse than "
-                        "training on the test group itself. Significant = Holm-adjusted plain p < 0.05."))
-    if diff.empty:
-        blocks.append(("note", "No comparison: the grid has no cell trained and tested on the same group, "
-                               "or no accuracy results."))
-    else:
-        frame = pd.DataFrame({
-            "model": diff["model"], "tested on": diff["test_group"], "trained on": diff["train_group"],
-            "vs": diff["reference"],
-            "difference [95% CI]": [ci_text(m, lo, hi) for m, lo, hi in
-                                    zip(diff["mean_diff"], diff["ci_low"], diff["ci_high"])],
-            "p (t)": [p_text(p) for p in diff["p_value"]], "p (t, Holm)": [p_text(p) for p in diff["p_holm"]],
-            "p (NB)": [p_text(p) for p in diff["p_corrected"]], "p (NB, Holm)": [p_text(p) for p in diff["p_holm_corrected"]],
-            "pairs": diff["n_pairs"].astype(str),
-            "significant": [yes(sig) if not pd.isna(p) else "—" for sig, p in zip(diff["significant"],
-                                                                                  diff["p_holm"])],
-            "note": diff["note"].fillna(""),
-        })
-        blocks.append(("table", Table(frame, "Paired differences to the same-group cell")))
-
-    eo = s["equalized_odds"]
-    blocks.append(("h3", "Equalized-odds difference across test groups"))
-    blocks.append(("p", "Per trained model, from its stored predictions (predictions table): max(TPR spread, FPR "
+                        "training on the test group itself. Significant = Holm-adjusted plain p < 0.05.",
+                        s["paired_differences"],
+                        "No comparison: the grid has no cell trained and tested on the same group, "
+                               "or no accuracy results.", paired_table)
+    blocks += explained("Equalized-odds difference across test groups",
+                        "Per trained model, from its stored predictions (predictions table): max(TPR spread, FPR "
                         "spread) across the test groups, female = positive (Fairlearn's equalized_odds_difference); "
-                        "0 = the same error profile in every group. Mean ± std over seeds, and each seed's value."))
-    if eo.empty:
-        blocks.append(("note", "No predictions are stored (results written before the predictions table)."))
-    else:
-        frame = pd.DataFrame({
-            "model": eo["model"], "trained on": eo["train_group"],
-            "equalized-odds difference": [pm(m, sd) for m, sd in zip(eo["value_mean"], eo["value_std"])],
-            "TPR spread": [num(v) for v in eo["tpr_difference_mean"]],
-            "FPR spread": [num(v) for v in eo["fpr_difference_mean"]],
-            "per seed": eo["per_seed"], "note": eo["note"].fillna(""),
-        })
-        blocks.append(("table", Table(frame, "Equalized-odds difference (mean over seeds)")))
+                        "0 = the same error profile in every group. Mean ± std over seeds, and each seed's value.",
+                        s["equalized_odds"],
+                        "No predictions are stored (results written before the predictions table).",
+                        equalized_odds_table)
     return blocks
+
+
+def _spread_table(spread: pd.DataFrame) -> Table:
+    """The display table of :func:`row_spread`."""
+    frame = pd.DataFrame({
+        "model": spread["model"], "trained on": spread["train_group"],
+        "best test group": [f"{g} ({num(v)})" for g, v in zip(spread["best_test_group"], spread["best"])],
+        "worst test group": [f"{g} ({num(v)})" for g, v in zip(spread["worst_test_group"], spread["worst"])],
+        "range": [pm(m, s_) for m, s_ in zip(spread["range"], spread["range_sd"])],
+        "std across groups": [num(v) for v in spread["std_groups"]],
+        "SER": [num(v, 2) for v in spread["skewed_error_ratio"]],
+        "SER per seed [min, max]": [f"[{num(lo, 2)}, {num(hi, 2)}]" if not pd.isna(lo) else "—"
+                                    for lo, hi in zip(spread["ser_seed_min"], spread["ser_seed_max"])],
+        "seeds": spread["n_seeds"].astype(str), "note": spread["note"].fillna(""),
+    })
+    return Table(frame, "Spread across test groups")
+
+
+def _best_table(best: pd.DataFrame) -> Table:
+    """The display table of :func:`best_train_group`."""
+    frame = pd.DataFrame({
+        "model": best["model"], "tested on": best["test_group"],
+        "best trained on": [f"{g} ({num(v)})" for g, v in zip(best["best_train_group"], best["best_mean"])],
+        "runner-up": [f"{g} ({num(v)})" if isinstance(g, str) else "—"
+                      for g, v in zip(best["runner_up"], best["runner_up_mean"])],
+        "margin [95% CI]": [ci_text(m, lo, hi) for m, lo, hi in zip(best["margin"], best["ci_low"], best["ci_high"])],
+        "p": [p_text(p) for p in best["p_value"]], "pairs": best["n_pairs"].astype(str),
+        "same group best": [yes(v) for v in best["same_group_is_best"]],
+        "all best": [yes(v) for v in best["all_is_best"]], "note": best["note"].fillna(""),
+    })
+    return Table(frame, "Best training group per test group")
 
 
 def _summaries(res: Results) -> Summaries:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from grid.report.blocks import Table, num, pm
 from grid.report.results import Results
 from tasks.stats import classifier_stats
 
@@ -36,3 +37,15 @@ def equalized_odds(res: Results) -> pd.DataFrame:
                          "per_seed": ", ".join(f"{s}: {v:.3f}" for s, v in values.items()),
                          "note": "; ".join(notes)})
     return pd.DataFrame(rows, columns=columns)
+
+
+def equalized_odds_table(eo: pd.DataFrame) -> Table:
+    """The display table of :func:`equalized_odds`."""
+    frame = pd.DataFrame({
+        "model": eo["model"], "trained on": eo["train_group"],
+        "equalized-odds difference": [pm(m, sd) for m, sd in zip(eo["value_mean"], eo["value_std"])],
+        "TPR spread": [num(v) for v in eo["tpr_difference_mean"]],
+        "FPR spread": [num(v) for v in eo["fpr_difference_mean"]],
+        "per seed": eo["per_seed"], "note": eo["note"].fillna(""),
+    })
+    return Table(frame, "Equalized-odds difference (mean over seeds)")

@@ -1,4 +1,5 @@
-"""Per-group operating points (own and global thresholds), per-group EER and the identity-bootstrap intervals of the impostor-matrix jobs."""
+"""Per-group operating points (own and global thresholds), per-group EER and the identity-bootstrap intervals of the
+impostor-matrix jobs."""
 
 from __future__ import annotations
 

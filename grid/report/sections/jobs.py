@@ -79,7 +79,8 @@ def job_blocks(res: Results, sections: Sequence[Section] = ()) -> list[Block]:
         blocks.append(("table", Table(frame, "Failed jobs (tracebacks: failures.csv beside this report)")))
     broken = status[status["status"] == "damaged"]
     if not broken.empty:
-        frame = pd.DataFrame({"job": broken["description"], "job id": broken["job_id"], "what is wrong": broken["error"]})
+        frame = pd.DataFrame({"job": broken["description"], "job id": broken["job_id"],
+                              "what is wrong": broken["error"]})
         blocks.append(("table", Table(frame, "Damaged results (left out of every table and figure)")))
     miss = status[status["status"] == "missing"]
     if not miss.empty:

@@ -1,4 +1,5 @@
-"""The accuracy matrices: mean ± std over seeds per model x train group x test group, and the cells without every seed."""
+"""The accuracy matrices: mean ± std over seeds per model x train group x test group, and the cells without every
+seed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Paired tests of accuracy cells: the plain and the Nadeau-Bengio corrected paired t-test, Holm's adjustment, each off-diagonal cell against the same-group cell."""
+"""Paired tests of accuracy cells: the plain and the Nadeau-Bengio corrected paired t-test, Holm's adjustment, each
+off-diagonal cell against the same-group cell."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grid.report.blocks import Table, ci_text, p_text, yes
 from grid.report.results import Results
 from grid.report.sections.matrices import seed_rows
 from tasks.stats import classifier_stats
@@ -104,3 +106,21 @@ def paired_differences(res: Results, metric: str = "accuracy",
     out = pd.concat(rows, ignore_index=True)
     out["significant"] = out["p_holm"] < alpha
     return out[columns]
+
+
+def paired_table(diff: pd.DataFrame) -> Table:
+    """The display table of :func:`paired_differences`."""
+    frame = pd.DataFrame({
+        "model": diff["model"], "tested on": diff["test_group"], "trained on": diff["train_group"],
+        "vs": diff["reference"],
+        "difference [95% CI]": [ci_text(m, lo, hi) for m, lo, hi in
+                                zip(diff["mean_diff"], diff["ci_low"], diff["ci_high"])],
+        "p (t)": [p_text(p) for p in diff["p_value"]], "p (t, Holm)": [p_text(p) for p in diff["p_holm"]],
+        "p (NB)": [p_text(p) for p in diff["p_corrected"]],
+        "p (NB, Holm)": [p_text(p) for p in diff["p_holm_corrected"]],
+        "pairs": diff["n_pairs"].astype(str),
+        "significant": [yes(sig) if not pd.isna(p) else "—" for sig, p in zip(diff["significant"],
+                                                                              diff["p_holm"])],
+        "note": diff["note"].fillna(""),
+    })
+    return Table(frame, "Paired differences to the same-group cell")
