@@ -19,7 +19,7 @@ from grid.plan import Job, count_jobs, make_plan
 from grid.splits import Protocol, Split, check_groups, make_split, train_group_ethnicities
 from storage.errors import EnvironmentFailure, InputError
 from storage.lock import FolderLock
-from storage.results import ResultStore, job_state, jobs_from_columns, jobs_to_columns
+from storage.results import ResultStore, check_results_out, job_state, jobs_from_columns, jobs_to_columns
 from storage.table import EmbeddingTable, read_table
 from storage.vocab import ALL
 
@@ -157,12 +157,6 @@ def _check_genuine_pairs(table: EmbeddingTable, splits: dict[int, Split], test_g
                                  f"or set [verification] enabled = false")
 
 
-def check_out(out: str) -> None:
-    """InputError when ``--out`` names something that cannot be a results folder (a local regular file)."""
-    if "://" not in out and Path(out).exists() and not Path(out).is_dir():
-        raise InputError(f"--out {out}: is a file; expected a results folder (a new or an existing one)")
-
-
 def probe_address(address: str, timeout: float) -> None:
     """EnvironmentFailure when a Ray cluster address (host:port or ray://host:port) does not accept a connection
     within ``timeout`` seconds ("auto" and "local" are left to Ray)."""
@@ -200,6 +194,7 @@ def run_grid(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool 
     locked for this run (another run refuses, or waits with ``wait``), damaged results and leftovers are removed,
     and run.json records the folder's experiment and this run next to the earlier ones.
     """
+    check_results_out(cfg["run"]["out"])   # before the executor starts: a refusal is at once
     if cfg["run"]["executor"] == "ray":   # an unreachable cluster fails here, within the timeout
         probe_address(cfg["run"]["address"], cfg["run"]["connect_timeout"])
     executor = executor or make_executor(cfg["run"], cfg["grid"]["models"])
@@ -215,7 +210,6 @@ def _run_grid(cfg: dict[str, Any], executor: Executor, *, rerun_failed: bool, pr
               wait: bool) -> RunSummary:
     start = time.perf_counter()
     out = cfg["run"]["out"]
-    check_out(out)
     cfg, table, fingerprint = load_checked_data(cfg)
     store = ResultStore(out)
     plan = prepare(cfg, table, fingerprint, store.run_info() if store.exists() else None)

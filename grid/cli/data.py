@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from storage.errors import InputError
+from storage.results import check_outside_results
 from storage.table import EmbeddingTable
 from storage.vocab import ETHNICITIES, GENDERS, demographic_name, demographic_names
 
@@ -78,6 +79,7 @@ def _check_out(out: str) -> Path:
         raise InputError(f"--out {out}: expected a .parquet file name")
     if path.is_dir():
         raise InputError(f"--out {out}: is a folder; expected a .parquet file name")
+    check_outside_results(path)
     return path
 
 
