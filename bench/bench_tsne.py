@@ -73,7 +73,7 @@ def main() -> None:
         eth, gen = (group % 3).astype(np.int8), (group // 3).astype(np.int8)
         ident = np.array([f"id{i}" for i in range(n)], dtype=object)
         t, c = time.perf_counter(), time.process_time()
-        tsne_job(X, np.arange(n), eth, gen, ident, subset="all", seed=0)
+        tsne_job(X, np.arange(n), eth, gen, ident, ethnicities=("asian", "caucasian", "black"), subset="all", seed=0)
         print(f"  tasks.tsne.tsne_job (subset all)  wall {time.perf_counter() - t:5.1f} s, "
               f"cpu {time.process_time() - c:5.1f} s", flush=True)
 

@@ -46,7 +46,7 @@ class EmbeddingTable:
     """Face embeddings with identity, image and demographic labels (row i of each array = image i).
 
     ``embeddings`` is ``(n, d)`` float32 C-contiguous; ``identity`` and ``image`` are string arrays;
-    ``ethnicity`` holds int8 codes into ``ethnicities`` (the table's groups; the study's three by default) and
+    ``ethnicity`` holds int8 codes into ``ethnicities`` (the table's own groups, always given) and
     ``gender`` int8 codes into :data:`storage.vocab.GENDERS` (0 = male, 1 = female). Check a table built by hand
     with :func:`validate_table`. ``face_detected`` (optional, (n,) bool) says whether a face detector found
     the face (False: embedded from the centre crop); other commands ignore it and it is not part of
@@ -58,7 +58,7 @@ class EmbeddingTable:
     image: np.ndarray
     ethnicity: np.ndarray
     gender: np.ndarray
-    ethnicities: tuple[str, ...] = vocab.ETHNICITIES
+    ethnicities: tuple[str, ...]
     face_detected: np.ndarray | None = None
 
     def present_ethnicities(self) -> list[str]:

@@ -85,7 +85,7 @@ def accepted_group_names() -> str:
             "(caucasian); or " + ", ".join(DEMOGRAPHIC_GROUPS))
 
 
-def ethnicity_names(codes: np.ndarray, vocabulary: tuple[str, ...] = ETHNICITIES) -> np.ndarray:
+def ethnicity_names(codes: np.ndarray, vocabulary: tuple[str, ...]) -> np.ndarray:
     """int8 ethnicity codes -> object array of names (``vocabulary``: the table's ethnicity groups)."""
     return np.asarray(vocabulary, dtype=object)[np.asarray(codes, dtype=np.intp)]
 
@@ -95,17 +95,15 @@ def gender_names(codes: np.ndarray) -> np.ndarray:
     return np.asarray(GENDERS, dtype=object)[np.asarray(codes, dtype=np.intp)]
 
 
-def demographic_names(ethnicity: np.ndarray, gender: np.ndarray,
-                      vocabulary: tuple[str, ...] = ETHNICITIES) -> np.ndarray:
+def demographic_names(ethnicity: np.ndarray, gender: np.ndarray, vocabulary: tuple[str, ...]) -> np.ndarray:
     """Per row ``"<ethnicity>_<gender>"`` from int8 codes (object array); ``vocabulary``: the table's groups."""
     names = np.asarray([demographic_name(e, g) for e in vocabulary for g in GENDERS], dtype=object)
     return names[np.asarray(ethnicity, dtype=np.intp) * len(GENDERS) + np.asarray(gender, dtype=np.intp)]
 
 
-def demographic_order(found: set[str] | list[str], ethnicities: list[str] | None = None) -> list[str]:
-    """Demographic group names in ethnicity x gender order (``ethnicities`` first, e.g. the grid's test groups),
-    then any other names sorted."""
-    order = list(dict.fromkeys(demographic_name(e, g) for e in [*(ethnicities or []), *ETHNICITIES]
-                               for g in GENDERS))
+def demographic_order(found: set[str] | list[str], ethnicities: list[str] | tuple[str, ...]) -> list[str]:
+    """Demographic group names in ethnicity x gender order of ``ethnicities`` (e.g. the grid's test groups), then
+    any other names sorted."""
+    order = list(dict.fromkeys(demographic_name(e, g) for e in ethnicities for g in GENDERS))
     found = set(found)
     return [g for g in order if g in found] + sorted(found - set(order))

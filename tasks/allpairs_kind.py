@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import InputError
-from storage.vocab import GENDERS, ETHNICITIES
+from storage.vocab import GENDERS
 from tasks import allpairs
 from tasks.kinds import JobKind, PlannedJob
 
@@ -56,8 +56,8 @@ class NormalisedRows:
 
 def row_groups(data: Mapping[str, np.ndarray], rows: np.ndarray | None = None) -> np.ndarray:
     """Each row's demographic group name "<ethnicity>_<gender>" (of ``rows``, default every row), with the
-    table's own ethnicity names when the data carry them (``data["ethnicity_names"]``), else the study's."""
-    vocabulary = np.asarray(data["ethnicity_names"] if "ethnicity_names" in data else ETHNICITIES, dtype=object)
+    table's own ethnicity groups (``data["ethnicity_names"]``, which the ethnicity codes index)."""
+    vocabulary = np.asarray(data["ethnicity_names"], dtype=object)
     e, g = np.asarray(data["ethnicity"]), np.asarray(data["gender"])
     if rows is not None:
         e, g = e[rows], g[rows]

@@ -6,8 +6,8 @@ before anything runs, and the pairs themselves are part of the job's parameters 
 pair to its two table rows (:func:`tasks.pairs.map_pairs`, by identity and image name), scores it (cosine) and
 runs :func:`tasks.pairs.protocol_report`: per group 10-fold accuracy mean ± std, EER and FNMR at each target FMR
 on the same pairs; across groups the std of the groups' accuracies and the skewed error ratio. A pair's group is
-its RFW group (RFW folder) or the ethnicity of its first image (the table's own ethnicity names when the data
-carry them, ``data["ethnicity_names"]``).
+its RFW group (RFW folder) or the ethnicity of its first image (named by the table's own ethnicity groups,
+``data["ethnicity_names"]``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from storage.vocab import ETHNICITIES
 from tasks import pairs, rates
 from tasks.kinds import JobKind, PlannedJob
 
@@ -42,8 +41,9 @@ def read_pairs(path: str) -> pd.DataFrame:
 
 
 def evaluate(X: np.ndarray, identity: np.ndarray, image: np.ndarray, ethnicity: np.ndarray, table: pd.DataFrame,
-             target_fmrs: list[float], ethnicity_vocabulary: np.ndarray | None = None) -> dict[str, pd.DataFrame]:
-    """Map, score (cosine) and evaluate the pairs ``table``. Returns {"pair_groups": group, n_pairs, n_genuine,
+             target_fmrs: list[float], ethnicities: np.ndarray | tuple[str, ...]) -> dict[str, pd.DataFrame]:
+    """Map, score (cosine) and evaluate the pairs ``table`` (``ethnicities``: the table's ethnicity groups, which
+    the ``ethnicity`` codes index; they name the groups of pairs whose file gives none). Returns {"pair_groups": group, n_pairs, n_genuine,
     n_impostor, accuracy_mean, accuracy_std, accuracy_se, eer, eer_threshold; "pair_operating_points": group,
     target_fmr, threshold, false_matches, n_impostor, fnmr, resolved, reason; "pair_across": n_groups,
     accuracy_std_groups, skewed_error_ratio, best_group, worst_group, note}."""
@@ -51,7 +51,7 @@ def evaluate(X: np.ndarray, identity: np.ndarray, image: np.ndarray, ethnicity: 
     A, B = np.asarray(X[ra], dtype=np.float64), np.asarray(X[rb], dtype=np.float64)
     scores = np.einsum("ij,ij->i", A, B) / (np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1))
     group = table["group"].astype(str).to_numpy()
-    vocabulary = np.asarray(ETHNICITIES if ethnicity_vocabulary is None else ethnicity_vocabulary, dtype=object)
+    vocabulary = np.asarray(ethnicities, dtype=object)
     group = np.where(group == "", vocabulary[np.asarray(ethnicity)[ra].astype(np.intp)].astype(str), group)
     rep = pairs.protocol_report(scores, table["same"].to_numpy(bool), table["fold"].to_numpy(), group,
                                 target_fmrs)
@@ -87,7 +87,7 @@ def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str,
     p = payload["params"]
     table = pd.DataFrame(p["pairs"], columns=_FIELDS).assign(source=p["pairs_file"])
     out = evaluate(data["X"], data["identity"], data["image"], data["ethnicity"], table, p["target_fmrs"],
-                   data.get("ethnicity_names"))
+                   data["ethnicity_names"])
     return {name: df.assign(pairs_file=p["pairs_file"]) for name, df in out.items()}
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import InputError
-from storage.vocab import ALL, ETHNICITIES, GENDERS, ethnicity_names, gender_names
+from storage.vocab import ALL, GENDERS
 from tasks.cell import check_rows
 from tasks.kinds import JobKind, PlannedJob
 from tasks.threads import limit_threads
@@ -39,12 +39,12 @@ def _names(values: np.ndarray, vocabulary: tuple[str, ...], what: str) -> np.nda
 
 
 def tsne_job(X: np.ndarray, rows: np.ndarray, ethnicity: np.ndarray, gender: np.ndarray, identity: np.ndarray, *,
-             subset: str, seed: int, perplexity: float = 30.0, pca_dims: int = 50,
+             ethnicities: tuple[str, ...], subset: str, seed: int, perplexity: float = 30.0, pca_dims: int = 50,
              threads: int = 1) -> pd.DataFrame:
     """2-D t-SNE coordinates of the ``rows`` of X whose gender is ``subset`` ("male", "female" or "all").
 
-    ethnicity, gender and identity have one entry per row of X (names, or integer codes into ETHNICITIES /
-    GENDERS). Returns columns ``subset, x, y, ethnicity, gender, identity``, one row per embedded image."""
+    ethnicity, gender and identity have one entry per row of X (names, or integer codes into ``ethnicities``,
+    the table's own groups, / GENDERS). Returns columns ``subset, x, y, ethnicity, gender, identity``, one row per embedded image."""
     if subset not in SUBSETS:
         raise InputError(f"unknown t-SNE subset {subset!r}; allowed: {', '.join(SUBSETS)}")
     if X.ndim != 2:
@@ -54,8 +54,7 @@ def tsne_job(X: np.ndarray, rows: np.ndarray, ethnicity: np.ndarray, gender: np.
             raise InputError(f"{what} must have one entry per embedding row ({len(X)}), got shape "
                              f"{np.shape(values)}")
     rows = check_rows(rows, len(X), f"t-SNE subset {subset!r}")
-    eth = np.asarray(ethnicity)[rows]
-    eth = _names(eth, ETHNICITIES, "ethnicity") if np.issubdtype(eth.dtype, np.integer) else eth.astype(object)
+    eth = _names(np.asarray(ethnicity)[rows], tuple(ethnicities), "ethnicity")
     gen = _names(np.asarray(gender)[rows], GENDERS, "gender")
     if subset != "all":
         keep = gen == subset
@@ -97,9 +96,8 @@ def _plan(cfg: Mapping[str, Any]) -> Iterator[PlannedJob]:
 def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:
     """Worker entry of a t-SNE job: the 2-D map of the ``all`` training images (of the subset's gender)."""
     p, seed = payload["params"], payload["seed"]
-    df = tsne_job(data["X"], payload["rows"], ethnicity_names(data["ethnicity"], tuple(data["ethnicity_names"])),
-                  gender_names(data["gender"]),
-                  data["identity"], subset=p["subset"], seed=seed, perplexity=p["perplexity"],
+    df = tsne_job(data["X"], payload["rows"], data["ethnicity"], data["gender"], data["identity"],
+                  ethnicities=tuple(data["ethnicity_names"]), subset=p["subset"], seed=seed, perplexity=p["perplexity"],
                   pca_dims=p["pca_dims"], threads=p["threads"])
     return {"tsne": df.assign(seed=seed)}
 

@@ -49,7 +49,8 @@ def exact_table(ids_per_group: int, images: int = 3, dim: int = 64, seed: int = 
                 eth.append(g // 2)
                 gen.append(g % 2)
     return EmbeddingTable(np.ascontiguousarray(np.array(X, np.float32)), np.array(ident, dtype=object),
-                          np.array(image, dtype=object), np.array(eth, np.int8), np.array(gen, np.int8))
+                          np.array(image, dtype=object), np.array(eth, np.int8), np.array(gen, np.int8),
+                          ("asian", "caucasian", "black"))
 
 
 class Brute:
@@ -60,7 +61,7 @@ class Brute:
         i, j = np.triu_indices(len(X), 1)
         self.s = (X @ X.T)[i, j]
         self.ida, self.idb = table.identity_codes()[i], table.identity_codes()[j]
-        groups = np.asarray(demographic_names(table.ethnicity, table.gender)).astype(str)
+        groups = np.asarray(demographic_names(table.ethnicity, table.gender, table.ethnicities)).astype(str)
         self.names = sorted(set(groups))
         code = np.array([self.names.index(g) for g in groups])
         self.ga, self.gb = code[i], code[j]

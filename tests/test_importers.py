@@ -327,7 +327,7 @@ def small_table() -> EmbeddingTable:
         np.array([line.split("/")[0] for _, line in lines], dtype=object),
         np.array([line.split("/")[1][:-4] for _, line in lines], dtype=object),
         np.array([ETHNICITIES.index(GROUP_LABEL[g][0]) for g, _ in lines], dtype=np.int8),
-        np.array([GENDERS.index(GROUP_LABEL[g][1]) for g, _ in lines], dtype=np.int8))
+        np.array([GENDERS.index(GROUP_LABEL[g][1]) for g, _ in lines], dtype=np.int8), ETHNICITIES)
 
 
 def table_csv(table: EmbeddingTable, path: Path, prefix: str = "e", names=None) -> Path:
@@ -437,7 +437,7 @@ def read_jsonl(src: Path, columns: dict[str, str]) -> EmbeddingTable:
 
     return EmbeddingTable(np.array([r[key["embedding"]] for r in rows], dtype=np.float32), column("identity"),
                           column("image"), np.array([ETHNICITIES.index(e) for e in column("ethnicity")], np.int8),
-                          np.array([GENDERS.index(g) for g in column("gender")], np.int8))
+                          np.array([GENDERS.index(g) for g in column("gender")], np.int8), ETHNICITIES)
 
 
 TOY = Format("toy", read_jsonl, "JSON lines", frozenset({"columns"}),

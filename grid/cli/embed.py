@@ -374,14 +374,14 @@ def _listing(errors: list[tuple[str, str]], most: int) -> str:
 
 def summary_lines(table: EmbeddingTable, out: Path, what: str, result: Assembled, own: bool) -> list[str]:
     """The command's closing summary: the table, faces detected per group, what was left out and why."""
-    from grid.cli.data import _summary
-    from storage.vocab import DEMOGRAPHIC_GROUPS, demographic_names
+    from grid.cli.data import _summary, group_order
+    from storage.table import demographic_groups
 
-    names = demographic_names(table.ethnicity, table.gender)
+    names = demographic_groups(table)
     face = table.face_detected if table.face_detected is not None else np.ones(len(table), dtype=bool)
     lines = [_summary(table, out, what),
              "face detected: " + ", ".join(f"{g} {int(face[names == g].sum())} of {int((names == g).sum())}"
-                                           for g in DEMOGRAPHIC_GROUPS if (names == g).any())
+                                           for g in group_order(table, names))
              + " (the others were embedded from their centre crop)" * bool((~face).any())]
     if result.skipped:
         lines.append(f"{len(result.skipped)} images without a detected face left out (--skip-undetected)")

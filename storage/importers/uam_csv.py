@@ -198,5 +198,5 @@ def read(src: Path, columns: dict[str, str], attributes: Path | None) -> Embeddi
                              f"{attr_index[i]!r}; expected the same rows in the same order")
     matrix = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     del blocks
-    return EmbeddingTable(matrix, identity, image, ethnicity, gender)
+    return EmbeddingTable(matrix, identity, image, ethnicity, gender, ETHNICITIES)   # UAM's codes: the study's
 
