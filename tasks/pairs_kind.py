@@ -43,8 +43,8 @@ def read_pairs(path: str) -> pd.DataFrame:
 def evaluate(X: np.ndarray, identity: np.ndarray, image: np.ndarray, ethnicity: np.ndarray, table: pd.DataFrame,
              target_fmrs: list[float], ethnicities: np.ndarray | tuple[str, ...]) -> dict[str, pd.DataFrame]:
     """Map, score (cosine) and evaluate the pairs ``table`` (``ethnicities``: the table's ethnicity groups, which
-    the ``ethnicity`` codes index; they name the groups of pairs whose file gives none). Returns {"pair_groups": group, n_pairs, n_genuine,
-    n_impostor, accuracy_mean, accuracy_std, accuracy_se, eer, eer_threshold; "pair_operating_points": group,
+    the ``ethnicity`` codes index; they name the groups of pairs whose file gives none). Returns {"pair_groups":
+    group, n_pairs, n_genuine, n_impostor, accuracy_mean, accuracy_std, accuracy_se, eer, eer_threshold; "pair_operating_points": group,
     target_fmr, threshold, false_matches, n_impostor, fnmr, resolved, reason; "pair_across": n_groups,
     accuracy_std_groups, skewed_error_ratio, best_group, worst_group, note}."""
     ra, rb = pairs.map_pairs(table, identity, image)

@@ -44,7 +44,8 @@ def tsne_job(X: np.ndarray, rows: np.ndarray, ethnicity: np.ndarray, gender: np.
     """2-D t-SNE coordinates of the ``rows`` of X whose gender is ``subset`` ("male", "female" or "all").
 
     ethnicity, gender and identity have one entry per row of X (names, or integer codes into ``ethnicities``,
-    the table's own groups, / GENDERS). Returns columns ``subset, x, y, ethnicity, gender, identity``, one row per embedded image."""
+    the table's own groups, / GENDERS). Returns columns ``subset, x, y, ethnicity, gender, identity``, one row
+    per embedded image."""
     if subset not in SUBSETS:
         raise InputError(f"unknown t-SNE subset {subset!r}; allowed: {', '.join(SUBSETS)}")
     if X.ndim != 2:

@@ -63,7 +63,8 @@ def pairs_file(table_path: Path, path: Path) -> Path:
     lines = ["image_a,image_b,same,fold"]
     for n, i in enumerate(ids):
         j = ids[(n + 1) % len(ids)]
-        lines += [f"{i}/{images[i][0]},{i}/{images[i][1]},1,{n % 2}", f"{i}/{images[i][0]},{j}/{images[j][0]},0,{n % 2}"]
+        lines += [f"{i}/{images[i][0]},{i}/{images[i][1]},1,{n % 2}",
+                  f"{i}/{images[i][0]},{j}/{images[j][0]},0,{n % 2}"]
     path.write_text("\n".join(lines) + "\n")
     return path
 
