@@ -5,6 +5,9 @@ four, FairFace's seven, the study's three :data:`ETHNICITIES`), normalised by :f
 spaces and case ignored) and checked by :func:`check_group_name`; a table's labels are int8 codes into its own
 ordered vocabulary (:func:`ethnicity_vocabulary`: the study's names first, in the study's order, then the others
 sorted). A demographic group is an ethnicity x gender pair named ``"<ethnicity>_<gender>"`` (``"asian_female"``).
+Functions that turn codes into names take the table's own vocabulary (``EmbeddingTable.ethnicities``): none
+defaults to the study's three, which are used only where the data are the study's (its and DiveFace's group
+names, the synthetic data).
 Group folders and files may use the study's names (``HA4K_120`` ...), DiveFace's annotation lists
 (``Group1_Male`` ...) or the plain names.
 """
