@@ -1,7 +1,7 @@
 """The same job payloads through biasgrid's executors and its peers: wall time of each, and the ratio to joblib.
 
     .venv/bin/python bench/bench_peers.py [--seeds 3] [--workers 2] [--models xgboost,logreg] [--repeat 1]
-                                          [--peers local,ray,joblib,tune] [--config FILE]
+                                          [--peers local,ray,joblib,tune] [--config FILE] [--no-hidden]
 
 Payloads: the default grid's cells for ``--models`` (4 train groups x seeds; 24 for 2 models x 3 seeds, no
 scores, impostor or t-SNE jobs), built by ``grid.plan.Job.payload`` on the built-in data (or the data and
@@ -14,7 +14,8 @@ it is printed apart):
 - ``local``, ``ray``: biasgrid's :class:`grid.executors.LocalExecutor` / :class:`~grid.executors.RayExecutor`
   (``start()``, ``run()``, ``close()``); results arrive one by one as jobs finish (biasgrid writes each then).
   Also printed: "after prep", the wall time counted from when the data is ready when ``start()`` is called
-  before the data is prepared, as ``biasgrid run`` does (the start-up then overlaps the preparation).
+  before the data is prepared, as ``biasgrid run`` does (the start-up then overlaps the preparation; not run
+  with ``--no-hidden``).
 - ``joblib``: ``joblib.Parallel(n_jobs=workers, backend="loky")`` over ``run_job(payload, data)`` (large arrays
   memory-mapped by joblib); results come back as one list at the end.
 - ``tune``: Ray Tune, ``Tuner`` with a ``grid_search`` over the payload index, 1 CPU per trial, the data and
@@ -122,6 +123,7 @@ def main() -> None:
     ap.add_argument("--peers", default=",".join(PEERS))
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--config", default=None, help="a grid config whose data and protocol to use (default: built-in)")
+    ap.add_argument("--no-hidden", action="store_true", help="skip the local and ray runs started before the prep")
     ap.add_argument("--one", help=argparse.SUPPRESS)          # internal: time this peer in this process
     ap.add_argument("--hidden", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -131,7 +133,7 @@ def main() -> None:
               flush=True)
         return
     runs = [(p, False) for p in args.peers.split(",")] + [(p, True) for p in args.peers.split(",")
-                                                           if p in ("local", "ray")]
+                                                           if p in ("local", "ray") and not args.no_hidden]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
            "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
     found: dict[tuple[str, bool], list[dict[str, Any]]] = {}

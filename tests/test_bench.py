@@ -90,9 +90,8 @@ RUNS: dict[str, list[tuple[list[str], list[str]]]] = {
          r"^  4 model\(s\) in one loop:\s+" + NUM + " us per model-step",
          r"^  => floor ~ max\(memory, sqrt\+divide\) \+ rest = " + NUM + " us per step; measured " + NUM])],
     "bench_peers": [(
-        ["--seeds", "1", "--models", "logreg", "--workers", "2", "--config", "{config}"],
+        ["--seeds", "1", "--models", "logreg", "--workers", "2", "--config", "{config}", "--no-hidden"],
         [*(rf"^  run 1: {peer}: {NUM} s \+ close {NUM} s \(jobs 4/4, " for peer in ("local", "ray", "joblib", "tune")),
-         *(rf"^  run 1: {peer} \(start before prep\): {NUM} s \+ close {NUM} s \(jobs 4/4, " for peer in ("local", "ray")),
          r"^4 jobs \(logreg, seeds 1\), 2 workers; median of 1 run\(s\)",
          r"^joblib \(loky\)\s+" + NUM + r"\s+1\.00\s+" + NUM, r"^Ray Tune\s+" + NUM + r"\s+" + NUM])],
     "bench_ray_start": [(
