@@ -3,13 +3,12 @@
     .venv/bin/python bench/bench_peers.py [--seeds 3] [--workers 2] [--models xgboost,logreg] [--repeat 1]
                                           [--peers local,ray,joblib,tune] [--config FILE] [--no-hidden]
 
-Payloads: the default grid's cells for ``--models`` (4 train groups x seeds; 24 for 2 models x 3 seeds, no
-scores, impostor or t-SNE jobs), built by ``grid.plan.Job.payload`` on the built-in data (or the data and
-protocol of ``--config``), run by the project's
-own job function (``tasks.run_job.run_job``), ``--workers`` at a time, one thread per job. Each peer runs in a
-fresh Python process (no warm pool or Ray from an earlier peer), which prepares the data untimed, then times
-from the start of its machinery (pool or Ray) to the last result in hand, start-up included (the shutdown after
-it is printed apart):
+Payloads: the default grid's cells for ``--models`` (4 train groups x seeds; 24 for 2 models x 3 seeds, no scores,
+impostor or t-SNE jobs), built by ``grid.plan.Job.payload`` on the built-in data (or the data and protocol of
+``--config``), run by the project's own job function (``tasks.run_job.run_job``), ``--workers`` at a time, one
+thread per job. Each peer runs in a fresh Python process (no warm pool or Ray from an earlier peer), which prepares
+the data untimed, then times from the start of its machinery (pool or Ray) to the last result in hand, start-up
+included (the shutdown after it is printed apart):
 
 - ``local``, ``ray``: biasgrid's :class:`grid.executors.LocalExecutor` / :class:`~grid.executors.RayExecutor`
   (``start()``, ``run()``, ``close()``); results arrive one by one as jobs finish (biasgrid writes each then).

@@ -4,9 +4,9 @@ Run from the repository root:  .venv/bin/python bench/bench_tsne.py [--sizes 150
 
 1500 rows = one gender of the three ethnicities' training sets, 3000 = everyone. Synthetic gender- and
 ethnicity-structured rows (2048-d, non-negative, L2-normalised). Same settings for both: perplexity 30, PCA
-initialisation, 1000 iterations in all (--iterations; 250 of them early exaggeration), seed 0. Prints wall and CPU time, and two
-quality figures so that speed is not bought with a worse map: trustworthiness (10 neighbours, PCA space vs map)
-and the silhouette of the 6 planted groups in the map. Also times one whole job (tasks.tsne.tsne_job).
+initialisation, 1000 iterations in all (--iterations; 250 of them early exaggeration), seed 0. Prints wall and CPU
+time, and two quality figures so that speed is not bought with a worse map: trustworthiness (10 neighbours, PCA
+space vs map) and the silhouette of the 6 planted groups in the map. Also times one whole job (tasks.tsne.tsne_job).
 """
 
 from __future__ import annotations
