@@ -168,11 +168,24 @@ def check_finite(matrix: np.ndarray, source: str, describe_row: Callable[[int], 
                              f"expected finite numbers ({total} rows have NaN or inf)")
 
 
+def check_nonzero(matrix: np.ndarray, source: str, describe_row: Callable[[int], str] | None = None) -> None:
+    """Raise InputError naming the first rows of ``matrix`` that are all zeros (no direction: cosine similarity,
+    the verification score, is undefined for them), with their count (scanned in blocks)."""
+    zero = np.concatenate([~np.any(matrix[s:s + _CHECK_BLOCK], axis=1)
+                           for s in range(0, matrix.shape[0], _CHECK_BLOCK)] or [np.zeros(0, bool)])
+    rows = np.flatnonzero(zero)
+    if len(rows):
+        shown = ", ".join(describe_row(int(r)) if describe_row else f"row {r}" for r in rows[:3])
+        raise InputError(f"{source}: {len(rows)} embedding row(s) are all zeros ({shown}"
+                         f"{', ...' if len(rows) > 3 else ''}); expected each embedding to have a direction "
+                         f"(cosine similarity is undefined for a zero vector): remove those rows")
+
+
 def validate_table(table: EmbeddingTable, source: str) -> None:
     """Check shapes, dtypes, labels and values; raise InputError naming ``source``, the field and the row.
 
     Refused: a matrix that is not 2-D C-contiguous float32 or has no rows/columns, label arrays of the wrong
-    length or type, empty identity or image names, codes outside the known values, NaN or inf, duplicate
+    length or type, empty identity or image names, codes outside the known values, NaN or inf, all-zero rows, duplicate
     (identity, image) rows, and an identity labelled with two different ethnicities or genders.
     """
     emb = table.embeddings
@@ -197,6 +210,7 @@ def validate_table(table: EmbeddingTable, source: str) -> None:
     _check_codes(table.ethnicity, "ethnicity", tuple(table.ethnicities), n, source)
     _check_codes(table.gender, "gender", vocab.GENDERS, n, source)
     check_finite(emb, source, lambda row: _row_name(table, row))
+    check_nonzero(emb, source, lambda row: _row_name(table, row))
     face = table.face_detected
     if face is not None and (not isinstance(face, np.ndarray) or face.dtype != np.bool_ or face.shape != (n,)):
         raise InputError(f"{source}: '{FACE_COLUMN}' must be a 1-D bool array of {n} values (one per embedding "
