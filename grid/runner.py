@@ -22,6 +22,7 @@ from storage.lock import FolderLock
 from storage.results import ResultStore, job_state, jobs_from_columns, jobs_to_columns
 from storage.table import EmbeddingTable, read_table
 from storage.vocab import ALL
+from tasks import pairs_kind
 
 VERSIONED = ("biasgrid", "numpy", "ray", "tensorflow", "keras", "xgboost", "scikit-learn", "pyarrow", "pandas")
 
@@ -120,7 +121,8 @@ def prepare(cfg: dict[str, Any], table: EmbeddingTable, fingerprint: str,
             stored: dict[str, Any] | None = None) -> Prepared:
     """Plan the run against the folder's stored record (None for a new folder) and check everything it needs:
     the experiment is the folder's (InputError naming each difference), the grid is the folder's grid extended
-    by this run's (grid/experiment.py), the job bound, the splits, genuine pairs. Writes nothing."""
+    by this run's (grid/experiment.py), the job bound, the splits, genuine pairs, a pair protocol's file.
+    Writes nothing."""
     stored = stored or {}
     requested_grid = dict(cfg["grid"])
     stored_fixed = stored.get("experiment") or (experiment.fixed_part(stored["config"], stored["data_fingerprint"])
@@ -135,6 +137,10 @@ def prepare(cfg: dict[str, Any], table: EmbeddingTable, fingerprint: str,
     splits = {seed: make_split(table, seed, protocol, ethnicities) for seed in seeds}
     if cfg["verification"]["enabled"]:
         _check_genuine_pairs(table, splits, cfg["grid"]["test_groups"])
+    for job in jobs:   # a pair protocol's file against the table: known now, not only when its job runs
+        if job.kind == "pairs":
+            pairs_kind.check(cfg["verification"]["pairs"], job.params, table.identity, table.image,
+                             table.ethnicity, table.ethnicities)
     return Prepared(cfg, table, fingerprint, jobs, splits, fixed, requested_grid)
 
 
