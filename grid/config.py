@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "grid": {
         "models": ["mlp", "xgboost"],
         "seeds": 5,        # N (seeds 0..N-1) or an explicit list of seeds
-        "train_groups": [],  # [] = every ethnicity group in the data, then "all"
+        "train_groups": [],  # [] = every ethnicity group in the data, then "all" (if several)
         "test_groups": [],   # [] = every ethnicity group in the data
     },
     "protocol": {

@@ -107,12 +107,12 @@ class Prepared:
 
 def load_checked_data(cfg: dict[str, Any]) -> tuple[dict[str, Any], EmbeddingTable, str]:
     """The config with its groups resolved against the data (no train or test groups given = every ethnicity
-    group of the data, plus ``all`` for training), checked; the data; its fingerprint."""
+    group of the data, plus ``all`` for training when the data have several), checked; the data; its fingerprint."""
     table = load_data(cfg["data"])
     present = table.present_ethnicities()
     grid = dict(cfg["grid"])
     grid["test_groups"] = grid["test_groups"] or list(present)
-    grid["train_groups"] = grid["train_groups"] or [*present, ALL]
+    grid["train_groups"] = grid["train_groups"] or [*present, *([ALL] if len(present) > 1 else [])]  # one: no "all"
     check_groups(grid["train_groups"], grid["test_groups"], present)
     return {**cfg, "grid": grid}, table, table.fingerprint()
 
