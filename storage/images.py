@@ -45,7 +45,8 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import InputError
-from storage.importers.common import scandir
+from storage.importers.common import csv_header, scandir
+from storage.table import check_unique_columns
 from storage.vocab import ETHNICITIES, GENDERS, accepted_group_names, group_codes
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -301,8 +302,12 @@ def _read_manifest(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            check_unique_columns(pq.read_schema(path).names, str(path))
             frame = pd.read_parquet(path)
         elif suffix == ".csv":
+            csv_header(path)   # a repeated column is refused (pandas would rename it)
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
         else:
             raise InputError(f"{path}: a manifest must be a .csv or .parquet file")
@@ -310,6 +315,7 @@ def _read_manifest(path: Path) -> pd.DataFrame:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader error is bad input
         raise InputError(f"{path}: cannot read the manifest ({str(exc).strip()})") from exc
+    check_unique_columns([str(c) for c in frame.columns], str(path))
     return frame
 
 

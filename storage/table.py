@@ -152,6 +152,17 @@ def _check_codes(values: np.ndarray, field: str, names: tuple[str, ...], n: int,
                          f"({', '.join(f'{i} = {v}' for i, v in enumerate(names))})")
 
 
+def check_unique_columns(names: list[str], source: str) -> None:
+    """InputError naming ``source`` and the first column name that appears more than once (readers would
+    otherwise silently use one of them, or rename the other)."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise InputError(f"{source}: column {name!r} appears twice (columns {seen[name] + 1} and {i + 1}); "
+                             f"expected each column once")
+        seen[name] = i
+
+
 def check_finite(matrix: np.ndarray, source: str, describe_row: Callable[[int], str] | None = None) -> None:
     """Raise InputError naming the first row of ``matrix`` holding NaN or inf (scanned in blocks)."""
     for start in range(0, matrix.shape[0], _CHECK_BLOCK):
@@ -398,6 +409,7 @@ def read_parquet_table(path: str | Path, columns: Mapping[str, str] | None = Non
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{source}: not a readable Parquet file ({exc})") from exc
     schema = pf.schema_arrow
+    check_unique_columns(schema.names, source)
     missing = [names[c] for c in (*LABEL_COLUMNS, EMBEDDING_COLUMN) if names[c] not in schema.names]
     if missing:
         raise InputError(f"{source}: missing column(s) {', '.join(missing)}; expected identity, image, ethnicity, "

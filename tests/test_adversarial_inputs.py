@@ -136,3 +136,29 @@ def test_all_zero_rows_are_refused_at_read_time_and_nothing_is_written(tmp_path)
     with pytest.raises(Exception, match="all zeros"):
         write_table(table, tmp_path / "w.parquet")
     assert not (tmp_path / "w.parquet").exists()
+
+
+def test_a_single_group_table_trains_on_that_group(tmp_path):
+    """Issue 21 item 7: a table with one ethnicity was refused with "train group 'all' repeats 'asian'" though
+    no train group was set. By default it now trains on its one group (no redundant "all"); a user's explicit
+    repeat is refused naming grid.train_groups."""
+    t = generate(SynthParams(identities_per_group=24, dim=8))
+    keep = t.ethnicity == 0
+    one = dataclasses.replace(t, embeddings=np.ascontiguousarray(t.embeddings[keep]), identity=t.identity[keep],
+                              image=t.image[keep], ethnicity=t.ethnicity[keep], gender=t.gender[keep],
+                              ethnicities=("asian",))
+    write_table(one, tmp_path / "one.parquet")
+    (tmp_path / "g.toml").write_text("[protocol]\ntrain_per_gender = 5\ntest_per_gender = 5\n[verification]\n"
+                                     "bootstrap = 0\n[tsne]\nenabled = false\n")
+    base = ["run", "--config", str(tmp_path / "g.toml"), "--data", str(tmp_path / "one.parquet"), "--seeds", "1",
+            "--models", "logreg", "--executor", "local", "--workers", "1", "--quiet"]
+    proc = cli(*base, "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    acc = load(tmp_path / "r", ["accuracy"])["accuracy"]
+    assert acc["train_group"].tolist() == ["asian"] and acc["test_group"].tolist() == ["asian"]
+    assert (tmp_path / "r" / "report" / "report.md").exists()
+    (tmp_path / "h.toml").write_text((tmp_path / "g.toml").read_text() + "[grid]\ntrain_groups = ['asian', 'all']\n")
+    proc = cli(*base, "--config", str(tmp_path / "h.toml"), "--out", str(tmp_path / "r2"))
+    assert proc.returncode == 2
+    assert error_line(proc).startswith("biasgrid: error: grid.train_groups: train group 'all' repeats 'asian'")
+    assert not (tmp_path / "r2").exists()

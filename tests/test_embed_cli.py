@@ -187,6 +187,8 @@ def bad_inputs(tmp: Path, models: dict[str, Path]) -> dict[str, tuple[list[str],
     save(tmp / "p" / "holiday.jpg", astronaut(1))
     (tmp / "unknown.csv").write_text(f"path,identity,ethnicity,gender\n{root}/HA4K_120/id0/img0.png,a,asian,robot\n")
     (tmp / "gone.csv").write_text("path,identity,ethnicity,gender\nnowhere.png,a,asian,male\n")
+    (tmp / "twice.csv").write_text(f"path,identity,ethnicity,gender,path\n{root}/HA4K_120/id0/img0.png,a,asian,male,"
+                                   f"{root}/MA4K_120/cup/coffee.jpg\n")
     return {
         "missing source": ([str(tmp / "nothing"), "--model", "dlib"], "nothing: no such file or folder"),
         "model file that does not load": ([str(root), "--model", f"keras:{models['broken']}", "--preprocess",
@@ -198,6 +200,10 @@ def bad_inputs(tmp: Path, models: dict[str, Path]) -> dict[str, tuple[list[str],
         "name not matching": ([str(tmp / "p"), "--model", "dlib", "--name-pattern", "{age}_{gender}_{ethnicity}_{*}"],
                               "holiday.jpg: name 'holiday' does not match"),
         "unknown option": ([str(root), "--model", "dlib", "--option", "upsampel=2"], "takes no option 'upsampel'"),
+        "negative batch size": ([str(root), "--model", "dlib", "--batch-size", "-1"],
+                                "option --batch-size -1: expected a positive integer"),
+        "manifest with two path columns": ([str(tmp / "twice.csv"), "--model", "dlib"],
+                                           "twice.csv: column 'path' appears twice (columns 1 and 5)"),
     }
 
 
