@@ -4,6 +4,7 @@ cannot be used is refused (exit 2, one sentence naming the file, row, key or opt
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -162,3 +163,32 @@ def test_a_single_group_table_trains_on_that_group(tmp_path):
     assert proc.returncode == 2
     assert error_line(proc).startswith("biasgrid: error: grid.train_groups: train group 'all' repeats 'asian'")
     assert not (tmp_path / "r2").exists()
+
+
+def test_hostile_group_names_are_escaped_in_the_markdown_report(tmp_path):
+    """Issue 21 item 8: a group named <script>alert(1)</script> appeared verbatim in report.md. Now every text of
+    the Markdown report is escaped (HTML entities, backslash before | and other specials), so no raw HTML and no
+    split table cells; report.html and tables.tex escape it as before."""
+    import re
+
+    t = generate(SynthParams(identities_per_group=24, dim=8))
+    hostile = ("asian", "<script>alert(1)</script>", "x|y")
+    write_table(dataclasses.replace(t, ethnicities=hostile), tmp_path / "h.parquet")
+    (tmp_path / "g.toml").write_text("[protocol]\ntrain_per_gender = 5\ntest_per_gender = 5\n[verification]\n"
+                                     "bootstrap = 0\n[tsne]\nenabled = false\n")
+    proc = cli("run", "--config", str(tmp_path / "g.toml"), "--data", str(tmp_path / "h.parquet"), "--seeds", "2",
+               "--models", "logreg", "--executor", "local", "--workers", "2", "--quiet", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    report = tmp_path / "r" / "report"
+    md = (report / "report.md").read_text()
+    assert "<script" not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md and "x\\|y" in md
+    for block in re.split(r"\n\n+", md):   # every Markdown table: each row has as many cells as its header
+        rows = [r for r in block.splitlines() if r.startswith("|")]
+        cells = {len(re.split(r"(?<!\\)\|", r)) for r in rows}
+        assert len(cells) <= 1, block
+    config = re.search(r"```json\n(.*?)\n```", md, re.S).group(1)
+    assert "<script>alert(1)</script>" in json.loads(config)["grid"]["test_groups"]   # JSON escapes: same config
+    page = (report / "report.html").read_text()
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
+    tex = (report / "tables.tex").read_text()
+    assert "<script>" not in tex and "$<$script$>$alert(1)" in tex
