@@ -282,8 +282,9 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
                          f"got {r['threads_per_job']:,}")
     if r["max_jobs"] < 1:
         raise InputError(f"{where('run.max_jobs')} must be at least 1, got {r['max_jobs']}")
-    if r["connect_timeout"] <= 0:
-        raise InputError(f"{where('run.connect_timeout')} must be > 0 seconds, got {r['connect_timeout']}")
+    if not 0 < r["connect_timeout"] <= 86400:
+        raise InputError(f"{where('run.connect_timeout')} must be > 0 and at most 86400 seconds (a day), "
+                         f"got {r['connect_timeout']:g}")
     if not 0 <= r["max_retries"] <= MAX_RETRIES:
         raise InputError(f"{where('run.max_retries')} must be from 0 to {MAX_RETRIES}, got {r['max_retries']:,}")
     if not r["out"]:

@@ -21,7 +21,7 @@ from storage.errors import EnvironmentFailure, InputError
 from storage.lock import FolderLock
 from storage.results import ResultStore, job_state, jobs_from_columns, jobs_to_columns
 from storage.table import EmbeddingTable, read_table
-from storage.vocab import ALL
+from storage.vocab import ALL, GENDERS
 from tasks import pairs_kind
 
 VERSIONED = ("biasgrid", "numpy", "ray", "tensorflow", "keras", "xgboost", "scikit-learn", "pyarrow", "pandas")
@@ -137,10 +137,16 @@ def prepare(cfg: dict[str, Any], table: EmbeddingTable, fingerprint: str,
     splits = {seed: make_split(table, seed, protocol, ethnicities) for seed in seeds}
     if cfg["verification"]["enabled"]:
         _check_genuine_pairs(table, splits, cfg["grid"]["test_groups"])
-    for job in jobs:   # a pair protocol's file against the table: known now, not only when its job runs
+    for job in jobs:   # known now, not only when the job runs: a pair protocol's file, t-SNE's perplexity
         if job.kind == "pairs":
             pairs_kind.check(cfg["verification"]["pairs"], job.params, table.identity, table.image,
                              table.ethnicity, table.ethnicities)
+        elif job.kind == "tsne":
+            rows, subset = splits[job.seed].train_rows(ALL), job.params["subset"]
+            n = len(rows) if subset == ALL else int((table.gender[rows] == GENDERS.index(subset)).sum())
+            if not job.params["perplexity"] < n:
+                raise InputError(f"tsne.perplexity must be less than the {n} training images of t-SNE subset "
+                                 f"{subset!r} (seed {job.seed}), got {job.params['perplexity']:g}")
     return Prepared(cfg, table, fingerprint, jobs, splits, fixed, requested_grid)
 
 

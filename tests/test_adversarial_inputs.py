@@ -192,3 +192,17 @@ def test_hostile_group_names_are_escaped_in_the_markdown_report(tmp_path):
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
     tex = (report / "tables.tex").read_text()
     assert "<script>" not in tex and "$<$script$>$alert(1)" in tex
+
+
+def test_a_perplexity_beyond_the_training_images_is_refused_before_any_job(tmp_path):
+    """The same class as issue 21 item 6: t-SNE's perplexity must be below its subset's image count, known from the
+    split; it used to fail the t-SNE jobs after the grid (exit 1)."""
+    (tmp_path / "g.toml").write_text("[data.synth]\nidentities_per_group = 24\ndim = 8\n[protocol]\n"
+                                     "train_per_gender = 5\ntest_per_gender = 5\n[verification]\nenabled = false\n"
+                                     "[tsne]\nperplexity = 40.0\n")
+    proc = cli("run", "--config", str(tmp_path / "g.toml"), "--seeds", "1", "--models", "logreg", "--executor",
+               "local", "--quiet", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    assert error_line(proc).startswith("biasgrid: error: tsne.perplexity must be less than the 30 training images "
+                                       "of t-SNE subset 'all' (seed 0), got 40"), proc.stderr
+    assert not (tmp_path / "r").exists()
