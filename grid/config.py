@@ -260,7 +260,8 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
                          f"{MAX_BOOTSTRAP:,} resamples, got {v['bootstrap']:,}")
 
     t = cfg["tsne"]
-    t["seeds"] = parse_seeds(t["seeds"], where("tsne.seeds"), max(cfg["run"]["max_jobs"], 1)) if t["seeds"] else [g["seeds"][0]]
+    t["seeds"] = (parse_seeds(t["seeds"], where("tsne.seeds"), max(cfg["run"]["max_jobs"], 1)) if t["seeds"]
+                  else [g["seeds"][0]])
     for subset in t["subsets"]:
         if subset not in SUBSETS:
             raise InputError(f"{where('tsne.subsets')} has {subset!r}; allowed: {', '.join(SUBSETS)}")

@@ -121,8 +121,8 @@ def prepare(cfg: dict[str, Any], table: EmbeddingTable, fingerprint: str,
             stored: dict[str, Any] | None = None) -> Prepared:
     """Plan the run against the folder's stored record (None for a new folder) and check everything it needs:
     the experiment is the folder's (InputError naming each difference), the grid is the folder's grid extended
-    by this run's (grid/experiment.py), the job bound, the splits, genuine pairs, a pair protocol's file.
-    Writes nothing."""
+    by this run's (grid/experiment.py), the job bound, the splits, genuine pairs, a pair protocol's file, t-SNE's
+    perplexity. Writes nothing."""
     stored = stored or {}
     requested_grid = dict(cfg["grid"])
     stored_fixed = stored.get("experiment") or (experiment.fixed_part(stored["config"], stored["data_fingerprint"])

@@ -315,7 +315,6 @@ def _read_manifest(path: Path) -> pd.DataFrame:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader error is bad input
         raise InputError(f"{path}: cannot read the manifest ({str(exc).strip()})") from exc
-    check_unique_columns([str(c) for c in frame.columns], str(path))
     return frame
 
 

@@ -186,8 +186,9 @@ def check_folds(same: np.ndarray, fold: np.ndarray, group: np.ndarray, source: s
         for k in folds:
             rest = ys[fs != k]
             if rest.all() or not rest.any():
-                raise InputError(f"{where}: outside fold {k} all pairs are {'genuine' if rest.all() else 'impostor'}; "
-                                 f"each fold's threshold is chosen on the other folds, which need both kinds")
+                only = "genuine" if rest.all() else "impostor"
+                raise InputError(f"{where}: outside fold {k} all pairs are {only}; each fold's threshold is chosen on "
+                                 f"the other folds, which need both kinds")
 
 
 def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:

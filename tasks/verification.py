@@ -176,7 +176,8 @@ def row_norms(X: np.ndarray, rows: np.ndarray) -> RowNorms:
 def pair_scores(X: np.ndarray, rows: np.ndarray, norms: RowNorms, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of pairs (rows[a], rows[b]) of X, for pairs sorted by a, a < b (``norms`` =
     :func:`row_norms` of X[rows]). Many pairs among few rows: blocked matrix products, keeping the pairs' entries;
-    otherwise one matrix-vector product per distinct a (memory traffic ~ pairs x d instead of compute ~ rows^2 x d)."""
+    otherwise one matrix-vector product per distinct a (memory traffic ~ pairs x d instead of compute ~ rows^2 x
+    d)."""
     out = np.empty(len(a), np.float32)
     if len(a) == 0:
         return out
