@@ -16,6 +16,7 @@ import pytest
 
 from grid.config import resolve_config
 from grid.runner import run_grid
+from storage.errors import InputError
 from storage.results import load
 from storage.synth import SynthParams, generate
 from storage.table import write_table
@@ -114,7 +115,8 @@ def test_the_issues_scales_give_the_same_verification_numbers(scaled_runs, scale
     assert (scaled_runs[scale]["verification"]["genuine_mean"] > 0.1).all()
 
 
-def test_all_zero_rows_are_refused_at_read_time_and_nothing_is_written(tmp_path):
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_all_zero_rows_are_refused_at_read_time_and_nothing_is_written(tmp_path, executor):
     base = quantised_table()
     emb = base.embeddings.copy()
     emb[[3, 40, 41, 77]] = 0.0
@@ -127,14 +129,14 @@ def test_all_zero_rows_are_refused_at_read_time_and_nothing_is_written(tmp_path)
     from storage.table import _labels_arrow   # write past write_table's own check, as another tool would
     arrays = {**_labels_arrow(table), "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 12)}
     papq.write_table(pa.table(arrays), pq)
-    proc = cli("run", "--data", str(pq), "--out", str(tmp_path / "r"), "--executor", "local", "--models", "logreg",
-               "--no-report")
+    proc = cli("run", "--data", str(pq), "--out", str(tmp_path / "r"), "--executor", executor, "--workers", "1",
+               "--models", "logreg", "--no-report")
     assert proc.returncode == 2, proc.stderr
     line = error_line(proc)
     assert str(pq) in line and "4 embedding row(s) are all zeros" in line, line
     assert f"image {base.image[3]!r}" in line and ", ..." in line, line
     assert not (tmp_path / "r").exists()
-    with pytest.raises(Exception, match="all zeros"):
+    with pytest.raises(InputError, match="all zeros"):
         write_table(table, tmp_path / "w.parquet")
     assert not (tmp_path / "w.parquet").exists()
 
