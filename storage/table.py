@@ -197,8 +197,7 @@ def validate_table(table: EmbeddingTable, source: str) -> None:
 
     Refused: a matrix that is not 2-D C-contiguous float32 or has no rows/columns, label arrays of the wrong
     length or type, empty identity or image names, codes outside the known values, NaN or inf, all-zero rows,
-    duplicate
-    (identity, image) rows, and an identity labelled with two different ethnicities or genders.
+    duplicate (identity, image) rows, and an identity labelled with two different ethnicities or genders.
     """
     emb = table.embeddings
     if not isinstance(emb, np.ndarray) or emb.ndim != 2:

@@ -176,10 +176,9 @@ def check_folds(same: np.ndarray, fold: np.ndarray, group: np.ndarray, source: s
         where = f"{source}: group {name}" if len(names) > 1 else source
         ys, fs = y[sel], f[sel]
         folds = np.unique(fs)
-        kinds = "genuine" if ys.all() else "impostor"
         if ys.all() or not ys.any():
-            raise InputError(f"{where}: all {ys.size} pairs are {kinds} pairs; the protocol needs genuine and "
-                             f"impostor pairs")
+            raise InputError(f"{where}: all {ys.size} pairs are {'genuine' if ys.all() else 'impostor'} pairs; the "
+                             f"protocol needs genuine and impostor pairs")
         if folds.size < 2:
             raise InputError(f"{where}: all {ys.size} pairs are in fold {folds[0]}; the 10-fold protocol needs at "
                              f"least 2 folds (a fold column, or a header line 'folds pairs_per_fold')")

@@ -1,8 +1,9 @@
 """Job kind "pairs": a standard verification pair protocol (LFW/RFW pairs files, an RFW folder, or a CSV
 ``image_a, image_b, same[, fold]``) evaluated on the table's embeddings, per group as the papers do.
 
-``[verification] pairs = PATH`` adds one job. The driver parses the file when planning (so a bad file is refused
-before anything runs, and the pairs themselves are part of the job's parameters and id); the worker maps each
+``[verification] pairs = PATH`` adds one job. The driver parses the file when planning and checks it against the
+table before any job runs (:func:`check`: so a bad file is refused before anything runs, and the pairs themselves
+are part of the job's parameters and id); the worker maps each
 pair to its two table rows (:func:`tasks.pairs.map_pairs`, by identity and image name), scores it (cosine) and
 runs :func:`tasks.pairs.protocol_report`: per group 10-fold accuracy mean ± std, EER and FNMR at each target FMR
 on the same pairs; across groups the std of the groups' accuracies and the skewed error ratio. A pair's group is
