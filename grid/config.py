@@ -7,6 +7,7 @@ bad values are refused with :class:`storage.errors.InputError` naming the key an
 from __future__ import annotations
 
 import copy
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -30,7 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "grid": {
         "models": ["mlp", "xgboost"],
         "seeds": 5,        # N (seeds 0..N-1) or an explicit list of seeds
-        "train_groups": [],  # [] = every ethnicity group in the data, then "all"
+        "train_groups": [],  # [] = every ethnicity group in the data, then "all" (if several)
         "test_groups": [],   # [] = every ethnicity group in the data
     },
     "protocol": {
@@ -71,6 +72,12 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
+SEED_LIMIT = 2 ** 32   # seeds are 0 <= s < 2**32: the range of scikit-learn's random_state and NumPy's legacy seed
+_INT_LIMIT = 2 ** 63 - 1   # any integer key: what NumPy, Arrow and the job ids can hold
+MAX_BOOTSTRAP = 1_000_000  # verification.bootstrap: resamples per job
+MAX_PARALLEL = 4096        # run.workers and run.threads_per_job
+MAX_RETRIES = 100          # run.max_retries
+
 # Sections whose keys are free-form (validated elsewhere).
 _OPEN_SECTIONS = {("data", "synth"), ("model",)}
 
@@ -107,8 +114,12 @@ def _check_type(value: Any, default: Any, dotted: str, source: str) -> Any:
         ok = isinstance(value, bool)
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and abs(value) > _INT_LIMIT:
+            raise InputError(f"{source}: '{dotted}' must be an integer of at most {_INT_LIMIT:,}, got {value}")
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not (math.isfinite(value) if isinstance(value, float) else abs(value) < 1e308):
+            raise InputError(f"{source}: '{dotted}' must be a finite number, got {value}")
         value = float(value) if ok else value
     elif isinstance(default, list):
         ok = isinstance(value, list)
@@ -133,8 +144,9 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputError(f"config file {p} is not UTF-8 text (byte {exc.start}); expected a TOML file") from None
 
 
-def parse_seeds(value: Any, where: str) -> list[int]:
-    """Seeds as N (meaning 0..N-1), a list of ints, or a string "N" / "3,7,9"."""
+def parse_seeds(value: Any, where: str, max_count: int = 100_000) -> list[int]:
+    """Seeds as N (meaning 0..N-1, at most ``max_count``), a list of distinct ints 0 <= s < :data:`SEED_LIMIT`, or a
+    string "N" / "3,7,9"."""
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -150,10 +162,14 @@ def parse_seeds(value: Any, where: str) -> list[int]:
     if isinstance(value, int):
         if value < 1:
             raise InputError(f"{where}: the number of seeds must be at least 1, got {value}")
+        if value > max_count:
+            raise InputError(f"{where}: the number of seeds must be at most {max_count:,} (run.max_jobs: each seed "
+                             f"plans at least one job), got {value:,}")
         return list(range(value))
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
-        if any(s < 0 for s in value):
-            raise InputError(f"{where}: seeds must be non-negative, got {value}")
+        if not all(0 <= s < SEED_LIMIT for s in value):
+            raise InputError(f"{where}: seeds must be integers from 0 to 2**32 - 1 ({SEED_LIMIT - 1}), "
+                             f"got {next(s for s in value if not 0 <= s < SEED_LIMIT)}")
         if len(set(value)) != len(value):
             raise InputError(f"{where}: seeds must not repeat, got {value}")
         return list(value)
@@ -173,7 +189,7 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
 
     models_from_option = "grid.models" in options
     g = cfg["grid"]
-    g["seeds"] = parse_seeds(g["seeds"], where("grid.seeds"))
+    g["seeds"] = parse_seeds(g["seeds"], where("grid.seeds"), max(cfg["run"]["max_jobs"], 1))
     for key in ("models", "train_groups", "test_groups"):
         items = g[key]
         if (key == "models" and not items) or not all(isinstance(s, str) and s.strip() for s in items):
@@ -220,6 +236,8 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
         raise InputError(f"{where('verification.target_fmrs')} must be a non-empty list of numbers between 0 and 1, "
                          f"got {v['target_fmrs']!r}")
     v["target_fmrs"] = [float(x) for x in v["target_fmrs"]]
+    if len(set(v["target_fmrs"])) != len(v["target_fmrs"]):
+        raise InputError(f"{where('verification.target_fmrs')} repeats a value: {v['target_fmrs']!r}")
     if v["identities"] not in ("test", "all"):
         raise InputError(f"{where('verification.identities')} must be \"test\" or \"all\", got {v['identities']!r}")
     if v["pairs"] and not Path(v["pairs"]).exists():
@@ -228,41 +246,48 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
     if v["sampling"] not in SAMPLING:
         raise InputError(f"{where('verification.sampling')} must be one of {', '.join(SAMPLING)}, "
                          f"got {v['sampling']!r}")
-    if v["allpairs_shards"] < 1:
-        raise InputError(f"{where('verification.allpairs_shards')} must be at least 1, got {v['allpairs_shards']}")
+    if not 1 <= v["allpairs_shards"] <= cfg["run"]["max_jobs"]:
+        raise InputError(f"{where('verification.allpairs_shards')} must be from 1 to run.max_jobs "
+                         f"({cfg['run']['max_jobs']:,}; one job per shard), got {v['allpairs_shards']:,}")
     if not v["tail_fmr_factor"] >= 1.0:
         raise InputError(f"{where('verification.tail_fmr_factor')} must be at least 1 (the tail must reach below the "
                          f"global threshold), got {v['tail_fmr_factor']}")
     if not 4 <= v["tail_bits"] <= 14:
         raise InputError(f"{where('verification.tail_bits')} must be from 4 to 14 (bins of 2^-4 to 2^-14, no finer "
                          f"than the all-pairs counts'), got {v['tail_bits']}")
-    if v["bootstrap"] < 0 or v["bootstrap"] == 1:
-        raise InputError(f"{where('verification.bootstrap')} must be 0 (no bootstrap) or at least 2 resamples, "
-                         f"got {v['bootstrap']}")
+    if v["bootstrap"] < 0 or v["bootstrap"] == 1 or v["bootstrap"] > MAX_BOOTSTRAP:
+        raise InputError(f"{where('verification.bootstrap')} must be 0 (no bootstrap) or from 2 to "
+                         f"{MAX_BOOTSTRAP:,} resamples, got {v['bootstrap']:,}")
 
     t = cfg["tsne"]
-    t["seeds"] = parse_seeds(t["seeds"], where("tsne.seeds")) if t["seeds"] else [g["seeds"][0]]
+    t["seeds"] = (parse_seeds(t["seeds"], where("tsne.seeds"), max(cfg["run"]["max_jobs"], 1)) if t["seeds"]
+                  else [g["seeds"][0]])
     for subset in t["subsets"]:
         if subset not in SUBSETS:
             raise InputError(f"{where('tsne.subsets')} has {subset!r}; allowed: {', '.join(SUBSETS)}")
+    if len(set(t["subsets"])) != len(t["subsets"]):
+        raise InputError(f"{where('tsne.subsets')} repeats a name: {t['subsets']!r}")
     if t["perplexity"] <= 0 or t["pca_dims"] < 2:
         raise InputError(f"{where('tsne.perplexity')} must be > 0 and 'tsne.pca_dims' >= 2")
 
     r = cfg["run"]
     if r["executor"] not in EXECUTORS:
         raise InputError(f"{where('run.executor')} must be one of {', '.join(EXECUTORS)}, got {r['executor']!r}")
-    if r["workers"] < 0:
-        raise InputError(f"{where('run.workers')} must be >= 0 (0 = the number of CPUs), got {r['workers']}")
+    if not 0 <= r["workers"] <= MAX_PARALLEL:
+        raise InputError(f"{where('run.workers')} must be from 0 (the number of CPUs) to {MAX_PARALLEL:,}, "
+                         f"got {r['workers']:,}")
     if r["workers"] == 0:
         r["workers"] = os.cpu_count() or 1
-    if r["threads_per_job"] < 1:
-        raise InputError(f"{where('run.threads_per_job')} must be at least 1, got {r['threads_per_job']}")
+    if not 1 <= r["threads_per_job"] <= MAX_PARALLEL:
+        raise InputError(f"{where('run.threads_per_job')} must be from 1 to {MAX_PARALLEL:,}, "
+                         f"got {r['threads_per_job']:,}")
     if r["max_jobs"] < 1:
         raise InputError(f"{where('run.max_jobs')} must be at least 1, got {r['max_jobs']}")
-    if r["connect_timeout"] <= 0:
-        raise InputError(f"{where('run.connect_timeout')} must be > 0 seconds, got {r['connect_timeout']}")
-    if r["max_retries"] < 0:
-        raise InputError(f"{where('run.max_retries')} must be >= 0, got {r['max_retries']}")
+    if not 0 < r["connect_timeout"] <= 86400:
+        raise InputError(f"{where('run.connect_timeout')} must be > 0 and at most 86400 seconds (a day), "
+                         f"got {r['connect_timeout']:g}")
+    if not 0 <= r["max_retries"] <= MAX_RETRIES:
+        raise InputError(f"{where('run.max_retries')} must be from 0 to {MAX_RETRIES}, got {r['max_retries']:,}")
     if not r["out"]:
         raise InputError(f"{where('run.out')} must name a results folder")
 

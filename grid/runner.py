@@ -21,7 +21,8 @@ from storage.errors import EnvironmentFailure, InputError
 from storage.lock import FolderLock
 from storage.results import ResultStore, check_results_out, job_state, jobs_from_columns, jobs_to_columns
 from storage.table import EmbeddingTable, read_table
-from storage.vocab import ALL
+from storage.vocab import ALL, GENDERS
+from tasks import pairs_kind
 
 VERSIONED = ("biasgrid", "numpy", "ray", "tensorflow", "keras", "xgboost", "scikit-learn", "pyarrow", "pandas")
 
@@ -106,12 +107,12 @@ class Prepared:
 
 def load_checked_data(cfg: dict[str, Any]) -> tuple[dict[str, Any], EmbeddingTable, str]:
     """The config with its groups resolved against the data (no train or test groups given = every ethnicity
-    group of the data, plus ``all`` for training), checked; the data; its fingerprint."""
+    group of the data, plus ``all`` for training when the data have several), checked; the data; its fingerprint."""
     table = load_data(cfg["data"])
     present = table.present_ethnicities()
     grid = dict(cfg["grid"])
     grid["test_groups"] = grid["test_groups"] or list(present)
-    grid["train_groups"] = grid["train_groups"] or [*present, ALL]
+    grid["train_groups"] = grid["train_groups"] or [*present, *([ALL] if len(present) > 1 else [])]  # one: no "all"
     check_groups(grid["train_groups"], grid["test_groups"], present)
     return {**cfg, "grid": grid}, table, table.fingerprint()
 
@@ -120,7 +121,8 @@ def prepare(cfg: dict[str, Any], table: EmbeddingTable, fingerprint: str,
             stored: dict[str, Any] | None = None) -> Prepared:
     """Plan the run against the folder's stored record (None for a new folder) and check everything it needs:
     the experiment is the folder's (InputError naming each difference), the grid is the folder's grid extended
-    by this run's (grid/experiment.py), the job bound, the splits, genuine pairs. Writes nothing."""
+    by this run's (grid/experiment.py), the job bound, the splits, genuine pairs, a pair protocol's file, t-SNE's
+    perplexity. Writes nothing."""
     stored = stored or {}
     requested_grid = dict(cfg["grid"])
     stored_fixed = stored.get("experiment") or (experiment.fixed_part(stored["config"], stored["data_fingerprint"])
@@ -135,6 +137,16 @@ def prepare(cfg: dict[str, Any], table: EmbeddingTable, fingerprint: str,
     splits = {seed: make_split(table, seed, protocol, ethnicities) for seed in seeds}
     if cfg["verification"]["enabled"]:
         _check_genuine_pairs(table, splits, cfg["grid"]["test_groups"])
+    for job in jobs:   # known now, not only when the job runs: a pair protocol's file, t-SNE's perplexity
+        if job.kind == "pairs":
+            pairs_kind.check(cfg["verification"]["pairs"], job.params, table.identity, table.image,
+                             table.ethnicity, table.ethnicities)
+        elif job.kind == "tsne":
+            rows, subset = splits[job.seed].train_rows(ALL), job.params["subset"]
+            n = len(rows) if subset == ALL else int((table.gender[rows] == GENDERS.index(subset)).sum())
+            if not job.params["perplexity"] < n:
+                raise InputError(f"tsne.perplexity must be less than the {n} training images of t-SNE subset "
+                                 f"{subset!r} (seed {job.seed}), got {job.params['perplexity']:g}")
     return Prepared(cfg, table, fingerprint, jobs, splits, fixed, requested_grid)
 
 

@@ -34,6 +34,7 @@ from storage.errors import InputError
 from storage.vocab import GENDERS
 from tasks import allpairs
 from tasks.kinds import JobKind, PlannedJob
+from tasks.verification import scaled_rows
 
 
 class NormalisedRows:
@@ -47,7 +48,7 @@ class NormalisedRows:
         return len(self.X)
 
     def __getitem__(self, index: slice | np.ndarray) -> np.ndarray:
-        block = np.asarray(self.X[index], dtype=np.float32)
+        block = scaled_rows(self.X[index])   # scale-safe: any finite float32 scale gives the same rows
         norms = np.sqrt(np.einsum("ij,ij->i", block, block))
         if not (norms > 0).all():
             raise InputError("an embedding is all zeros: cosine similarity is undefined")

@@ -1,8 +1,9 @@
 """Job kind "pairs": a standard verification pair protocol (LFW/RFW pairs files, an RFW folder, or a CSV
 ``image_a, image_b, same[, fold]``) evaluated on the table's embeddings, per group as the papers do.
 
-``[verification] pairs = PATH`` adds one job. The driver parses the file when planning (so a bad file is refused
-before anything runs, and the pairs themselves are part of the job's parameters and id); the worker maps each
+``[verification] pairs = PATH`` adds one job. The driver parses the file when planning and checks it against the
+table before any job runs (:func:`check`: so a bad file is refused before anything runs, and the pairs themselves
+are part of the job's parameters and id); the worker maps each
 pair to its two table rows (:func:`tasks.pairs.map_pairs`, by identity and image name), scores it (cosine) and
 runs :func:`tasks.pairs.protocol_report`: per group 10-fold accuracy mean ± std, EER and FNMR at each target FMR
 on the same pairs; across groups the std of the groups' accuracies and the skewed error ratio. A pair's group is
@@ -50,9 +51,7 @@ def evaluate(X: np.ndarray, identity: np.ndarray, image: np.ndarray, ethnicity: 
     ra, rb = pairs.map_pairs(table, identity, image)
     A, B = np.asarray(X[ra], dtype=np.float64), np.asarray(X[rb], dtype=np.float64)
     scores = np.einsum("ij,ij->i", A, B) / (np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1))
-    group = table["group"].astype(str).to_numpy()
-    vocabulary = np.asarray(ethnicities, dtype=object)
-    group = np.where(group == "", vocabulary[np.asarray(ethnicity)[ra].astype(np.intp)].astype(str), group)
+    group = _pair_groups(table, ra, ethnicity, ethnicities)
     rep = pairs.protocol_report(scores, table["same"].to_numpy(bool), table["fold"].to_numpy(), group,
                                 target_fmrs)
     g = rep["groups"]
@@ -67,6 +66,29 @@ def evaluate(X: np.ndarray, identity: np.ndarray, image: np.ndarray, ethnicity: 
     base = ["group", "n_pairs", "n_genuine", "n_impostor", "accuracy_mean", "accuracy_std", "accuracy_se", "eer",
             "eer_threshold"]
     return {"pair_groups": g[base], "pair_operating_points": pd.DataFrame(ops), "pair_across": rep["across"]}
+
+
+def _pair_groups(table: pd.DataFrame, ra: np.ndarray, ethnicity: np.ndarray,
+                 ethnicities: np.ndarray | tuple[str, ...]) -> np.ndarray:
+    """Each pair's group: its file's group (RFW), else the name (in the table's ``ethnicities``) of its first
+    image's (row ``ra``) ethnicity."""
+    group = table["group"].astype(str).to_numpy()
+    vocabulary = np.asarray(ethnicities, dtype=object)
+    return np.where(group == "", vocabulary[np.asarray(ethnicity)[ra].astype(np.intp)].astype(str), group)
+
+
+def check(path: str, params: Mapping[str, Any], identity: np.ndarray, image: np.ndarray, ethnicity: np.ndarray,
+          ethnicity_vocabulary: tuple[str, ...]) -> None:
+    """On the driver, before any job runs: InputError naming the pairs file ``path`` (and line) when a pair of the
+    job's ``params`` names an image that is not in the table (or is ambiguous), or a group's pairs cannot run the
+    protocol (one fold, one kind of pair; :func:`tasks.pairs.check_folds`)."""
+    table = pd.DataFrame(params["pairs"], columns=_FIELDS)
+    rfw = Path(path).is_dir()
+    table["source"] = ([str(Path(path) / "txts" / g / f"{g}_pairs.txt") for g in table["group"]] if rfw
+                       else path)
+    ra, _ = pairs.map_pairs(table, identity, image)
+    group = _pair_groups(table, ra, ethnicity, np.asarray(ethnicity_vocabulary, dtype=object))
+    pairs.check_folds(table["same"].to_numpy(bool), table["fold"].to_numpy(), group, path)
 
 
 # ------------------------------------------------------------------------------------------------- the kind ---

@@ -21,6 +21,8 @@ from tasks.cell import check_rows
 from tasks.kinds import JobKind, PlannedJob
 from tasks.threads import limit_threads
 
+_SAFE_EXPONENT = 32   # data whose largest |value| lies outside 2^-32 .. 2^32 are scaled into [0.5, 1) first
+
 SUBSETS: tuple[str, ...] = (*GENDERS, ALL)   # the training images of one gender, or all of them
 
 
@@ -72,6 +74,9 @@ def tsne_job(X: np.ndarray, rows: np.ndarray, ethnicity: np.ndarray, gender: np.
     limit_threads(threads)  # after the imports, so that threadpoolctl also sees scikit-learn's OpenMP
 
     data = np.asarray(X[rows], dtype=np.float32)
+    exponent = int(np.frexp(np.abs(data).max(initial=0))[1])
+    if abs(exponent) > _SAFE_EXPONENT:   # huge or tiny values (x 1e20, x 1e-42): scaled exactly, by a power of two,
+        data = np.ldexp(data, -exponent)  # so PCA's float32 products neither overflow nor underflow
     dims = min(int(pca_dims), data.shape[0], data.shape[1])
     if dims < data.shape[1]:
         data = PCA(dims, svd_solver="randomized", random_state=seed).fit_transform(data)

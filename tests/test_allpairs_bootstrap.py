@@ -350,7 +350,8 @@ def test_covering_tail_agrees_with_direct_resampling_of_every_comparison(coverin
 # ------------------------------------------------------------------------------------ config and the plan ---
 @pytest.mark.parametrize("key,value,message", [
     ("tail_fmr_factor", "0.5", "'verification.tail_fmr_factor' must be at least 1"),
-    ("tail_fmr_factor", "nan", "'verification.tail_fmr_factor' must be at least 1"),
+    ("tail_fmr_factor", "nan", "'verification.tail_fmr_factor' must be a finite number"),   # issue 21: nan and
+    ("tail_fmr_factor", "inf", "'verification.tail_fmr_factor' must be a finite number"),   # inf alike, as types
     ("tail_fmr_factor", "'ten'", "'verification.tail_fmr_factor' must be a number"),
     ("tail_bits", "15", "'verification.tail_bits' must be from 4 to 14"),
     ("tail_bits", "3", "'verification.tail_bits' must be from 4 to 14"),

@@ -172,7 +172,7 @@ def test_full_report_files(full):
     tex = (folder / "tables.tex").read_text()
     assert r"\toprule" in tex and r"$\pm$" in tex and tex.count(r"\begin{table}") == tex.count(r"\end{table}")
     md = (folder / "report.md").read_text()
-    assert "| trained on \\ tested on | asian | caucasian | black |" in md
+    assert "| trained on \\\\ tested on | asian | caucasian | black |" in md   # the backslash escaped
     ver = pd.read_csv(folder / "verification.csv").set_index("test_group")   # the lowest seed's intervals
     stored = load_results(out).tables["verification"]
     first = stored[stored["seed"] == 0].set_index("test_group")

@@ -407,8 +407,9 @@ def handler(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     out = _check_out(args.out)
-    if args.shard_size < 1:
-        raise InputError(f"option --shard-size {args.shard_size}: expected a positive integer")
+    for option, value in (("--shard-size", args.shard_size), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise InputError(f"option {option} {value}: expected a positive integer")
     images = list_labelled(args)
     codes = label_codes(images)
     spec = resolve_spec(args.model, model_options(args), normalize=args.normalise,

@@ -128,6 +128,7 @@ def read(src: Path, columns: dict[str, str], attributes: Path | None) -> Embeddi
     emb_path, attr_path = _find_uam_pair(src, attributes)
 
     # Attributes: small, read as strings.
+    csv_header(attr_path)   # a repeated column is refused (pandas would rename it)
     try:
         attrs = pd.read_csv(attr_path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
