@@ -282,3 +282,27 @@ def test_keras_table_runs_through_biasgrid_run(tmp_path, keras_models, capsys):
                  "--executor", "local", "--workers", "1"])
     assert code == 0, capsys.readouterr().err
     assert "0 failed" in capsys.readouterr().out
+
+
+def test_an_all_zero_embedding_is_listed_and_the_rest_stored(tmp_path, capsys):
+    """An image the model maps to the zero vector cannot be compared (no direction): it goes to errors.csv with
+    its reason (exit 1) and the table holds the other images, instead of the whole table being refused."""
+    keras = pytest.importorskip("keras")
+    inp = keras.Input((8, 8, 3))
+    pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(inp)
+    head = keras.layers.Dense(2, activation="relu", name="head")
+    model = keras.Model(inp, head(pooled))
+    head.set_weights([np.ones((3, 2), np.float32), np.full(2, -1.5, np.float32)])   # relu(3 * mean - 1.5)
+    model.save(tmp_path / "relu.keras")
+    root = tmp_path / "df"
+    for k, level in enumerate((255, 0, 230, 10)):   # bright images: a positive embedding; dark ones: all zeros
+        save(root / "HA4K_120" / f"id{k}" / "img0.png", np.full((8, 8, 3), level, np.uint8))
+    out = tmp_path / "t.parquet"
+    code = main(["data", "embed", str(root), "--out", str(out), "--model", f"keras:{tmp_path / 'relu.keras'}",
+                 "--layer", "head", "--preprocess", "unit", "--input-size", "8", *LOCAL])
+    assert code == 1, capsys.readouterr().err
+    table = read_table(out)
+    assert sorted(table.identity) == ["id0", "id2"] and (np.linalg.norm(table.embeddings, axis=1) > 0).all()
+    listed = pd.read_csv(tmp_path / "t.parquet.errors.csv")
+    assert [Path(p).parent.name for p in listed["path"]] == ["id1", "id3"]
+    assert set(listed["reason"]) == {"the model gave an all-zero embedding (it has no direction to compare)"}

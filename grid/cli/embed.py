@@ -351,9 +351,17 @@ def assemble(images: LabelledImages, shards: list[Shard], done: dict[str, pa.Tab
             flat = done[s.key]["embedding"].combine_chunks().take(pa.array(ok)).flatten()
             matrix[pos:pos + len(ok)] = flat.to_numpy(zero_copy_only=False).reshape(len(ok), -1)
             pos += len(ok)
+    face = np.concatenate(faces).astype(np.bool_)
+    nonzero = matrix.any(axis=1)   # an all-zero embedding has no direction: listed, not stored (the table refuses it)
+    if not nonzero.all():
+        errors += [(images.path[r], "the model gave an all-zero embedding (it has no direction to compare)")
+                   for r in at[~nonzero]]
+        errors.sort(key=lambda e: e[0])
+        matrix, at, face = matrix[nonzero], at[nonzero], face[nonzero]
+        if not len(at):
+            return Assembled(None, errors, skipped)
     table = EmbeddingTable(matrix, np.asarray(images.identity[at], dtype=object),
-                           np.asarray(images.image[at], dtype=object), codes[0][at], codes[1][at], codes[2],
-                           np.concatenate(faces).astype(np.bool_))
+                           np.asarray(images.image[at], dtype=object), codes[0][at], codes[1][at], codes[2], face)
     return Assembled(table, errors, skipped)
 
 
