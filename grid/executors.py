@@ -10,10 +10,15 @@ while the driver prepares; then ``run(payloads, data)``; then ``close()``, on ev
   biasgrid's code (``runtime_env``). The shared arrays go into Ray's object store once (``ray.put``); results are
   collected with ``ray.wait`` as they finish; system failures (a dead worker or node) are retried
   ``max_retries`` times, a job's own exception is not (it comes back as a failed Outcome).
-- :class:`LocalExecutor`: a process pool on this machine, no Ray. Its workers start (and import what the jobs
-  need) in ``start()``; the arrays go once into a POSIX shared-memory segment that every worker maps (a temporary
-  ``.npy`` that they memory-map where shared memory is unavailable). Workers exit by themselves when the driver
-  is gone.
+- :class:`LocalExecutor`: a pool of worker processes on this machine, no Ray, each with its own socket pair to
+  the driver (so a worker that dies or is killed never leaves the driver waiting on a half-sent result, as
+  ``concurrent.futures`` did). Its workers start (and import what the jobs need) in ``start()``; the arrays go
+  once into a POSIX shared-memory segment that every worker maps (a temporary ``.npy`` that they memory-map
+  where shared memory is unavailable). Workers exit by themselves when the driver is gone; ``close()`` kills
+  them.
+
+Both record a job that runs past its ``run.job_timeout`` (seconds, per kind) as failed and kill its worker (Ray,
+or the pool, starts another); the other jobs go on.
 
 Leftovers: every segment and temporary folder is named ``biasgrid-<driver pid>-<random>``; ``close()`` removes
 them (also after SIGTERM and Ctrl-C); after a SIGKILL the next run's ``start()`` removes those of dead drivers
