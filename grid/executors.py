@@ -444,8 +444,9 @@ def job_timeout(timeouts: Mapping[str, float], kind: str) -> float:
 
 def timed_out(payload: Mapping[str, Any], timeouts: Mapping[str, float], worker: str = "") -> Outcome:
     """The failed Outcome of a job that ran past its ``run.job_timeout``."""
-    return Outcome(payload["job_id"], error=f"job exceeded run.job_timeout = {job_timeout(timeouts, payload['kind']):g} s "
-                                            f"(its worker was killed and replaced)", node=node_name(), worker=worker)
+    seconds = job_timeout(timeouts, payload["kind"])
+    return Outcome(payload["job_id"], error=f"job exceeded run.job_timeout = {seconds:g} s (its worker was killed and "
+                                            f"replaced)", node=node_name(), worker=worker)
 
 
 def _raise_on_sigterm(owner: Any) -> None:

@@ -44,14 +44,15 @@ def slow_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sys.modules.pop("slowmodels", None)
 
 
-def stop_first_job(executor: LocalExecutor | RayExecutor, stopped: dict[str, int]) -> None:
-    """SIGSTOP the worker of the first job seen running; note it in ``stopped``."""
+def stop_first_job(executor: LocalExecutor | RayExecutor, stopped: dict[str, int],
+                   sig: signal.Signals = signal.SIGSTOP) -> None:
+    """Send ``sig`` to the worker of the first job seen running; note it in ``stopped``."""
     deadline = time.time() + 300
     while time.time() < deadline:
         busy = executor.busy()
         if busy:
             job_id, pid = next(iter(busy.items()))
-            os.kill(pid, signal.SIGSTOP)
+            os.kill(pid, sig)
             stopped[job_id] = pid
             return
         time.sleep(0.02)
@@ -87,9 +88,27 @@ def test_a_stopped_worker_is_replaced_after_the_job_timeout(tmp_path: Path, slow
     assert len(pd.read_parquet(out / "accuracy")) == 3 * 2
 
 
+def test_a_local_worker_that_dies_fails_its_job_only(tmp_path: Path, slow_model: None) -> None:
+    """A pool worker killed (SIGKILL) midway: its job fails naming the death, a new worker runs the others."""
+    out = tmp_path / "r"
+    cfg = config(out, "local")
+    executor = make_executor(cfg["run"], cfg["grid"]["models"])
+    killed: dict[str, int] = {}
+    killer = threading.Thread(target=stop_first_job, args=(executor, killed, signal.SIGKILL), daemon=True)
+    killer.start()
+    summary = run_grid(cfg, progress=False, executor=executor)
+    killer.join()
+    (job_id, pid), = killed.items()
+    assert summary.exit_code == 1 and summary.ran == 3 and len(summary.failed) == 1, summary
+    assert "the worker process running it died (exit code -9)" in summary.failed[0]
+    assert list(pd.read_parquet(out / "failures")["job_id"]) == [job_id]
+    assert sorted(r["status"] for r in ResultStore(out).ledger().values()) == ["done", "done", "failed"]
+
+
 @pytest.mark.parametrize("value, named", [
     (0, "'run.job_timeout' must be a positive number"), (float("inf"), "'run.job_timeout' must be a positive"),
-    ({"cell": -1}, "'run.job_timeout.cell' must be a positive"), ({"cel": 9}, "'run.job_timeout.cel' names no job kind"),
+    ({"cell": -1}, "'run.job_timeout.cell' must be a positive"),
+    ({"cel": 9}, "'run.job_timeout.cel' names no job kind"),
     ("soon", "'run.job_timeout' must be a positive"),
 ])
 def test_a_bad_job_timeout_is_refused_naming_it(tmp_path: Path, value, named: str) -> None:
