@@ -255,7 +255,11 @@ def _local_worker(conn: Any, parent: int, threads: int, models: tuple[str, ...])
         except Exception as exc:  # noqa: BLE001 - e.g. the shared data cannot be mapped: the job's failure
             outcome = Outcome(payload["job_id"], error=f"{type(exc).__name__}: {exc}", traceback="",
                               node=node_name())
-        conn.send(outcome)
+        try:
+            conn.send(outcome)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:   # pickled whole before anything is sent
+            conn.send(Outcome(payload["job_id"], error=f"its result cannot be sent back ({type(exc).__name__}: "
+                                                       f"{exc})", traceback="", node=node_name()))
 
 
 _DIED = object()   # what a worker's reader thread reports when the worker's connection ends
@@ -269,8 +273,8 @@ class _Worker:
 
     def __init__(self, context: Any, args: tuple[Any, ...], events: queue.SimpleQueue) -> None:
         self.conn, theirs = context.Pipe(duplex=True)
-        self.process = context.Process(target=_local_worker, args=(theirs, *args), daemon=True,
-                                       name="biasgrid-worker")
+        # not daemonic: a job may start processes of its own (as ProcessPoolExecutor's workers may)
+        self.process = context.Process(target=_local_worker, args=(theirs, *args), name="biasgrid-worker")
         self.process.start()
         theirs.close()
         self.ready = False
@@ -340,6 +344,8 @@ class LocalExecutor:
         remove_leftovers()
         _raise_on_sigterm(self)
         self._pool = [self._new_worker() for _ in range(self.workers)]
+        # registered after multiprocessing's at-exit join of child processes (at the first start), so it runs first
+        atexit.register(self.close)
 
     def _new_worker(self) -> _Worker:
         return _Worker(self._context, (os.getpid(), self.threads, self.models), self._events)
@@ -390,7 +396,7 @@ class LocalExecutor:
             for worker in self._pool:
                 if worker.ready and worker.payload is None and todo:
                     payload = todo.pop()
-                    worker.start_job(payload, where, job_timeout(self.job_timeout, payload["kind"]))
+                    worker.start_job(payload, where, job_timeout(self.job_timeout, payload.get("kind", "")))
             deadline = min(w.deadline for w in self._pool)
             try:
                 worker, message = self._events.get(
@@ -421,6 +427,7 @@ class LocalExecutor:
 
     def close(self) -> None:
         """Kill the workers (idle ones, or running jobs when the run stops early) and remove the shared data."""
+        atexit.unregister(self.close)
         for worker in self._pool:
             worker.kill()
         self._pool = []
@@ -444,7 +451,7 @@ def job_timeout(timeouts: Mapping[str, float], kind: str) -> float:
 
 def timed_out(payload: Mapping[str, Any], timeouts: Mapping[str, float], worker: str = "") -> Outcome:
     """The failed Outcome of a job that ran past its ``run.job_timeout``."""
-    seconds = job_timeout(timeouts, payload["kind"])
+    seconds = job_timeout(timeouts, payload.get("kind", ""))
     return Outcome(payload["job_id"], error=f"job exceeded run.job_timeout = {seconds:g} s (its worker was killed and "
                                             f"replaced)", node=node_name(), worker=worker)
 
@@ -690,7 +697,7 @@ class RayExecutor:
             while todo and len(pending) < capacity:
                 payload = todo.pop()
                 pending[remote.remote(payload, data_ref, models)] = (
-                    payload, time.monotonic() + job_timeout(self.job_timeout, payload["kind"]))
+                    payload, time.monotonic() + job_timeout(self.job_timeout, payload.get("kind", "")))
             deadline = min(d for _, d in pending.values())
             done, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
             for ref in done:
