@@ -69,6 +69,10 @@ DEFAULTS: dict[str, Any] = {
         "report": True,
         "max_jobs": 100_000,       # a grid planning more jobs is refused (a typo in --seeds, say)
         "connect_timeout": 30.0,   # seconds to wait for a Ray cluster at run.address before giving up
+        # seconds a job may run before it is recorded as failed and its worker replaced: one number for every
+        # kind, or a table per kind (kinds it does not name keep these)
+        "job_timeout": {"cell": 3600.0, "scores": 3600.0, "impostor": 3600.0, "tsne": 3600.0, "pairs": 3600.0,
+                        "allpairs": 21600.0},
     },
 }
 
@@ -95,7 +99,9 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any], where: tuple[str, ..
             allowed = ", ".join(sorted(base)) or "(none)"
             raise InputError(f"{source}: unknown key '{dotted}'; allowed keys here: {allowed}")
         default = base[key]
-        if path in _OPEN_SECTIONS:
+        if path == ("run", "job_timeout"):
+            base[key] = _job_timeouts(value, default, source)
+        elif path in _OPEN_SECTIONS:
             if not isinstance(value, Mapping):
                 raise InputError(f"{source}: '{dotted}' must be a table")
             base[key] = copy.deepcopy(dict(value))
@@ -105,6 +111,23 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any], where: tuple[str, ..
             _merge(default, value, path, source)
         else:
             base[key] = _check_type(value, default, dotted, source)
+
+
+def _job_timeouts(value: Any, default: dict[str, float], source: str) -> dict[str, float]:
+    """``run.job_timeout`` per job kind: one number of seconds for every kind, or a table of kind = seconds over
+    ``default``; each a positive finite number, each kind a known one."""
+    from tasks import kinds
+
+    known = [k.name for k in kinds.all_kinds()]
+    given = dict(value) if isinstance(value, Mapping) else dict.fromkeys([*default, *known], value)
+    for kind, seconds in given.items():
+        name = "run.job_timeout" + (f".{kind}" if isinstance(value, Mapping) else "")
+        if kind not in known:
+            raise InputError(f"{source}: '{name}' names no job kind; known kinds: {', '.join(known)}")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < float("inf"):
+            raise InputError(f"{source}: '{name}' must be a positive number of seconds (one for every kind, or a "
+                             f"table such as {{cell = 600, allpairs = 3600}}), got {seconds!r}")
+    return {**default, **{kind: float(seconds) for kind, seconds in given.items()}}
 
 
 def _check_type(value: Any, default: Any, dotted: str, source: str) -> Any:

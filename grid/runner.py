@@ -291,8 +291,9 @@ def _run_locked(plan: Prepared, store: ResultStore, stored: dict[str, Any], note
     data = shared_arrays(plan.table)
     payloads = [j.payload(plan.splits[j.seed]) for j in todo]
     bar = _progress_bar(len(todo), progress)
+    outcomes = executor.run(payloads, data)
     try:
-        for outcome in executor.run(payloads, data):
+        for outcome in outcomes:
             job = by_id[outcome.job_id]
             record = {**job.record(), "node": outcome.node, "finished_at": outcome.finished_at,
                       "seconds": round(outcome.seconds, 3), "cpu_seconds": round(outcome.cpu_seconds, 3),
@@ -308,7 +309,8 @@ def _run_locked(plan: Prepared, store: ResultStore, stored: dict[str, Any], note
             summary.ran += 1
             bar.update(1)
             bar.set_postfix(failed=len(summary.failed), refresh=False)
-    finally:
+    finally:   # on an error too (a full disk): the executor stops handing out jobs before it is closed
+        outcomes.close()
         bar.close()
     summary.seconds = time.perf_counter() - start
     return summary

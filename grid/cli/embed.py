@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from storage.errors import InputError
+from storage.errors import InputError, environment_failure
 from storage.images import LabelledImages
 from storage.table import EmbeddingTable
 from storage.vocab import GENDERS, check_group_name, ethnicity_vocabulary
@@ -225,6 +225,9 @@ def write_atomic(path: Path, write: Any) -> None:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:   # a full or read-only disk: named, nothing half-written left
+        tmp.unlink(missing_ok=True)
+        raise environment_failure(str(path), exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -430,10 +433,16 @@ def handler(args: argparse.Namespace) -> int:
     progress = not args.quiet
     shards = plan_shards(images, spec, args.shard_size, progress)
     folder = shards_folder(out)
+    made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     for leftover in folder.glob(".*.tmp"):   # a shard being written when an earlier run died
         leftover.unlink(missing_ok=True)
-    done, failed = embed_missing(images, shards, spec, run_cfg, folder, progress)
+    try:
+        done, failed = embed_missing(images, shards, spec, run_cfg, folder, progress)
+    except BaseException:
+        if made and not any(folder.iterdir()):   # no shard stored (a full disk at start): no folder left either
+            folder.rmdir()
+        raise
     if failed:
         print(f"biasgrid: {len(failed)} shard jobs failed, first: {failed[0]}; no table written. The finished "
               f"shards are kept in {folder}: run the same command again to retry the others", file=sys.stderr)
