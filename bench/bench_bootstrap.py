@@ -6,7 +6,8 @@ Run from the repository root:
     PYTHONPATH=. .venv/bin/python bench/bench_bootstrap.py --job 0,200   # the default grid's impostor-matrix job
 
 With ``--job R1,R2,...``: one impostor-matrix job of the default grid (built-in data, seed 0, every test group) and
-its first scores job (one test group), run in-process with each bootstrap setting, wall and CPU time of each.
+its first scores job (one test group), run in-process with each bootstrap setting, wall and CPU time of each;
+``--config FILE`` takes the grid (data, protocol, verification settings) from FILE instead.
 
 Synthetic comparisons: --identities identities in 6 groups with 2-8 images each, all their genuine comparisons,
 and --impostors random impostor comparisons (the impostor-matrix job's default cap is 5M). Prints the set-up time
@@ -30,18 +31,20 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def impostor_job(settings: list[int]) -> None:
-    """Time the default grid's impostor-matrix job and its first scores job (seed 0) at each bootstrap setting."""
+def impostor_job(settings: list[int], config: str | None = None) -> None:
+    """Time the grid's (default: the default grid's) impostor-matrix job and its first scores job (seed 0) at
+    each bootstrap setting."""
     from grid.config import resolve_config
     from grid.runner import load_data, shared_arrays
     from grid.splits import Protocol, make_split
     from tasks.kinds.impostor import run as run_impostor
     from tasks.kinds.scores import run as run_scores
 
-    cfg = resolve_config(None)
+    cfg = resolve_config(config)
     table = load_data(cfg["data"])
     groups = cfg["grid"]["test_groups"] or list(table.present_ethnicities())
-    split = make_split(table, 0, Protocol(), groups)
+    protocol = Protocol(cfg["protocol"]["train_per_gender"], cfg["protocol"]["test_per_gender"])
+    split = make_split(table, 0, protocol, groups)
     rows = np.concatenate([split.verification[g] for g in groups])
     data = shared_arrays(table)
     v = cfg["verification"]
@@ -66,9 +69,10 @@ def main() -> None:
     ap.add_argument("--identities", type=int, default=1500)
     ap.add_argument("--resamples", type=int, default=20)
     ap.add_argument("--job", default="", help="comma-separated bootstrap settings of a default impostor job")
+    ap.add_argument("--config", default=None, help="with --job: the grid's config file (default: the default grid)")
     args = ap.parse_args()
     if args.job:
-        return impostor_job([int(r) for r in args.job.split(",")])
+        return impostor_job([int(r) for r in args.job.split(",")], args.config)
     from tasks.stats import fairness
     from tasks.stats import bootstrap
 

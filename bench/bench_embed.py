@@ -7,6 +7,10 @@ for the others, then runs :func:`tasks.embedders.embed_shard` on its own images 
 images over the wall time from the common start to the last worker's end.
 
     PYTHONPATH=. python bench/bench_embed.py [--dlib-images 64] [--keras-images 48] [--workers 1,2]
+        [--skip dlib,keras] [--keras-model resnet50|small]
+
+``--keras-model small`` swaps the ResNet-50 for a two-convolution 32 px model (a smoke test of the bench's
+path, not a figure to quote).
 """
 
 from __future__ import annotations
@@ -73,6 +77,19 @@ def measure(spec, paths: list[str], workers: int) -> dict:
             "load": os.getloadavg()[0]}
 
 
+def keras_model(kind: str):
+    """The Keras model to embed with (random weights): ResNet-50 at 224 px, or a small 32 px stand-in; both end
+    in a layer named ``avg_pool``."""
+    import keras
+
+    if kind == "resnet50":
+        return keras.applications.ResNet50(weights=None, include_top=False, pooling="avg",
+                                           input_shape=(224, 224, 3))
+    return keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+                             keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
+                             keras.layers.GlobalAveragePooling2D(name="avg_pool")])
+
+
 def report(name: str, rows: list[dict]) -> None:
     one = next(r for r in rows if r["workers"] == 1)
     for r in rows:
@@ -89,6 +106,8 @@ def main() -> None:
     parser.add_argument("--keras-images", type=int, default=48)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--skip", default="", help="comma list of benches to skip: dlib, keras")
+    parser.add_argument("--keras-model", choices=["resnet50", "small"], default="resnet50",
+                        help="small: a two-convolution 32 px model instead of ResNet-50 (smoke tests)")
     args = parser.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
     skip = set(filter(None, args.skip.split(",")))
@@ -104,17 +123,16 @@ def main() -> None:
             report("dlib (detect+align+embed)", [measure(spec, paths, w) for w in workers])
         if "keras" not in skip:
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-            import keras
-
-            model = keras.applications.ResNet50(weights=None, include_top=False, pooling="avg",
-                                                input_shape=(224, 224, 3))
-            path = root / "resnet50.keras"
+            model = keras_model(args.keras_model)
+            size, dim = model.input_shape[1], model.output_shape[-1]
+            path = root / f"{args.keras_model}.keras"
             model.save(path)
             del model
             (root / "keras").mkdir()
-            paths = photographs(root / "keras", args.keras_images, 224)
+            paths = photographs(root / "keras", args.keras_images, size)
             spec = resolve_spec(f"keras:{path}", {"preprocess": "imagenet", "layer": "avg_pool"})
-            report("keras ResNet-50 224px 2048-d", [measure(spec, paths, w) for w in workers])
+            name = {"resnet50": "ResNet-50"}.get(args.keras_model, args.keras_model)
+            report(f"keras {name} {size}px {dim}-d", [measure(spec, paths, w) for w in workers])
     print(f"load average after: {os.getloadavg()[0]:.2f} (1 min)")
 
 

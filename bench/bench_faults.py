@@ -1,6 +1,7 @@
 """Fault injection: kill the driver of a small grid at random moments, run it again, and count the damage.
 
-    .venv/bin/python bench/bench_faults.py [--kills 20] [--seed 0] [--executors local,ray]
+    .venv/bin/python bench/bench_faults.py [--kills 20] [--seed 0] [--executors local,ray] [--max-delay 25]
+                                           [--seeds 2] [--models logreg,mlp]
 
 Each round starts `biasgrid run` on a fresh results folder, kills the driver (SIGKILL or SIGTERM, alternating)
 after a random delay, waits 5 s, counts the run's processes still alive, ends them (so rounds do not pile up),
@@ -12,6 +13,7 @@ temporary folders and shared-memory segments). Every count should be 0. Figures:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -32,15 +34,12 @@ GRID = """
 identities_per_group = 30
 dim = 32
 [grid]
-seeds = 2
-models = ["logreg", "mlp"]
+seeds = {seeds}
+models = {models}
 [protocol]
 train_per_gender = 10
 test_per_gender = 8
-[model.mlp]
-epochs = 5
-batch_size = 8
-[verification]
+{mlp}[verification]
 max_impostor_pairs = 20000
 [tsne]
 perplexity = 5.0
@@ -52,7 +51,11 @@ report = false
 """
 KEYS = {"accuracy": ["model", "train_group", "test_group", "seed"], "verification": ["test_group", "seed"],
         "impostor_matrix": ["seed", "group_a", "group_b"], "tsne": ["seed", "subset", "identity"]}
-EXPECTED = {"accuracy": 2 * 4 * 3 * 2, "verification": 3 * 2, "impostor_matrix": 36 * 2}
+
+
+def expected_rows(seeds: int, models: list[str]) -> dict[str, int]:
+    """Rows a complete run of GRID stores: 4 train groups x 3 test groups per model, 3 test groups, 6 x 6 pairs."""
+    return {"accuracy": len(models) * 4 * 3 * seeds, "verification": 3 * seeds, "impostor_matrix": 36 * seeds}
 
 
 def leftovers(out: Path, pids: list[int]) -> list[str]:
@@ -65,7 +68,7 @@ def leftovers(out: Path, pids: list[int]) -> list[str]:
     return found
 
 
-def one_round(k: int, executor: str, delay: float, sig: int, work: Path) -> dict:
+def one_round(k: int, executor: str, delay: float, sig: int, work: Path, expected: dict[str, int]) -> dict:
     out = work / f"r{k}"
     cfg = work / "grid.toml"
     command = [sys.executable, "-m", "grid.cli", "run", "--config", str(cfg), "--executor", executor,
@@ -96,8 +99,8 @@ def one_round(k: int, executor: str, delay: float, sig: int, work: Path) -> dict
     for table, keys in KEYS.items():
         frame = pd.read_parquet(out / table) if (out / table).exists() else pd.DataFrame(columns=keys)
         duplicated += int(frame.duplicated(keys).sum())
-        if table in EXPECTED:
-            lost += max(0, EXPECTED[table] - len(frame.drop_duplicates(keys)))
+        if table in expected:
+            lost += max(0, expected[table] - len(frame.drop_duplicates(keys)))
     return {"round": k, "executor": executor, "signal": signal.Signals(sig).name, "delay_s": round(delay, 2),
             "killed": not finished_first, "rerun_exit": rerun.returncode, "rows_lost": lost,
             "rows_duplicated": duplicated, "processes_left": len(left),
@@ -110,18 +113,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--executors", default="local,ray")
     parser.add_argument("--max-delay", type=float, default=25.0, help="latest kill, seconds after the start")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds of the small grid")
+    parser.add_argument("--models", default="logreg,mlp", help="models of the small grid")
     args = parser.parse_args()
+    models = args.models.split(",")
     rng = random.Random(args.seed)
     executors = args.executors.split(",")
     start = time.time()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bgfault-") as tmp:
         work = Path(tmp)
-        (work / "grid.toml").write_text(GRID)
+        mlp = "[model.mlp]\nepochs = 5\nbatch_size = 8\n" if "mlp" in models else ""   # only a model in the grid
+        (work / "grid.toml").write_text(GRID.format(seeds=args.seeds, models=json.dumps(models), mlp=mlp))
         os.environ.setdefault("RAY_TMPDIR", str(work))
         for k in range(args.kills):
             sig = signal.SIGKILL if k % 2 == 0 else signal.SIGTERM
-            row = one_round(k, executors[(k // 2) % len(executors)], rng.uniform(1.0, args.max_delay), sig, work)
+            row = one_round(k, executors[(k // 2) % len(executors)], rng.uniform(1.0, args.max_delay), sig, work,
+                            expected_rows(args.seeds, models))
             rows.append(row)
             print(row, flush=True)
     table = pd.DataFrame(rows)

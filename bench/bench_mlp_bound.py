@@ -1,6 +1,8 @@
 """Where the mlp's compiled training step is bound: memory traffic, the square root and division units, overhead.
 
-Run from the repository root:  .venv/bin/python bench/bench_mlp_bound.py [--repeats 7]
+Run from the repository root:  .venv/bin/python bench/bench_mlp_bound.py [--repeats 7] [--tiny]
+
+``--tiny`` runs every part on a few iterations and steps (a smoke test of the bench, not figures to quote).
 
 One thread. Prints, each as the minimum over --repeats runs (wall and CPU time, the machine is shared):
 
@@ -43,6 +45,8 @@ import tasks.models.mlp  # noqa: E402,F401  (sets XLA_FLAGS, read at XLA's first
 
 D, H = 2048, 64           # the first layer's kernel as the trainer holds it (60 units padded to 64)
 ITERS = 2000              # iterations of each compiled micro-loop
+EPOCHS = 40               # epochs of the measured trainer steps (200 steps each)
+MODEL_STEPS = 4000        # steps of the several-models loop
 _BYTES = {"f32": 4, "s32": 4, "pred": 1, "s64": 8, "f64": 8}
 
 
@@ -182,20 +186,19 @@ def steps(repeats: int) -> dict[str, float]:
     from bench_mlp import make_data
 
     out: dict[str, float] = {}
-    epochs = 40
     for name, dim in [("trainer step, 2048-d input", D), ("trainer step, 16-d input", 16)]:
         X, y, _, _ = make_data(1000, 10, dim=dim)
-        n_steps = epochs * 200
+        n_steps = EPOCHS * 200
 
         def train():
             model = mlp.build_keras_model(dim, (60, 60), seed=0)
-            mlp.train_fast(model, X, y, epochs=epochs, batch_size=5, learning_rate=1e-3, seed=0)
+            mlp.train_fast(model, X, y, epochs=EPOCHS, batch_size=5, learning_rate=1e-3, seed=0)
 
         w, c = best(train, repeats)
         out[name] = w / n_steps * 1e6
         out[name + " cpu"] = c / n_steps * 1e6
         print(f"  {name:34s} {w / n_steps * 1e6:7.1f} us per step (cpu {c / n_steps * 1e6:5.1f}); "
-              f"{w:.2f} s per 8000 steps", flush=True)
+              f"{w:.2f} s per {n_steps} steps", flush=True)
 
     b1, b2, eps, lr = mlp.ADAM_BETA_1, mlp.ADAM_BETA_2, mlp.ADAM_EPSILON, 1e-3
     g = tf.constant(np.random.default_rng(1).standard_normal((D, H)).astype(np.float32) * 1e-3)
@@ -244,7 +247,7 @@ def several_models(repeats: int, ks: tuple[int, ...] = (1, 2, 4)) -> dict[int, f
     rng = np.random.default_rng(0)
     X = tf.constant(rng.random((mlp._ROW_BLOCK, D), dtype=np.float32) / 40)
     Y = tf.constant(np.eye(2, dtype=np.float32)[rng.integers(0, 2, mlp._ROW_BLOCK)])
-    steps = 4000
+    steps = MODEL_STEPS
 
     def adam(p, g, m, v, alpha, one):
         m_new = m + (g - m) * (1.0 - b1)
@@ -300,7 +303,11 @@ def several_models(repeats: int, ks: tuple[int, ...] = (1, 2, 4)) -> dict[int, f
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--tiny", action="store_true", help="a few iterations and steps per part (smoke tests)")
     a = p.parse_args()
+    if a.tiny:
+        global ITERS, EPOCHS, MODEL_STEPS
+        ITERS, EPOCHS, MODEL_STEPS = 20, 1, 20
     print(f"bench_mlp_bound, {time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} cores, 1 thread, "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("1. the machine, on 2048 x 64 float32 arrays:")

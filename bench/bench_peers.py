@@ -1,19 +1,20 @@
 """The same job payloads through biasgrid's executors and its peers: wall time of each, and the ratio to joblib.
 
     .venv/bin/python bench/bench_peers.py [--seeds 3] [--workers 2] [--models xgboost,logreg] [--repeat 1]
-                                          [--peers local,ray,joblib,tune]
+                                          [--peers local,ray,joblib,tune] [--config FILE] [--no-hidden]
 
-Payloads: the default grid's cells for ``--models`` (4 train groups x seeds; 24 for 2 models x 3 seeds, no
-scores, impostor or t-SNE jobs), built by ``grid.plan.Job.payload`` on the built-in data, run by the project's
-own job function (``tasks.runtime.run_job``), ``--workers`` at a time, one thread per job. Each peer runs in a
-fresh Python process (no warm pool or Ray from an earlier peer), which prepares the data untimed, then times
-from the start of its machinery (pool or Ray) to the last result in hand, start-up included (the shutdown after
-it is printed apart):
+Payloads: the default grid's cells for ``--models`` (4 train groups x seeds; 24 for 2 models x 3 seeds, no scores,
+impostor or t-SNE jobs), built by ``grid.plan.Job.payload`` on the built-in data (or the data and protocol of
+``--config``), run by the project's own job function (``tasks.runtime.run_job``), ``--workers`` at a time, one
+thread per job. Each peer runs in a fresh Python process (no warm pool or Ray from an earlier peer), which prepares
+the data untimed, then times from the start of its machinery (pool or Ray) to the last result in hand, start-up
+included (the shutdown after it is printed apart):
 
 - ``local``, ``ray``: biasgrid's :class:`grid.executors.LocalExecutor` / :class:`~grid.executors.RayExecutor`
   (``start()``, ``run()``, ``close()``); results arrive one by one as jobs finish (biasgrid writes each then).
   Also printed: "after prep", the wall time counted from when the data is ready when ``start()`` is called
-  before the data is prepared, as ``biasgrid run`` does (the start-up then overlaps the preparation).
+  before the data is prepared, as ``biasgrid run`` does (the start-up then overlaps the preparation; not run
+  with ``--no-hidden``).
 - ``joblib``: ``joblib.Parallel(n_jobs=workers, backend="loky")`` over ``run_job(payload, data)`` (large arrays
   memory-mapped by joblib); results come back as one list at the end.
 - ``tune``: Ray Tune, ``Tuner`` with a ``grid_search`` over the payload index, 1 CPU per trial, the data and
@@ -37,11 +38,11 @@ REPO = Path(__file__).resolve().parents[1]
 PEERS = ("local", "ray", "joblib", "tune")
 
 
-def _payloads(seeds: str, models: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _payloads(seeds: str, models: list[str], config: str | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from grid.config import resolve_config
     from grid.runner import load_checked_data, prepare, shared_arrays
 
-    cfg = resolve_config(None, {"grid.seeds": seeds, "grid.models": models, "verification.enabled": False,
+    cfg = resolve_config(config, {"grid.seeds": seeds, "grid.models": models, "verification.enabled": False,
                                 "tsne.enabled": False, "run.report": False})
     cfg, table, fingerprint = load_checked_data(cfg)
     plan = prepare(cfg, table, fingerprint)
@@ -61,7 +62,8 @@ def _tune_trial(config: dict[str, Any], payloads: list[dict[str, Any]], data: di
     tune.report({"ok": outcome.error is None, "seconds": outcome.seconds})
 
 
-def run_one(peer: str, seeds: str, workers: int, models: list[str], hidden: bool) -> dict[str, Any]:
+def run_one(peer: str, seeds: str, workers: int, models: list[str], hidden: bool,
+            config: str | None = None) -> dict[str, Any]:
     """Time one peer in this process; ``hidden``: biasgrid's ``start()`` before the data is prepared."""
     executor = None
     if hidden and peer in ("local", "ray"):
@@ -70,7 +72,7 @@ def run_one(peer: str, seeds: str, workers: int, models: list[str], hidden: bool
         executor = (LocalExecutor(workers, 1, models) if peer == "local" else RayExecutor(workers=workers,
                                                                                            ship=models))
         executor.start()
-    payloads, data = _payloads(seeds, models)
+    payloads, data = _payloads(seeds, models, config)
     start = time.perf_counter()
     seconds: list[float] = []
     last = start
@@ -119,22 +121,26 @@ def main() -> None:
     ap.add_argument("--models", default="xgboost,logreg")
     ap.add_argument("--peers", default=",".join(PEERS))
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--config", default=None, help="a grid config whose data and protocol to use (default: built-in)")
+    ap.add_argument("--no-hidden", action="store_true", help="skip the local and ray runs started before the prep")
     ap.add_argument("--one", help=argparse.SUPPRESS)          # internal: time this peer in this process
     ap.add_argument("--hidden", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     models = args.models.split(",")
     if args.one:
-        print("RESULT " + json.dumps(run_one(args.one, args.seeds, args.workers, models, args.hidden)), flush=True)
+        print("RESULT " + json.dumps(run_one(args.one, args.seeds, args.workers, models, args.hidden, args.config)),
+              flush=True)
         return
     runs = [(p, False) for p in args.peers.split(",")] + [(p, True) for p in args.peers.split(",")
-                                                           if p in ("local", "ray")]
+                                                           if p in ("local", "ray") and not args.no_hidden]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
            "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
     found: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     for rep in range(args.repeat):
         for peer, hidden in runs:
             command = [sys.executable, __file__, "--one", peer, "--seeds", args.seeds, "--workers",
-                       str(args.workers), "--models", args.models, *(["--hidden"] if hidden else [])]
+                       str(args.workers), "--models", args.models, *(["--hidden"] if hidden else []),
+                       *(["--config", args.config] if args.config else [])]
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
             line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:

@@ -1,13 +1,14 @@
 """Benchmark and calibration check of the built-in synthetic data (storage/synth.py).
 
     PYTHONPATH=. .venv/bin/python bench/bench_synth.py [--seeds 3] [--no-mlp] [--param gender_alignment=0.5 ...]
+        [--train-per-gender 500] [--test-per-gender 250]
 
 Prints:
 * generation time of the default data (6 groups x 1000 identities x 2048-d) with one BLAS thread;
 * the gender-classification accuracy matrix (rows = train group, columns = test ethnicity; mean ± std over
   seeds = identity splits) of two proxy classifiers: scikit-learn LogisticRegression and
   MLPClassifier(hidden_layer_sizes=(60, 60)), trained on the study's protocol (500 + 500 training identities per
-  ethnicity, one image each; 250 + 250 test identities);
+  ethnicity, one image each; 250 + 250 test identities; --train-per-gender, --test-per-gender);
 * per ethnicity, the verification EER of the test identities (cosine similarity; genuine = two images of the same
   identity, impostor = images of different identities) and the mean genuine and impostor scores.
 
@@ -23,7 +24,7 @@ import warnings
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from grid.splits import make_split
+from grid.splits import Protocol, make_split
 from storage.synth import PER_ETHNICITY_PARAMS, generate, synth_params_from_dict
 from storage.vocab import ETHNICITIES
 
@@ -64,7 +65,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="identity splits (and model seeds) to average")
     parser.add_argument("--no-mlp", action="store_true", help="only the logistic-regression proxy")
     parser.add_argument("--param", action="append", default=[], help="generator parameter KEY=VALUE")
+    parser.add_argument("--train-per-gender", type=int, default=Protocol.train_per_gender)
+    parser.add_argument("--test-per-gender", type=int, default=Protocol.test_per_gender)
     args = parser.parse_args()
+    protocol = Protocol(args.train_per_gender, args.test_per_gender)
     warnings.filterwarnings("ignore")  # convergence warnings of the proxies
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
@@ -87,7 +91,7 @@ def main() -> None:
     ver = np.zeros((args.seeds, len(ETHNICITIES), 3))
     t = time.perf_counter()
     for s in range(args.seeds):
-        split = make_split(table, s)
+        split = make_split(table, s, protocol)
         for j, test in enumerate(ETHNICITIES):
             rows = split.verification[test]
             ver[s, j] = verification(X[rows], codes[rows])

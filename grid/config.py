@@ -7,6 +7,7 @@ bad values are refused with :class:`storage.errors.InputError` naming the key an
 from __future__ import annotations
 
 import copy
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -31,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "grid": {
         "models": ["mlp", "xgboost"],
         "seeds": 5,        # N (seeds 0..N-1) or an explicit list of seeds
-        "train_groups": [],  # [] = every ethnicity group in the data, then "all"
+        "train_groups": [],  # [] = every ethnicity group in the data, then "all" (if several)
         "test_groups": [],   # [] = every ethnicity group in the data
     },
     "protocol": {
@@ -50,12 +51,20 @@ DEFAULTS: dict[str, Any] = {
         "max_jobs": 100_000,       # a grid planning more jobs is refused (a typo in --seeds, say)
         "connect_timeout": 30.0,   # seconds to wait for a Ray cluster at run.address before giving up
         "kinds": [],       # modules of user job kinds ("pkg.mod"), imported before the config is checked
+        # seconds a job may run before it is recorded as failed and its worker replaced: one number for every
+        # kind, or a table per kind (kinds it does not name keep these: each kind's JobKind.timeout)
+        "job_timeout": {},
     },
 }
 
+_INT_LIMIT = 2 ** 63 - 1   # any integer key: what NumPy, Arrow and the job ids can hold
+MAX_PARALLEL = 4096        # run.workers and run.threads_per_job
+MAX_RETRIES = 100          # run.max_retries
+
+
 def defaults() -> dict[str, Any]:
     """Every field's default: the grid's sections, with each registered kind's keys in its section (kind order),
-    the kinds' own sections placed before ``run``."""
+    the kinds' own sections placed before ``run``, and each kind's ``run.job_timeout``."""
     out = copy.deepcopy({k: v for k, v in DEFAULTS.items() if k != "run"})
     for part in kinds.config_parts():
         section = out.setdefault(part.section, {})
@@ -64,6 +73,7 @@ def defaults() -> dict[str, Any]:
             raise ValueError(f"job kind config: '{part.section}.{(twice or ['*'])[0]}' is defined twice")
         section.update(copy.deepcopy(part.defaults))
     out["run"] = copy.deepcopy(DEFAULTS["run"])
+    out["run"]["job_timeout"] = {kind.name: kind.timeout for kind in kinds.all_kinds()}
     return out
 
 
@@ -84,7 +94,9 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any], where: tuple[str, ..
             allowed = ", ".join(sorted(base)) or "(none)"
             raise InputError(f"{source}: unknown key '{dotted}'; allowed keys here: {allowed}")
         default = base[key]
-        if path in _OPEN_SECTIONS:
+        if path == ("run", "job_timeout"):
+            base[key] = _job_timeouts(value, default, source)
+        elif path in _OPEN_SECTIONS:
             if not isinstance(value, Mapping):
                 raise InputError(f"{source}: '{dotted}' must be a table")
             base[key] = copy.deepcopy(dict(value))
@@ -96,6 +108,23 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any], where: tuple[str, ..
             base[key] = _check_type(value, default, dotted, source)
 
 
+def _job_timeouts(value: Any, default: dict[str, float], source: str) -> dict[str, float]:
+    """``run.job_timeout`` per job kind: one number of seconds for every kind, or a table of kind = seconds over
+    ``default``; each a positive finite number, each kind a known one."""
+    from tasks import kinds
+
+    known = [k.name for k in kinds.all_kinds()]
+    given = dict(value) if isinstance(value, Mapping) else dict.fromkeys([*default, *known], value)
+    for kind, seconds in given.items():
+        name = "run.job_timeout" + (f".{kind}" if isinstance(value, Mapping) else "")
+        if kind not in known:
+            raise InputError(f"{source}: '{name}' names no job kind; known kinds: {', '.join(known)}")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < float("inf"):
+            raise InputError(f"{source}: '{name}' must be a positive number of seconds (one for every kind, or a "
+                             f"table such as {{cell = 600, allpairs = 3600}}), got {seconds!r}")
+    return {**default, **{kind: float(seconds) for kind, seconds in given.items()}}
+
+
 def _check_type(value: Any, default: Any, dotted: str, source: str) -> Any:
     if dotted == "grid.seeds":
         return value  # int or list, checked in _normalise
@@ -103,8 +132,12 @@ def _check_type(value: Any, default: Any, dotted: str, source: str) -> Any:
         ok = isinstance(value, bool)
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and abs(value) > _INT_LIMIT:
+            raise InputError(f"{source}: '{dotted}' must be an integer of at most {_INT_LIMIT:,}, got {value}")
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not (math.isfinite(value) if isinstance(value, float) else abs(value) < 1e308):
+            raise InputError(f"{source}: '{dotted}' must be a finite number, got {value}")
         value = float(value) if ok else value
     elif isinstance(default, list):
         ok = isinstance(value, list)
@@ -141,7 +174,7 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
 
     models_from_option = "grid.models" in options
     g = cfg["grid"]
-    g["seeds"] = parse_seeds(g["seeds"], where("grid.seeds"))
+    g["seeds"] = parse_seeds(g["seeds"], where("grid.seeds"), max(cfg["run"]["max_jobs"], 1))
     for key in ("models", "train_groups", "test_groups"):
         items = g[key]
         if (key == "models" and not items) or not all(isinstance(s, str) and s.strip() for s in items):
@@ -183,18 +216,21 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
     r = cfg["run"]
     if r["executor"] not in EXECUTORS:
         raise InputError(f"{where('run.executor')} must be one of {', '.join(EXECUTORS)}, got {r['executor']!r}")
-    if r["workers"] < 0:
-        raise InputError(f"{where('run.workers')} must be >= 0 (0 = the number of CPUs), got {r['workers']}")
+    if not 0 <= r["workers"] <= MAX_PARALLEL:
+        raise InputError(f"{where('run.workers')} must be from 0 (the number of CPUs) to {MAX_PARALLEL:,}, "
+                         f"got {r['workers']:,}")
     if r["workers"] == 0:
         r["workers"] = os.cpu_count() or 1
-    if r["threads_per_job"] < 1:
-        raise InputError(f"{where('run.threads_per_job')} must be at least 1, got {r['threads_per_job']}")
+    if not 1 <= r["threads_per_job"] <= MAX_PARALLEL:
+        raise InputError(f"{where('run.threads_per_job')} must be from 1 to {MAX_PARALLEL:,}, "
+                         f"got {r['threads_per_job']:,}")
     if r["max_jobs"] < 1:
         raise InputError(f"{where('run.max_jobs')} must be at least 1, got {r['max_jobs']}")
-    if r["connect_timeout"] <= 0:
-        raise InputError(f"{where('run.connect_timeout')} must be > 0 seconds, got {r['connect_timeout']}")
-    if r["max_retries"] < 0:
-        raise InputError(f"{where('run.max_retries')} must be >= 0, got {r['max_retries']}")
+    if not 0 < r["connect_timeout"] <= 86400:
+        raise InputError(f"{where('run.connect_timeout')} must be > 0 and at most 86400 seconds (a day), "
+                         f"got {r['connect_timeout']:g}")
+    if not 0 <= r["max_retries"] <= MAX_RETRIES:
+        raise InputError(f"{where('run.max_retries')} must be from 0 to {MAX_RETRIES}, got {r['max_retries']:,}")
     if not r["out"]:
         raise InputError(f"{where('run.out')} must name a results folder")
 

@@ -34,11 +34,13 @@ def dispatch(executor: Any, payloads: Sequence[Mapping[str, Any]], data: Mapping
     job. Returns how many failed."""
     failed = 0
     bar = progress_bar(len(payloads), progress, unit)
+    outcomes = executor.run(payloads, data)
     try:
-        for outcome in executor.run(payloads, data):
+        for outcome in outcomes:
             failed += bool(store(outcome))
             bar.update(1)
             bar.set_postfix(failed=failed, refresh=False)
-    finally:
+    finally:   # on an error too (a full disk): the executor stops handing out jobs before it is closed
+        outcomes.close()
         bar.close()
     return failed

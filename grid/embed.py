@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from grid.dispatch import dispatch, progress_bar, say
 from storage.atomic import write_atomic
-from storage.errors import InputError
+from storage.errors import InputError, environment_failure
 from storage.images import LabelledImages
 from storage.table import EmbeddingTable, write_table
 from tasks.runtime import Outcome
@@ -91,6 +91,14 @@ def shard_file(folder: Path, key: str) -> Path:
     return folder / f"{key}.parquet"
 
 
+def write_named(path: Path, write: Any) -> None:
+    """:func:`storage.atomic.write_atomic`, a full or read-only disk named as an EnvironmentFailure (exit 3)."""
+    try:
+        write_atomic(path, write)
+    except OSError as exc:
+        raise environment_failure(str(path), exc) from None
+
+
 def shard_table(frame: pd.DataFrame) -> pa.Table:
     """A shard job's rows (``tasks.embedders.shard.run_embed_job``) as Arrow, in the shard files' schema."""
     embedding = pa.array([None if e is None else np.asarray(e, dtype=np.float32) for e in frame["embedding"]],
@@ -102,7 +110,7 @@ def shard_table(frame: pd.DataFrame) -> pa.Table:
 
 def save_shard(folder: Path, key: str, table: pa.Table) -> None:
     """A finished shard's rows as Parquet ``<key>.parquet`` (nothing pickled), written atomically."""
-    write_atomic(shard_file(folder, key), lambda sink: pq.write_table(table, sink, compression="lz4"))
+    write_named(shard_file(folder, key), lambda sink: pq.write_table(table, sink, compression="lz4"))
 
 
 def load_shard(folder: Path, key: str) -> pa.Table | None:
@@ -211,9 +219,17 @@ def assemble(images: LabelledImages, shards: list[Shard], done: dict[str, pa.Tab
             flat = done[s.key]["embedding"].combine_chunks().take(pa.array(ok)).flatten()
             matrix[pos:pos + len(ok)] = flat.to_numpy(zero_copy_only=False).reshape(len(ok), -1)
             pos += len(ok)
+    face = np.concatenate(faces).astype(np.bool_)
+    nonzero = matrix.any(axis=1)   # an all-zero embedding has no direction: listed, not stored (the table refuses it)
+    if not nonzero.all():
+        errors += [(images.path[r], "the model gave an all-zero embedding (it has no direction to compare)")
+                   for r in at[~nonzero]]
+        errors.sort(key=lambda e: e[0])
+        matrix, at, face = matrix[nonzero], at[nonzero], face[nonzero]
+        if not len(at):
+            return Assembled(None, errors, skipped)
     table = EmbeddingTable(matrix, np.asarray(images.identity[at], dtype=object),
-                           np.asarray(images.image[at], dtype=object), codes[0][at], codes[1][at], codes[2],
-                           np.concatenate(faces).astype(np.bool_))
+                           np.asarray(images.image[at], dtype=object), codes[0][at], codes[1][at], codes[2], face)
     return Assembled(table, errors, skipped)
 
 
@@ -244,10 +260,16 @@ def embed_table(images: LabelledImages, codes: tuple[np.ndarray, np.ndarray, tup
     InputError with ``strict`` and an unreadable image, or when no image could be embedded."""
     shards = plan_shards(images, spec, shard_size, progress)
     folder = shards_folder(out)
+    made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     for leftover in folder.glob(".*.tmp"):   # a shard being written when an earlier run died
         leftover.unlink(missing_ok=True)
-    done, failed = embed_missing(images, shards, spec, run_cfg, folder, progress)
+    try:
+        done, failed = embed_missing(images, shards, spec, run_cfg, folder, progress)
+    except BaseException:
+        if made and not any(folder.iterdir()):   # no shard stored (a full disk at start): no folder left either
+            folder.rmdir()
+        raise
     if failed:
         raise FailedShards(f"{len(failed)} shard jobs failed, first: {failed[0]}; no table written. The finished "
                            f"shards are kept in {folder}: run the same command again to retry the others")
@@ -263,7 +285,7 @@ def embed_table(images: LabelledImages, codes: tuple[np.ndarray, np.ndarray, tup
     errors = errors_file(out)
     if result.errors:
         frame = pd.DataFrame(result.errors, columns=["path", "reason"])
-        write_atomic(errors, lambda sink: frame.to_csv(sink, index=False))
+        write_named(errors, lambda sink: frame.to_csv(sink, index=False))
     else:
         errors.unlink(missing_ok=True)   # a list left by an earlier run of this table
     shutil.rmtree(folder, ignore_errors=True)

@@ -10,10 +10,15 @@ while the driver prepares; then ``run(payloads, data)``; then ``close()``, on ev
   biasgrid's code (``runtime_env``). The shared arrays go into Ray's object store once (``ray.put``); results are
   collected with ``ray.wait`` as they finish; system failures (a dead worker or node) are retried
   ``max_retries`` times, a job's own exception is not (it comes back as a failed Outcome).
-- :class:`LocalExecutor`: a process pool on this machine, no Ray. Its workers start (and import what the jobs
-  need) in ``start()``; the arrays go once into a POSIX shared-memory segment that every worker maps (a temporary
-  ``.npy`` that they memory-map where shared memory is unavailable). Workers exit by themselves when the driver
-  is gone.
+- :class:`LocalExecutor`: a pool of worker processes on this machine, no Ray, each with its own socket pair to
+  the driver (so a worker that dies or is killed never leaves the driver waiting on a half-sent result, as
+  ``concurrent.futures`` did). Its workers start (and import what the jobs need) in ``start()``; the arrays go
+  once into a POSIX shared-memory segment that every worker maps (a temporary ``.npy`` that they memory-map
+  where shared memory is unavailable). Workers exit by themselves when the driver is gone; ``close()`` kills
+  them.
+
+Both record a job that runs past its ``run.job_timeout`` (seconds, per kind) as failed and kill its worker (Ray,
+or the pool, starts another); the other jobs go on.
 
 Leftovers: every segment and temporary folder is named ``biasgrid-<driver pid>-<random>``; ``close()`` removes
 them (also after SIGTERM and Ctrl-C); after a SIGKILL the next run's ``start()`` removes those of dead drivers
@@ -28,9 +33,11 @@ from __future__ import annotations
 import atexit
 import importlib
 import logging
+import math
 import multiprocessing
 import os
 import pickle
+import queue
 import re
 import secrets
 import shutil
@@ -42,7 +49,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,6 +63,8 @@ PREFIX = "biasgrid-"          # segments and temporary folders: biasgrid-<driver
 SHM_DIR = Path("/dev/shm")    # where Linux shows POSIX shared-memory segments
 PARENT_POLL_SECONDS = 0.5     # how often a pool worker checks that the driver still runs
 PREPARE_ENV = "BIASGRID_PREPARE_WORKER"   # "<threads>;<models>": set for the workers of our own Ray node only
+JOBS_ENV = "BIASGRID_RUNNING_JOBS"   # our own Ray node's folder of running jobs: a file <job id> holds its worker pid
+DEFAULT_JOB_TIMEOUT = 3600.0   # run.job_timeout of a kind the config does not name
 NODE_START_ATTEMPTS = 3        # a local Ray node that exits as it starts is started again, this many times in all
 
 
@@ -236,34 +244,126 @@ def _run_local(payload: Mapping[str, Any], where: Mapping[str, Any]) -> Outcome:
     return run_job(payload, _worker_data(where))
 
 
-def _nothing() -> None:
-    """A no-op task: submitting one per worker makes the pool start them all now."""
+def _local_worker(conn: Any, parent: int, threads: int, models: tuple[str, ...]) -> None:
+    """A pool worker: prepare, say it is ready (``None``), then run each ``(payload, where)`` it receives and send
+    back its Outcome, until the driver's end of ``conn`` closes (or says ``None``)."""
+    _init_local_worker(parent, threads, models)
+    conn.send(None)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            message = None
+        if message is None:
+            os._exit(0)
+        payload, where = message
+        try:
+            outcome = _run_local(payload, where)
+        except Exception as exc:  # noqa: BLE001 - e.g. the shared data cannot be mapped: the job's failure
+            outcome = Outcome(payload["job_id"], error=f"{type(exc).__name__}: {exc}", traceback="",
+                              node=node_name())
+        try:
+            conn.send(outcome)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:   # pickled whole before anything is sent
+            conn.send(Outcome(payload["job_id"], error=f"its result cannot be sent back ({type(exc).__name__}: "
+                                                       f"{exc})", traceback="", node=node_name()))
+
+
+_DIED = object()   # what a worker's reader thread reports when the worker's connection ends
+
+
+class _Worker:
+    """One pool process and the driver's end of its own socket pair. The driver holds no copy of the worker's
+    end, so when the worker dies (killed, crashed) its socket ends at once: a receive gets EOF, a send an error;
+    nothing can wait forever on a half-sent message. Receives and sends run in daemon threads (a stopped worker
+    blocks neither the driver's loop nor its exit); what arrives goes to ``events``."""
+
+    def __init__(self, context: Any, args: tuple[Any, ...], events: queue.SimpleQueue) -> None:
+        self.conn, theirs = context.Pipe(duplex=True)
+        # not daemonic: a job may start processes of its own (as ProcessPoolExecutor's workers may)
+        self.process = context.Process(target=_local_worker, args=(theirs, *args), name="biasgrid-worker")
+        self.process.start()
+        theirs.close()
+        self.ready = False
+        self.payload: Mapping[str, Any] | None = None    # the job it runs
+        self.deadline = math.inf                       # when that job exceeds run.job_timeout (monotonic)
+        self._threads = [threading.Thread(target=self._receive, args=(events,), daemon=True,
+                                          name="biasgrid-worker-reader")]
+        self._threads[0].start()
+
+    def _receive(self, events: queue.SimpleQueue) -> None:
+        while True:
+            try:
+                events.put((self, self.conn.recv()))
+            except (EOFError, OSError, pickle.UnpicklingError):   # the worker ended (its end of the socket closed)
+                events.put((self, _DIED))
+                return
+
+    def start_job(self, payload: Mapping[str, Any], where: Mapping[str, Any], timeout: float) -> None:
+        self.payload, self.deadline = payload, time.monotonic() + timeout
+        sender = threading.Thread(target=self._send, args=((payload, where),), daemon=True,
+                                  name="biasgrid-worker-sender")
+        self._threads.append(sender)
+        sender.start()
+
+    def _send(self, message: Any) -> None:
+        try:
+            self.conn.send(message)
+        except (OSError, ValueError):   # the worker is gone: its reader reports it
+            pass
+
+    def kill(self) -> None:
+        """SIGKILL the process (a stopped one too), reap it, let its threads end, close the socket."""
+        if self.process.pid is not None and self.process.exitcode is None:
+            try:
+                os.kill(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.join()
+        for thread in self._threads:   # each ends now that the worker's end is closed
+            thread.join(timeout=10)
+        self.conn.close()
 
 
 class LocalExecutor:
-    """A pool of ``workers`` processes (spawned, so TensorFlow starts clean in each), started by ``start()``."""
+    """A pool of ``workers`` processes on this machine (spawned, so TensorFlow starts clean in each), started by
+    ``start()``, each running one job at a time. A job past its ``job_timeout`` (seconds, per kind) or whose
+    worker dies comes back as a failed Outcome, and its worker is replaced; ``close()`` kills the workers, so a
+    driver that stops early (an error, Ctrl-C) ends at once."""
 
-    def __init__(self, workers: int, threads_per_job: int = 1, models: Sequence[str] = ()) -> None:
+    def __init__(self, workers: int, threads_per_job: int = 1, models: Sequence[str] = (),
+                 job_timeout: Mapping[str, float] | None = None) -> None:
         self.workers = max(1, workers)
         self.threads = threads_per_job
         self.models = tuple(models)
-        self._pool: ProcessPoolExecutor | None = None
+        self.job_timeout = dict(job_timeout or {})
+        self._context = multiprocessing.get_context("spawn")
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._pool: list[_Worker] = []
         self._segment: Any = None
         self._tmp: str | None = None
-        self._futures: list[Future] = []
         self._old_sigterm: Any = None
 
     def start(self) -> None:
         """Remove leftovers of killed runs, then start the worker processes (they import what jobs need)."""
-        if self._pool is not None:
+        if self._pool:
             return
         remove_leftovers()
         _raise_on_sigterm(self)
-        self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_init_local_worker,
-                                         initargs=(os.getpid(), self.threads, self.models))
-        for _ in range(self.workers):
-            self._pool.submit(_nothing)
+        self._pool = [self._new_worker() for _ in range(self.workers)]
+        # registered after multiprocessing's at-exit join of child processes (at the first start), so it runs first
+        atexit.register(self.close)
+
+    def _new_worker(self) -> _Worker:
+        return _Worker(self._context, (os.getpid(), self.threads, self.models), self._events)
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.kill()
+        self._pool[self._pool.index(worker)] = self._new_worker()
+
+    def busy(self) -> dict[str, int]:
+        """The id of each job running now, and the process id of the worker running it."""
+        return {p["job_id"]: w.process.pid for w in list(self._pool) if (p := w.payload) is not None}
 
     def share(self, data: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """Put ``data`` where the workers read it: one shared-memory segment (the matrix, then the pickled label
@@ -296,34 +396,48 @@ class LocalExecutor:
 
     def run(self, payloads: Sequence[Mapping[str, Any]], data: Mapping[str, np.ndarray]) -> Iterator[Outcome]:
         self.start()
-        assert self._pool is not None
         where = self.share(data)
-        futures = {self._pool.submit(_run_local, p, where): p for p in payloads}
-        self._futures = list(futures)
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                payload = futures.pop(fut)
-                try:
-                    yield fut.result()
-                except Exception as exc:  # noqa: BLE001 - a crashed worker process
-                    yield Outcome(payload["job_id"], error=f"{type(exc).__name__}: {exc}",
-                                  traceback="", node=node_name())
+        todo = list(reversed(payloads))
+        early_deaths = 0
+        while todo or any(w.payload is not None for w in self._pool):
+            for worker in self._pool:
+                if worker.ready and worker.payload is None and todo:
+                    payload = todo.pop()
+                    worker.start_job(payload, where, job_timeout(self.job_timeout, payload.get("kind", "")))
+            deadline = min(w.deadline for w in self._pool)
+            try:
+                worker, message = self._events.get(
+                    timeout=None if deadline == math.inf else max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                worker, message = None, None
+            if worker in self._pool:   # not a worker replaced before
+                payload = worker.payload
+                if message is _DIED:
+                    early_deaths += not worker.ready
+                    if early_deaths > 3 * self.workers:
+                        raise EnvironmentFailure(f"the local pool's worker processes exit as they start (exit code "
+                                                 f"{worker.process.exitcode}); run again, or use --executor ray")
+                    self._replace(worker)
+                    if payload is not None:
+                        yield Outcome(payload["job_id"], error=f"the worker process running it died (exit code "
+                                                               f"{worker.process.exitcode})", node=node_name())
+                elif message is None:
+                    worker.ready = True
+                else:
+                    worker.payload, worker.deadline = None, math.inf
+                    yield message
+            now = time.monotonic()
+            for worker in [w for w in self._pool if w.deadline <= now]:
+                payload = worker.payload
+                self._replace(worker)
+                yield timed_out(payload, self.job_timeout, f"{socket.gethostname()}:{worker.process.pid}")
 
     def close(self) -> None:
-        """End the workers (at once if jobs are still running: an interrupt) and remove the shared data."""
-        if self._pool is not None:
-            processes = list(getattr(self._pool, "_processes", {}).values())
-            interrupted = any(not f.done() for f in self._futures)
-            self._pool.shutdown(wait=not interrupted, cancel_futures=True)
-            if interrupted:
-                for process in processes:
-                    process.terminate()
-                for process in processes:
-                    process.join(timeout=10)
-            self._pool = None
-            self._futures = []
+        """Kill the workers (idle ones, or running jobs when the run stops early) and remove the shared data."""
+        atexit.unregister(self.close)
+        for worker in self._pool:
+            worker.kill()
+        self._pool = []
         if self._segment is not None:
             self._segment.close()
             try:
@@ -335,6 +449,18 @@ class LocalExecutor:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
         _restore_sigterm(self)
+
+
+def job_timeout(timeouts: Mapping[str, float], kind: str) -> float:
+    """The ``run.job_timeout`` of jobs of ``kind``, in seconds."""
+    return timeouts.get(kind, DEFAULT_JOB_TIMEOUT)
+
+
+def timed_out(payload: Mapping[str, Any], timeouts: Mapping[str, float], worker: str = "") -> Outcome:
+    """The failed Outcome of a job that ran past its ``run.job_timeout``."""
+    seconds = job_timeout(timeouts, payload.get("kind", ""))
+    return Outcome(payload["job_id"], error=f"job exceeded run.job_timeout = {seconds:g} s (its worker was killed and "
+                                            f"replaced)", node=node_name(), worker=worker)
 
 
 def _raise_on_sigterm(owner: Any) -> None:
@@ -366,7 +492,15 @@ def _ray_job(payload: Mapping[str, Any], data: Mapping[str, np.ndarray], models:
     from tasks.runtime import limit_threads
 
     limit_threads(payload["params"].get("threads", 1))
-    return run_job(payload, data)
+    # On our own node, the job's worker process is known while it runs (the driver kills it past run.job_timeout).
+    running = Path(os.environ[JOBS_ENV], payload["job_id"]) if os.environ.get(JOBS_ENV) else None
+    if running is not None:
+        running.write_text(str(os.getpid()))
+    try:
+        return run_job(payload, data)
+    finally:
+        if running is not None:
+            running.unlink(missing_ok=True)
 
 
 def shipped_modules(extra: Sequence[str] = ()) -> list[Any]:
@@ -421,6 +555,8 @@ class LocalRayNode:
         os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": _RAY_TOKEN[0]})
         os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
         self.temp_dir = _temp_folder()
+        self.jobs_dir = os.path.join(self.temp_dir, "jobs")
+        os.mkdir(self.jobs_dir)
         self.address = ""   # known once the node is up (wait_ready): Ray picks its ports itself
         paths = [p for p in dict.fromkeys(os.path.abspath(p or os.curdir) for p in sys.path) if os.path.isdir(p)]
         self._env = {**os.environ, **WORKER_ENV, "RAY_USAGE_STATS_ENABLED": "0",
@@ -429,6 +565,7 @@ class LocalRayNode:
                      # prepares the data (Ray's raylet settings, passed as RAY_<name>)
                      "RAY_enable_worker_prestart": "1", "RAY_preload_python_modules": "grid.executors",
                      PREPARE_ENV: f"{threads};{','.join(models)}",   # grid.executors then runs prepare_worker
+                     JOBS_ENV: self.jobs_dir,
                      **{var: str(threads) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                                       "TF_NUM_INTRAOP_THREADS")}, "TF_NUM_INTEROP_THREADS": "1"}
         self._env.pop("RAY_ADDRESS", None)
@@ -497,8 +634,9 @@ class RayExecutor:
     (``address``)."""
 
     def __init__(self, address: str = "", workers: int = 0, threads_per_job: int = 1, max_retries: int = 3,
-                 ship: Sequence[str] = ()) -> None:
+                 ship: Sequence[str] = (), job_timeout: Mapping[str, float] | None = None) -> None:
         self.address = address
+        self.job_timeout = dict(job_timeout or {})
         self.workers = workers
         self.threads = threads_per_job
         self.max_retries = max_retries
@@ -557,16 +695,55 @@ class RayExecutor:
         models = tuple(self.ship)
         remote = ray.remote(_ray_job).options(num_cpus=self.threads, max_retries=self.max_retries,
                                                retry_exceptions=False)
-        pending = {remote.remote(p, data_ref, models): p for p in payloads}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+        # As many jobs in flight as the cluster runs at once, so that each starts when it is handed over and its
+        # run.job_timeout counts from then.
+        capacity = max(1, int(ray.cluster_resources().get("CPU", 1) // self.threads))
+        todo = list(reversed(payloads))
+        pending: dict[Any, tuple[Mapping[str, Any], float]] = {}
+        while todo or pending:
+            while todo and len(pending) < capacity:
+                payload = todo.pop()
+                pending[remote.remote(payload, data_ref, models)] = (
+                    payload, time.monotonic() + job_timeout(self.job_timeout, payload.get("kind", "")))
+            deadline = min(d for _, d in pending.values())
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
             for ref in done:
-                payload = pending.pop(ref)
+                payload, _ = pending.pop(ref)
                 try:
                     yield ray.get(ref)
                 except ray.exceptions.RayError as exc:  # lost beyond its retries, or the worker crashed
                     yield Outcome(payload["job_id"], error=f"{type(exc).__name__}: {exc}", traceback="",
                                   node="")
+            now = time.monotonic()
+            for ref in [r for r, (_, d) in pending.items() if d <= now]:
+                payload, _ = pending.pop(ref)
+                yield timed_out(payload, self.job_timeout, self._kill(ray, ref, payload["job_id"]))
+
+    def busy(self) -> dict[str, int]:
+        """The id of each job running now on this executor's own node, and the process id of its worker."""
+        if self._node is None:
+            return {}
+        found = {}
+        for path in Path(self._node.jobs_dir).iterdir():
+            try:
+                found[path.name] = int(path.read_text())
+            except (OSError, ValueError):
+                continue
+        return found
+
+    def _kill(self, ray: Any, ref: Any, job_id: str) -> str:
+        """Cancel a job's task and kill its worker process (Ray starts another); returns "host:pid" when known.
+        On a cluster of others, the force-cancel alone (Ray kills the worker when it answers)."""
+        ray.cancel(ref, force=True, recursive=False)
+        pid = self.busy().get(job_id)
+        if pid is None:
+            return ""
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        Path(self._node.jobs_dir, job_id).unlink(missing_ok=True)
+        return f"{socket.gethostname()}:{pid}"
 
     def close(self) -> None:
         """Disconnect; stop the node this executor started (nothing of it remains)."""
@@ -585,8 +762,8 @@ class RayExecutor:
 
 EXECUTORS: dict[str, Callable[[Mapping[str, Any], Sequence[str]], Executor]] = {
     "ray": lambda run, ship: RayExecutor(run["address"], run["workers"], run["threads_per_job"], run["max_retries"],
-                                         ship),
-    "local": lambda run, ship: LocalExecutor(run["workers"], run["threads_per_job"], ship),
+                                         ship, run.get("job_timeout")),
+    "local": lambda run, ship: LocalExecutor(run["workers"], run["threads_per_job"], ship, run.get("job_timeout")),
 }
 
 

@@ -20,7 +20,7 @@ from grid.plan import Job, count_jobs, make_plan
 from grid.splits import Protocol, Split, check_groups, make_split, train_group_ethnicities
 from storage.errors import EnvironmentFailure, InputError
 from storage.lock import FolderLock
-from storage.results import ResultStore, job_state, jobs_from_columns, jobs_to_columns
+from storage.results import ResultStore, check_results_out, job_state, jobs_from_columns, jobs_to_columns
 from storage.table import EmbeddingTable, read_table
 from storage.vocab import ALL
 from tasks import kinds
@@ -114,12 +114,12 @@ class Prepared:
 
 def load_checked_data(cfg: dict[str, Any]) -> tuple[dict[str, Any], EmbeddingTable, str]:
     """The config with its groups resolved against the data (no train or test groups given = every ethnicity
-    group of the data, plus ``all`` for training), checked; the data; its fingerprint."""
+    group of the data, plus ``all`` for training when the data have several), checked; the data; its fingerprint."""
     table = load_data(cfg["data"])
     present = table.present_ethnicities()
     grid = dict(cfg["grid"])
     grid["test_groups"] = grid["test_groups"] or list(present)
-    grid["train_groups"] = grid["train_groups"] or [*present, ALL]
+    grid["train_groups"] = grid["train_groups"] or [*present, *([ALL] if len(present) > 1 else [])]  # one: no "all"
     check_groups(grid["train_groups"], grid["test_groups"], present)
     return {**cfg, "grid": grid}, table, table.fingerprint()
 
@@ -128,7 +128,8 @@ def prepare(cfg: dict[str, Any], table: EmbeddingTable, fingerprint: str,
             stored: dict[str, Any] | None = None) -> Prepared:
     """Plan the run against the folder's stored record (None for a new folder) and check everything it needs:
     the experiment is the folder's (InputError naming each difference), the grid is the folder's grid extended
-    by this run's (grid/experiment.py), the job bound, the splits, each kind's check. Writes nothing."""
+    by this run's (grid/experiment.py), the job bound, the splits, each kind's check (genuine pairs, a pair
+    protocol's file, t-SNE's perplexity). Writes nothing."""
     stored = stored or {}
     requested_grid = dict(cfg["grid"])
     stored_fixed = stored.get("experiment") or (experiment.fixed_part(stored["config"], stored["data_fingerprint"])
@@ -141,9 +142,9 @@ def prepare(cfg: dict[str, Any], table: EmbeddingTable, fingerprint: str,
     ethnicities = _needed_ethnicities(cfg, table)
     seeds = sorted({j.seed for j in jobs})
     splits = {seed: make_split(table, seed, protocol, ethnicities) for seed in seeds}
-    for kind in kinds.all_kinds():   # each kind's own checks (e.g. genuine pairs for verification)
+    for kind in kinds.all_kinds():   # each kind's own checks, on the data and its planned jobs
         if kind.check is not None:
-            kind.check(cfg, table, splits)
+            kind.check(cfg, table, splits, [j for j in jobs if j.kind == kind.name])
     return Prepared(cfg, table, fingerprint, jobs, splits, fixed, requested_grid)
 
 
@@ -153,12 +154,6 @@ def check_job_bound(cfg: dict[str, Any]) -> None:
     if count > cfg["run"]["max_jobs"]:
         raise InputError(f"the grid plans {count:,} jobs, more than the limit of {cfg['run']['max_jobs']:,} "
                          f"(run.max_jobs); check --seeds and the groups, or raise the limit with --max-jobs")
-
-
-def check_out(out: str) -> None:
-    """InputError when ``--out`` names something that cannot be a results folder (a local regular file)."""
-    if "://" not in out and Path(out).exists() and not Path(out).is_dir():
-        raise InputError(f"--out {out}: is a file; expected a results folder (a new or an existing one)")
 
 
 def probe_address(address: str, timeout: float) -> None:
@@ -203,6 +198,7 @@ def run_grid(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool 
     locked for this run (another run refuses, or waits with ``wait``), damaged results and leftovers are removed,
     and run.json records the folder's experiment and this run next to the earlier ones.
     """
+    check_results_out(cfg["run"]["out"])   # before the executor starts: a refusal is at once
     if cfg["run"]["executor"] == "ray":   # an unreachable cluster fails here, within the timeout
         probe_address(cfg["run"]["address"], cfg["run"]["connect_timeout"])
     executor = executor or make_executor(cfg["run"], cfg["grid"]["models"])
@@ -218,7 +214,6 @@ def _run_grid(cfg: dict[str, Any], executor: Executor, *, rerun_failed: bool, pr
               wait: bool) -> RunSummary:
     start = time.perf_counter()
     out = cfg["run"]["out"]
-    check_out(out)
     cfg, table, fingerprint = load_checked_data(cfg)
     store = ResultStore(out)
     plan = prepare(cfg, table, fingerprint, store.run_info() if store.exists() else None)

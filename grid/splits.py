@@ -188,7 +188,8 @@ def check_groups(train_groups: Sequence[str], test_groups: Sequence[str], availa
     for group in train_groups:
         key = train_group_ethnicities(group, avail)
         if key in seen:
-            raise InputError(f"train group {group!r} repeats {seen[key]!r}")
+            raise InputError(f"grid.train_groups: train group {group!r} repeats {seen[key]!r} (both train on "
+                             f"{'+'.join(key)}, in data whose groups are {', '.join(avail)})")
         seen[key] = group
     for group in dict.fromkeys(test_groups):
         if group not in avail:

@@ -48,7 +48,8 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import InputError
-from storage.importers.common import scandir
+from storage.importers.common import csv_header, scandir
+from storage.table import check_unique_columns
 from storage.vocab import ETHNICITIES, GENDERS, accepted_group_names, group_codes
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -183,6 +184,18 @@ def _stem(name: str) -> str:
     return base if dot and base else name
 
 
+def _absolute(p: Path) -> str:
+    """An image's absolute path: resolved, except a dangling symbolic link, kept as the link (which the embedder
+    then lists in the errors with its reason) rather than named by its missing target."""
+    return str(p.resolve() if p.exists() or not p.is_symlink() else p.absolute())
+
+
+def _image_entry(e: os.DirEntry) -> bool:
+    """An image file in a folder listing; a dangling symbolic link with an image name counts (it must not be left
+    out silently: the embedder reports it)."""
+    return _is_image(e.name) and (e.is_file() or (e.is_symlink() and not os.path.exists(e.path)))
+
+
 def _walk_images(root: Path) -> list[Path]:
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -275,12 +288,12 @@ def list_diveface(root: str | Path) -> LabelledImages:
             sub = [e.name for e in files if e.is_dir()]
             if sub:
                 raise InputError(f"{ident.path}: unexpected folder {sub[0]!r}; expected only image files")
-            imgs = [e for e in files if e.is_file() and _is_image(e.name)]
+            imgs = [e for e in files if _image_entry(e)]
             if not imgs:
                 raise InputError(f"{ident.path}: identity folder has no images; expected files ending in "
                                  f"{', '.join(IMAGE_SUFFIXES)}")
             for f in imgs:
-                path.append(str(Path(f.path).resolve()))
+                path.append(_absolute(Path(f.path)))
                 identity.append(ident.name)
                 image.append(_stem(f.name))
                 eth.append(ETHNICITIES[codes[0]])
@@ -292,8 +305,12 @@ def _read_manifest(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            check_unique_columns(pq.read_schema(path).names, str(path))
             frame = pd.read_parquet(path)
         elif suffix == ".csv":
+            csv_header(path)   # a repeated column is refused (pandas would rename it)
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
         else:
             raise InputError(f"{path}: a manifest must be a .csv or .parquet file")
@@ -466,7 +483,7 @@ def list_pattern(root: str | Path, pattern: str, *,
         else:
             identity.append(rel)
         image.append(_stem(f.name))
-        path.append(str(f.resolve()))
+        path.append(_absolute(f))
     return _finish(path, identity, image, eth, gen, "identity" not in fields, str(root), path)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from storage.errors import InputError
+from storage.errors import InputError, environment_failure
 
 LOCK_FILE = ".lock.json"
 
@@ -120,19 +120,37 @@ class FolderLock:
     def _create(self) -> bool:
         data = json.dumps(asdict(Holder.me())).encode()
         if isinstance(self.fs, pafs.LocalFileSystem):
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(self.path).parent
+            made = not folder.exists()
+            folder.mkdir(parents=True, exist_ok=True)
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+            except OSError as exc:
+                self._undo(folder if made else None)
+                raise environment_failure(self.path, exc) from None
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+            except OSError as exc:   # a full disk: no half-written lock, no results folder made for it
+                self._undo(folder if made else None)
+                raise environment_failure(self.path, exc) from None
             return True
         if self.fs.get_file_info(self.path).type != pafs.FileType.NotFound:
             return False
         with self.fs.open_output_stream(self.path) as stream:
             stream.write(data)
         return True
+
+    def _undo(self, folder: Path | None) -> None:
+        """Remove the lock file this process failed to write, and ``folder`` when it made it (empty)."""
+        Path(self.path).unlink(missing_ok=True)
+        if folder is not None:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
 
     def _delete(self) -> None:
         try:

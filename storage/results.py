@@ -36,12 +36,14 @@ import pyarrow.parquet as pq
 
 from storage.errors import InputError, environment_failure
 from storage.atomic import write_atomic
+from storage.lock import LOCK_FILE
 from storage.schema import TABLES, TableSchema, register_table, schema
 
 LEDGER = "_jobs"
 RUN_FILE = "run.json"
+MARKERS = (RUN_FILE, LEDGER, LOCK_FILE)   # what makes a folder a results folder (the lock: before run.json)
 JOB_STATES: tuple[str, ...] = ("done", "failed", "missing", "damaged")
-JOB_FIELDS = ("job_id", "kind", "seed", "description", "model", "train_group", "test_group", "subset")
+JOB_FIELDS = ("job_id", "kind", "seed", "description")   # every job's; its kind's record parameters follow
 
 
 def job_state(record: Mapping[str, Any] | None, damage: str | None = None) -> str:
@@ -59,16 +61,74 @@ def job_state(record: Mapping[str, Any] | None, damage: str | None = None) -> st
 def jobs_to_columns(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:
     """Job records as one list per field (run.json's compact form)."""
     records = list(records)
-    return {f: [r.get(f) for r in records] for f in JOB_FIELDS}
+    fields = dict.fromkeys([*JOB_FIELDS, *(f for r in records for f in r)])
+    return {f: [r.get(f) for r in records] for f in fields}
 
 
 def jobs_from_columns(jobs: Any) -> list[dict[str, Any]]:
     """Job records from run.json: the compact form (one list per field) or a list of records."""
     if isinstance(jobs, dict):
         ids = jobs.get("job_id") or []
-        columns = {f: jobs.get(f) or [None] * len(ids) for f in JOB_FIELDS}
-        return [{f: columns[f][i] for f in JOB_FIELDS if columns[f][i] is not None} for i in range(len(ids))]
+        columns = {f: (jobs.get(f) if isinstance(jobs.get(f), list) else None) or [None] * len(ids)
+                   for f in dict.fromkeys([*JOB_FIELDS, *jobs])}
+        return [{f: v[i] for f, v in columns.items() if i < len(v) and v[i] is not None} for i in range(len(ids))]
     return [j for j in jobs or [] if isinstance(j, dict)]
+
+
+def filesystem(out: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
+    """The file system and root path of a folder given as a local path (resolved) or a URI."""
+    out = str(out)
+    if "://" in out:
+        fs, root = pafs.FileSystem.from_uri(out)
+    else:
+        fs, root = pafs.LocalFileSystem(), str(Path(out).resolve())
+    return fs, root.rstrip("/") or "/"
+
+
+def _marker(fs: pafs.FileSystem, folder: str) -> str | None:
+    """The first of :data:`MARKERS` that ``folder`` holds: it is a results folder."""
+    for name in MARKERS:
+        try:
+            if fs.get_file_info(f"{folder.rstrip('/')}/{name}").type != pafs.FileType.NotFound:
+                return name
+        except OSError:   # a parent the user may not read (object stores): not known to be a results folder
+            return None
+    return None
+
+
+def enclosing_results_folder(out: str | os.PathLike[str]) -> tuple[str, str] | None:
+    """(the results folder that holds ``out`` somewhere below it, the marker it holds), or None."""
+    fs, root = filesystem(out)
+    parts = root.split("/")
+    for i in range(len(parts) - 1, 0, -1):
+        parent = "/".join(parts[:i]) or "/"
+        if (found := _marker(fs, parent)) is not None:
+            return parent, found
+    return None
+
+
+def check_outside_results(out: str | os.PathLike[str], option: str = "--out") -> None:
+    """InputError when ``out`` lies inside a results folder (whose table folders any file would break)."""
+    if (inside := enclosing_results_folder(out)) is not None:
+        raise InputError(f"{option} {out}: is inside the results folder {inside[0]} (it holds {inside[1]}), which "
+                         f"holds only what 'biasgrid run' writes; name a place outside it")
+
+
+def check_results_out(out: str, option: str = "--out") -> None:
+    """InputError (nothing written) when ``out`` cannot be a results folder: a file, a folder inside a results
+    folder (its tables would then hold a second results tree), or an existing non-empty folder that is not a
+    results folder (the results would be written among other files). New, empty and results folders pass."""
+    fs, root = filesystem(out)
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.File:
+        raise InputError(f"{option} {out}: is a file; expected a results folder (a new or an existing one)")
+    check_outside_results(out, option)
+    if info.type == pafs.FileType.Directory and _marker(fs, root) is None:
+        names = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(root)))
+        if names:
+            raise InputError(f"{option} {out}: is a folder holding other files ({', '.join(names[:3])}"
+                             f"{' ...' if len(names) > 3 else ''}) and no results (no {RUN_FILE}); expected a new "
+                             f"or empty folder, or an existing results folder to add to")
 
 
 @dataclass(frozen=True)
@@ -83,13 +143,8 @@ class ResultStore:
     """Writes and reads one results folder (local path or URI)."""
 
     def __init__(self, out: str | os.PathLike[str]) -> None:
-        out = str(out)
-        if "://" in out:
-            self.fs, self.root = pafs.FileSystem.from_uri(out)
-        else:
-            self.fs, self.root = pafs.LocalFileSystem(), str(Path(out).resolve())
-        self.uri = out
-        self.root = self.root.rstrip("/")
+        self.fs, self.root = filesystem(out)
+        self.uri = str(out)
         self.unreadable: dict[str, str] = {}   # ledger records that could not be read: job id -> reason
 
     # -- paths ---------------------------------------------------------------------------------------------
@@ -242,6 +297,31 @@ class ResultStore:
         for job_id, reason in self.unreadable.items():
             damaged.setdefault(job_id, reason)
         return damaged
+
+    def foreign(self) -> list[str]:
+        """Entries inside a table's folder that are not the store's own (``<partition>=<value>/`` folders holding
+        ``<job_id>.parquet`` files, and hidden temporary files): a reader of the table (pandas, pyarrow, DuckDB)
+        would read them as its data, or fail. Paths relative to the folder, outermost foreign entry only."""
+        found = []
+        for table in TABLES:
+            folder = self._path(table)
+            if not self._exists(folder):
+                continue
+            if self.fs.get_file_info(folder).type != pafs.FileType.Directory:
+                found.append(table)
+                continue
+            key = schema(table).partition
+            for info in self.fs.get_file_info(pafs.FileSelector(folder, recursive=True)):
+                parts = info.path[len(folder) + 1:].split("/")
+                if parts[-1].startswith(".") and parts[-1].endswith(".tmp") and info.type == pafs.FileType.File:
+                    continue   # an interrupted write (readers skip hidden files; the next run removes it)
+                if len(parts) == 1 and info.type == pafs.FileType.Directory and parts[0].startswith(f"{key}="):
+                    continue
+                if len(parts) == 2 and info.type == pafs.FileType.File and parts[1].endswith(".parquet") \
+                        and parts[0].startswith(f"{key}="):
+                    continue
+                found.append("/".join([table, *parts]))
+        return [p for p in sorted(found) if not any(p.startswith(f"{q}/") for q in found)]
 
     def _sha256(self, relative: str) -> str:
         digest = hashlib.sha256()

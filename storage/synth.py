@@ -284,6 +284,6 @@ def generate(params: SynthParams = SynthParams()) -> EmbeddingTable:
                 ethnicity[pos:pos + n] = ec
                 gender[pos:pos + n] = gc
                 pos += n
-    table = EmbeddingTable(out, identity, image, ethnicity, gender)
+    table = EmbeddingTable(out, identity, image, ethnicity, gender, ETHNICITIES)
     validate_table(table, "synthetic data")
     return table

@@ -48,7 +48,7 @@ class EmbeddingTable:
     """Face embeddings with identity, image and demographic labels (row i of each array = image i).
 
     ``embeddings`` is ``(n, d)`` float32 C-contiguous; ``identity`` and ``image`` are string arrays;
-    ``ethnicity`` holds int8 codes into ``ethnicities`` (the table's groups; the study's three by default) and
+    ``ethnicity`` holds int8 codes into ``ethnicities`` (the table's own groups, always given) and
     ``gender`` int8 codes into :data:`storage.vocab.GENDERS` (0 = male, 1 = female). Check a table built by hand
     with :func:`validate_table`. ``face_detected`` (optional, (n,) bool) says whether a face detector found
     the face (False: embedded from the centre crop); other commands ignore it and it is not part of
@@ -60,7 +60,7 @@ class EmbeddingTable:
     image: np.ndarray
     ethnicity: np.ndarray
     gender: np.ndarray
-    ethnicities: tuple[str, ...] = vocab.ETHNICITIES
+    ethnicities: tuple[str, ...]
     face_detected: np.ndarray | None = None
 
     def present_ethnicities(self) -> list[str]:
@@ -154,6 +154,17 @@ def _check_codes(values: np.ndarray, field: str, names: tuple[str, ...], n: int,
                          f"({', '.join(f'{i} = {v}' for i, v in enumerate(names))})")
 
 
+def check_unique_columns(names: list[str], source: str) -> None:
+    """InputError naming ``source`` and the first column name that appears more than once (readers would
+    otherwise silently use one of them, or rename the other)."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise InputError(f"{source}: column {name!r} appears twice (columns {seen[name] + 1} and {i + 1}); "
+                             f"expected each column once")
+        seen[name] = i
+
+
 def check_finite(matrix: np.ndarray, source: str, describe_row: Callable[[int], str] | None = None) -> None:
     """Raise InputError naming the first row of ``matrix`` holding NaN or inf (scanned in blocks)."""
     for start in range(0, matrix.shape[0], _CHECK_BLOCK):
@@ -170,12 +181,25 @@ def check_finite(matrix: np.ndarray, source: str, describe_row: Callable[[int], 
                              f"expected finite numbers ({total} rows have NaN or inf)")
 
 
+def check_nonzero(matrix: np.ndarray, source: str, describe_row: Callable[[int], str] | None = None) -> None:
+    """Raise InputError naming the first rows of ``matrix`` that are all zeros (no direction: cosine similarity,
+    the verification score, is undefined for them), with their count (scanned in blocks)."""
+    zero = np.concatenate([~np.any(matrix[s:s + _CHECK_BLOCK], axis=1)
+                           for s in range(0, matrix.shape[0], _CHECK_BLOCK)] or [np.zeros(0, bool)])
+    rows = np.flatnonzero(zero)
+    if len(rows):
+        shown = ", ".join(describe_row(int(r)) if describe_row else f"row {r}" for r in rows[:3])
+        raise InputError(f"{source}: {len(rows)} embedding row(s) are all zeros ({shown}"
+                         f"{', ...' if len(rows) > 3 else ''}); expected each embedding to have a direction "
+                         f"(cosine similarity is undefined for a zero vector): remove those rows")
+
+
 def validate_table(table: EmbeddingTable, source: str) -> None:
     """Check shapes, dtypes, labels and values; raise InputError naming ``source``, the field and the row.
 
     Refused: a matrix that is not 2-D C-contiguous float32 or has no rows/columns, label arrays of the wrong
-    length or type, empty identity or image names, codes outside the known values, NaN or inf, duplicate
-    (identity, image) rows, and an identity labelled with two different ethnicities or genders.
+    length or type, empty identity or image names, codes outside the known values, NaN or inf, all-zero rows,
+    duplicate (identity, image) rows, and an identity labelled with two different ethnicities or genders.
     """
     emb = table.embeddings
     if not isinstance(emb, np.ndarray) or emb.ndim != 2:
@@ -199,6 +223,7 @@ def validate_table(table: EmbeddingTable, source: str) -> None:
     _check_codes(table.ethnicity, "ethnicity", tuple(table.ethnicities), n, source)
     _check_codes(table.gender, "gender", vocab.GENDERS, n, source)
     check_finite(emb, source, lambda row: _row_name(table, row))
+    check_nonzero(emb, source, lambda row: _row_name(table, row))
     face = table.face_detected
     if face is not None and (not isinstance(face, np.ndarray) or face.dtype != np.bool_ or face.shape != (n,)):
         raise InputError(f"{source}: '{FACE_COLUMN}' must be a 1-D bool array of {n} values (one per embedding "
@@ -377,6 +402,7 @@ def read_parquet_table(path: str | Path, columns: Mapping[str, str] | None = Non
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{source}: not a readable Parquet file ({exc})") from exc
     schema = pf.schema_arrow
+    check_unique_columns(schema.names, source)
     missing = [names[c] for c in (*LABEL_COLUMNS, EMBEDDING_COLUMN) if names[c] not in schema.names]
     if missing:
         raise InputError(f"{source}: missing column(s) {', '.join(missing)}; expected identity, image, ethnicity, "

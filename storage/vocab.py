@@ -5,6 +5,9 @@ four, FairFace's seven, the study's three :data:`ETHNICITIES`), normalised by :f
 spaces and case ignored) and checked by :func:`check_group_name`; a table's labels are int8 codes into its own
 ordered vocabulary (:func:`ethnicity_vocabulary`: the study's names first, in the study's order, then the others
 sorted). A demographic group is an ethnicity x gender pair named ``"<ethnicity>_<gender>"`` (``"asian_female"``).
+Functions that turn codes into names take the table's own vocabulary (``EmbeddingTable.ethnicities``): none
+defaults to the study's three, which are used only where the data are the study's (its and DiveFace's group
+names, the synthetic data).
 Group folders and files may use the study's names (``HA4K_120`` ...), DiveFace's annotation lists
 (``Group1_Male`` ...) or the plain names.
 """
@@ -85,7 +88,7 @@ def accepted_group_names() -> str:
             "(caucasian); or " + ", ".join(DEMOGRAPHIC_GROUPS))
 
 
-def ethnicity_names(codes: np.ndarray, vocabulary: tuple[str, ...] = ETHNICITIES) -> np.ndarray:
+def ethnicity_names(codes: np.ndarray, vocabulary: tuple[str, ...]) -> np.ndarray:
     """int8 ethnicity codes -> object array of names (``vocabulary``: the table's ethnicity groups)."""
     return np.asarray(vocabulary, dtype=object)[np.asarray(codes, dtype=np.intp)]
 
@@ -95,17 +98,15 @@ def gender_names(codes: np.ndarray) -> np.ndarray:
     return np.asarray(GENDERS, dtype=object)[np.asarray(codes, dtype=np.intp)]
 
 
-def demographic_names(ethnicity: np.ndarray, gender: np.ndarray,
-                      vocabulary: tuple[str, ...] = ETHNICITIES) -> np.ndarray:
+def demographic_names(ethnicity: np.ndarray, gender: np.ndarray, vocabulary: tuple[str, ...]) -> np.ndarray:
     """Per row ``"<ethnicity>_<gender>"`` from int8 codes (object array); ``vocabulary``: the table's groups."""
     names = np.asarray([demographic_name(e, g) for e in vocabulary for g in GENDERS], dtype=object)
     return names[np.asarray(ethnicity, dtype=np.intp) * len(GENDERS) + np.asarray(gender, dtype=np.intp)]
 
 
-def demographic_order(found: set[str] | list[str], ethnicities: list[str] | None = None) -> list[str]:
-    """Demographic group names in ethnicity x gender order (``ethnicities`` first, e.g. the grid's test groups),
-    then any other names sorted."""
-    order = list(dict.fromkeys(demographic_name(e, g) for e in [*(ethnicities or []), *ETHNICITIES]
-                               for g in GENDERS))
+def demographic_order(found: set[str] | list[str], ethnicities: list[str] | tuple[str, ...]) -> list[str]:
+    """Demographic group names in ethnicity x gender order of ``ethnicities`` (e.g. the grid's test groups), then
+    any other names sorted."""
+    order = list(dict.fromkeys(demographic_name(e, g) for e in ethnicities for g in GENDERS))
     found = set(found)
     return [g for g in order if g in found] + sorted(found - set(order))

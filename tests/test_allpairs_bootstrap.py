@@ -51,7 +51,8 @@ def exact_table(ids_per_group: int, images: int = 3, dim: int = 64, seed: int = 
                 eth.append(g // 2)
                 gen.append(g % 2)
     return EmbeddingTable(np.ascontiguousarray(np.array(X, np.float32)), np.array(ident, dtype=object),
-                          np.array(image, dtype=object), np.array(eth, np.int8), np.array(gen, np.int8))
+                          np.array(image, dtype=object), np.array(eth, np.int8), np.array(gen, np.int8),
+                          ("asian", "caucasian", "black"))
 
 
 class Brute:
@@ -62,7 +63,7 @@ class Brute:
         i, j = np.triu_indices(len(X), 1)
         self.s = (X @ X.T)[i, j]
         self.ida, self.idb = table.identity_codes()[i], table.identity_codes()[j]
-        groups = np.asarray(demographic_names(table.ethnicity, table.gender)).astype(str)
+        groups = np.asarray(demographic_names(table.ethnicity, table.gender, table.ethnicities)).astype(str)
         self.names = sorted(set(groups))
         code = np.array([self.names.index(g) for g in groups])
         self.ga, self.gb = code[i], code[j]
@@ -351,7 +352,8 @@ def test_covering_tail_agrees_with_direct_resampling_of_every_comparison(coverin
 # ------------------------------------------------------------------------------------ config and the plan ---
 @pytest.mark.parametrize("key,value,message", [
     ("tail_fmr_factor", "0.5", "'verification.tail_fmr_factor' must be at least 1"),
-    ("tail_fmr_factor", "nan", "'verification.tail_fmr_factor' must be at least 1"),
+    ("tail_fmr_factor", "nan", "'verification.tail_fmr_factor' must be a finite number"),   # issue 21: nan and
+    ("tail_fmr_factor", "inf", "'verification.tail_fmr_factor' must be a finite number"),   # inf alike, as types
     ("tail_fmr_factor", "'ten'", "'verification.tail_fmr_factor' must be a number"),
     ("tail_bits", "15", "'verification.tail_bits' must be from 4 to 14"),
     ("tail_bits", "3", "'verification.tail_bits' must be from 4 to 14"),

@@ -68,12 +68,64 @@ out = "from-file"
     ("[data]\npath = 'x.parquet'\nformat = 'hdf5'\n", ["data.format", "'hdf5'", "diveface, npy"]),
     ("[data]\nformat = 'npy'\n", ["data.format", "names no data"]),
     ("[data]\npath = 'x.parquet'\n[data.synth]\nseed = 3\n", ["[data.synth]", "data.path", "x.parquet"]),
+    # issue 21: infinities, integers beyond int64, repeats and unbounded counts (the issue's own five: test below)
+    ("[verification]\ntarget_fmr = inf\n", ["'verification.target_fmr' must be a finite number"]),
+    ("[tsne]\nperplexity = -inf\n", ["'tsne.perplexity' must be a finite number"]),
+    ("[run]\nconnect_timeout = nan\n", ["'run.connect_timeout' must be a finite number"]),
+    ("[verification]\ntail_fmr_factor = 1" + "0" * 400 + "\n", ["'verification.tail_fmr_factor' must be a finite"]),
+    ("[verification]\nmax_impostor_pairs = 99999999999999999999\n", ["'verification.max_impostor_pairs'",
+                                                                     "at most 9,223,372,036,854,775,807"]),
+    ("[tsne]\nsubsets = ['all', 'all']\n", ["'tsne.subsets' repeats a name"]),
+    ("[tsne]\nseeds = [4294967296]\n", ["'tsne.seeds'", "from 0 to 2**32 - 1"]),
+    ("[grid]\nseeds = 100001\n", ["'grid.seeds'", "at most 100,000"]),
+    ("[verification]\nbootstrap = 1000001\n", ["'verification.bootstrap'", "to 1,000,000"]),
+    ("[run]\nworkers = 5000\n", ["'run.workers' must be from 0"]),
+    ("[run]\nthreads_per_job = 5000\n", ["'run.threads_per_job' must be from 1 to 4,096"]),
+    ("[run]\nmax_retries = 1000\n", ["'run.max_retries' must be from 0 to 100"]),
 ])
 def test_bad_config_is_refused_naming_the_key(tmp_path: Path, text: str, words: list[str]) -> None:
     with pytest.raises(InputError) as err:
         resolve_config(write(tmp_path, text))
     for word in words:
         assert word in str(err.value)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[grid]\nseeds = [99999999999999999999]\n", ["'grid.seeds'", "from 0 to 2**32 - 1"]),
+    ("[grid]\nseeds = [4294967296]\n", ["'grid.seeds'", "from 0 to 2**32 - 1 (4294967295), got 4294967296"]),
+    ("[verification]\nallpairs_shards = 99999999999999999999\n", ["'verification.allpairs_shards'"]),
+    ("[verification]\nallpairs_shards = 100001\n", ["'verification.allpairs_shards' must be from 1 to run.max_jobs"]),
+    ("[verification]\ntail_fmr_factor = inf\n", ["'verification.tail_fmr_factor' must be a finite number"]),
+    ("[verification]\ntarget_fmrs = [1e-2, 1e-2]\n", ["'verification.target_fmrs' repeats a value"]),
+])
+def test_issue_21_values_are_refused_before_anything_is_written(tmp_path: Path, text: str, words: list[str]) -> None:
+    """Issue 21 item 5: these ran (exit 4 after creating run.json, _jobs/ and failures/; every cell failing; minutes
+    of CPU; duplicate operating points). Now: exit 2 naming the key, and the results folder is never created."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "grid.cli", "run", "--config", str(write(tmp_path, text)), "--out",
+                           str(tmp_path / "r"), "--executor", "local", "--models", "logreg", "--no-report"],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("biasgrid: error: ") and all(w in line for w in words), line
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_largest_seed_runs(tmp_path: Path) -> None:
+    """2**32 - 1, the top of the documented seed range, is a seed every job kind takes (scikit-learn's
+    random_state, the splits, the bootstrap, t-SNE)."""
+    from grid.runner import run_grid
+
+    cfg = resolve_config(None, {"data.synth": {"identities_per_group": 16, "dim": 8}, "grid.models": ["logreg"],
+                                "grid.seeds": [2 ** 32 - 1], "grid.train_groups": ["asian"],
+                                "protocol.train_per_gender": 5, "protocol.test_per_gender": 5,
+                                "verification.bootstrap": 10, "tsne.subsets": ["all"], "tsne.perplexity": 5.0,
+                                "run.executor": "local", "run.workers": 1, "run.report": False,
+                                "run.out": str(tmp_path / "r")})
+    summary = run_grid(cfg, progress=False)
+    assert summary.exit_code == 0 and summary.failed == []
 
 
 def test_unknown_model_key_names_the_allowed_keys(tmp_path: Path) -> None:

@@ -152,6 +152,21 @@ def test_undecodable_images_are_listed_and_strict_refuses(tmp_path, capsys):
     assert not (tmp_path / "t.parquet.shards").exists()
 
 
+def test_a_dangling_symlink_among_the_images_is_listed_with_its_reason(tmp_path, capsys):
+    """Issue 21 item 7: a dangling symbolic link was left out silently; now it is listed in errors.csv (exit 1,
+    like any unreadable image), named by the link, with the missing target as the reason."""
+    root = diveface(tmp_path / "df", identities=1)
+    link = root / "HA4K_120" / "id0" / "gone.jpg"
+    link.symlink_to(tmp_path / "deleted.jpg")
+    out = tmp_path / "t.parquet"
+    assert main(["data", "embed", str(root), "--out", str(out), "--model", "dlib", *LOCAL]) == 1
+    assert len(read_table(out)) == 3
+    listed = pd.read_csv(tmp_path / "t.parquet.errors.csv")
+    assert listed["path"].tolist() == [str(link)]
+    assert listed["reason"][0] == f"a symbolic link to a missing file ({tmp_path / 'deleted.jpg'})"
+    assert "1 images could not be read" in capsys.readouterr().out
+
+
 @pytest.fixture(scope="module")
 def keras_models(tmp_path_factory) -> dict[str, Path]:
     keras = pytest.importorskip("keras")
@@ -172,6 +187,8 @@ def bad_inputs(tmp: Path, models: dict[str, Path]) -> dict[str, tuple[list[str],
     save(tmp / "p" / "holiday.jpg", astronaut(1))
     (tmp / "unknown.csv").write_text(f"path,identity,ethnicity,gender\n{root}/HA4K_120/id0/img0.png,a,asian,robot\n")
     (tmp / "gone.csv").write_text("path,identity,ethnicity,gender\nnowhere.png,a,asian,male\n")
+    (tmp / "twice.csv").write_text(f"path,identity,ethnicity,gender,path\n{root}/HA4K_120/id0/img0.png,a,asian,male,"
+                                   f"{root}/MA4K_120/cup/coffee.jpg\n")
     return {
         "missing source": ([str(tmp / "nothing"), "--model", "dlib"], "nothing: no such file or folder"),
         "model file that does not load": ([str(root), "--model", f"keras:{models['broken']}", "--preprocess",
@@ -183,6 +200,10 @@ def bad_inputs(tmp: Path, models: dict[str, Path]) -> dict[str, tuple[list[str],
         "name not matching": ([str(tmp / "p"), "--model", "dlib", "--name-pattern", "{age}_{gender}_{ethnicity}_{*}"],
                               "holiday.jpg: name 'holiday' does not match"),
         "unknown option": ([str(root), "--model", "dlib", "--option", "upsampel=2"], "takes no option 'upsampel'"),
+        "negative batch size": ([str(root), "--model", "dlib", "--batch-size", "-1"],
+                                "option --batch-size -1: expected a positive integer"),
+        "manifest with two path columns": ([str(tmp / "twice.csv"), "--model", "dlib"],
+                                           "twice.csv: column 'path' appears twice (columns 1 and 5)"),
     }
 
 
@@ -261,3 +282,27 @@ def test_keras_table_runs_through_biasgrid_run(tmp_path, keras_models, capsys):
                  "--executor", "local", "--workers", "1"])
     assert code == 0, capsys.readouterr().err
     assert "0 failed" in capsys.readouterr().out
+
+
+def test_an_all_zero_embedding_is_listed_and_the_rest_stored(tmp_path, capsys):
+    """An image the model maps to the zero vector cannot be compared (no direction): it goes to errors.csv with
+    its reason (exit 1) and the table holds the other images, instead of the whole table being refused."""
+    keras = pytest.importorskip("keras")
+    inp = keras.Input((8, 8, 3))
+    pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(inp)
+    head = keras.layers.Dense(2, activation="relu", name="head")
+    model = keras.Model(inp, head(pooled))
+    head.set_weights([np.ones((3, 2), np.float32), np.full(2, -1.5, np.float32)])   # relu(3 * mean - 1.5)
+    model.save(tmp_path / "relu.keras")
+    root = tmp_path / "df"
+    for k, level in enumerate((255, 0, 230, 10)):   # bright images: a positive embedding; dark ones: all zeros
+        save(root / "HA4K_120" / f"id{k}" / "img0.png", np.full((8, 8, 3), level, np.uint8))
+    out = tmp_path / "t.parquet"
+    code = main(["data", "embed", str(root), "--out", str(out), "--model", f"keras:{tmp_path / 'relu.keras'}",
+                 "--layer", "head", "--preprocess", "unit", "--input-size", "8", *LOCAL])
+    assert code == 1, capsys.readouterr().err
+    table = read_table(out)
+    assert sorted(table.identity) == ["id0", "id2"] and (np.linalg.norm(table.embeddings, axis=1) > 0).all()
+    listed = pd.read_csv(tmp_path / "t.parquet.errors.csv")
+    assert [Path(p).parent.name for p in listed["path"]] == ["id1", "id3"]
+    assert set(listed["reason"]) == {"the model gave an all-zero embedding (it has no direction to compare)"}

@@ -327,7 +327,7 @@ def small_table() -> EmbeddingTable:
         np.array([line.split("/")[0] for _, line in lines], dtype=object),
         np.array([line.split("/")[1][:-4] for _, line in lines], dtype=object),
         np.array([ETHNICITIES.index(GROUP_LABEL[g][0]) for g, _ in lines], dtype=np.int8),
-        np.array([GENDERS.index(GROUP_LABEL[g][1]) for g, _ in lines], dtype=np.int8))
+        np.array([GENDERS.index(GROUP_LABEL[g][1]) for g, _ in lines], dtype=np.int8), ETHNICITIES)
 
 
 def table_csv(table: EmbeddingTable, path: Path, prefix: str = "e", names=None) -> Path:
@@ -389,6 +389,37 @@ def test_csv_table_bad_input(tmp_path, edit, pattern):
         import_embeddings(path, "table")
 
 
+def _repeat_header_column(path: Path, column: str) -> None:
+    """Append a copy of ``column`` under the same name (pandas would rename it "column.1")."""
+    lines = path.read_text().splitlines()
+    k = lines[0].split(",").index(column)
+    path.write_text("\n".join(f"{line},{line.split(',')[k]}" for line in lines) + "\n")
+
+
+@pytest.mark.parametrize("form", ["csv table", "csv table embedding", "parquet table", "uam attributes"])
+def test_a_repeated_column_is_refused_naming_the_file_and_column(tmp_path, form):
+    """Issue 21 item 7: a repeated column was silently read as its first (or renamed) copy."""
+    if form.startswith("csv table"):
+        path = table_csv(small_table(), tmp_path / "t.csv")
+        column = "e0" if form.endswith("embedding") else "identity"
+        _repeat_header_column(path, column)
+        src, fmt = path, "table"
+    elif form == "parquet table":
+        path = tmp_path / "t.parquet"
+        write_table(small_table(), path)
+        arrow = pq.read_table(path)
+        pq.write_table(arrow.append_column("identity", arrow.column("identity")), path)
+        src, fmt, column = path, "table", "identity"
+    else:
+        _, path = uam_pair(tmp_path / "uam")
+        column = "gender"
+        _repeat_header_column(path, column)
+        src, fmt = tmp_path / "uam", "uam-csv"
+    with pytest.raises(InputError) as err:
+        import_embeddings(src, fmt)
+    assert str(err.value).startswith(f"{path}: column {column!r} appears twice"), str(err.value)
+
+
 def test_options_that_do_not_apply_are_refused(tmp_path):
     root = diveface_folder(tmp_path / "root", groups=("Group1_Male",))
     with pytest.raises(InputError, match="column mapping .* applies to the table and uam-csv formats, not diveface"):
@@ -437,7 +468,7 @@ def read_jsonl(src: Path, columns: dict[str, str]) -> EmbeddingTable:
 
     return EmbeddingTable(np.array([r[key["embedding"]] for r in rows], dtype=np.float32), column("identity"),
                           column("image"), np.array([ETHNICITIES.index(e) for e in column("ethnicity")], np.int8),
-                          np.array([GENDERS.index(g) for g in column("gender")], np.int8))
+                          np.array([GENDERS.index(g) for g in column("gender")], np.int8), ETHNICITIES)
 
 
 TOY = Format("toy", read_jsonl, "JSON lines", frozenset({"columns"}),

@@ -137,3 +137,79 @@ def test_protocol_report_per_group():
     assert across.worst_group == names[int(np.argmax(err))]
     assert len(out["folds"]) == 30 and math.isnan(pairs.protocol_report(s[:600], y[:600], fold[:600])["across"]
                                                    .iloc[0].skewed_error_ratio)
+
+
+# ------------------------------------------------------------------------- issue 21: refused before any job ---
+def _lfw_named_table(tmp_path):
+    """A small synthetic table whose images are named as LFW's (identity_0001, ...), written to a Parquet file."""
+    import dataclasses
+
+    import pandas as pd
+
+    from storage.synth import SynthParams, generate
+    from storage.table import write_table
+
+    t = generate(SynthParams(identities_per_group=24, dim=8))
+    k = pd.Series(t.identity).groupby(t.identity).cumcount().to_numpy() + 1
+    t = dataclasses.replace(t, image=np.array([f"{i}_{n:04d}" for i, n in zip(t.identity, k)], dtype=object))
+    write_table(t, tmp_path / "t.parquet")
+    return t
+
+
+def _pairs(t, n=10):
+    """n genuine pairs (images 1 and 2 of an asian identity) and n impostor pairs (image 1 of it and of the next)."""
+    ids = [i for i in dict.fromkeys(t.identity) if i.startswith("asian") and (t.identity == i).sum() >= 2][:n + 1]
+    return ([(a, 1, a, 2, 1) for a in ids[:n]], [(a, 1, b, 1, 0) for a, b in zip(ids[:n], ids[1:n + 1])])
+
+
+def _csv(path, rows, folds=None):
+    lines = ["image_a,image_b,same" + (",fold" if folds is not None else "")]
+    for k, (a, i, b, j, same) in enumerate(rows):
+        lines.append(f"{a}/{a}_{i:04d},{b}/{b}_{j:04d},{same}" + (f",{folds[k]}" if folds is not None else ""))
+    return write(path, "\n".join(lines) + "\n")
+
+
+def _txt(path, genuine, impostor, header=""):
+    body = [f"{a} {i} {j}" for a, i, _, j, _ in genuine] + [f"{a} {i} {b} {j}" for a, i, b, j, _ in impostor]
+    return write(path, "\n".join(([header] if header else []) + body) + "\n")
+
+
+@pytest.mark.parametrize("case", ["csv unknown image", "txt unknown identity", "csv single fold",
+                                  "txt single fold", "csv fold -1", "csv only genuine", "txt only impostor"])
+def test_a_pairs_file_that_cannot_run_is_refused_before_any_job(tmp_path, case):
+    """Issue 21 item 6: these ran the whole grid, then failed the pairs job (exit 1). Now exit 2 naming the file
+    (and line) before the results folder is created."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    t = _lfw_named_table(tmp_path)
+    gen, imp = _pairs(t)
+    both = [r for pair in zip(gen, imp) for r in pair]
+    if case == "csv unknown image":
+        path = _csv(tmp_path / "p.csv", both[:7] + [("ghost", 1, gen[0][0], 1, 0)] + both[7:])
+        words = [":9: image ghost/ghost_0001 is not in the table"]
+    elif case == "txt unknown identity":
+        path = _txt(tmp_path / "p.txt", gen[:4] + [("ghost", 1, "ghost", 2, 1)] + gen[4:], imp)
+        words = [":5: image ghost/ghost_0001 is not in the table"]
+    elif case == "csv single fold":
+        path, words = _csv(tmp_path / "p.csv", both, folds=[0] * len(both)), ["all 20 pairs are in fold 0", "2 folds"]
+    elif case == "txt single fold":
+        path, words = _txt(tmp_path / "p.txt", gen, imp, header="1 10"), ["all 20 pairs are in fold 0"]
+    elif case == "csv fold -1":
+        path, words = _csv(tmp_path / "p.csv", both, folds=[k % 10 if k != 3 else -1 for k in range(20)]), [
+            ":5: fold must be an integer >= 0, got '-1'"]
+    elif case == "csv only genuine":
+        path, words = _csv(tmp_path / "p.csv", gen), ["all 10 pairs are genuine pairs"]
+    else:
+        path, words = _txt(tmp_path / "p.txt", [], imp), ["all 10 pairs are impostor pairs"]
+    write(tmp_path / "g.toml", f"[verification]\npairs = '{path}'\n[protocol]\ntrain_per_gender = 5\n"
+                               "test_per_gender = 5\n[tsne]\nenabled = false\n")
+    proc = subprocess.run([sys.executable, "-m", "grid.cli", "run", "--config", str(tmp_path / "g.toml"), "--data",
+                           str(tmp_path / "t.parquet"), "--out", str(tmp_path / "r"), "--executor", "local",
+                           "--models", "logreg", "--no-report"], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"biasgrid: error: {path}") and all(w in line for w in words), line
+    assert not (tmp_path / "r").exists()

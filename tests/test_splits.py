@@ -21,7 +21,7 @@ def table():
 
 def subset(table: EmbeddingTable, rows: np.ndarray) -> EmbeddingTable:
     return EmbeddingTable(np.ascontiguousarray(table.embeddings[rows]), table.identity[rows], table.image[rows],
-                          table.ethnicity[rows], table.gender[rows])
+                          table.ethnicity[rows], table.gender[rows], table.ethnicities)
 
 
 def pairs(table: EmbeddingTable, rows: np.ndarray) -> set[tuple[str, str]]:

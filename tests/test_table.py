@@ -23,12 +23,13 @@ def make_table(n_ids: int = 12, per_id: int = 3, d: int = 8, seed: int = 0) -> E
         image=np.array([f"img_{j}" for j in np.tile(np.arange(per_id), n_ids)], dtype=object),
         ethnicity=(ids % 3).astype(np.int8),
         gender=((ids // 3) % 2).astype(np.int8),
+        ethnicities=("asian", "caucasian", "black"),
     )
 
 
 def replace(table: EmbeddingTable, **changes) -> EmbeddingTable:
     fields = dict(embeddings=table.embeddings, identity=table.identity, image=table.image,
-                  ethnicity=table.ethnicity, gender=table.gender)
+                  ethnicity=table.ethnicity, gender=table.gender, ethnicities=table.ethnicities)
     fields.update(changes)
     return EmbeddingTable(**fields)
 
@@ -172,7 +173,7 @@ def test_validate_refuses_bad_types_codes_and_empty_tables():
         identity[3] = ""
         validate_table(replace(table, identity=identity), "src")
     empty = EmbeddingTable(np.zeros((0, 4), np.float32), np.array([], dtype=object), np.array([], dtype=object),
-                           np.array([], np.int8), np.array([], np.int8))
+                           np.array([], np.int8), np.array([], np.int8), ("asian",))
     with pytest.raises(InputError, match="no rows"):
         validate_table(empty, "src")
 
@@ -196,7 +197,7 @@ def test_identity_codes_follow_sorted_names_not_row_order():
     assert len(np.unique(codes)) == 12
     order = np.random.default_rng(3).permutation(len(table))
     shuffled = EmbeddingTable(table.embeddings[order], table.identity[order], table.image[order],
-                              table.ethnicity[order], table.gender[order])
+                              table.ethnicity[order], table.gender[order], table.ethnicities)
     assert np.array_equal(shuffled.identity_codes(), codes[order])
 
 

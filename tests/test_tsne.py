@@ -10,6 +10,8 @@ from storage.errors import InputError
 from storage.schema import TABLES
 from tasks.kinds.tsne import tsne_job
 
+STUDY = ("asian", "caucasian", "black")
+
 
 def data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """150 rows (+10 unused), 3 ethnicities as well-separated clusters, genders alternating; labels as codes."""
@@ -33,7 +35,7 @@ def nearest_neighbour_agreement(xy: np.ndarray, labels: np.ndarray) -> float:
 def test_all_subset_keeps_clusters_apart_and_labels_rows():
     X, eth, gen, ident = data()
     rows = np.arange(150)
-    out = tsne_job(X, rows, eth, gen, ident, subset="all", seed=0, perplexity=10, pca_dims=20)
+    out = tsne_job(X, rows, eth, gen, ident, ethnicities=STUDY, subset="all", seed=0, perplexity=10, pca_dims=20)
     assert list(out.columns) == [c for c in TABLES["tsne"].names if c not in ("seed", "job_id")] and len(out) == 150
     assert set(out["subset"]) == {"all"}
     assert out["identity"].tolist() == ident[:150].tolist()
@@ -46,7 +48,7 @@ def test_all_subset_keeps_clusters_apart_and_labels_rows():
 @pytest.mark.parametrize("subset,code", [("male", 0), ("female", 1)])
 def test_gender_subsets_keep_only_that_gender(subset, code):
     X, eth, gen, ident = data()
-    out = tsne_job(X, np.arange(150), eth, gen, ident, subset=subset, seed=0, perplexity=10)
+    out = tsne_job(X, np.arange(150), eth, gen, ident, ethnicities=STUDY, subset=subset, seed=0, perplexity=10)
     assert len(out) == 75 and set(out["gender"]) == {subset}
     assert out["identity"].tolist() == ident[:150][gen[:150] == code].tolist()
 
@@ -54,12 +56,12 @@ def test_gender_subsets_keep_only_that_gender(subset, code):
 def test_same_seed_same_numbers_and_names_work_like_codes():
     X, eth, gen, ident = data()
     rows = np.arange(0, 150, 2)
-    a = tsne_job(X, rows, eth, gen, ident, subset="all", seed=4, perplexity=8)
+    a = tsne_job(X, rows, eth, gen, ident, ethnicities=STUDY, subset="all", seed=4, perplexity=8)
     eth_names = np.array(["asian", "caucasian", "black"], dtype=object)[eth]
     gen_names = np.array(["male", "female"], dtype=object)[gen]
-    b = tsne_job(X, rows, eth_names, gen_names, ident, subset="all", seed=4, perplexity=8)
+    b = tsne_job(X, rows, eth_names, gen_names, ident, ethnicities=STUDY, subset="all", seed=4, perplexity=8)
     pd.testing.assert_frame_equal(a, b)
-    c = tsne_job(X, rows, eth, gen, ident, subset="all", seed=5, perplexity=8)
+    c = tsne_job(X, rows, eth, gen, ident, ethnicities=STUDY, subset="all", seed=5, perplexity=8)
     assert not np.allclose(a[["x", "y"]], c[["x", "y"]])
 
 
@@ -69,11 +71,13 @@ def test_same_seed_same_numbers_and_names_work_like_codes():
     ({"pca_dims": 1}, "pca_dims must be an integer >= 2"),
     ({"rows": np.array([], dtype=int)}, "has no rows"),
     ({"ethnicity": np.full(160, 7, dtype=np.int8)}, "ethnicity codes must lie in 0..2"),
+    ({"ethnicities": ("white", "black", "asian", "indian")}, "unknown ethnicity 'caucasian'; allowed: white"),
     ({"gender": np.full(160, 5)}, r"gender codes must lie in 0..1"),
     ({"identity": np.array(["x"])}, "identity must have one entry per embedding row"),
 ])
 def test_bad_arguments(kwargs, message):
     X, eth, gen, ident = data()
-    args = dict(X=X, rows=np.arange(150), ethnicity=eth, gender=gen, identity=ident, subset="all", seed=0)
+    args = dict(X=X, rows=np.arange(150), ethnicity=np.asarray(STUDY, dtype=object)[eth], gender=gen,
+                identity=ident, ethnicities=STUDY, subset="all", seed=0)
     with pytest.raises(InputError, match=message):
         tsne_job(**{**args, **kwargs})

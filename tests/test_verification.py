@@ -12,8 +12,8 @@ from tasks.stats import bootstrap
 from tasks.kinds.impostor import impostor_matrix
 from tasks.kinds.scores import HIST_EDGES, score_group
 from tasks.stats.rates import threshold_at_fmr
-from tasks.stats.scoring import (THRESHOLDS, genuine_pairs, pair_scores, sample_impostor_pairs, sample_stratum,
-                                 score_pairs, stratify, stratum_sizes)
+from tasks.stats.scoring import (THRESHOLDS, genuine_pairs, pair_scores, row_norms, sample_impostor_pairs,
+                                 sample_stratum, score_pairs, stratify, stratum_sizes)
 
 
 def unit(X: np.ndarray) -> np.ndarray:
@@ -83,10 +83,30 @@ def test_pair_scores_are_cosines(n_pairs):
     keys = np.sort(rng.choice(200 * 199 // 2, n_pairs, replace=False))
     a, b = np.triu_indices(200, 1)
     a, b = a[keys], b[keys]
-    inv = 1 / np.linalg.norm(X[rows], axis=1).astype(np.float32)
-    got = pair_scores(X, rows, inv, a, b)
+    got = pair_scores(X, rows, row_norms(X, rows), a, b)
     want = np.einsum("ij,ij->i", unit(X[rows[a]]), unit(X[rows[b]]))
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_pairs", [30, 1500])
+@pytest.mark.parametrize("scale", [2.0 ** 66, 2.0 ** -140, 1e20, 1e-42])
+def test_pair_scores_do_not_depend_on_the_embeddings_scale(n_pairs, scale):
+    """Issue 21: x 1e20 overflowed the float32 squared norms (every score 0), x 1e-42 underflowed them ("all
+    zeros"). Values on a grid of 1/64, so that x 2^-140 is exact too: power-of-two scales give the same bits, others
+    the same cosines up to the scaled values' own rounding (denormals at 1e-42 keep only a few bits)."""
+    rng = np.random.default_rng(2)
+    X = (np.round(rng.normal(size=(300, 16)) * 16) / 64).astype(np.float32)
+    rows = rng.permutation(300)[:200]
+    keys = np.sort(rng.choice(200 * 199 // 2, n_pairs, replace=False))
+    a, b = (i[keys] for i in np.triu_indices(200, 1))
+    base = pair_scores(X, rows, row_norms(X, rows), a, b)
+    Xs = X * np.float32(scale)
+    assert np.isfinite(Xs).all() and (np.abs(Xs).max(axis=1) > 0).all()
+    got = pair_scores(Xs, rows, row_norms(Xs, rows), a, b)
+    if np.log2(scale).is_integer():
+        np.testing.assert_array_equal(got, base)
+    else:
+        np.testing.assert_allclose(got, base, atol=1e-6 if scale > 1 else 2e-2)
 
 
 # ----------------------------------------------------------------------------------------- planted EERs ---

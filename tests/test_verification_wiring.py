@@ -88,7 +88,7 @@ def brute(table, split, test_groups):
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     S = X @ X.T
     ident = table.identity_codes()[rows]
-    group = np.asarray(demographic_names(table.ethnicity[rows], table.gender[rows])).astype(str)
+    group = np.asarray(demographic_names(table.ethnicity[rows], table.gender[rows], table.ethnicities)).astype(str)
     i, j = np.triu_indices(len(rows), 1)
     return S[i, j], ident[i] == ident[j], group[i], group[j], ident[i], ident[j]
 
@@ -293,7 +293,7 @@ def test_allpairs_shards_sum_to_brute_force_counts_of_every_pair(grid):
     assert len(table.embeddings) > 2048     # more than one block of 2048 rows: the shards share the work
     assert sorted(rows["shard"].unique()) == [0, 1, 2] and (rows["count"] > 0).all()
     # the sum of the stored shards = one unsharded count of the whole table (exact integers)
-    one = count_shard(table.embeddings, table.identity_codes(), demographic_names(table.ethnicity, table.gender), 0, 1)
+    one = count_shard(table.embeddings, table.identity_codes(), demographic_names(table.ethnicity, table.gender, table.ethnicities), 0, 1)
     key = ["group_a", "group_b", "kind", "bin"]
     summed = rows.groupby(key)["count"].sum().sort_index()
     pd.testing.assert_series_equal(summed, one.set_index(key)["count"].sort_index(), check_dtype=False)
@@ -303,7 +303,7 @@ def test_allpairs_shards_sum_to_brute_force_counts_of_every_pair(grid):
     i, j = np.triu_indices(len(X), 1)
     s = (X @ X.T)[i, j]
     ident = table.identity_codes()
-    group = np.asarray(demographic_names(table.ethnicity, table.gender)).astype(str)
+    group = np.asarray(demographic_names(table.ethnicity, table.gender, table.ethnicities)).astype(str)
     gen = ident[i] == ident[j]
     first = group[i] <= group[j]
     lo, hi = np.where(first, group[i], group[j]), np.where(first, group[j], group[i])
@@ -385,15 +385,16 @@ def test_pair_protocol_job_against_a_direct_10_fold_computation(grid):
 
 
 def test_new_workers_take_group_names_from_the_data():
-    """With the table's own ethnicity names in the data (any vocabulary), the allpairs and pairs workers use them."""
+    """The allpairs and pairs workers name groups by the table's own ethnicity names (any vocabulary), which the
+    data must carry: without them there is no silent fallback to the study's names."""
     from tasks.kinds.allpairs import row_groups
     from tasks.kinds.pairs import evaluate
 
     data = {"ethnicity": np.array([0, 1, 1, 0], np.int8), "gender": np.array([1, 0, 1, 0], np.int8),
             "ethnicity_names": np.array(["african", "indian"], dtype=object)}
     assert row_groups(data).tolist() == ["african_female", "indian_male", "indian_female", "african_male"]
-    assert row_groups({k: v for k, v in data.items() if k != "ethnicity_names"}, np.array([1])).tolist() == \
-        ["caucasian_male"]
+    with pytest.raises(KeyError, match="ethnicity_names"):
+        row_groups({k: v for k, v in data.items() if k != "ethnicity_names"}, np.array([1]))
     rng = np.random.default_rng(0)
     n = 40
     X = rng.normal(size=(2 * n, 8))

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from storage.errors import InputError
-from storage.table import EmbeddingTable
-from storage.vocab import ETHNICITIES, GENDERS, demographic_name, demographic_names
+from storage.results import check_outside_results
+from storage.table import EmbeddingTable, demographic_groups
+from storage.vocab import ETHNICITIES, GENDERS, demographic_name
 
 _PER_ETHNICITY_FORMS = ("a number for every ethnicity, three values for asian,caucasian,black (e.g. 1,0.8,1.2) "
                         "or some of them by name (e.g. asian=1.2); a value starting with '-' needs '=': "
@@ -79,6 +80,7 @@ def check_table_out(out: str) -> Path:
         raise InputError(f"--out {out}: expected a .parquet file name")
     if path.is_dir():
         raise InputError(f"--out {out}: is a folder; expected a .parquet file name")
+    check_outside_results(path)
     return path
 
 
@@ -113,12 +115,16 @@ def _per_ethnicity(text: str, name: str) -> Any:
     return values
 
 
+def group_order(table: EmbeddingTable, names: np.ndarray) -> list[str]:
+    """The table's demographic groups that have rows (``names``: each row's), in its vocabulary's order."""
+    return [n for n in (demographic_name(e, g) for e in table.ethnicities for g in GENDERS) if (names == n).any()]
+
+
 def table_summary(table: EmbeddingTable, out: Path, what: str) -> str:
     """The line a data command closes with: the table written, its size and identities per demographic group."""
     codes = table.identity_codes()
-    names = demographic_names(table.ethnicity, table.gender, table.ethnicities)
-    order = [demographic_name(e, g) for e in table.ethnicities for g in GENDERS]
-    per_group = [f"{g} {len(np.unique(codes[names == g]))}" for g in order if (names == g).any()]
+    names = demographic_groups(table)
+    per_group = [f"{g} {len(np.unique(codes[names == g]))}" for g in group_order(table, names)]
     return (f"wrote {out}: {what}, {len(table)} rows, dim {table.dim}, {len(np.unique(codes))} identities "
             f"({', '.join(per_group)})")
 

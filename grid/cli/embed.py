@@ -151,15 +151,15 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ summary
 def summary_lines(table: EmbeddingTable, out: Path, what: str, result: Assembled, own: bool) -> list[str]:
     """The command's closing summary: the table, faces detected per group, what was left out and why."""
-    from grid.cli.data import table_summary
+    from grid.cli.data import group_order, table_summary
     from grid.embed import errors_file, listing
-    from storage.vocab import DEMOGRAPHIC_GROUPS, demographic_names
+    from storage.table import demographic_groups
 
-    names = demographic_names(table.ethnicity, table.gender)
+    names = demographic_groups(table)
     face = table.face_detected if table.face_detected is not None else np.ones(len(table), dtype=bool)
     lines = [table_summary(table, out, what),
              "face detected: " + ", ".join(f"{g} {int(face[names == g].sum())} of {int((names == g).sum())}"
-                                           for g in DEMOGRAPHIC_GROUPS if (names == g).any())
+                                           for g in group_order(table, names))
              + " (the others were embedded from their centre crop)" * bool((~face).any())]
     if result.skipped:
         lines.append(f"{len(result.skipped)} images without a detected face left out (--skip-undetected)")
@@ -186,8 +186,9 @@ def handler(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     out = check_table_out(args.out)
-    if args.shard_size < 1:
-        raise InputError(f"option --shard-size {args.shard_size}: expected a positive integer")
+    for option, value in (("--shard-size", args.shard_size), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise InputError(f"option {option} {value}: expected a positive integer")
     images = list_labelled(args)
     codes = label_codes(images)
     spec = resolve_spec(args.model, model_options(args), normalize=args.normalise,

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from grid.report import load_results, write_report
+from grid.report.document import check_report_out
 from grid.report.render import format_matrices, format_status
 
 
@@ -23,6 +24,7 @@ def register(subparsers: Any) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     """Load the results (InputError if DIR is not a results folder), print the tables, write the report."""
+    check_report_out(args.results, args.out)   # before the work: a refused folder is named at once
     res = load_results(args.results)
     print(format_matrices(res))
     print(format_status(res))

@@ -20,7 +20,8 @@ def register(subparsers: Any) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    """Print every planned job that is not done; exit 0 when all are done, else 1."""
+    """Print every planned job that is not done and every foreign entry inside a table's folder; exit 0 when all
+    jobs are done and the table folders hold only the store's files, else 1."""
     store = ResultStore(args.dir)
     info = store.run_info()
     if info is None:
@@ -38,9 +39,15 @@ def handler(args: argparse.Namespace) -> int:
             detail = damage.get(job["job_id"]) if state == "damaged" else (record or {}).get("error", "")
             lines.append(f"  {state:8s} {job.get('description', '')} [{job['job_id']}]"
                          + (f": {detail}" if detail else ""))
+    foreign = store.foreign()
     total = len(jobs)
     print(f"{args.dir}: {total} jobs planned: " + ", ".join(f"{states[s]} {s}" for s in JOB_STATES))
     print("\n".join(lines) if lines else "  every planned job is stored")
     if states["damaged"]:
         print("damaged results are left out of the report; the next 'biasgrid run' recomputes them")
-    return 0 if states["done"] == total else 1
+    for path in foreign:
+        print(f"  damaged  {path}: not a file of the results store, inside a table's folder")
+    if foreign:
+        print(f"{len(foreign)} foreign entries in table folders: readers of those tables (pandas, pyarrow, DuckDB) "
+              f"read or fail on them; move them out of the results folder")
+    return 0 if states["done"] == total and not foreign else 1

@@ -23,7 +23,7 @@ from grid.report.sections import Section, kind_sections
 from grid.report.sections.jobs import job_blocks, job_status
 from storage.atomic import replace_folder
 from storage.errors import EnvironmentFailure, InputError
-from storage.results import ResultStore
+from storage.results import ResultStore, check_outside_results
 
 REPORT_DIR = "report"
 HTML_FILE = "report.html"
@@ -117,6 +117,7 @@ def write_report(res: Results, out: str | os.PathLike[str] | None = None) -> Pat
         for name, data in files.items():
             store.write_bytes(f"{REPORT_DIR}/{name}", data)
         return f"{str(res.path).rstrip('/')}/{REPORT_DIR}/{HTML_FILE}"
+    check_report_out(res.path, out)
     out = Path(out) if out is not None else Path(res.path) / REPORT_DIR
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: the report's output folder is a file")
@@ -127,3 +128,28 @@ def write_report(res: Results, out: str | os.PathLike[str] | None = None) -> Pat
                                  f"report (if any) is unchanged. Free some space, or write it elsewhere "
                                  f"(biasgrid report DIR --out FOLDER)") from exc
     return out / HTML_FILE
+
+
+def _is_report(folder: Path) -> bool:
+    """Whether ``folder`` holds a report and nothing else: the files :func:`report_files` writes."""
+    own = {HTML_FILE, "report.md", "tables.tex"}
+    names = {p.name for p in folder.iterdir()}
+    return HTML_FILE in names and all(
+        name in own or name.endswith(".csv") or (name == "figures" and (folder / name).is_dir()
+                                                 and all(f.suffix == ".png" for f in (folder / name).iterdir()))
+        for name in names)
+
+
+def check_report_out(results: str | os.PathLike[str], out: str | os.PathLike[str] | None) -> None:
+    """InputError when the report folder ``out`` named for the ``results`` folder would be written inside a
+    results folder (other than the results' own ``report/``) or replace a folder holding anything but a report
+    (it is replaced as a whole)."""
+    if out is None or ("://" not in str(results) and Path(out).resolve() == (Path(results) / REPORT_DIR).resolve()):
+        return
+    out = Path(out)
+    check_outside_results(out)
+    if out.is_dir() and any(out.iterdir()) and not _is_report(out):
+        names = sorted(p.name for p in out.iterdir())
+        raise InputError(f"--out {out}: is a folder holding other files ({', '.join(names[:3])}"
+                         f"{' ...' if len(names) > 3 else ''}) and no report; the report folder is replaced as a "
+                         f"whole, so name a new or empty folder, or an earlier report's")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from typing import Any
 
 import pandas as pd
@@ -138,37 +139,49 @@ def render_html(blocks: list[Block]) -> str:
             + "\n".join(body) + "\n</body></html>\n")
 
 
-def _md_cell(v: Any) -> str:
-    return str(v).replace("|", "\\|").replace("\n", " ")
+_MD_SPECIALS = re.compile(r"([\\`*|])")
+
+
+def _md(v: Any) -> str:
+    """Text as Markdown that shows it literally, on one line: HTML special characters as entities (no raw HTML
+    reaches a renderer that passes HTML through), a backslash before the characters that would start code or
+    emphasis or split a table cell (backslash, backtick, *, |), and no link syntax (``](`` and a leading ``[``
+    escaped; intervals such as ``[0.1, 0.2]`` stay as they are)."""
+    text = _MD_SPECIALS.sub(r"\\\1", html.escape(str(v), quote=False)).replace("\n", " ").replace("](", "]\\(")
+    return "\\" + text if text.startswith("[") else text
 
 
 def _md_table(t: Table) -> str:
     head = ([t.index_name or ""] if t.index_name is not None else []) + [str(c) for c in t.frame.columns]
-    lines = [f"**{t.caption}**", "", "| " + " | ".join(_md_cell(h) for h in head) + " |",
+    lines = [f"**{_md(t.caption)}**", "", "| " + " | ".join(_md(h) for h in head) + " |",
              "|" + "|".join("---" for _ in head) + "|"]
     for idx, row in zip(t.frame.index, t.frame.to_numpy()):
         cells = ([str(idx)] if t.index_name is not None else []) + [str(v) for v in row]
-        lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
-    lines += ["", *[f"{n}  " for n in t.notes]]
+        lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    lines += ["", *[f"{_md(n)}  " for n in t.notes]]
     return "\n".join(lines).rstrip()
 
 
 def render_markdown(blocks: list[Block], figure_dir: str = "figures") -> str:
-    """The report as Markdown; figures are links to the PNG files under ``figure_dir``."""
+    """The report as Markdown; figures are links to the PNG files under ``figure_dir``. Every text is escaped
+    (:func:`_md`); the config (JSON) is a fenced block longer than any run of backticks in it, with &, <, > written
+    as JSON escapes (\\u0026, \\u003c, \\u003e: the same JSON, and no raw HTML anywhere in the file)."""
     out = []
     for kind, content in blocks:
         if kind in ("h1", "h2", "h3"):
-            out.append("#" * int(kind[1]) + " " + content)
+            out.append("#" * int(kind[1]) + " " + _md(content))
         elif kind == "p":
-            out.append(content)
+            out.append(_md(content))
         elif kind == "note":
-            out.append(f"> **Note:** {content}")
+            out.append(f"> **Note:** {_md(content)}")
         elif kind == "pre":
-            out.append("```json\n" + content + "\n```")
+            fence = "`" * max(3, 1 + max((len(r) for r in re.findall("`+", content)), default=0))
+            safe = content.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")  # same JSON
+            out.append(f"{fence}json\n{safe}\n{fence}")
         elif kind == "table":
             out.append(_md_table(content))
         elif kind == "figure":
-            out.append(f"![{content.caption}]({figure_dir}/{content.name})")
+            out.append(f"![{_md(content.caption)}]({figure_dir}/{content.name})")
     return "\n\n".join(out) + "\n"
 
 

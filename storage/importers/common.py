@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from storage.errors import InputError
+from storage.table import check_unique_columns
 from storage.vocab import group_codes, group_label
 
 CSV_EMBEDDING_PREFIX = "e"   # a CSV table's embedding columns: e0, e1, ...
@@ -50,12 +51,13 @@ def by_group(named: Iterable[tuple[str, T]], unknown: Callable[[T], str],
 
 
 def csv_header(path: Path) -> list[str]:
-    """The first row of a CSV file (empty list for an empty file)."""
+    """The first row of a CSV file (empty list for an empty file); InputError when a column name repeats."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f), [])
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: cannot read the CSV header ({exc})") from exc
+    check_unique_columns([h.strip() for h in header], str(path))
     if len(header) == 1:
         other = next((d for d in (";", "\t", "|") if d in header[0]), None)
         if other:

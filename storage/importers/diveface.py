@@ -17,7 +17,7 @@ import numpy as np
 from storage.errors import InputError
 from storage.importers.common import by_group, is_matrix, scandir
 from storage.table import EmbeddingTable
-from storage.vocab import accepted_group_names, group_codes, group_label
+from storage.vocab import ETHNICITIES, accepted_group_names, group_codes, group_label
 
 _IMAGE_SUFFIXES = {"jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff"}
 
@@ -138,4 +138,4 @@ def read(src: Path, prefix_group: bool) -> EmbeddingTable:
             raise InputError(f"{p}: embedding has NaN or inf (or a value too large for float32); expected finite "
                              f"numbers")
     return EmbeddingTable(matrix, np.array(identity, dtype=object), np.array(image, dtype=object),
-                          np.array(eth, dtype=np.int8), np.array(gen, dtype=np.int8))
+                          np.array(eth, dtype=np.int8), np.array(gen, dtype=np.int8), ETHNICITIES)   # the study's

@@ -19,7 +19,7 @@ import numpy as np
 from storage.errors import InputError
 from storage.importers.common import by_group, is_matrix, scandir
 from storage.table import EmbeddingTable, check_finite
-from storage.vocab import accepted_group_names, group_codes, group_label
+from storage.vocab import ETHNICITIES, accepted_group_names, group_codes, group_label
 
 
 def detect(src: Path, embedding_prefix: str | None = None) -> bool:
@@ -208,5 +208,6 @@ def read(src: Path, identities: Path | None) -> EmbeddingTable:
         image += imgs
         eth[pos:pos + rows], gen[pos:pos + rows] = codes
         pos += rows
-    return EmbeddingTable(matrix, np.array(identity, dtype=object), np.array(image, dtype=object), eth, gen)
+    return EmbeddingTable(matrix, np.array(identity, dtype=object), np.array(image, dtype=object), eth, gen,
+                          ETHNICITIES)   # group names (the study's, DiveFace's) code into the study's groups
 

@@ -128,6 +128,7 @@ def read(src: Path, columns: dict[str, str], attributes: Path | None) -> Embeddi
     emb_path, attr_path = _find_uam_pair(src, attributes)
 
     # Attributes: small, read as strings.
+    csv_header(attr_path)   # a repeated column is refused (pandas would rename it)
     try:
         attrs = pd.read_csv(attr_path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
@@ -198,5 +199,5 @@ def read(src: Path, columns: dict[str, str], attributes: Path | None) -> Embeddi
                              f"{attr_index[i]!r}; expected the same rows in the same order")
     matrix = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     del blocks
-    return EmbeddingTable(matrix, identity, image, ethnicity, gender)
+    return EmbeddingTable(matrix, identity, image, ethnicity, gender, ETHNICITIES)   # UAM's codes: the study's
 

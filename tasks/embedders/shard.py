@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -65,9 +66,13 @@ def split_shards(n: int, size: int) -> list[range]:
 
 
 def file_digests(paths: Sequence[str | Path]) -> list[str]:
-    """SHA-256 hex digest of each file's bytes; InputError naming a file that cannot be read."""
+    """SHA-256 hex digest of each file's bytes ("" for a dangling symbolic link: embedded as unreadable, so it is
+    listed in the errors with its reason); InputError naming a file that cannot be read."""
     out = []
     for p in paths:
+        if os.path.islink(p) and not os.path.exists(p):
+            out.append("")
+            continue
         h = hashlib.sha256()
         try:
             with open(p, "rb") as f:
@@ -156,7 +161,9 @@ def embed_shard(paths: Sequence[str | Path], spec: EmbedSpec, threads: int = 1) 
                 data = Path(paths[i]).read_bytes()
             except OSError as exc:
                 digests.append("")
-                errors.append((paths[i], f"cannot read the file ({exc.strerror or exc})"))
+                link = os.path.islink(paths[i]) and not os.path.exists(paths[i])
+                errors.append((paths[i], f"a symbolic link to a missing file ({os.readlink(paths[i])})" if link
+                               else f"cannot read the file ({exc.strerror or exc})"))
                 continue
             digests.append(hashlib.sha256(data).hexdigest())
             try:

@@ -25,6 +25,7 @@ from storage.errors import InputError
 RUNTIME_PARAMS = frozenset({"threads"})
 BUILTIN = ("cell", "scores", "impostor", "tsne", "allpairs", "pairs")   # modules of this package, in plan order
 Where = Callable[[str], str]   # names who set a dotted config key: "option --seeds" or "FILE: 'grid.seeds'"
+SEED_LIMIT = 2 ** 32   # seeds are 0 <= s < 2**32: the range of scikit-learn's random_state and NumPy's legacy seed
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,11 @@ class JobKind:
     - ``record``: the parameters run.json and the ledger keep to name a job (with kind and seed, they say which
       rows it stores: two planned jobs with the same record values replace each other);
     - ``preload``: modules a worker imports before its first job (besides ``run``'s module);
-    - ``check(cfg, table, splits)``: on the driver before anything is written, InputError when the data cannot
-      give the kind's jobs what they need;
+    - ``check(cfg, table, splits, jobs)``: on the driver before anything is written (``jobs``: the kind's
+      planned ``grid.plan.Job``s), InputError when the data cannot give the kind's jobs what they need;
     - ``report``: ``"module:NAME"`` of the report sections showing its tables (``grid.report.sections``:
-      a section shared by several kinds is shown once, in the order of the first kind naming it).
+      a section shared by several kinds is shown once, in the order of the first kind naming it);
+    - ``timeout``: the default ``run.job_timeout`` of its jobs, in seconds.
     """
 
     name: str
@@ -80,8 +82,9 @@ class JobKind:
     config: ConfigPart | None = None
     record: tuple[str, ...] = ()
     preload: tuple[str, ...] = ()
-    check: Callable[[Mapping[str, Any], Any, Mapping[int, Any]], None] | None = None
+    check: Callable[[Mapping[str, Any], Any, Mapping[int, Any], list[Any]], None] | None = None
     report: tuple[str, ...] = ()
+    timeout: float = 3600.0
 
     @property
     def table_names(self) -> tuple[str, ...]:
@@ -136,8 +139,9 @@ def load(modules: Iterable[str], where: str = "run.kinds") -> None:
                              f"expected an importable module that calls tasks.kinds.register") from None
 
 
-def parse_seeds(value: Any, where: str) -> list[int]:
-    """Seeds as N (meaning 0..N-1), a list of ints, or a string "N" / "3,7,9"."""
+def parse_seeds(value: Any, where: str, max_count: int = 100_000) -> list[int]:
+    """Seeds as N (meaning 0..N-1, at most ``max_count``), a list of distinct ints 0 <= s < :data:`SEED_LIMIT`, or a
+    string "N" / "3,7,9"."""
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -153,10 +157,14 @@ def parse_seeds(value: Any, where: str) -> list[int]:
     if isinstance(value, int):
         if value < 1:
             raise InputError(f"{where}: the number of seeds must be at least 1, got {value}")
+        if value > max_count:
+            raise InputError(f"{where}: the number of seeds must be at most {max_count:,} (run.max_jobs: each seed "
+                             f"plans at least one job), got {value:,}")
         return list(range(value))
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
-        if any(s < 0 for s in value):
-            raise InputError(f"{where}: seeds must be non-negative, got {value}")
+        if not all(0 <= s < SEED_LIMIT for s in value):
+            raise InputError(f"{where}: seeds must be integers from 0 to 2**32 - 1 ({SEED_LIMIT - 1}), "
+                             f"got {next(s for s in value if not 0 <= s < SEED_LIMIT)}")
         if len(set(value)) != len(value):
             raise InputError(f"{where}: seeds must not repeat, got {value}")
         return list(value)

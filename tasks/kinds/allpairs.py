@@ -32,10 +32,11 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import InputError
-from storage.vocab import GENDERS, ETHNICITIES
 from storage.schema import result_table
+from storage.vocab import GENDERS
 from tasks.kinds import ConfigPart, JobKind, PlannedJob, Where, register
 from tasks.stats import allpairs
+from tasks.stats.scoring import scaled_rows
 
 TABLES = (
     result_table("allpairs_counts", "shard", {
@@ -67,7 +68,7 @@ class NormalisedRows:
         return len(self.X)
 
     def __getitem__(self, index: slice | np.ndarray) -> np.ndarray:
-        block = np.asarray(self.X[index], dtype=np.float32)
+        block = scaled_rows(self.X[index])   # scale-safe: any finite float32 scale gives the same rows
         norms = np.sqrt(np.einsum("ij,ij->i", block, block))
         if not (norms > 0).all():
             raise InputError("an embedding is all zeros: cosine similarity is undefined")
@@ -76,8 +77,8 @@ class NormalisedRows:
 
 def row_groups(data: Mapping[str, np.ndarray], rows: np.ndarray | None = None) -> np.ndarray:
     """Each row's demographic group name "<ethnicity>_<gender>" (of ``rows``, default every row), with the
-    table's own ethnicity names when the data carry them (``data["ethnicity_names"]``), else the study's."""
-    vocabulary = np.asarray(data["ethnicity_names"] if "ethnicity_names" in data else ETHNICITIES, dtype=object)
+    table's own ethnicity groups (``data["ethnicity_names"]``, which the ethnicity codes index)."""
+    vocabulary = np.asarray(data["ethnicity_names"], dtype=object)
     e, g = np.asarray(data["ethnicity"]), np.asarray(data["gender"])
     if rows is not None:
         e, g = e[rows], g[rows]
@@ -178,8 +179,9 @@ def _check_config(cfg: dict[str, Any], where: Where) -> None:
     v = cfg["verification"]
     if v["identities"] not in ("test", "all"):
         raise InputError(f"{where('verification.identities')} must be \"test\" or \"all\", got {v['identities']!r}")
-    if v["allpairs_shards"] < 1:
-        raise InputError(f"{where('verification.allpairs_shards')} must be at least 1, got {v['allpairs_shards']}")
+    if not 1 <= v["allpairs_shards"] <= cfg["run"]["max_jobs"]:
+        raise InputError(f"{where('verification.allpairs_shards')} must be from 1 to run.max_jobs "
+                         f"({cfg['run']['max_jobs']:,}; one job per shard), got {v['allpairs_shards']:,}")
     if not v["tail_fmr_factor"] >= 1.0:
         raise InputError(f"{where('verification.tail_fmr_factor')} must be at least 1 (the tail must reach below the "
                          f"global threshold), got {v['tail_fmr_factor']}")
@@ -190,5 +192,5 @@ def _check_config(cfg: dict[str, Any], where: Where) -> None:
 
 KIND = register(JobKind(
     "allpairs", plan=_plan, rows=lambda p, split: {}, run="tasks.kinds.allpairs:run", tables=TABLES, order=4,
-    cost=lambda p: 10, config=ConfigPart("verification", DEFAULTS, _check_config),
+    cost=lambda p: 10, config=ConfigPart("verification", DEFAULTS, _check_config), timeout=21600.0,
     report=("grid.report.sections.verification:SECTION",)))

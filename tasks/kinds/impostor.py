@@ -19,6 +19,7 @@ from tasks.runtime import check_rows
 from tasks.stats import bootstrap, fairness, rates, scoring
 
 SAMPLING = ("stratified", "uniform")         # impostor sampling beyond max_impostor_pairs
+MAX_BOOTSTRAP = 1_000_000                    # verification.bootstrap: resamples per job
 TABLES = (
     result_table("impostor_matrix", "seed", {
         "seed": "int", "group_a": "string", "group_b": "string", "fmr": "float", "n_pairs": "int",
@@ -63,8 +64,8 @@ def impostor_matrix(X: np.ndarray, identity_codes: np.ndarray, demographic_group
     sample of ``max_impostor_pairs``), by the convention of :mod:`tasks.stats.rates`. With ``sampling="stratified"``
     a sample is topped up per pair of groups (:func:`tasks.stats.scoring.stratify`): pooled numbers (the
     threshold, the EER and FNMR over all) come from the uniform sample, each pair of groups' counts from a uniform
-    sample of its own pairs of at least ``tasks.stats.scoring.STRATUM_FALSE_MATCHES / target_fmr`` pairs. ``demographic_group`` has one
-    group name per row of X (e.g. "asian_female"). Returns
+    sample of its own pairs of at least ``tasks.stats.scoring.STRATUM_FALSE_MATCHES / target_fmr`` pairs.
+    ``demographic_group`` has one group name per row of X (e.g. "asian_female"). Returns
 
     - ``"impostor_matrix"``: group_a, group_b, fmr = false_matches / n_pairs, false_matches, n_pairs, threshold,
       ci_low, ci_high (Clopper-Pearson), display (k/n, "<= 3/n" for k = 0), resolved, reason (every ordered pair
@@ -158,12 +159,14 @@ def _check_config(cfg: dict[str, Any], where: Where) -> None:
         raise InputError(f"{where('verification.target_fmrs')} must be a non-empty list of numbers between 0 and 1, "
                          f"got {v['target_fmrs']!r}")
     v["target_fmrs"] = [float(x) for x in v["target_fmrs"]]
+    if len(set(v["target_fmrs"])) != len(v["target_fmrs"]):
+        raise InputError(f"{where('verification.target_fmrs')} repeats a value: {v['target_fmrs']!r}")
     if v["sampling"] not in SAMPLING:
         raise InputError(f"{where('verification.sampling')} must be one of {', '.join(SAMPLING)}, "
                          f"got {v['sampling']!r}")
-    if v["bootstrap"] < 0 or v["bootstrap"] == 1:
-        raise InputError(f"{where('verification.bootstrap')} must be 0 (no bootstrap) or at least 2 resamples, "
-                         f"got {v['bootstrap']}")
+    if v["bootstrap"] < 0 or v["bootstrap"] == 1 or v["bootstrap"] > MAX_BOOTSTRAP:
+        raise InputError(f"{where('verification.bootstrap')} must be 0 (no bootstrap) or from 2 to "
+                         f"{MAX_BOOTSTRAP:,} resamples, got {v['bootstrap']:,}")
 
 
 def _plan_impostor(cfg: Mapping[str, Any]) -> Iterator[PlannedJob]:

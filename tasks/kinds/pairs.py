@@ -1,13 +1,14 @@
 """Job kind "pairs": a standard verification pair protocol (LFW/RFW pairs files, an RFW folder, or a CSV
 ``image_a, image_b, same[, fold]``) evaluated on the table's embeddings, per group as the papers do.
 
-``[verification] pairs = PATH`` adds one job. The driver parses the file when planning (so a bad file is refused
-before anything runs, and the pairs themselves are part of the job's parameters and id); the worker maps each
+``[verification] pairs = PATH`` adds one job. The driver parses the file when planning and checks it against the
+table before any job runs (:func:`check`: so a bad file is refused before anything runs, and the pairs themselves
+are part of the job's parameters and id); the worker maps each
 pair to its two table rows (:func:`tasks.stats.pairs.map_pairs`, by identity and image name), scores it (cosine) and
 runs :func:`tasks.stats.pairs.protocol_report`: per group 10-fold accuracy mean ± std, EER and FNMR at each target FMR
 on the same pairs; across groups the std of the groups' accuracies and the skewed error ratio. A pair's group is
-its RFW group (RFW folder) or the ethnicity of its first image (the table's own ethnicity names when the data
-carry them, ``data["ethnicity_names"]``).
+its RFW group (RFW folder) or the ethnicity of its first image (named by the table's own ethnicity groups,
+``data["ethnicity_names"]``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import pandas as pd
 
 from storage.errors import InputError
 from storage.schema import result_table
-from storage.vocab import ETHNICITIES
 from tasks.kinds import ConfigPart, JobKind, PlannedJob, Where, register
 from tasks.stats import pairs, rates
 
@@ -57,17 +57,16 @@ def read_pairs(path: str) -> pd.DataFrame:
 
 
 def evaluate(X: np.ndarray, identity: np.ndarray, image: np.ndarray, ethnicity: np.ndarray, table: pd.DataFrame,
-             target_fmrs: list[float], ethnicity_vocabulary: np.ndarray | None = None) -> dict[str, pd.DataFrame]:
-    """Map, score (cosine) and evaluate the pairs ``table``. Returns {"pair_groups": group, n_pairs, n_genuine,
-    n_impostor, accuracy_mean, accuracy_std, accuracy_se, eer, eer_threshold; "pair_operating_points": group,
-    target_fmr, threshold, false_matches, n_impostor, fnmr, resolved, reason; "pair_across": n_groups,
+             target_fmrs: list[float], ethnicities: np.ndarray | tuple[str, ...]) -> dict[str, pd.DataFrame]:
+    """Map, score (cosine) and evaluate the pairs ``table`` (``ethnicities``: the table's ethnicity groups, which
+    the ``ethnicity`` codes index; they name the groups of pairs whose file gives none). Returns {"pair_groups":
+    group, n_pairs, n_genuine, n_impostor, accuracy_mean, accuracy_std, accuracy_se, eer, eer_threshold;
+    "pair_operating_points": group, target_fmr, threshold, false_matches, n_impostor, fnmr, resolved, reason; "pair_across": n_groups,
     accuracy_std_groups, skewed_error_ratio, best_group, worst_group, note}."""
     ra, rb = pairs.map_pairs(table, identity, image)
     A, B = np.asarray(X[ra], dtype=np.float64), np.asarray(X[rb], dtype=np.float64)
     scores = np.einsum("ij,ij->i", A, B) / (np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1))
-    group = table["group"].astype(str).to_numpy()
-    vocabulary = np.asarray(ETHNICITIES if ethnicity_vocabulary is None else ethnicity_vocabulary, dtype=object)
-    group = np.where(group == "", vocabulary[np.asarray(ethnicity)[ra].astype(np.intp)].astype(str), group)
+    group = _pair_groups(table, ra, ethnicity, ethnicities)
     rep = pairs.protocol_report(scores, table["same"].to_numpy(bool), table["fold"].to_numpy(), group,
                                 target_fmrs)
     g = rep["groups"]
@@ -82,6 +81,29 @@ def evaluate(X: np.ndarray, identity: np.ndarray, image: np.ndarray, ethnicity: 
     base = ["group", "n_pairs", "n_genuine", "n_impostor", "accuracy_mean", "accuracy_std", "accuracy_se", "eer",
             "eer_threshold"]
     return {"pair_groups": g[base], "pair_operating_points": pd.DataFrame(ops), "pair_across": rep["across"]}
+
+
+def _pair_groups(table: pd.DataFrame, ra: np.ndarray, ethnicity: np.ndarray,
+                 ethnicities: np.ndarray | tuple[str, ...]) -> np.ndarray:
+    """Each pair's group: its file's group (RFW), else the name (in the table's ``ethnicities``) of its first
+    image's (row ``ra``) ethnicity."""
+    group = table["group"].astype(str).to_numpy()
+    vocabulary = np.asarray(ethnicities, dtype=object)
+    return np.where(group == "", vocabulary[np.asarray(ethnicity)[ra].astype(np.intp)].astype(str), group)
+
+
+def check(path: str, params: Mapping[str, Any], identity: np.ndarray, image: np.ndarray, ethnicity: np.ndarray,
+          ethnicity_vocabulary: tuple[str, ...]) -> None:
+    """On the driver, before any job runs: InputError naming the pairs file ``path`` (and line) when a pair of the
+    job's ``params`` names an image that is not in the table (or is ambiguous), or a group's pairs cannot run the
+    protocol (one fold, one kind of pair; :func:`tasks.stats.pairs.check_folds`)."""
+    table = pd.DataFrame(params["pairs"], columns=_FIELDS)
+    rfw = Path(path).is_dir()
+    table["source"] = ([str(Path(path) / "txts" / g / f"{g}_pairs.txt") for g in table["group"]] if rfw
+                       else path)
+    ra, _ = pairs.map_pairs(table, identity, image)
+    group = _pair_groups(table, ra, ethnicity, np.asarray(ethnicity_vocabulary, dtype=object))
+    pairs.check_folds(table["same"].to_numpy(bool), table["fold"].to_numpy(), group, path)
 
 
 # ------------------------------------------------------------------------------------------------- the kind ---
@@ -102,7 +124,7 @@ def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str,
     p = payload["params"]
     table = pd.DataFrame(p["pairs"], columns=_FIELDS).assign(source=p["pairs_file"])
     out = evaluate(data["X"], data["identity"], data["image"], data["ethnicity"], table, p["target_fmrs"],
-                   data.get("ethnicity_names"))
+                   data["ethnicity_names"])
     return {name: df.assign(pairs_file=p["pairs_file"]) for name, df in out.items()}
 
 
@@ -113,7 +135,14 @@ def _check_config(cfg: dict[str, Any], where: Where) -> None:
                          f"file, an RFW folder or a CSV image_a, image_b, same[, fold])")
 
 
+def _check_jobs(cfg: Mapping[str, Any], table: Any, splits: Mapping[int, Any], jobs: list[Any]) -> None:
+    """Before any job runs: the pairs file of each pairs job against the table (:func:`check`)."""
+    for job in jobs:
+        check(cfg["verification"]["pairs"], job.params, table.identity, table.image, table.ethnicity,
+              table.ethnicities)
+
+
 KIND = register(JobKind(
     "pairs", plan=_plan, rows=lambda p, split: {}, run="tasks.kinds.pairs:run", tables=TABLES, order=2,
     config=ConfigPart("verification", {"pairs": ""}, _check_config),   # a pairs file or RFW folder; "" = none
-    report=("grid.report.sections.verification:SECTION",)))
+    check=_check_jobs, report=("grid.report.sections.verification:SECTION",)))

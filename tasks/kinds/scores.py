@@ -119,7 +119,7 @@ def _check_config(cfg: dict[str, Any], where: Where) -> None:
                          f"got {v['max_impostor_pairs']}")
 
 
-def check_genuine_pairs(cfg: Mapping[str, Any], table: Any, splits: Mapping[int, Any]) -> None:
+def check_genuine_pairs(cfg: Mapping[str, Any], table: Any, splits: Mapping[int, Any], jobs: list[Any]) -> None:
     """Verification needs genuine pairs: some test identity of every group with two or more images."""
     if not cfg["verification"]["enabled"]:
         return

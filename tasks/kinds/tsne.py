@@ -17,9 +17,11 @@ import pandas as pd
 
 from storage.errors import InputError
 from storage.schema import result_table
-from storage.vocab import ALL, ETHNICITIES, GENDERS, ethnicity_names, gender_names
+from storage.vocab import ALL, GENDERS
 from tasks.kinds import ConfigPart, JobKind, PlannedJob, Where, parse_seeds, register
 from tasks.runtime import check_rows, limit_threads
+
+_SAFE_EXPONENT = 32   # data whose largest |value| lies outside 2^-32 .. 2^32 are scaled into [0.5, 1) first
 
 SUBSETS: tuple[str, ...] = (*GENDERS, ALL)   # the training images of one gender, or all of them
 TABLES = (result_table("tsne", "subset", {
@@ -49,12 +51,13 @@ def _names(values: np.ndarray, vocabulary: tuple[str, ...], what: str) -> np.nda
 
 
 def tsne_job(X: np.ndarray, rows: np.ndarray, ethnicity: np.ndarray, gender: np.ndarray, identity: np.ndarray, *,
-             subset: str, seed: int, perplexity: float = 30.0, pca_dims: int = 50,
+             ethnicities: tuple[str, ...], subset: str, seed: int, perplexity: float = 30.0, pca_dims: int = 50,
              threads: int = 1) -> pd.DataFrame:
     """2-D t-SNE coordinates of the ``rows`` of X whose gender is ``subset`` ("male", "female" or "all").
 
-    ethnicity, gender and identity have one entry per row of X (names, or integer codes into ETHNICITIES /
-    GENDERS). Returns columns ``subset, x, y, ethnicity, gender, identity``, one row per embedded image."""
+    ethnicity, gender and identity have one entry per row of X (names, or integer codes into ``ethnicities``,
+    the table's own groups, / GENDERS). Returns columns ``subset, x, y, ethnicity, gender, identity``, one row
+    per embedded image."""
     if subset not in SUBSETS:
         raise InputError(f"unknown t-SNE subset {subset!r}; allowed: {', '.join(SUBSETS)}")
     if X.ndim != 2:
@@ -64,8 +67,7 @@ def tsne_job(X: np.ndarray, rows: np.ndarray, ethnicity: np.ndarray, gender: np.
             raise InputError(f"{what} must have one entry per embedding row ({len(X)}), got shape "
                              f"{np.shape(values)}")
     rows = check_rows(rows, len(X), f"t-SNE subset {subset!r}")
-    eth = np.asarray(ethnicity)[rows]
-    eth = _names(eth, ETHNICITIES, "ethnicity") if np.issubdtype(eth.dtype, np.integer) else eth.astype(object)
+    eth = _names(np.asarray(ethnicity)[rows], tuple(ethnicities), "ethnicity")
     gen = _names(np.asarray(gender)[rows], GENDERS, "gender")
     if subset != "all":
         keep = gen == subset
@@ -82,6 +84,9 @@ def tsne_job(X: np.ndarray, rows: np.ndarray, ethnicity: np.ndarray, gender: np.
     limit_threads(threads)  # after the imports, so that threadpoolctl also sees scikit-learn's OpenMP
 
     data = np.asarray(X[rows], dtype=np.float32)
+    exponent = int(np.frexp(np.abs(data).max(initial=0))[1])
+    if abs(exponent) > _SAFE_EXPONENT:   # huge or tiny values (x 1e20, x 1e-42): scaled exactly, by a power of two,
+        data = np.ldexp(data, -exponent)  # so PCA's float32 products neither overflow nor underflow
     dims = min(int(pca_dims), data.shape[0], data.shape[1])
     if dims < data.shape[1]:
         data = PCA(dims, svd_solver="randomized", random_state=seed).fit_transform(data)
@@ -107,25 +112,38 @@ def _plan(cfg: Mapping[str, Any]) -> Iterator[PlannedJob]:
 def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:
     """Worker entry of a t-SNE job: the 2-D map of the ``all`` training images (of the subset's gender)."""
     p, seed = payload["params"], payload["seed"]
-    df = tsne_job(data["X"], payload["rows"], ethnicity_names(data["ethnicity"], tuple(data["ethnicity_names"])),
-                  gender_names(data["gender"]),
-                  data["identity"], subset=p["subset"], seed=seed, perplexity=p["perplexity"],
+    df = tsne_job(data["X"], payload["rows"], data["ethnicity"], data["gender"], data["identity"],
+                  ethnicities=tuple(data["ethnicity_names"]), subset=p["subset"], seed=seed, perplexity=p["perplexity"],
                   pca_dims=p["pca_dims"], threads=p["threads"])
     return {"tsne": df.assign(seed=seed)}
 
 
 def _check_config(cfg: dict[str, Any], where: Where) -> None:
     t = cfg["tsne"]
-    t["seeds"] = parse_seeds(t["seeds"], where("tsne.seeds")) if t["seeds"] else [cfg["grid"]["seeds"][0]]
+    t["seeds"] = (parse_seeds(t["seeds"], where("tsne.seeds"), max(cfg["run"]["max_jobs"], 1)) if t["seeds"]
+                  else [cfg["grid"]["seeds"][0]])
     for subset in t["subsets"]:
         if subset not in SUBSETS:
             raise InputError(f"{where('tsne.subsets')} has {subset!r}; allowed: {', '.join(SUBSETS)}")
+    if len(set(t["subsets"])) != len(t["subsets"]):
+        raise InputError(f"{where('tsne.subsets')} repeats a name: {t['subsets']!r}")
     if t["perplexity"] <= 0 or t["pca_dims"] < 2:
         raise InputError(f"{where('tsne.perplexity')} must be > 0 and 'tsne.pca_dims' >= 2")
+
+
+def _check_jobs(cfg: Mapping[str, Any], table: Any, splits: Mapping[int, Any], jobs: list[Any]) -> None:
+    """Before any job runs: each t-SNE subset has more training images than the perplexity."""
+    for job in jobs:
+        rows, subset = splits[job.seed].train_rows(ALL), job.params["subset"]
+        n = len(rows) if subset == ALL else int((table.gender[rows] == GENDERS.index(subset)).sum())
+        if not job.params["perplexity"] < n:
+            raise InputError(f"tsne.perplexity must be less than the {n} training images of t-SNE subset "
+                             f"{subset!r} (seed {job.seed}), got {job.params['perplexity']:g}")
 
 
 KIND = register(JobKind(
     "tsne", plan=_plan, rows=lambda p, split: {"rows": split.train_rows(ALL)}, run="tasks.kinds.tsne:run",
     tables=TABLES, order=2, cost=lambda p: 3 if p["subset"] == ALL else 1,
     config=ConfigPart("tsne", DEFAULTS, _check_config, extend=("seeds", "subsets")), record=("subset",),
+    check=_check_jobs,
     report=("grid.report.sections.tsne:SECTION",)))

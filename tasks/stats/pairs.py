@@ -120,8 +120,8 @@ def parse_pairs_csv(path: str | os.PathLike[str], n_folds: int = 10) -> pd.DataF
                 ia, _, a = rec["image_a"].rpartition("/")
                 ib, _, b = rec["image_b"].rpartition("/")
                 fold = rec.get("fold", "")
-                if "fold" in rec and not fold.lstrip("-").isdigit():
-                    raise InputError(f"{path}:{no}: fold must be an integer, got {fold!r}")
+                if "fold" in rec and not fold.isdigit():
+                    raise InputError(f"{path}:{no}: fold must be an integer >= 0, got {fold!r}")
                 rows.append((path, no, int(fold) if fold else -1, ia, _stem(a), ib, _stem(b),
                              same in ("1", "true", "yes")))
     except OSError as e:
@@ -166,6 +166,30 @@ def map_pairs(pairs: pd.DataFrame, identity: np.ndarray, image: np.ndarray) -> t
 
 
 # ------------------------------------------------------------------------------------------ 10-fold accuracy ---
+def check_folds(same: np.ndarray, fold: np.ndarray, group: np.ndarray, source: str) -> None:
+    """InputError naming ``source`` (and the group, when there are several) unless every group's pairs can run
+    the protocol: at least 2 folds, and genuine and impostor pairs outside each fold (so also in the group)."""
+    y, f, g = np.asarray(same, bool), np.asarray(fold), np.asarray(group).astype(str)
+    names = sorted(set(g.tolist()))
+    for name in names:
+        sel = g == name
+        where = f"{source}: group {name}" if len(names) > 1 else source
+        ys, fs = y[sel], f[sel]
+        folds = np.unique(fs)
+        if ys.all() or not ys.any():
+            raise InputError(f"{where}: all {ys.size} pairs are {'genuine' if ys.all() else 'impostor'} pairs; the "
+                             f"protocol needs genuine and impostor pairs")
+        if folds.size < 2:
+            raise InputError(f"{where}: all {ys.size} pairs are in fold {folds[0]}; the 10-fold protocol needs at "
+                             f"least 2 folds (a fold column, or a header line 'folds pairs_per_fold')")
+        for k in folds:
+            rest = ys[fs != k]
+            if rest.all() or not rest.any():
+                only = "genuine" if rest.all() else "impostor"
+                raise InputError(f"{where}: outside fold {k} all pairs are {only}; each fold's threshold is chosen on "
+                                 f"the other folds, which need both kinds")
+
+
 def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     """(threshold, accuracy) maximising accuracy on (scores, same) over the module's candidate thresholds."""
     s, y = np.asarray(scores, float), np.asarray(same, bool)

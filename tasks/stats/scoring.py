@@ -9,6 +9,8 @@ rates on a fixed threshold grid (used by the scores and impostor-matrix kinds, `
   their first image) too when they are many for the group's size (the normalised rows are then copied, at most
   ~14K x d); otherwise with one matrix-vector product per image, which touches only the sampled pairs' rows,
   so X is not copied (it can be a memory map). Memory is bounded by the pair count plus one block of products.
+  Rows are first scaled by a power of two (:func:`scaled_rows`), so embeddings of any finite float32 size
+  (x 1e20, x 1e-42) give the same cosines as at ordinary size, never an overflow to 0 or an underflow.
 - EER: where FMR and FNMR cross on the ROC curve (scikit-learn's ``roc_curve``, every operating point), linearly
   interpolated between the two operating points around the crossing (:func:`tasks.stats.rates.eer_at_crossing`).
   FNMR at FMR = x: the FNMR at the threshold of :func:`tasks.stats.rates.threshold_at_fmr` (the lowest observed
@@ -124,25 +126,54 @@ def sample_stratum(ra: np.ndarray, rb: np.ndarray, identity: np.ndarray, want: i
 
 
 # ----------------------------------------------------------------------------------------------- scoring ---
-def _inverse_norms(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    inv = np.empty(len(rows), np.float32)
+def scaled_rows(block: np.ndarray, exponents: np.ndarray | None = None) -> np.ndarray:
+    """``block`` as float32 with each row multiplied by 2^-e, e = the binary exponent of its largest |value| (given
+    as ``exponents``, or computed): max |x| lands in [0.5, 1), so squares and sums neither overflow nor underflow
+    in float32. A power of two is exact, so x and x scaled by any finite factor give the same normalised rows
+    (bit for bit when the factor is a power of two), and rows of ordinary size are normalised exactly as
+    without it."""
+    b = np.asarray(block, dtype=np.float32)
+    if exponents is None:
+        exponents = np.frexp(np.abs(b).max(axis=1, initial=0))[1]
+    return np.ldexp(b, -np.asarray(exponents)[:, None])
+
+
+@dataclass(frozen=True)
+class RowNorms:
+    """Per row of X[rows]: the exponent of :func:`scaled_rows` and the inverse L2 norm of the scaled row."""
+
+    exponent: np.ndarray   # (k,) int32
+    inv: np.ndarray        # (k,) float32
+
+    def unit(self, X: np.ndarray, rows: np.ndarray, positions: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """The L2-normalised float32 rows X[rows[positions]]."""
+        return scaled_rows(X[rows[positions]], self.exponent[positions]) * self.inv[positions, None]
+
+
+def row_norms(X: np.ndarray, rows: np.ndarray) -> RowNorms:
+    """:class:`RowNorms` of X[rows], block by block; InputError when a row is all zeros."""
+    exponent = np.empty(len(rows), np.int32)
+    norm = np.empty(len(rows), np.float32)
     for s in range(0, len(rows), _NORM_BLOCK):
         block = np.asarray(X[rows[s:s + _NORM_BLOCK]], dtype=np.float32)
-        inv[s:s + _NORM_BLOCK] = np.sqrt(np.einsum("ij,ij->i", block, block))
-    if not (inv > 0).all():
-        raise InputError(f"{int((inv <= 0).sum())} embedding(s) are all zeros: cosine similarity is undefined")
-    return 1.0 / inv
+        exponent[s:s + _NORM_BLOCK] = np.frexp(np.abs(block).max(axis=1, initial=0))[1]
+        block = scaled_rows(block, exponent[s:s + _NORM_BLOCK])
+        norm[s:s + _NORM_BLOCK] = np.sqrt(np.einsum("ij,ij->i", block, block))
+    if not (norm > 0).all():
+        raise InputError(f"{int((norm <= 0).sum())} embedding(s) are all zeros: cosine similarity is undefined")
+    return RowNorms(exponent, 1.0 / norm)
 
 
-def pair_scores(X: np.ndarray, rows: np.ndarray, inv: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of pairs (rows[a], rows[b]) of X, for pairs sorted by a, a < b. Many pairs among few
-    rows: blocked matrix products, keeping the pairs' entries; otherwise one matrix-vector product per distinct a
-    (memory traffic ~ pairs x d instead of compute ~ rows^2 x d)."""
+def pair_scores(X: np.ndarray, rows: np.ndarray, norms: RowNorms, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of pairs (rows[a], rows[b]) of X, for pairs sorted by a, a < b (``norms`` =
+    :func:`row_norms` of X[rows]). Many pairs among few rows: blocked matrix products, keeping the pairs' entries;
+    otherwise one matrix-vector product per distinct a (memory traffic ~ pairs x d instead of compute ~ rows^2 x
+    d)."""
     out = np.empty(len(a), np.float32)
     if len(a) == 0:
         return out
     if len(rows) ** 2 < _GRAM_PAIRS_RATIO * len(a):
-        Xn = np.asarray(X[rows], dtype=np.float32) * inv[:, None]
+        Xn = norms.unit(X, rows)
         bounds = np.searchsorted(a, np.arange(0, len(rows) + _GRAM_BLOCK, _GRAM_BLOCK))
         for blk, (s, e) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
             if s < e:
@@ -153,14 +184,15 @@ def pair_scores(X: np.ndarray, rows: np.ndarray, inv: np.ndarray, a: np.ndarray,
     starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
     ends = np.r_[starts[1:], len(a)]
     for s, e in zip(starts.tolist(), ends.tolist()):
-        out[s:e] = np.asarray(X[rows[b[s:e]]], dtype=np.float32) @ np.asarray(X[rows[a[s]]], dtype=np.float32)
-    out *= inv[a]
-    out *= inv[b]
+        out[s:e] = (scaled_rows(X[rows[b[s:e]]], norms.exponent[b[s:e]])
+                    @ scaled_rows(X[rows[a[s:s + 1]]], norms.exponent[a[s:s + 1]])[0])
+    out *= norms.inv[a]
+    out *= norms.inv[b]
     return out
 
 
-def _all_pair_scores(X: np.ndarray, rows: np.ndarray, inv: np.ndarray, codes: np.ndarray) -> Scores:
-    Xn = np.asarray(X[rows], dtype=np.float32) * inv[:, None]
+def _all_pair_scores(X: np.ndarray, rows: np.ndarray, norms: RowNorms, codes: np.ndarray) -> Scores:
+    Xn = norms.unit(X, rows)
     gen, imp = ([], [], []), ([], [], [])
     for i0 in range(0, len(rows), _GRAM_BLOCK):
         i1 = min(i0 + _GRAM_BLOCK, len(rows))
@@ -204,12 +236,12 @@ def score_pairs(X: np.ndarray, identity_codes: np.ndarray, rows: np.ndarray, *, 
     n_impostor = len(rows) * (len(rows) - 1) // 2 - len(gen_a)
     if n_impostor == 0:
         raise InputError(f"{what}: all images belong to one identity, so there are no impostor pairs to score")
-    inv = _inverse_norms(X, rows)
+    norms = row_norms(X, rows)
     if n_impostor <= max_impostor_pairs:
-        return _all_pair_scores(X, rows, inv, codes)
+        return _all_pair_scores(X, rows, norms, codes)
     imp_a, imp_b = sample_impostor_pairs(codes, int(max_impostor_pairs), np.random.default_rng(seed))
-    return Scores(gen_a, gen_b, pair_scores(X, rows, inv, gen_a, gen_b),
-                   imp_a, imp_b, pair_scores(X, rows, inv, imp_a, imp_b), sampled=True)
+    return Scores(gen_a, gen_b, pair_scores(X, rows, norms, gen_a, gen_b),
+                   imp_a, imp_b, pair_scores(X, rows, norms, imp_a, imp_b), sampled=True)
 
 
 def stratum_sizes(codes: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
@@ -253,10 +285,10 @@ def stratify(sc: Scores, X: np.ndarray, rows: np.ndarray, codes: np.ndarray, gro
     ea, eb = np.concatenate(extra_a), np.concatenate(extra_b)
     o = np.lexsort((eb, ea))
     ea, eb = ea[o], eb[o]
-    inv = _inverse_norms(X, rows)
+    norms = row_norms(X, rows)
     n_uniform = len(sc.imp)
     return Scores(sc.gen_a, sc.gen_b, sc.gen, np.r_[sc.imp_a, ea], np.r_[sc.imp_b, eb],
-                   np.r_[sc.imp, pair_scores(X, rows, inv, ea, eb)], sampled=True,
+                   np.r_[sc.imp, pair_scores(X, rows, norms, ea, eb)], sampled=True,
                    imp_pooled=np.r_[np.ones(n_uniform, bool), np.zeros(len(ea), bool)],
                    imp_stratum=np.r_[~starved[lo, hi], np.ones(len(ea), bool)])
 
