@@ -269,7 +269,8 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
     if v["sampling"] not in SAMPLING:
         raise InputError(f"{where('verification.sampling')} must be one of {', '.join(SAMPLING)}, "
                          f"got {v['sampling']!r}")
-    if not 1 <= v["allpairs_shards"] <= cfg["run"]["max_jobs"]:
+    shards_limit = cfg["run"]["max_jobs"] if v["identities"] == "all" else 2**63 - 1   # one job per shard
+    if not 1 <= v["allpairs_shards"] <= shards_limit:
         raise InputError(f"{where('verification.allpairs_shards')} must be from 1 to run.max_jobs "
                          f"({cfg['run']['max_jobs']:,}; one job per shard), got {v['allpairs_shards']:,}")
     if not v["tail_fmr_factor"] >= 1.0:
