@@ -94,7 +94,8 @@ def test_bad_config_is_refused_naming_the_key(tmp_path: Path, text: str, words: 
     ("[grid]\nseeds = [99999999999999999999]\n", ["'grid.seeds'", "from 0 to 2**32 - 1"]),
     ("[grid]\nseeds = [4294967296]\n", ["'grid.seeds'", "from 0 to 2**32 - 1 (4294967295), got 4294967296"]),
     ("[verification]\nallpairs_shards = 99999999999999999999\n", ["'verification.allpairs_shards'"]),
-    ("[verification]\nallpairs_shards = 100001\n", ["'verification.allpairs_shards' must be from 1 to run.max_jobs"]),
+    ("[verification]\nidentities = \"all\"\nallpairs_shards = 100001\n",
+     ["'verification.allpairs_shards' must be from 1 to run.max_jobs"]),
     ("[verification]\ntail_fmr_factor = inf\n", ["'verification.tail_fmr_factor' must be a finite number"]),
     ("[verification]\ntarget_fmrs = [1e-2, 1e-2]\n", ["'verification.target_fmrs' repeats a value"]),
 ])

@@ -282,3 +282,28 @@ def test_report_is_reproducible(full, tmp_path):
     out, _, html_path = full
     again = write_report(load_results(out), tmp_path / "again")
     assert again.read_bytes() == html_path.read_bytes()
+
+
+def test_a_group_without_impostor_comparisons_is_left_out_of_the_rates_figure(full):
+    """A demographic group with no impostor comparison (e.g. one test identity) has an undefined FMR: the figure
+    draws no FMR point for it, and no numpy division warning leaks to the terminal."""
+    import warnings
+
+    from grid.report.sections.differentials import plot_group_rates
+
+    res = load_results(full[0])
+    dr = res.tables["demographic_rates"]
+    if dr.empty or dr["false_matches"].isna().any():
+        pytest.skip("the planted results have no demographic_rates with counts")
+    gone = dr["group"].iloc[0]
+    drawn = plot_group_rates(res)
+    points = len(drawn.axes[0].containers)
+    res.tables["demographic_rates"] = dr.assign(
+        n_impostor=np.where(dr["group"] == gone, 0, dr["n_impostor"]),
+        false_matches=np.where(dr["group"] == gone, 0, dr["false_matches"]),
+        fmr=np.where(dr["group"] == gone, np.nan, dr["fmr"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = plot_group_rates(res)
+    assert fig is not None and len(fig.axes[0].containers) == points - 1
+    assert len(fig.axes[1].containers) == len(drawn.axes[1].containers)

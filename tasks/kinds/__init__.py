@@ -7,8 +7,9 @@ function runs it in a worker, the result tables it fills (their :class:`storage.
 adds to the config (:class:`ConfigPart`: defaults and checks; a results folder fixes them), the parameters that
 name a job in run.json, what a worker preloads, a check before a run, and its report sections. The planner, the
 config, the runner, the executors, the workers (:func:`tasks.runtime.run_job`), the store and the report only
-iterate over this registry. The built-in kinds are imported on first use (:func:`all_kinds`, :func:`get`); a
-user's kind module is named in the config (``[run] kinds = ["pkg.mod"]``) and imported by :func:`load`.
+iterate over this registry. The built-in kinds register themselves when this package is imported (its last
+line imports their modules); a user's kind module is named in the config (``[run] kinds = ["pkg.mod"]``) and
+imported by :func:`load`.
 """
 
 from __future__ import annotations
@@ -176,9 +177,13 @@ _loaded: list[bool] = []
 
 
 def _register_all() -> None:
-    """Import the built-in kinds' modules (on first use: they import this one), like Ray Tune's _register_all."""
+    """Import the built-in kinds' modules, each registering its kind (they import this package's names, all
+    defined by now: so importing ``tasks.kinds`` registers the built-in kinds, and no kind imports another)."""
     if _loaded:
         return
     _loaded.append(True)
     for name in BUILTIN:
         importlib.import_module(f"{__name__}.{name}")
+
+
+_register_all()

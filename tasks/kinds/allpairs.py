@@ -179,7 +179,8 @@ def _check_config(cfg: dict[str, Any], where: Where) -> None:
     v = cfg["verification"]
     if v["identities"] not in ("test", "all"):
         raise InputError(f"{where('verification.identities')} must be \"test\" or \"all\", got {v['identities']!r}")
-    if not 1 <= v["allpairs_shards"] <= cfg["run"]["max_jobs"]:
+    shards_limit = cfg["run"]["max_jobs"] if v["identities"] == "all" else 2**63 - 1   # one job per shard
+    if not 1 <= v["allpairs_shards"] <= shards_limit:
         raise InputError(f"{where('verification.allpairs_shards')} must be from 1 to run.max_jobs "
                          f"({cfg['run']['max_jobs']:,}; one job per shard), got {v['allpairs_shards']:,}")
     if not v["tail_fmr_factor"] >= 1.0:

@@ -131,6 +131,8 @@ def plot_group_rates(res: Results) -> Figure | None:
     for ax, rate, quantity in ((axes[0], "fmr", "group_fmr"), (axes[1], "fnmr", "group_fnmr")):
         for y, g in enumerate(groups):
             r = dr.loc[g]
+            if rate == "fmr" and not r["n_impostor"]:
+                continue   # no impostor comparison in this group: its FMR is undefined, nothing to draw
             if ci is not None and (quantity, g) in ci.index:
                 lo, hi = ci.loc[(quantity, g), ["ci_low", "ci_high"]].astype(float)
             else:
