@@ -157,6 +157,7 @@ def stored_tail_read(tails: list, ids: np.ndarray, grp: np.ndarray) -> dict:
 
 def read_tail(folder: str, ident) -> dict:
     """As the report: ``ResultStore.read("allpairs_tail")`` then ``tail_from_rows``; times and peak memory."""
+    import tasks.kinds  # noqa: F401  (registers the kinds' tables, allpairs_tail among them)
     from storage.results import ResultStore
     from tasks.stats.allpairs_rates import tail_from_rows
 
