@@ -354,6 +354,7 @@ class BatchedVerificationStatistics:
 
     block_bytes = 128 << 20
     dense_identities = 2048
+    float32_below = 2 ** 24
     depth = 1.5
 
     def __init__(self, scores: np.ndarray, id_a: np.ndarray, id_b: np.ndarray, identity_group: np.ndarray,
@@ -410,7 +411,7 @@ class BatchedVerificationStatistics:
                     continue
                 block = counts[sg, sh] + (counts[sh, sg].T if h > g else 0)
                 col = block.sum(axis=0).max(initial=0)
-                if biggest * col < 2 ** 24:
+                if biggest * col < self.float32_below:
                     block = block.astype(np.float32)
                 out.append((g, h, np.ascontiguousarray(block) if isinstance(block, np.ndarray) else block))
         return out
