@@ -300,6 +300,8 @@ class _Prefix:
         self.p_pos, self.p_le = np.flatnonzero(is_p), np.cumsum(is_p)    # pooled impostors: where, how many <= p
         self.g_le = np.cumsum(is_g)
         self.pA, self.pB, self.gA = self.A[self.p_pos], self.B[self.p_pos], self.A[is_g]
+        K = _Running.CHUNK                                               # each chunk's last pooled impostor
+        self.chunk_pos = self.p_pos[np.minimum(np.arange(1, -(-self.p_pos.size // K) + 1) * K, self.p_pos.size) - 1]
 
 
 class _Running:
@@ -333,9 +335,11 @@ class _Running:
 def _chunk_totals(W: np.ndarray) -> np.ndarray:
     """(entries, R) weights -> (chunks, R) cumulative sums at each chunk's end (``_Running.CHUNK`` entries)."""
     K = _Running.CHUNK
-    nc = -(-W.shape[0] // K)
-    pad = np.zeros((nc * K - W.shape[0], W.shape[1]), W.dtype)
-    return np.cumsum(np.concatenate([W, pad]).reshape(nc, K, W.shape[1]).sum(axis=1, dtype=np.int64), axis=0)
+    full = W.shape[0] // K * K
+    sums = W[:full].reshape(-1, K, W.shape[1]).sum(axis=1, dtype=np.int64)
+    if full < W.shape[0]:
+        sums = np.vstack([sums, W[full:].sum(axis=0, dtype=np.int64)])
+    return np.cumsum(sums, axis=0)
 
 
 class BatchedVerificationStatistics:
@@ -367,6 +371,7 @@ class BatchedVerificationStatistics:
         G = len(group_names)
         self.G, self.names, self.n_id, self.n, self.ig = G, list(group_names), ig.size, s.size, ig
         self.targets, self.global_target, self.summarize = list(target_fmrs), global_target_fmr, summarize
+        self.fractions = {t: rates.target_fraction(t).as_integer_ratio() for t in (*target_fmrs, global_target_fmr)}
         self.s, self.a, self.b, self.gen, self.pooled, self.stratum = s, a, b, gen, pooled, stratum
         # totals: identities reordered by group; comparisons per (identity, identity) in blocks of groups
         self.perm = np.argsort(ig, kind="stable")
@@ -472,7 +477,7 @@ class BatchedVerificationStatistics:
         """(keys, values, k, n) of each row of ``M`` (R, n_id) from ``level``; None for a row that needs more
         (``reads[0]``: the deepest sorted position read, for one row)."""
         big = int(M.max(initial=1))
-        dt = np.int16 if big <= 181 else np.int32 if big <= 46340 else np.int64
+        dt = np.int8 if big <= 11 else np.int16 if big <= 181 else np.int32 if big <= 46340 else np.int64
         MT = np.ascontiguousarray(np.vstack([M.T, np.ones((1, M.shape[0]), M.dtype)]), dtype=dt)
         Wp = MT[level.pA]
         Wp *= MT[level.pB]
@@ -507,7 +512,8 @@ class BatchedVerificationStatistics:
             return L if k >= level.p_pos.size else int(level.p_pos[k])
 
         def threshold(target: float) -> int:                             # as VerificationStatistics._threshold
-            m = rates.max_accepted(target, n_imp)
+            num, den = self.fractions[target]
+            m = num * n_imp // den                                       # rates.max_accepted
             p = first(m, True) - 1
             if level.partial and p == L - 1:
                 raise _Deeper
@@ -537,7 +543,19 @@ class BatchedVerificationStatistics:
             e = int(ends[r])
             return ci(e) / n_imp - (n_gen - cg(e)) / n_gen
 
-        lo, hi = -1, len(ends) - 1
+        # bracket the crossing between two chunk ends of the pooled stream (ci known there), then bisect runs
+        lo, hi, pos = -1, len(ends) - 1, level.chunk_pos
+        j_lo, j_hi = -1, pos.size                                        # first chunk end with FMR - FNMR >= 0
+        while j_hi - j_lo > 1:
+            j = (j_lo + j_hi) // 2
+            if int(ip.cum[j]) / n_imp - (n_gen - cg(int(pos[j]))) / n_gen >= 0:
+                j_hi = j
+            else:
+                j_lo = j
+        if j_lo >= 0:
+            lo = int(level.run_id[pos[j_lo]]) - 1
+        if j_hi < pos.size:
+            hi = int(level.run_id[pos[j_hi]])
         if d(hi) < 0:
             raise _Deeper
         while hi - lo > 1:

@@ -266,9 +266,9 @@ def test_batched_equals_one_at_a_time(case, monkeypatch):
         assert all(blk.dtype == np.float64 for *_, blk in new.stratum_blocks + new.pooled_blocks)
     assert (new.pooled_blocks is new.stratum_blocks) == (not masks)
     mult = bootstrap.identity_multiplicities(group, R, seed=seed)
-    heavy = mult[:1].copy()
-    heavy[0, 0] = 200                                # weights beyond int16 products
-    mult = np.vstack([mult, heavy, np.ones_like(heavy)])
+    heavy = mult[:2].copy()
+    heavy[0, 0], heavy[1, 1] = 200, 15               # weights beyond int16 and int8 products
+    mult = np.vstack([mult, heavy, np.ones_like(heavy[:1])])
     keys, want = old.replicates(mult)
     got_keys, got = new.replicates(mult)
     assert got_keys == keys and got.shape == want.shape
