@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    PYTHONPATH=. .venv/bin/python bench/bench_bootstrap.py --floors      # issue 22's floors, both forms side by side
+    PYTHONPATH=. .venv/bin/python bench/bench_bootstrap.py --floors      # issue 22's floors, both forms
     PYTHONPATH=. .venv/bin/python bench/bench_bootstrap.py [--impostors 5000000] [--identities 1500] [--resamples 20]
     PYTHONPATH=. .venv/bin/python bench/bench_bootstrap.py --job 0,200   # the default grid's impostor-matrix job
 
@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def grid_jobs(config: str | None, bootstrap: int):
-    """(kind, run function, payload, shared data) of the grid's impostor-matrix job and first scores job (seed 0)."""
+    """(shared data, [(kind, run function, payload)]): the grid's impostor-matrix and first scores job, seed 0."""
     from grid.config import resolve_config
     from grid.runner import load_data, shared_arrays
     from grid.splits import Protocol, make_split
@@ -57,10 +57,12 @@ def grid_jobs(config: str | None, bootstrap: int):
     v = cfg["verification"]
     return data, [
         ("impostor", run_impostor, {"params": {"target_fmr": v["target_fmr"], "target_fmrs": v["target_fmrs"],
-                                               "max_impostor_pairs": v["max_impostor_pairs"], "bootstrap": bootstrap,
-                                               "sampling": v["sampling"]}, "seed": 0, "rows": rows}),
+                                               "max_impostor_pairs": v["max_impostor_pairs"],
+                                               "bootstrap": bootstrap, "sampling": v["sampling"]},
+                                    "seed": 0, "rows": rows}),
         ("scores", run_scores, {"params": {"test_group": groups[0], "max_impostor_pairs": v["max_impostor_pairs"],
-                                           "bootstrap": bootstrap}, "seed": 0, "rows": split.verification[groups[0]]})]
+                                           "bootstrap": bootstrap},
+                                "seed": 0, "rows": split.verification[groups[0]]})]
 
 
 def impostor_job(settings: list[int], config: str | None = None) -> None:
@@ -118,7 +120,8 @@ def floors(config: str | None, resamples: int, old_resamples: int | None) -> Non
         both = min(len(v) for v in values.values())
         a, b = values["one at a time"][:both], values["batched"][:both]
         ok = ~np.isnan(a)
-        print(json.dumps({"job": kind, "resamples_compared": both, "same_nan": bool(np.array_equal(ok, ~np.isnan(b))),
+        print(json.dumps({"job": kind, "resamples_compared": both,
+                          "same_nan": bool(np.array_equal(ok, ~np.isnan(b))),
                           "max_abs_difference": float(np.abs(a[ok] - b[ok]).max(initial=0.0))}), flush=True)
 
 

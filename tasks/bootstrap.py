@@ -14,8 +14,10 @@ The interval is the percentile interval: the (1-c)/2 and (1+c)/2 quantiles (nump
 resampled values where they are defined; ``n_defined`` says in how many resamples that was (a ratio over a zero
 rate is undefined). The point estimate is the statistic on the original data (all m_i = 1).
 
-Input is per comparison (score, identity a, identity b); a resample costs a few passes over the comparisons
-(see docs/PERFORMANCE.md, section "Exact all-pairs verification counts", for the measured time per resample).
+Input is per comparison (score, identity a, identity b). :class:`BatchedVerificationStatistics` (used by
+:func:`bootstrap_verification`) evaluates blocks of resamples at once — matrix products for the totals, one
+gather of a sorted prefix per block — with the values of the one-resample-at-a-time
+:class:`VerificationStatistics` (docs/PERFORMANCE.md, section "Identity bootstrap", for the measured times).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def identity_multiplicities(identity_group: np.ndarray, n_resamples: int = 1000,
 
 def _comparisons(scores, id_a, id_b, identity_group, group_names, target_fmrs, global_target_fmr, pooled,
                  stratum) -> tuple[np.ndarray, ...]:
-    """Validated inputs of the statistics classes: (scores, id_a, id_b, identity_group, genuine, pooled, stratum)."""
+    """The statistics classes' validated inputs: (scores, id_a, id_b, identity_group, genuine, pooled, stratum)."""
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     a, b = np.asarray(id_a, dtype=np.int64).reshape(-1), np.asarray(id_b, dtype=np.int64).reshape(-1)
     ig = np.asarray(identity_group, dtype=np.int64).reshape(-1)
