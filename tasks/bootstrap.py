@@ -350,8 +350,8 @@ class BatchedVerificationStatistics:
     Per block of resamples (rows of the multiplicities, at most ``block_bytes`` of working memory): the totals
     per pair of groups are matrix products — the block's multiplicities times the identity-by-identity count
     matrices of the (stratum, pooled) impostor comparisons and times the per-identity genuine counts per group
-    (dense below ``dense_identities`` identities, scipy sparse above; float64, exact for integer counts below
-    2^53). The sorted comparisons are read only as a prefix (about 1.5 times as deep as the original data's
+    (dense up to ``dense_identities`` identities, scipy sparse above; float32 where every product stays below
+    2^24, float64 otherwise: exact integers either way). The sorted comparisons are read only as a prefix (about 1.5 times as deep as the original data's
     deepest threshold or EER crossing, found by partial sorting): the block's weights of its pooled impostors
     and genuine comparisons are gathered at once and summed per chunk of 256; each resample then finds its
     thresholds and EER crossing from the chunk sums and reads one chunk's entries per step. A resample that
