@@ -379,6 +379,7 @@ class BatchedVerificationStatistics:
         self.perm = np.argsort(ig, kind="stable")
         bounds = np.searchsorted(ig[self.perm], np.arange(G + 1))
         self.slices = [slice(int(bounds[g]), int(bounds[g + 1])) for g in range(G)]
+        self.biggest = max(sl.stop - sl.start for sl in self.slices)       # bounds a resample's multiplicities
         key = a * ig.size + b
         both = stratum | gen
         counts = self._counts(key, both)                                 # genuine on the diagonal
@@ -409,7 +410,7 @@ class BatchedVerificationStatistics:
         else:
             counts.setdiag(0)
             counts.eliminate_zeros()
-        biggest = max(sl.stop - sl.start for sl in self.slices)
+        biggest = self.biggest
         out = []
         for g, sg in enumerate(self.slices):
             for h in range(g, self.G):
@@ -457,7 +458,7 @@ class BatchedVerificationStatistics:
         G*G + g: genuine of group g; (R,) weighted pooled impostors), as integers: sum m_a m_b over the pairs."""
         G = self.G
         Mp = np.ascontiguousarray(M[:, self.perm], dtype=np.float64)     # C order: BLAS
-        Mp32 = Mp.astype(np.float32)
+        Mp32 = Mp.astype(np.float32) if M.max(initial=0) <= self.biggest else Mp    # float64: other weights
 
         def pairs(blocks):
             for g, h, block in blocks:
