@@ -79,6 +79,49 @@ def _comparisons(scores, id_a, id_b, identity_group, group_names, target_fmrs, g
     return s, a, b, ig, gen, pooled, stratum
 
 
+def _put_rates(put: Callable, names: Sequence[str], gt: float, acc: np.ndarray, total: np.ndarray,
+               summarize: Callable | None) -> None:
+    """``put`` the rates at the global threshold ``gt``: each group's FMR and FNMR, the cross-group FMRs, the
+    summaries; ``acc``/``total``: accepted / all weighted comparisons per code (pair of groups g*G + h, then
+    G*G + g: genuine of group g)."""
+    G = len(names)
+    fmr_v, fnmr_v = np.full(G, np.nan), np.full(G, np.nan)
+    for g, name in enumerate(names):
+        k, n = int(acc[g * G + g]), int(total[g * G + g])
+        fmr_v[g] = k / n if n else np.nan
+        put(("group_fmr", name, "", gt, ""), fmr_v[g], k, n)
+        n = int(total[G * G + g])
+        k = n - int(acc[G * G + g])
+        fnmr_v[g] = k / n if n else np.nan
+        put(("group_fnmr", name, "", gt, ""), fnmr_v[g], k, n)
+    for g in range(G):
+        for h in range(g + 1, G):
+            k, n = int(acc[g * G + h]), int(total[g * G + h])
+            put(("cross_fmr", names[g], names[h], gt, ""), k / n if n else np.nan, k, n)
+    if summarize is not None:
+        table = summarize(fmr_v, fnmr_v)
+        for metric, v in zip(table["metric"], table["value"]):
+            put(("summary", "", "", gt, str(metric)), float(v))
+
+
+def _crossing(d: Callable[[int], float], fmr: Callable[[int], float], lo: int, hi: int) -> tuple[float, int]:
+    """(EER, run hi): bisect runs between ``lo`` and ``hi`` for the first with d = FMR - FNMR >= 0 (d(lo) < 0;
+    _Deeper when d(hi) < 0), then interpolate the FMR (``fmr(run)``; 0 before the first run) linearly in d."""
+    if d(hi) < 0:
+        raise _Deeper
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if d(mid) >= 0:
+            hi = mid
+        else:
+            lo = mid
+    d0, d1 = d(lo), d(hi)
+    f0 = 0.0 if lo < 0 else fmr(lo)
+    f1 = fmr(hi)
+    w = d0 / (d0 - d1)
+    return float(f0 + w * (f1 - f0)), hi
+
+
 class _Deeper(Exception):
     """A resample needs sorted comparisons beyond the evaluated prefix."""
 
@@ -184,20 +227,8 @@ class VerificationStatistics:
             e = ends[r]
             return ci[e] / n_imp - (n_gen - cg[e]) / n_gen
 
-        lo, hi = -1, len(ends) - 1                                      # d(lo) < 0 <= d(hi)
-        if d(hi) < 0:
-            raise _Deeper
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if d(mid) >= 0:
-                hi = mid
-            else:
-                lo = mid
-        d0, d1 = d(lo), d(hi)
-        f0 = 0.0 if lo < 0 else ci[ends[lo]] / n_imp
-        f1 = ci[ends[hi]] / n_imp
-        w = d0 / (d0 - d1)
-        return float(f0 + w * (f1 - f0)), int(ends[hi])
+        eer, hi = _crossing(d, lambda r: ci[ends[r]] / n_imp, -1, len(ends) - 1)
+        return eer, int(ends[hi])
 
     def evaluate(self, m: np.ndarray | None = None) -> tuple[list[tuple], np.ndarray, np.ndarray, np.ndarray]:
         """(keys, values, k, n) at identity multiplicities ``m`` (None = the original data). Keys are
@@ -246,23 +277,7 @@ class VerificationStatistics:
         _, p = self._threshold(ci, gt, n_imp)
         reads.append(p)
         acc = np.bincount(self.code[:p + 1], weights=w[:p + 1], minlength=G * G + G + 1)
-        fmr_v, fnmr_v = np.full(G, np.nan), np.full(G, np.nan)
-        for g, name in enumerate(self.names):
-            k, n = int(acc[g * G + g]), int(total[g * G + g])
-            fmr_v[g] = k / n if n else np.nan
-            put(("group_fmr", name, "", gt, ""), fmr_v[g], k, n)
-            n = int(total[G * G + g])
-            k = n - int(acc[G * G + g])
-            fnmr_v[g] = k / n if n else np.nan
-            put(("group_fnmr", name, "", gt, ""), fnmr_v[g], k, n)
-        for g in range(G):
-            for h in range(g + 1, G):
-                k, n = int(acc[g * G + h]), int(total[g * G + h])
-                put(("cross_fmr", self.names[g], self.names[h], gt, ""), k / n if n else np.nan, k, n)
-        if self.summarize is not None:
-            table = self.summarize(fmr_v, fnmr_v)
-            for metric, v in zip(table["metric"], table["value"]):
-                put(("summary", "", "", gt, str(metric)), float(v))
+        _put_rates(put, self.names, gt, acc, total, self.summarize)
         if deepest is not None:
             deepest[0] = max(reads)
         return keys, np.asarray(vals, float), np.asarray(ks, np.int64), np.asarray(ns, np.int64)
@@ -559,19 +574,8 @@ class BatchedVerificationStatistics:
             lo = int(level.run_id[pos[j_lo]]) - 1
         if j_hi < pos.size:
             hi = int(level.run_id[pos[j_hi]])
-        if d(hi) < 0:
-            raise _Deeper
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if d(mid) >= 0:
-                hi = mid
-            else:
-                lo = mid
-        d0, d1 = d(lo), d(hi)
-        f0 = 0.0 if lo < 0 else ci(int(ends[lo])) / n_imp
-        f1 = ci(int(ends[hi])) / n_imp
-        w = d0 / (d0 - d1)
-        keys, vals, ks, ns = [("eer", "all", "", np.nan, "")], [float(f0 + w * (f1 - f0))], [-1], [-1]
+        eer, hi = _crossing(d, lambda r: ci(int(ends[r])) / n_imp, lo, hi)
+        keys, vals, ks, ns = [("eer", "all", "", np.nan, "")], [eer], [-1], [-1]
         deepest = int(ends[hi])
 
         def put(key, v, k=-1, n=-1):
@@ -589,23 +593,7 @@ class BatchedVerificationStatistics:
         deepest = max(deepest, p)
         acc = np.bincount(level.code[:p + 1], weights=mm[level.A[:p + 1]] * mm[level.B[:p + 1]],
                           minlength=G * G + G + 1)
-        fmr_v, fnmr_v = np.full(G, np.nan), np.full(G, np.nan)
-        for g, name in enumerate(self.names):
-            k, n = int(acc[g * G + g]), int(total[g * G + g])
-            fmr_v[g] = k / n if n else np.nan
-            put(("group_fmr", name, "", gt, ""), fmr_v[g], k, n)
-            n = int(total[G * G + g])
-            k = n - int(acc[G * G + g])
-            fnmr_v[g] = k / n if n else np.nan
-            put(("group_fnmr", name, "", gt, ""), fnmr_v[g], k, n)
-        for g in range(G):
-            for h in range(g + 1, G):
-                k, n = int(acc[g * G + h]), int(total[g * G + h])
-                put(("cross_fmr", self.names[g], self.names[h], gt, ""), k / n if n else np.nan, k, n)
-        if self.summarize is not None:
-            table = self.summarize(fmr_v, fnmr_v)
-            for metric, v in zip(table["metric"], table["value"]):
-                put(("summary", "", "", gt, str(metric)), float(v))
+        _put_rates(put, self.names, gt, acc, total, self.summarize)
         if reads is not None:
             reads[0] = deepest
         return keys, np.asarray(vals, float), np.asarray(ks, np.int64), np.asarray(ns, np.int64)
