@@ -60,6 +60,12 @@ RUNS: dict[str, list[tuple[list[str], list[str]]]] = {
          [r'"job": "impostor", "bootstrap": 0, .*"tables": \{"impostor_matrix": 36, "demographic_rates": 6',
           r'"job": "impostor", "bootstrap": 20, .*"verification_ci": \d+',
           r'"job": "scores", "bootstrap": 20, .*"tables": \{"verification": 1, ']),
+        (["--floors", "--config", "{config}", "--resamples", "4", "--old-resamples", "2"],
+         [r'"job": "impostor", "form": "one at a time", .*"resamples": 2, .*"total_4_s": ' + NUM,
+          r'"job": "impostor", "form": "batched", .*"resamples": 4, .*"floor_s": 3\.0, "under_floor": ',
+          r'"job": "scores", "form": "batched", .*"floor_s": 1\.0, ',
+          r'"job": "impostor", "resamples_compared": 2, "same_nan": true, "max_abs_difference": 0\.0\}',
+          r'"job": "scores", "resamples_compared": 2, "same_nan": true, "max_abs_difference": 0\.0\}']),
     ],
     "bench_embed": [(
         ["--dlib-images", "2", "--keras-images", "2", "--workers", "1", "--keras-model", "small"],

@@ -220,3 +220,72 @@ def test_wiring_from_a_scores_job_agrees_with_the_impostor_matrix_job():
     m = job["impostor_matrix"].set_index(["group_a", "group_b"])
     for _, row in ci[ci.quantity == "cross_fmr"].iterrows():
         assert row.estimate == pytest.approx(m.loc[(row.group_a, row.group_b), "fmr"])
+
+
+def _roles(group, a, b, seed=7):
+    """Pooled and stratum masks of a topped-up stratified sample (see the test above)."""
+    pair_role = np.random.default_rng(seed).integers(0, 3, (len(group), len(group)))
+    role = np.where(a == b, 0, pair_role[np.minimum(a, b), np.maximum(a, b)])
+    return role != 2, role != 1
+
+
+# name: (data seed, identities, stratified masks, class settings, resamples)
+BATCH_CASES = {
+    "ties": (0, 45, False, {}, 12),
+    "distinct scores, several blocks": (1, 60, False, {"block_bytes": 1}, 9),
+    "one identity per group": (4, 3, False, {}, 5),
+    "two identities per group": (5, 6, False, {}, 8),
+    "stratified masks": (3, 45, True, {}, 10),
+    "sparse totals, float64 products": (2, 40, True, {"dense_identities": 0, "float32_below": 0}, 8),
+    "prefix too short": (6, 45, False, {}, 6),
+}
+
+
+@pytest.mark.parametrize("case", list(BATCH_CASES))
+def test_batched_equals_one_at_a_time(case, monkeypatch):
+    """BatchedVerificationStatistics (what bootstrap_verification uses) gives the one-resample-at-a-time values
+    to 1e-12, NaNs in the same places, the point estimate's counts equal, the same intervals for the same seed."""
+    seed, n_id, masks, settings, R = BATCH_CASES[case]
+    s, a, b, group = data(seed, n_id)
+    if case == "distinct scores, several blocks":
+        s = s + np.random.default_rng(seed).normal(0, 1e-3, s.size)
+    pooled, stratum = _roles(group, a, b) if masks else (None, None)
+    for name, value in settings.items():
+        monkeypatch.setattr(bootstrap.BatchedVerificationStatistics, name, value)
+    targets, gt = (0.05, 0.01, 1e-7), 0.01
+    args = (s, a, b, group, NAMES, targets, gt, fairness.summaries, pooled, stratum)
+    old, new = bootstrap.VerificationStatistics(*args), bootstrap.BatchedVerificationStatistics(*args)
+    if case == "prefix too short":                   # every resample then reads every comparison
+        new.prefix = new._level(50)
+        assert new.prefix.partial
+    if settings.get("block_bytes") == 1:
+        assert new._rows_per_block(new.prefix) == 1
+    if case == "ties":                               # running sums read across several chunks
+        assert new.prefix.pA.size > 2 * bootstrap._Running.CHUNK
+    if settings.get("dense_identities") == 0:
+        assert not isinstance(new.stratum_blocks[0][2], np.ndarray)
+        assert all(blk.dtype == np.float64 for *_, blk in new.stratum_blocks + new.pooled_blocks)
+    assert (new.pooled_blocks is new.stratum_blocks) == (not masks)
+    mult = bootstrap.identity_multiplicities(group, R, seed=seed)
+    heavy = mult[:2].copy()
+    heavy[0, 0], heavy[1, 1] = 200, 15               # weights beyond int16 and int8 products
+    mult = np.vstack([mult, heavy, np.ones_like(heavy[:1])])
+    keys, want = old.replicates(mult)
+    got_keys, got = new.replicates(mult)
+    assert got_keys == keys and got.shape == want.shape
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    assert np.abs(got[ok] - want[ok]).max() <= 1e-12
+    point_old, point_new = old.evaluate(None), new.evaluate(None)
+    assert point_new[0] == point_old[0]
+    assert np.array_equal(point_new[2], point_old[2]) and np.array_equal(point_new[3], point_old[3])
+    assert np.allclose(point_new[1], point_old[1], rtol=0, atol=1e-12, equal_nan=True)
+    if case == "prefix too short":
+        assert new._full is not None                 # the exact fallback ran
+        assert np.allclose(point_new[1], want[-1], rtol=0, atol=1e-12, equal_nan=True)
+    intervals = bootstrap.run(new, group, R, seed)
+    reference = bootstrap.run(old, group, R, seed)
+    num = ["estimate", "ci_low", "ci_high", "cp_low", "cp_high"]
+    assert np.allclose(intervals[num].to_numpy(float), reference[num].to_numpy(float), rtol=0, atol=1e-12,
+                       equal_nan=True)
+    assert intervals.drop(columns=num).equals(reference.drop(columns=num))

@@ -14,8 +14,14 @@ The interval is the percentile interval: the (1-c)/2 and (1+c)/2 quantiles (nump
 resampled values where they are defined; ``n_defined`` says in how many resamples that was (a ratio over a zero
 rate is undefined). The point estimate is the statistic on the original data (all m_i = 1).
 
-Input is per comparison (score, identity a, identity b); a resample costs a few passes over the comparisons
-(see docs/PERFORMANCE.md, section "Exact all-pairs verification counts", for the measured time per resample).
+Input is per comparison (score, identity a, identity b). :class:`BatchedVerificationStatistics` (used by
+:func:`bootstrap_verification`) evaluates blocks of resamples at once — matrix products for the totals, one
+gather of a sorted prefix per block — with the values of the one-resample-at-a-time
+:class:`VerificationStatistics` (docs/PERFORMANCE.md, section "Identity bootstrap", for the measured times).
+
+Over 400 lines, on purpose: both forms of the statistics (one resample at a time, and batched) share the rates at
+the global threshold and the EER crossing, and are tested against each other; kept in one module so that they
+keep one definition.
 """
 
 from __future__ import annotations
@@ -50,6 +56,76 @@ def identity_multiplicities(identity_group: np.ndarray, n_resamples: int = 1000,
     return out
 
 
+def _comparisons(scores, id_a, id_b, identity_group, group_names, target_fmrs, global_target_fmr, pooled,
+                 stratum) -> tuple[np.ndarray, ...]:
+    """The statistics classes' validated inputs: (scores, id_a, id_b, identity_group, genuine, pooled, stratum)."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    a, b = np.asarray(id_a, dtype=np.int64).reshape(-1), np.asarray(id_b, dtype=np.int64).reshape(-1)
+    ig = np.asarray(identity_group, dtype=np.int64).reshape(-1)
+    if a.shape != s.shape or b.shape != s.shape:
+        raise InputError("scores, id_a and id_b must have the same length")
+    if not np.isfinite(s).all():
+        raise InputError("scores must be finite numbers")
+    if s.size and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= ig.size):
+        raise InputError(f"identity codes must index identity_group (0..{ig.size - 1})")
+    G = len(group_names)
+    if ig.size and (ig.min() < 0 or ig.max() >= G):
+        raise InputError(f"identity group codes must index group_names (0..{G - 1})")
+    gen = a == b
+    pooled = np.ones(s.size, bool) if pooled is None else np.asarray(pooled, bool).reshape(-1)
+    stratum = np.ones(s.size, bool) if stratum is None else np.asarray(stratum, bool).reshape(-1)
+    if pooled.shape != s.shape or stratum.shape != s.shape:
+        raise InputError("pooled and stratum masks need one entry per comparison")
+    if not gen.any() or gen.all() or not (pooled & ~gen).any():
+        raise InputError("the bootstrap needs genuine and (pooled) impostor comparisons")
+    for t in (*target_fmrs, global_target_fmr):
+        rates.max_accepted(t, 1)                                     # validates the targets
+    return s, a, b, ig, gen, pooled, stratum
+
+
+def _put_rates(put: Callable, names: Sequence[str], gt: float, acc: np.ndarray, total: np.ndarray,
+               summarize: Callable | None) -> None:
+    """``put`` the rates at the global threshold ``gt``: each group's FMR and FNMR, the cross-group FMRs, the
+    summaries; ``acc``/``total``: accepted / all weighted comparisons per code (pair of groups g*G + h, then
+    G*G + g: genuine of group g)."""
+    G = len(names)
+    fmr_v, fnmr_v = np.full(G, np.nan), np.full(G, np.nan)
+    for g, name in enumerate(names):
+        k, n = int(acc[g * G + g]), int(total[g * G + g])
+        fmr_v[g] = k / n if n else np.nan
+        put(("group_fmr", name, "", gt, ""), fmr_v[g], k, n)
+        n = int(total[G * G + g])
+        k = n - int(acc[G * G + g])
+        fnmr_v[g] = k / n if n else np.nan
+        put(("group_fnmr", name, "", gt, ""), fnmr_v[g], k, n)
+    for g in range(G):
+        for h in range(g + 1, G):
+            k, n = int(acc[g * G + h]), int(total[g * G + h])
+            put(("cross_fmr", names[g], names[h], gt, ""), k / n if n else np.nan, k, n)
+    if summarize is not None:
+        table = summarize(fmr_v, fnmr_v)
+        for metric, v in zip(table["metric"], table["value"]):
+            put(("summary", "", "", gt, str(metric)), float(v))
+
+
+def _crossing(d: Callable[[int], float], fmr: Callable[[int], float], lo: int, hi: int) -> tuple[float, int]:
+    """(EER, run hi): bisect runs between ``lo`` and ``hi`` for the first with d = FMR - FNMR >= 0 (d(lo) < 0;
+    _Deeper when d(hi) < 0), then interpolate the FMR (``fmr(run)``; 0 before the first run) linearly in d."""
+    if d(hi) < 0:
+        raise _Deeper
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if d(mid) >= 0:
+            hi = mid
+        else:
+            lo = mid
+    d0, d1 = d(lo), d(hi)
+    f0 = 0.0 if lo < 0 else fmr(lo)
+    f1 = fmr(hi)
+    w = d0 / (d0 - d1)
+    return float(f0 + w * (f1 - f0)), hi
+
+
 class _Deeper(Exception):
     """A resample needs sorted comparisons beyond the evaluated prefix."""
 
@@ -76,27 +152,9 @@ class VerificationStatistics:
                  global_target_fmr: float = 1e-3,
                  summarize: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
                  pooled: np.ndarray | None = None, stratum: np.ndarray | None = None):
-        s = np.asarray(scores, dtype=np.float64).reshape(-1)
-        a, b = np.asarray(id_a, dtype=np.int64).reshape(-1), np.asarray(id_b, dtype=np.int64).reshape(-1)
-        ig = np.asarray(identity_group, dtype=np.int64).reshape(-1)
-        if a.shape != s.shape or b.shape != s.shape:
-            raise InputError("scores, id_a and id_b must have the same length")
-        if not np.isfinite(s).all():
-            raise InputError("scores must be finite numbers")
-        if s.size and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= ig.size):
-            raise InputError(f"identity codes must index identity_group (0..{ig.size - 1})")
+        s, a, b, ig, gen, pooled, stratum = _comparisons(scores, id_a, id_b, identity_group, group_names,
+                                                        target_fmrs, global_target_fmr, pooled, stratum)
         G = len(group_names)
-        if ig.size and (ig.min() < 0 or ig.max() >= G):
-            raise InputError(f"identity group codes must index group_names (0..{G - 1})")
-        gen = a == b
-        pooled = np.ones(s.size, bool) if pooled is None else np.asarray(pooled, bool).reshape(-1)
-        stratum = np.ones(s.size, bool) if stratum is None else np.asarray(stratum, bool).reshape(-1)
-        if pooled.shape != s.shape or stratum.shape != s.shape:
-            raise InputError("pooled and stratum masks need one entry per comparison")
-        if not gen.any() or gen.all() or not (pooled & ~gen).any():
-            raise InputError("the bootstrap needs genuine and (pooled) impostor comparisons")
-        for t in (*target_fmrs, global_target_fmr):
-            rates.max_accepted(t, 1)                                     # validates the targets
         self.G, self.names, self.n_id, self.n = G, list(group_names), ig.size, s.size
         order = np.argsort(-s, kind="stable")
         self.val = s[order]
@@ -173,20 +231,8 @@ class VerificationStatistics:
             e = ends[r]
             return ci[e] / n_imp - (n_gen - cg[e]) / n_gen
 
-        lo, hi = -1, len(ends) - 1                                      # d(lo) < 0 <= d(hi)
-        if d(hi) < 0:
-            raise _Deeper
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if d(mid) >= 0:
-                hi = mid
-            else:
-                lo = mid
-        d0, d1 = d(lo), d(hi)
-        f0 = 0.0 if lo < 0 else ci[ends[lo]] / n_imp
-        f1 = ci[ends[hi]] / n_imp
-        w = d0 / (d0 - d1)
-        return float(f0 + w * (f1 - f0)), int(ends[hi])
+        eer, hi = _crossing(d, lambda r: ci[ends[r]] / n_imp, -1, len(ends) - 1)
+        return eer, int(ends[hi])
 
     def evaluate(self, m: np.ndarray | None = None) -> tuple[list[tuple], np.ndarray, np.ndarray, np.ndarray]:
         """(keys, values, k, n) at identity multiplicities ``m`` (None = the original data). Keys are
@@ -235,23 +281,7 @@ class VerificationStatistics:
         _, p = self._threshold(ci, gt, n_imp)
         reads.append(p)
         acc = np.bincount(self.code[:p + 1], weights=w[:p + 1], minlength=G * G + G + 1)
-        fmr_v, fnmr_v = np.full(G, np.nan), np.full(G, np.nan)
-        for g, name in enumerate(self.names):
-            k, n = int(acc[g * G + g]), int(total[g * G + g])
-            fmr_v[g] = k / n if n else np.nan
-            put(("group_fmr", name, "", gt, ""), fmr_v[g], k, n)
-            n = int(total[G * G + g])
-            k = n - int(acc[G * G + g])
-            fnmr_v[g] = k / n if n else np.nan
-            put(("group_fnmr", name, "", gt, ""), fnmr_v[g], k, n)
-        for g in range(G):
-            for h in range(g + 1, G):
-                k, n = int(acc[g * G + h]), int(total[g * G + h])
-                put(("cross_fmr", self.names[g], self.names[h], gt, ""), k / n if n else np.nan, k, n)
-        if self.summarize is not None:
-            table = self.summarize(fmr_v, fnmr_v)
-            for metric, v in zip(table["metric"], table["value"]):
-                put(("summary", "", "", gt, str(metric)), float(v))
+        _put_rates(put, self.names, gt, acc, total, self.summarize)
         if deepest is not None:
             deepest[0] = max(reads)
         return keys, np.asarray(vals, float), np.asarray(ks, np.int64), np.asarray(ns, np.int64)
@@ -268,6 +298,347 @@ class VerificationStatistics:
                 raise InputError("statistic keys changed between resamples")
             out.append(v)
         return keys, np.vstack(out)
+
+
+class _Prefix:
+    """The first comparisons in decreasing score order (stable; every run of tied scores whole), split into the
+    two streams a resample sums: pooled impostors (weights m_a m_b) and genuine comparisons (weights m_a)."""
+
+    def __init__(self, order: np.ndarray, st: BatchedVerificationStatistics):
+        self.order, self.L, self.partial = order, order.size, order.size < st.n
+        self.val = st.s[order]
+        is_g, G = st.gen[order], st.G
+        self.A, b = st.a[order], st.b[order]
+        self.B = np.where(is_g, st.n_id, b)                              # genuine: weight m_a x 1 (sentinel)
+        ga, gb = st.ig[self.A], st.ig[b]
+        self.code = np.where(is_g, G * G + ga, np.minimum(ga, gb) * G + np.maximum(ga, gb))
+        self.code[~(is_g | st.stratum[order])] = G * G + G               # not counted per pair of groups
+        first = np.r_[True, self.val[1:] != self.val[:-1]]
+        self.run_id = np.cumsum(first) - 1
+        self.run_start = np.flatnonzero(first)
+        self.run_end = np.r_[self.run_start[1:] - 1, self.L - 1]
+        is_p = st.pooled[order] & ~is_g
+        self.p_pos, self.p_le = np.flatnonzero(is_p), np.cumsum(is_p)    # pooled impostors: where, how many <= p
+        self.g_le = np.cumsum(is_g)
+        self.pA, self.pB, self.gA = self.A[self.p_pos], self.B[self.p_pos], self.A[is_g]
+        K = _Running.CHUNK                                               # each chunk's last pooled impostor
+        self.chunk_pos = self.p_pos[np.minimum(np.arange(1, -(-self.p_pos.size // K) + 1) * K, self.p_pos.size) - 1]
+
+
+class _Running:
+    """One resample's running sums along a stream, read at a few places: totals per chunk of ``CHUNK`` entries
+    up front (``chunk_cum``: cumulative at each chunk's end), a chunk's own entries summed when read."""
+
+    CHUNK = 256
+
+    def __init__(self, w: np.ndarray, chunk_cum: np.ndarray):
+        self.w, self.cum = w, chunk_cum
+
+    def at(self, k: int) -> int:
+        """Sum of entries 0..k (0 for k < 0)."""
+        if k < 0:
+            return 0
+        j = k // self.CHUNK
+        base = int(self.cum[j - 1]) if j else 0
+        return base + int(self.w[j * self.CHUNK:k + 1].sum())
+
+    def first_above(self, v: int, strict: bool) -> int:
+        """The first entry k whose running sum is > v (``strict``) or >= v; the stream's length if none."""
+        side = "right" if strict else "left"
+        j = int(np.searchsorted(self.cum, v, side=side))
+        if j >= self.cum.size:
+            return self.w.size
+        run = np.cumsum(self.w[j * self.CHUNK:(j + 1) * self.CHUNK], dtype=np.int64)
+        run += int(self.cum[j - 1]) if j else 0
+        return j * self.CHUNK + int(np.searchsorted(run, v, side=side))
+
+
+def _chunk_totals(W: np.ndarray) -> np.ndarray:
+    """(entries, R) weights -> (chunks, R) cumulative sums at each chunk's end (``_Running.CHUNK`` entries)."""
+    K = _Running.CHUNK
+    full = W.shape[0] // K * K
+    sums = W[:full].reshape(-1, K, W.shape[1]).sum(axis=1, dtype=np.int64)
+    if full < W.shape[0]:
+        sums = np.vstack([sums, W[full:].sum(axis=0, dtype=np.int64)])
+    return np.cumsum(sums, axis=0)
+
+
+class BatchedVerificationStatistics:
+    """:class:`VerificationStatistics` (same inputs, keys and values), many resamples at a time.
+
+    Per block of resamples (rows of the multiplicities, at most ``block_bytes`` of working memory): the totals
+    per pair of groups are matrix products — the block's multiplicities times the identity-by-identity count
+    matrices of the (stratum, pooled) impostor comparisons and times the per-identity genuine counts per group
+    (dense up to ``dense_identities`` identities, scipy sparse above; float32 where every product stays below
+    2^24, float64 otherwise: exact integers either way). The sorted comparisons are read only as a prefix (about 1.5 times as deep as the original data's
+    deepest threshold or EER crossing, found by partial sorting): the block's weights of its pooled impostors
+    and genuine comparisons are gathered at once and summed per chunk of 256; each resample then finds its
+    thresholds and EER crossing from the chunk sums and reads one chunk's entries per step. A resample that
+    needs more (a crossing beyond the prefix) is evaluated on every comparison in order, so every value equals
+    :class:`VerificationStatistics`' (tested to 1e-12)."""
+
+    block_bytes = 128 << 20
+    dense_identities = 2048
+    float32_below = 2 ** 24
+    depth = 1.5
+
+    def __init__(self, scores: np.ndarray, id_a: np.ndarray, id_b: np.ndarray, identity_group: np.ndarray,
+                 group_names: Sequence[str], target_fmrs: Sequence[float] = (1e-2, 1e-3),
+                 global_target_fmr: float = 1e-3,
+                 summarize: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
+                 pooled: np.ndarray | None = None, stratum: np.ndarray | None = None):
+        s, a, b, ig, gen, pooled, stratum = _comparisons(scores, id_a, id_b, identity_group, group_names,
+                                                        target_fmrs, global_target_fmr, pooled, stratum)
+        G = len(group_names)
+        self.G, self.names, self.n_id, self.n, self.ig = G, list(group_names), ig.size, s.size, ig
+        self.targets, self.global_target, self.summarize = list(target_fmrs), global_target_fmr, summarize
+        self.fractions = {t: rates.target_fraction(t).as_integer_ratio() for t in (*target_fmrs, global_target_fmr)}
+        self.s, self.a, self.b, self.gen, self.pooled, self.stratum = s, a, b, gen, pooled, stratum
+        # totals: identities reordered by group; comparisons per (identity, identity) in blocks of groups
+        self.perm = np.argsort(ig, kind="stable")
+        bounds = np.searchsorted(ig[self.perm], np.arange(G + 1))
+        self.slices = [slice(int(bounds[g]), int(bounds[g + 1])) for g in range(G)]
+        self.biggest = max(sl.stop - sl.start for sl in self.slices)       # bounds a resample's multiplicities
+        key = a * ig.size + b
+        both = stratum | gen
+        counts = self._counts(key, both)                                 # genuine on the diagonal
+        self.gen_counts = np.zeros((ig.size, G))
+        self.gen_counts[np.arange(ig.size), ig] = counts.diagonal()
+        self.gen_counts = self.gen_counts[self.perm]
+        self.stratum_blocks = self._blocks(counts)
+        self.pooled_blocks = self.stratum_blocks if np.array_equal(pooled | gen, both) else \
+            self._blocks(self._counts(key, pooled | gen))
+        self._full: _Prefix | None = None
+        self.prefix = self._choose_prefix()
+
+    def _counts(self, key: np.ndarray, mask: np.ndarray):
+        """Comparisons (``mask``) per (identity a, identity b), key = a * n_id + b: dense, or scipy sparse from
+        ``dense_identities`` identities on."""
+        n = self.n_id
+        if n <= self.dense_identities:
+            return np.bincount(key, weights=mask, minlength=n * n).reshape(n, n)
+        from scipy import sparse
+        return sparse.csr_array((np.ones(int(mask.sum())), (key[mask] // n, key[mask] % n)), shape=(n, n))
+
+    def _blocks(self, counts) -> list[tuple[int, int, object]]:
+        """(g, h, counts of impostors between groups g <= h, both orders summed), identities in group order; float32
+        where every product with multiplicities (at most the largest group's size) stays below 2^24 (exact)."""
+        counts = counts[self.perm][:, self.perm]
+        if isinstance(counts, np.ndarray):
+            np.fill_diagonal(counts, 0)
+        else:
+            counts.setdiag(0)
+            counts.eliminate_zeros()
+        biggest = self.biggest
+        out = []
+        for g, sg in enumerate(self.slices):
+            for h in range(g, self.G):
+                sh = self.slices[h]
+                if sg.start == sg.stop or sh.start == sh.stop:
+                    continue
+                block = counts[sg, sh] + (counts[sh, sg].T if h > g else 0)
+                col = block.sum(axis=0).max(initial=0)
+                if biggest * col < self.float32_below:
+                    block = block.astype(np.float32)
+                out.append((g, h, np.ascontiguousarray(block) if isinstance(block, np.ndarray) else block))
+        return out
+
+    def _level(self, count: int) -> _Prefix:
+        """The first >= ``count`` sorted comparisons (all of them from ``n`` on), ties kept whole."""
+        if count >= self.n:
+            if self._full is None:
+                self._full = _Prefix(np.argsort(-self.s, kind="stable"), self)
+            return self._full
+        v = np.partition(self.s, self.n - count)[self.n - count]
+        sel = np.flatnonzero(self.s >= v)
+        return _Prefix(sel[np.argsort(-self.s[sel], kind="stable")], self)
+
+    def _choose_prefix(self) -> _Prefix:
+        """Sorted comparisons up to ``depth`` x (+1000) the pooled impostors at the original data's deepest
+        needed position, extended to the end of its run of tied scores."""
+        count = max(1 << 14, self.n // 16)
+        while True:
+            level = self._level(count)
+            reads = [0]
+            if self._block(np.ones((1, self.n_id), np.int32), level, reads)[0] is not None:
+                break
+            count *= 4
+        want = int(self.depth * int(level.p_le[reads[0]])) + 1000
+        while level.partial and level.p_le[-1] < want:
+            count *= 2
+            level = self._level(count)
+        k = int(np.searchsorted(level.p_le, want, side="left"))
+        if k >= level.L:
+            return level
+        return _Prefix(level.order[:int(level.run_end[level.run_id[k]]) + 1], self)
+
+    def _totals(self, M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Block (R, n_id) multiplicities -> ((R, G*G + G) weighted comparisons per code: pair of groups,
+        G*G + g: genuine of group g; (R,) weighted pooled impostors), as integers: sum m_a m_b over the pairs."""
+        G = self.G
+        Mp = np.ascontiguousarray(M[:, self.perm], dtype=np.float64)     # C order: BLAS
+        Mp32 = Mp.astype(np.float32) if M.max(initial=0) <= self.biggest else Mp    # float64: other weights
+
+        def pairs(blocks):
+            for g, h, block in blocks:
+                left = Mp32 if block.dtype == np.float32 else Mp
+                Y = np.asarray(left[:, self.slices[g]] @ block)
+                yield g * G + h, np.einsum("ij,ij->i", Y, Mp[:, self.slices[h]], dtype=np.float64)
+
+        out = np.zeros((M.shape[0], G * G + G))
+        for code, v in pairs(self.stratum_blocks):
+            out[:, code] = v
+        out[:, G * G:] = Mp @ self.gen_counts
+        if self.pooled_blocks is self.stratum_blocks:
+            n_imp = out[:, :G * G].sum(axis=1)
+        else:
+            n_imp = sum(v for _, v in pairs(self.pooled_blocks))
+        return out.round().astype(np.int64), n_imp.round().astype(np.int64)
+
+    def _block(self, M: np.ndarray, level: _Prefix, reads: list[int] | None = None) -> list[tuple]:
+        """(keys, values, k, n) of each row of ``M`` (R, n_id) from ``level``; None for a row that needs more
+        (``reads[0]``: the deepest sorted position read, for one row)."""
+        big = int(M.max(initial=1))
+        dt = np.int8 if big <= 11 else np.int16 if big <= 181 else np.int32 if big <= 46340 else np.int64
+        MT = np.ascontiguousarray(np.vstack([M.T, np.ones((1, M.shape[0]), M.dtype)]), dtype=dt)
+        Wp = MT[level.pA]
+        Wp *= MT[level.pB]
+        Wg = MT[level.gA]
+        cp, cg = _chunk_totals(Wp), _chunk_totals(Wg)
+        total, n_imp = self._totals(M)
+        out = []
+        for r in range(M.shape[0]):
+            mm = np.r_[M[r].astype(np.int64), 1]
+            try:
+                out.append(self._one(mm, level, _Running(Wp[:, r], cp[:, r]), _Running(Wg[:, r], cg[:, r]),
+                                     total[r], int(n_imp[r]), reads))
+            except _Deeper:
+                if not level.partial:
+                    raise
+                out.append(None)
+        return out
+
+    def _one(self, mm, level: _Prefix, ip: _Running, gr: _Running, total: np.ndarray, n_imp: int,
+             reads: list[int] | None):
+        """One resample's (keys, values, k, n); the statistics of :meth:`VerificationStatistics._evaluate`."""
+        L = level.L
+
+        def ci(p: int) -> int:                                           # weighted pooled impostors at <= p
+            return ip.at(int(level.p_le[p]) - 1) if p >= 0 else 0
+
+        def cg(p: int) -> int:
+            return gr.at(int(level.g_le[p]) - 1) if p >= 0 else 0
+
+        def first(v: int, strict: bool) -> int:                          # first position with ci > v (>= v)
+            k = ip.first_above(v, strict)
+            return L if k >= level.p_pos.size else int(level.p_pos[k])
+
+        def threshold(target: float) -> int:                             # as VerificationStatistics._threshold
+            num, den = self.fractions[target]
+            m = num * n_imp // den                                       # rates.max_accepted
+            p = first(m, True) - 1
+            if level.partial and p == L - 1:
+                raise _Deeper
+            for _ in range(2):
+                c = ci(p)
+                if p < 0 or c == 0:
+                    break
+                q = first(c, False)
+                r = level.run_id[q]
+                if ci(int(level.run_end[r])) <= m:
+                    return int(level.run_end[r])
+                p = int(level.run_start[r]) - 1
+            q = first(1, False)
+            if q >= L:
+                raise _Deeper
+            return int(level.run_start[level.run_id[q]]) - 1
+
+        G, gt = self.G, self.global_target
+        n_gen = int(total[G * G:].sum())
+        if n_imp == 0 or n_gen == 0:
+            raise InputError("a resample has no genuine or no impostor comparisons")
+        ends = level.run_end
+
+        def d(r: int) -> float:                                          # FMR - FNMR at run r (r = -1: +inf)
+            if r < 0:
+                return -1.0
+            e = int(ends[r])
+            return ci(e) / n_imp - (n_gen - cg(e)) / n_gen
+
+        # bracket the crossing between two chunk ends of the pooled stream (ci known there), then bisect runs
+        lo, hi, pos = -1, len(ends) - 1, level.chunk_pos
+        j_lo, j_hi = -1, pos.size                                        # first chunk end with FMR - FNMR >= 0
+        while j_hi - j_lo > 1:
+            j = (j_lo + j_hi) // 2
+            if int(ip.cum[j]) / n_imp - (n_gen - cg(int(pos[j]))) / n_gen >= 0:
+                j_hi = j
+            else:
+                j_lo = j
+        if j_lo >= 0:
+            lo = int(level.run_id[pos[j_lo]]) - 1
+        if j_hi < pos.size:
+            hi = int(level.run_id[pos[j_hi]])
+        eer, hi = _crossing(d, lambda r: ci(int(ends[r])) / n_imp, lo, hi)
+        keys, vals, ks, ns = [("eer", "all", "", np.nan, "")], [eer], [-1], [-1]
+        deepest = int(ends[hi])
+
+        def put(key, v, k=-1, n=-1):
+            keys.append(key)
+            vals.append(v)
+            ks.append(k)
+            ns.append(n)
+
+        for t in self.targets:
+            p = threshold(t)
+            deepest = max(deepest, p)
+            fnm = n_gen - cg(p)
+            put(("fnmr_at_fmr", "all", "", t, ""), fnm / n_gen, fnm, n_gen)
+        p = threshold(gt)
+        deepest = max(deepest, p)
+        acc = np.bincount(level.code[:p + 1], weights=mm[level.A[:p + 1]] * mm[level.B[:p + 1]],
+                          minlength=G * G + G + 1)
+        _put_rates(put, self.names, gt, acc, total, self.summarize)
+        if reads is not None:
+            reads[0] = deepest
+        return keys, np.asarray(vals, float), np.asarray(ks, np.int64), np.asarray(ns, np.int64)
+
+    def _rows_per_block(self, level: _Prefix) -> int:
+        per_row = 3 * 2 * (level.pA.size + level.gA.size) + 8 * 4 * self.n_id     # int16 weights, float totals
+        return int(max(1, min(256, self.block_bytes // per_row)))
+
+    def evaluate(self, m: np.ndarray | None = None) -> tuple[list[tuple], np.ndarray, np.ndarray, np.ndarray]:
+        """(keys, values, k, n) at identity multiplicities ``m`` (None = the original data), as
+        :meth:`VerificationStatistics.evaluate`."""
+        m = np.ones(self.n_id, np.int64) if m is None else np.asarray(m, np.int64).reshape(-1)
+        if m.size != self.n_id:
+            raise InputError(f"multiplicities need one entry per identity ({self.n_id})")
+        return self._rows(m[None, :])[0]
+
+    def _rows(self, M: np.ndarray) -> list[tuple]:
+        """:meth:`_block` over blocks of rows, first from the prefix, rows that need more from every comparison."""
+        out: list = [None] * len(M)
+        for level in (self.prefix, None):
+            todo = [r for r in range(len(M)) if out[r] is None]
+            if not todo:
+                break
+            level = level or self._level(self.n)
+            step = self._rows_per_block(level)
+            for i in range(0, len(todo), step):
+                idx = todo[i:i + step]
+                for r, v in zip(idx, self._block(M[idx], level)):
+                    out[r] = v
+        return out
+
+    def replicates(self, multiplicities: np.ndarray) -> tuple[list[tuple], np.ndarray]:
+        """(keys, (R, K) values), one row per resample (rows of ``multiplicities``)."""
+        M = np.asarray(multiplicities)
+        if M.ndim != 2 or M.shape[1] != self.n_id:
+            raise InputError(f"multiplicities need one entry per identity ({self.n_id})")
+        rows = self._rows(M)
+        keys = rows[0][0]
+        if any(k != keys for k, *_ in rows):
+            raise InputError("statistic keys changed between resamples")
+        return keys, np.vstack([v for _, v, _, _ in rows])
 
 
 def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -299,8 +670,8 @@ def bootstrap_verification(scores: np.ndarray, id_a: np.ndarray, id_b: np.ndarra
     (Clopper-Pearson of k/n, rates only), display (k/n, or "<= 3/n" for k = 0), note (why an estimate or
     interval is missing or partial). ``pooled``/``stratum`` (default: every comparison): the impostors that
     pooled numbers count and those that per-pair-of-groups numbers count (a stratified sample)."""
-    st = VerificationStatistics(scores, id_a, id_b, identity_group, group_names, target_fmrs, global_target_fmr,
-                                summarize, pooled, stratum)
+    st = BatchedVerificationStatistics(scores, id_a, id_b, identity_group, group_names, target_fmrs,
+                                       global_target_fmr, summarize, pooled, stratum)
     return run(st, identity_group, n_resamples, seed, confidence)
 
 
@@ -310,13 +681,20 @@ def run(statistics, identity_group: np.ndarray, n_resamples: int = 1000, seed: i
     intervals, as rows with columns :data:`COLUMNS`. ``statistics`` is any object with ``evaluate(m)`` returning
     (keys, values, k, n) like :meth:`VerificationStatistics.evaluate`."""
     keys, est, ks, ns = statistics.evaluate(None)
-    reps = []
-    for m in identity_multiplicities(identity_group, n_resamples, seed):
-        k, v, _, _ = statistics.evaluate(m)
+    mult = identity_multiplicities(identity_group, n_resamples, seed)
+    if hasattr(statistics, "replicates"):
+        k, reps = statistics.replicates(mult)
         if k != keys:
             raise InputError("statistic keys changed between resamples")
-        reps.append(v)
-    lo, hi, nd = percentile_interval(np.vstack(reps), confidence)
+    else:
+        reps = []
+        for m in mult:
+            k, v, _, _ = statistics.evaluate(m)
+            if k != keys:
+                raise InputError("statistic keys changed between resamples")
+            reps.append(v)
+        reps = np.vstack(reps)
+    lo, hi, nd = percentile_interval(reps, confidence)
     rows = []
     for j, (q, ga, gb, t, metric) in enumerate(keys):
         note = ""
