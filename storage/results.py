@@ -15,6 +15,9 @@ DuckDB) only ever see whole files. A job's data files are written before its led
 record is run again and its files (named by job id) are replaced, so no row is ever stored twice. A done job
 whose files are missing, of another size, unreadable or (with ``verify``) of another checksum is *damaged*:
 reported as such, left out of the report, and recomputed by the next run.
+
+Over 400 lines, on purpose: the store is the results folder's one writer and one reader (files, ledger, run.json,
+damage and leftovers, the tables' schemas), so that what it writes and how it is read back are defined together.
 """
 
 from __future__ import annotations
