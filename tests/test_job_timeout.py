@@ -4,8 +4,10 @@ process (so that the test can see which worker runs which job), a plug-in model 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -58,33 +60,56 @@ def stop_first_job(executor: LocalExecutor | RayExecutor, stopped: dict[str, int
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("executor_name", ["local", "ray"])
-def test_a_stopped_worker_is_replaced_after_the_job_timeout(tmp_path: Path, slow_model: None,
-                                                            executor_name: str) -> None:
-    out = tmp_path / "r"
-    cfg = config(out, executor_name)
+def stopped_run(out: str, executor_name: str) -> dict:
+    """The grid run with the worker of the first running job stopped (SIGSTOP), then run again with
+    ``rerun_failed``: what the test checks. Runs in a process of its own (see the test)."""
+    cfg = config(Path(out), executor_name)
     executor = make_executor(cfg["run"], cfg["grid"]["models"])
     stopped: dict[str, int] = {}
     stopper = threading.Thread(target=stop_first_job, args=(executor, stopped), daemon=True)
     stopper.start()
     try:
         summary = run_grid(cfg, progress=False, executor=executor)
+        stopper.join()
+        left_alive = [pid for pid in stopped.values() if alive(pid)]   # the executor must have killed it
     finally:
         for pid in stopped.values():   # a worker this test stopped, if the executor had not killed it
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
-    stopper.join()
-    assert len(stopped) == 1, "no job was seen running"
-    (job_id, pid), = stopped.items()
-    assert summary.exit_code == 1 and summary.ran == 3, summary
-    assert len(summary.failed) == 1 and f"job exceeded run.job_timeout = {TIMEOUT:g} s" in summary.failed[0]
-    assert not alive(pid)                              # killed by the executor (a new worker took its place)
-    failures = pd.read_parquet(out / "failures")
-    assert list(failures["job_id"]) == [job_id] and "run.job_timeout" in failures["error"][0]
+    failures = pd.read_parquet(Path(out) / "failures")
+    before = {"failure_ids": list(failures["job_id"]), "failure_errors": list(failures["error"]),
+              "ledger": sorted(r["status"] for r in ResultStore(out).ledger().values())}
+    again = run_grid(config(Path(out), executor_name), rerun_failed=True, progress=False)
+    return {"stopped": stopped, "left_alive": left_alive, "exit_code": summary.exit_code, "ran": summary.ran,
+            "failed": summary.failed, **before, "again_exit_code": again.exit_code, "again_ran": again.ran}
+
+
+@pytest.mark.parametrize("executor_name", ["local", "ray"])
+def test_a_stopped_worker_is_replaced_after_the_job_timeout(tmp_path: Path, executor_name: str) -> None:
+    """In a process of its own, as users run biasgrid (Ray, once imported by an earlier test of this process,
+    would not take our node's token)."""
+    (tmp_path / "slowmodels").mkdir()
+    (tmp_path / "slowmodels" / "__init__.py").write_text(SLOW)
+    out = tmp_path / "r"
+    code = ("import json, test_job_timeout as t; "
+            f"print('RESULT', json.dumps(t.stopped_run({str(out)!r}, {executor_name!r})))")
+    path = os.pathsep.join(p for p in (str(tmp_path), str(Path(__file__).parent), os.environ.get("PYTHONPATH"))
+                           if p)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": path, "SLOW_SECONDS": "2"},
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert len(result["stopped"]) == 1, "no job was seen running"
+    (job_id, pid), = result["stopped"].items()
+    assert result["exit_code"] == 1 and result["ran"] == 3, result
+    assert len(result["failed"]) == 1 and f"job exceeded run.job_timeout = {TIMEOUT:g} s" in result["failed"][0]
+    assert result["left_alive"] == []                  # killed by the executor (a new worker took its place)
+    assert result["failure_ids"] == [job_id] and "run.job_timeout" in result["failure_errors"][0]
+    assert result["ledger"] == ["done", "done", "failed"]
+    assert result["again_exit_code"] == 0 and result["again_ran"] == 1   # only the timed-out job ran again
     ledger = ResultStore(out).ledger()
-    assert sorted(r["status"] for r in ledger.values()) == ["done", "done", "failed"]
-    again = run_grid(config(out, executor_name), rerun_failed=True, progress=False)
-    assert again.exit_code == 0 and again.ran == 1     # only the timed-out job ran again, and now finished
+    assert sorted(r["status"] for r in ledger.values()) == ["done", "done", "done"]
     assert len(pd.read_parquet(out / "accuracy")) == 3 * 2
 
 
