@@ -594,7 +594,15 @@ class LocalRayNode:
         log = Path(self.temp_dir) / "ray-start.log"
         deadline = time.monotonic() + timeout
         attempt = 1
-        while not (address_file.exists() and "Ray runtime started" in log.read_text(errors="replace")):
+
+        def port() -> str:   # the file may exist before its port is written: "" until it has one
+            try:
+                found = address_file.read_text().strip().rpartition(":")[2]
+            except OSError:
+                return ""
+            return found if found.isdigit() and int(found) > 0 else ""
+
+        while not (port() and "Ray runtime started" in log.read_text(errors="replace")):
             if self.proc.poll() is not None:
                 if attempt < attempts:
                     attempt += 1
@@ -609,8 +617,7 @@ class LocalRayNode:
                 raise EnvironmentFailure(f"the local Ray node did not start within {timeout:.0f} s; run again, or use "
                                          f"--executor local")
             time.sleep(0.05)
-        port = address_file.read_text().strip().rpartition(":")[2]
-        self.address = f"127.0.0.1:{port}"
+        self.address = f"127.0.0.1:{port()}"
 
     def stop(self, grace: float = 60.0) -> None:
         """SIGTERM ``ray start`` (it stops every process of the node) and wait; then remove its folder."""

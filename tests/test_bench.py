@@ -127,7 +127,7 @@ RUNS: dict[str, list[tuple[list[str], list[str]]]] = {
          *(rf"^  {name}\s+wall\s+{NUM} s, cpu\s+{NUM} s; trustworthiness [01]\.\d{{3}}, silhouette of the 6 "
            rf"groups -?[01]\.\d{{3}}$" for name in (r"scikit-learn TSNE \(Barnes-Hut\)", r"openTSNE \(Barnes-Hut\)",
                                                     r"openTSNE \(FFT\)")),
-         r"^  tasks\.tsne\.tsne_job \(subset all\)\s+wall\s+" + NUM])],
+         r"^  tasks\.kinds\.tsne\.tsne_job \(subset all\)\s+wall\s+" + NUM])],
 }
 
 # Scripts that need packages beyond the project's own: (package to install, modules it brings). All are in the
