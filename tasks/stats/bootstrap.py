@@ -130,7 +130,27 @@ class _Deeper(Exception):
     """A resample needs sorted comparisons beyond the evaluated prefix."""
 
 
-class VerificationStatistics:
+class _Statistics:
+    """What both forms of the identity-bootstrap statistics share: their inputs (checked once, by
+    :func:`_comparisons`) and settings; each form prepares its own tables in ``_prepare``."""
+
+    def __init__(self, scores: np.ndarray, id_a: np.ndarray, id_b: np.ndarray, identity_group: np.ndarray,
+                 group_names: Sequence[str], target_fmrs: Sequence[float] = (1e-2, 1e-3),
+                 global_target_fmr: float = 1e-3,
+                 summarize: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
+                 pooled: np.ndarray | None = None, stratum: np.ndarray | None = None):
+        s, a, b, ig, gen, pooled, stratum = _comparisons(scores, id_a, id_b, identity_group, group_names,
+                                                        target_fmrs, global_target_fmr, pooled, stratum)
+        self.G, self.names, self.n_id, self.n = len(group_names), list(group_names), ig.size, s.size
+        self.targets, self.global_target, self.summarize = list(target_fmrs), global_target_fmr, summarize
+        self._prepare(s, a, b, ig, gen, pooled, stratum)
+
+    def _prepare(self, s: np.ndarray, a: np.ndarray, b: np.ndarray, ig: np.ndarray, gen: np.ndarray,
+                 pooled: np.ndarray, stratum: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class VerificationStatistics(_Statistics):
     """The statistics of one seed's comparisons as a function of identity weights.
 
     scores, id_a, id_b: (m,) — a comparison is genuine when id_a == id_b; identity codes index
@@ -147,15 +167,9 @@ class VerificationStatistics:
     threshold or EER crossing. A resample that needs deeper comparisons (its threshold or crossing lies beyond
     the prefix) is evaluated on all of them, so every value is exact either way; only the time differs."""
 
-    def __init__(self, scores: np.ndarray, id_a: np.ndarray, id_b: np.ndarray, identity_group: np.ndarray,
-                 group_names: Sequence[str], target_fmrs: Sequence[float] = (1e-2, 1e-3),
-                 global_target_fmr: float = 1e-3,
-                 summarize: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
-                 pooled: np.ndarray | None = None, stratum: np.ndarray | None = None):
-        s, a, b, ig, gen, pooled, stratum = _comparisons(scores, id_a, id_b, identity_group, group_names,
-                                                        target_fmrs, global_target_fmr, pooled, stratum)
-        G = len(group_names)
-        self.G, self.names, self.n_id, self.n = G, list(group_names), ig.size, s.size
+    def _prepare(self, s: np.ndarray, a: np.ndarray, b: np.ndarray, ig: np.ndarray, gen: np.ndarray,
+                 pooled: np.ndarray, stratum: np.ndarray) -> None:
+        G = self.G
         order = np.argsort(-s, kind="stable")
         self.val = s[order]
         self.A = a[order]
@@ -170,7 +184,6 @@ class VerificationStatistics:
         self.run_id = np.cumsum(first) - 1
         self.run_start = np.flatnonzero(first)
         self.run_end = np.r_[self.run_start[1:] - 1, s.size - 1]
-        self.targets, self.global_target, self.summarize = list(target_fmrs), global_target_fmr, summarize
         key = self.A * (ig.size + 1) + self.B
         _, at, count = np.unique((key * (G * G + G + 1) + self.code) * 2 + self.is_pooled, return_index=True,
                                  return_counts=True)
@@ -363,7 +376,7 @@ def _chunk_totals(W: np.ndarray) -> np.ndarray:
     return np.cumsum(sums, axis=0)
 
 
-class BatchedVerificationStatistics:
+class BatchedVerificationStatistics(_Statistics):
     """:class:`VerificationStatistics` (same inputs, keys and values), many resamples at a time.
 
     Per block of resamples (rows of the multiplicities, at most ``block_bytes`` of working memory): the totals
@@ -382,16 +395,10 @@ class BatchedVerificationStatistics:
     float32_below = 2 ** 24
     depth = 1.5
 
-    def __init__(self, scores: np.ndarray, id_a: np.ndarray, id_b: np.ndarray, identity_group: np.ndarray,
-                 group_names: Sequence[str], target_fmrs: Sequence[float] = (1e-2, 1e-3),
-                 global_target_fmr: float = 1e-3,
-                 summarize: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
-                 pooled: np.ndarray | None = None, stratum: np.ndarray | None = None):
-        s, a, b, ig, gen, pooled, stratum = _comparisons(scores, id_a, id_b, identity_group, group_names,
-                                                        target_fmrs, global_target_fmr, pooled, stratum)
-        G = len(group_names)
-        self.G, self.names, self.n_id, self.n, self.ig = G, list(group_names), ig.size, s.size, ig
-        self.targets, self.global_target, self.summarize = list(target_fmrs), global_target_fmr, summarize
+    def _prepare(self, s: np.ndarray, a: np.ndarray, b: np.ndarray, ig: np.ndarray, gen: np.ndarray,
+                 pooled: np.ndarray, stratum: np.ndarray) -> None:
+        G, target_fmrs, global_target_fmr = self.G, self.targets, self.global_target
+        self.ig = ig
         self.fractions = {t: rates.target_fraction(t).as_integer_ratio() for t in (*target_fmrs, global_target_fmr)}
         self.s, self.a, self.b, self.gen, self.pooled, self.stratum = s, a, b, gen, pooled, stratum
         # totals: identities reordered by group; comparisons per (identity, identity) in blocks of groups
