@@ -55,6 +55,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from storage.errors import EnvironmentFailure
+from tasks.kinds import JobKind
 from tasks.runtime import Outcome, node_name, run_job
 
 # Quiet TensorFlow's C++ start-up chatter in workers (errors still show).
@@ -64,7 +65,7 @@ SHM_DIR = Path("/dev/shm")    # where Linux shows POSIX shared-memory segments
 PARENT_POLL_SECONDS = 0.5     # how often a pool worker checks that the driver still runs
 PREPARE_ENV = "BIASGRID_PREPARE_WORKER"   # "<threads>;<models>": set for the workers of our own Ray node only
 JOBS_ENV = "BIASGRID_RUNNING_JOBS"   # our own Ray node's folder of running jobs: a file <job id> holds its worker pid
-DEFAULT_JOB_TIMEOUT = 3600.0   # run.job_timeout of a kind the config does not name
+DEFAULT_JOB_TIMEOUT = JobKind.timeout   # run.job_timeout of jobs the config names no kind for (embedding shards)
 NODE_START_ATTEMPTS = 3        # a local Ray node that exits as it starts is started again, this many times in all
 
 
