@@ -160,8 +160,9 @@ def differential_blocks(res: Results, s: Summaries) -> list[Block]:
     blocks.append(("p", "One threshold for everyone (FMR = 1e-3 over all impostor pairs); each demographic group's "
                         "own FMR and FNMR at it, and the summaries used in the field (docs/REPORT.md): NIST's "
                         "Max/Min and Max/GeoMean (1 = equal), FDR (1 = no discrepancy) and GARBE (0 = equal), "
-                        "a = 0.5, computed per seed then mean ± std. A ratio with a zero rate is undefined and "
-                        "reported as such."))
+                        "a = 0.5, and WERM (Linghu et al.: the FMR and FNMR Max/GeoMean ratios with eps = 1e-5, "
+                        "each to the power 0.5, multiplied; 1 = equal), computed per seed then mean ± std. A ratio "
+                        "with a zero rate is undefined and reported as such."))
     rates = s["demographic_rates"]
     if rates.empty:
         blocks.append(("note", "No demographic rates are stored (the impostor job failed, is missing, or "
