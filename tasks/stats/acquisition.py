@@ -20,8 +20,6 @@ import pandas as pd
 
 from tasks.stats import rates
 
-VIEWS = ("excluded", "generalised")
-
 
 def fta_table(row_group: np.ndarray, acquired: np.ndarray, groups: Sequence[str],
               confidence: float = rates.CONFIDENCE) -> pd.DataFrame:

@@ -77,8 +77,8 @@ def acquisition_blocks(res: Results, s: Summaries) -> list[Block]:
         return []
     blocks: list[Block] = [("h3", "Failure to acquire")]
     blocks.append(("p", "FTA = images without a detected face / images of the group's test identities "
-                        "(face_detected = false: embedded from the centre crop), mean ± std over seeds, and the lowest "
-                        "seed's count with its Clopper–Pearson 95% interval. The rates at the global threshold are "
+                        "(face_detected = false: embedded from the centre crop), mean ± std over seeds, and the "
+                        "lowest seed's count with its Clopper–Pearson 95% interval. The rates at the global threshold are "
                         "given three ways: as scored (every image as embedded, the tables above), failures excluded "
                         "(only comparisons of two acquired images) and generalised (every comparison; one involving "
                         "a failed image is a non-match: a false non-match when genuine, never a false match; "

@@ -56,7 +56,8 @@ def calibration_blocks(res: Results, s: Summaries) -> list[Block]:
     fraction = (res.config.get("verification") or {}).get("dev_fraction", 0.5)
     seed = int(cal["seed"].iloc[0])
     frame = pd.DataFrame({
-        "group": cal["group"], "threshold": cal["threshold_kind"], "intended FMR": [f"{v:g}" for v in cal["intended_fmr"]],
+        "group": cal["group"], "threshold": cal["threshold_kind"],
+        "intended FMR": [f"{v:g}" for v in cal["intended_fmr"]],
         "achieved FMR": [sci(m) + ("" if pd.isna(sd) else f" ± {sci(sd)}") for m, sd in
                          zip(cal["fmr_mean"], cal["fmr_std"])],
         "achieved / intended": [pm(m, sd, 2) for m, sd in zip(cal["ratio_mean"], cal["ratio_std"])],

@@ -1,5 +1,5 @@
 """Demographic differentials at the one global threshold of the impostor-matrix jobs: each group's FMR and FNMR,
-the differential summaries (Max/Min, Max/GeoMean, FDR, GARBE) per seed and over seeds, and the cross-group
+the differential summaries (Max/Min, Max/GeoMean, FDR, GARBE, WERM) per seed and over seeds, and the cross-group
 impostor FMR matrix."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def demographic_rates_summary(res: Results) -> pd.DataFrame:
 
 
 def fairness_by_seed(res: Results, a: float = fairness.DEFAULT_A) -> pd.DataFrame:
-    """The demographic-differential summaries (Max/Min, Max/GeoMean, FDR, GARBE) per seed; see grid.fairness."""
+    """The demographic-differential summaries (Max/Min, Max/GeoMean, FDR, GARBE, WERM) per seed; see grid.fairness."""
     rates = res.tables["demographic_rates"].drop_duplicates(["seed", "group"], keep="last")
     groups = [g for g in demographic_groups(res) if g in set(rates["group"])] if not rates.empty else None
     return fairness.by_seed(rates, a, groups)

@@ -133,7 +133,7 @@ def interval_blocks(res: Results, s: Summaries) -> list[Block]:
                               "EER threshold": [num(v) for v in eer["eer_threshold_mean"]],
                               "d'": [pm(m, sd, 2) for m, sd in zip(eer["d_prime_mean"], eer["d_prime_std"])],
                               "seeds": eer["n_seeds"].astype(str)})
-        blocks.append(("table", Table(frame, "EER and decidability d' per demographic group", notes=[
+        blocks.append(("table", Table(frame, "EER per demographic group, with the decidability d'", notes=[
             "d' = |mean genuine − mean impostor score| / sqrt((var genuine + var impostor) / 2): how far apart the "
             "group's two score distributions lie (larger = easier to tell apart; docs/REPORT.md)."])))
     frame = pd.DataFrame({
