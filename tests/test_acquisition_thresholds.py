@@ -317,3 +317,13 @@ def test_report_shows_fta_calibration_d_prime_and_werm(grid):
     text = report_files(res)["report.md"].decode()
     for heading in ("Failure to acquire", "intended and achieved FMR", "decidability d'", "WERM"):
         assert heading in text
+
+
+def test_bad_threshold_split_keys_are_refused_naming_the_key(tmp_path):
+    for text, message in (('[verification]\nthreshold_split = "eval"',
+                           "'verification.threshold_split' must be one of test, dev, got 'eval'"),
+                          ("[verification]\ndev_fraction = 1.0", "'verification.dev_fraction' must be between 0 and 1"),
+                          ("[data.synth]\nfta = {asian = 1.5}", "'fta' must be probabilities from 0 to 1")):
+        (tmp_path / "c.toml").write_text(text)
+        with pytest.raises(InputError, match=message):
+            resolve_config(tmp_path / "c.toml")
