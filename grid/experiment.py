@@ -56,11 +56,23 @@ def _differences(stored: Any, new: Any, where: str) -> list[str]:
     return [] if stored == new else [f"{where}: stored {_show(stored)}, new {_show(new)}"]
 
 
+def _with_added_keys(stored: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` with every key a kind section lacks at the key's default: a key that a later version added
+    means, at its default, what the version that wrote the folder did (so such a folder is not another experiment)."""
+    out = dict(stored)
+    for part in kinds.config_parts():
+        if isinstance(out.get(part.section), dict):
+            out[part.section] = {**{k: v for k, v in part.defaults.items() if k != "enabled" and k not in part.extend},
+                                 **out[part.section]}
+    return out
+
+
 def merge_fixed(stored: dict[str, Any] | None, new: dict[str, Any], out: str) -> dict[str, Any]:
     """The folder's fixed part after this run: ``stored`` extended by what ``new`` adds (models, kind
     sections). InputError listing every key whose new value differs from the stored one."""
     if not stored:
         return new
+    stored = _with_added_keys(stored)
     if stored.get("job_code") != new["job_code"]:
         raise InputError(f"{out} was written by another version of biasgrid's jobs (job code "
                          f"{stored.get('job_code', 1)}, this one {new['job_code']}): its numbers are not comparable "

@@ -67,11 +67,13 @@ def load_data(data_cfg: dict[str, Any]) -> EmbeddingTable:
 
 
 def shared_arrays(table: EmbeddingTable) -> dict[str, np.ndarray]:
-    """The arrays every job reads: the matrix and the label columns (indices select rows per job)."""
+    """The arrays every job reads: the matrix and the label columns (indices select rows per job), and
+    ``face_detected`` when the table has it."""
     return {"X": table.embeddings, "gender": table.gender, "ethnicity": table.ethnicity,
             "ethnicity_names": np.asarray(table.ethnicities, dtype=object),
             "identity_codes": table.identity_codes(), "identity": np.asarray(table.identity, dtype=object),
-            "image": np.asarray(table.image, dtype=object)}
+            "image": np.asarray(table.image, dtype=object),
+            **({} if table.face_detected is None else {"face_detected": np.asarray(table.face_detected, bool)})}
 
 
 def table_records() -> dict[str, dict[str, Any]]:

@@ -84,10 +84,13 @@ class SynthParams:
         "independent noise per embedding feature before the ReLU, relative to the latent signal")})
     active_fraction: float = field(default=0.6, metadata={"help": (
         "approximate fraction of non-zero features after the ReLU")})
+    fta: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0), metadata={"help": (
+        "per ethnicity: probability that an image is marked face_detected = false (a failure to acquire; its "
+        "embedding is unchanged); all 0 = no face_detected column")})
 
 
 PARAM_HELP: dict[str, str] = {f.name: f.metadata["help"] for f in dataclasses.fields(SynthParams)}
-PER_ETHNICITY_PARAMS: tuple[str, ...] = ("gender_separation", "gender_offset", "image_noise")
+PER_ETHNICITY_PARAMS: tuple[str, ...] = ("gender_separation", "gender_offset", "image_noise", "fta")
 
 
 def _is_int(v: Any) -> bool:
@@ -117,6 +120,8 @@ def check_params(params: SynthParams, source: str = "synth") -> None:
         raise bad("gender_separation", "non-negative")
     if any(x <= 0 for x in params.image_noise):
         raise bad("image_noise", "positive")
+    if any(not 0 <= x <= 1 for x in params.fta):
+        raise bad("fta", "probabilities from 0 to 1")
     ranges = {"gender_alignment": (0.0, 1.0, "a number from 0 to 1"),
               "ethnicity_separation": (0.0, math.inf, "a number >= 0"),
               "quality_spread": (0.0, math.inf, "a number >= 0"),
@@ -284,6 +289,15 @@ def generate(params: SynthParams = SynthParams()) -> EmbeddingTable:
                 ethnicity[pos:pos + n] = ec
                 gender[pos:pos + n] = gc
                 pos += n
-    table = EmbeddingTable(out, identity, image, ethnicity, gender, ETHNICITIES)
+    table = EmbeddingTable(out, identity, image, ethnicity, gender, ETHNICITIES, _failures(p, ethnicity))
     validate_table(table, "synthetic data")
     return table
+
+
+def _failures(params: SynthParams, ethnicity: np.ndarray) -> np.ndarray | None:
+    """``face_detected`` per row: False with probability ``fta[e]`` (a random stream of its own, so the embeddings
+    do not depend on it); None when every ``fta`` is 0."""
+    if not any(params.fta):
+        return None
+    u = np.random.default_rng([params.seed, _STREAM, 2]).random(len(ethnicity))
+    return u >= np.asarray(params.fta)[ethnicity]

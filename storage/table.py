@@ -51,8 +51,9 @@ class EmbeddingTable:
     ``ethnicity`` holds int8 codes into ``ethnicities`` (the table's own groups, always given) and
     ``gender`` int8 codes into :data:`storage.vocab.GENDERS` (0 = male, 1 = female). Check a table built by hand
     with :func:`validate_table`. ``face_detected`` (optional, (n,) bool) says whether a face detector found
-    the face (False: embedded from the centre crop); other commands ignore it and it is not part of
-    :meth:`fingerprint`.
+    the face (False: embedded from the centre crop); the verification's failure-to-acquire numbers read it, and
+    :meth:`fingerprint` includes it when some face was not found (a column of True only says nothing more than
+    none: such a table keeps the fingerprint of the same table without it).
     """
 
     embeddings: np.ndarray
@@ -87,7 +88,8 @@ class EmbeddingTable:
         return cached
 
     def fingerprint(self) -> str:
-        """SHA-256 hex digest of the content: shape, embedding bytes and every label column.
+        """SHA-256 hex digest of the content: shape, embedding bytes, every label column and the acquisition
+        failures (``face_detected``, when some face was not found).
 
         The same content gives the same digest in every run and process (row order matters).
         Computed once and cached.
@@ -109,6 +111,9 @@ class EmbeddingTable:
             h.update(np.asarray(self.gender, dtype=np.int8).tobytes())
             if tuple(self.ethnicities) != vocab.ETHNICITIES:   # codes name other groups: hash the names too
                 h.update("\x00".join(self.ethnicities).encode())
+            if self.face_detected is not None and not np.all(self.face_detected):   # acquisition failures
+                h.update(b"face_detected")
+                h.update(np.packbits(np.asarray(self.face_detected, dtype=bool)).tobytes())
             cached = h.hexdigest()
             object.__setattr__(self, "_fingerprint", cached)
         return cached

@@ -56,7 +56,8 @@ def test_zero_rates_are_undefined_not_inf_or_zero():
     assert not np.isinf(table["value"]).any()
     assert (table["value"] != 0).all()                       # nothing undefined is reported as 0
     undefined = table[~table["defined"]]
-    assert set(undefined["metric"]) == {"fmr_max_min", "fmr_max_geomean", "fnmr_max_min", "fnmr_max_geomean", "garbe"}
+    assert set(undefined["metric"]) == {"fmr_max_min", "fmr_max_geomean", "fnmr_max_min", "fnmr_max_geomean", "garbe",
+                                        "werm"}
     assert undefined["value"].isna().all() and (undefined["note"] != "").all()
     assert table.set_index("metric").at["fdr", "value"] == pytest.approx(1 - 0.5 * 0.002)
 

@@ -65,7 +65,7 @@ def build_blocks(res: Results, summaries: dict[str, pd.DataFrame] | None = None)
         blocks += section.blocks(res, s)
     blocks += _config_blocks(res)
     blocks.append(("p", "Definitions of every summary (paired test, confidence interval, skewed error ratio, "
-                        "Max/Min, Max/GeoMean, FDR, GARBE): docs/REPORT.md in the biasgrid repository."))
+                        "Max/Min, Max/GeoMean, FDR, GARBE, WERM, d', FTA): docs/REPORT.md in the biasgrid repository."))
     return blocks
 
 

@@ -82,12 +82,15 @@ def hist_group_tables(counts: allpairs.PairCounts, group_names: Sequence[str], t
     all_imp = counts.impostor_of()
     t_global = hist_threshold_at_fmr(all_imp, global_target_fmr, bits)
     eer_rows, rows = [], []
+    edges = allpairs.bin_edges(bits)
+    centres = (edges[:-1] + edges[1:]) / 2          # d' from the bins' centres (bin resolution)
     sides = [("all", counts.genuine.sum(axis=0), all_imp)] + \
         [(name, counts.genuine[g], counts.impostor_of(g)) for g, name in enumerate(group_names)]
     for name, gen, imp in sides:
         ng, ni = int(gen.sum()), int(imp.sum())
         e = hist_eer(gen, imp, bits) if ng and ni else (np.nan, np.nan)
-        eer_rows.append({"group": name, "eer": e[0], "eer_threshold": e[1], "n_genuine": ng, "n_impostor": ni})
+        eer_rows.append({"group": name, "eer": e[0], "eer_threshold": e[1], "n_genuine": ng, "n_impostor": ni,
+                         "d_prime": rates.decidability(centres[:len(gen)], centres[:len(imp)], gen, imp)})
         for target, kind in [(t, "own") for t in target_fmrs] + [(global_target_fmr, "global")]:
             if kind == "own" and ni == 0:
                 rows.append({"group": name, "target_fmr": float(target), "threshold_kind": kind,

@@ -9,6 +9,8 @@ at the same threshold:
 - Max/Min and Max/GeoMean of the FMRs and of the FNMRs (NIST FRVT's summaries of demographic differentials),
 - the Fairness Discrepancy Rate  FDR = 1 - (a * max|FMR_i - FMR_j| + (1 - a) * max|FNMR_i - FNMR_j|),
 - GARBE = a * Gini(FMR) + (1 - a) * Gini(FNMR),  Gini(x) = n/(n-1) * sum_i sum_j |x_i - x_j| / (2 n^2 mean(x)),
+- WERM (Linghu et al., IJCB 2024) = (max FMR / GeoMean(FMR + eps))^alpha * (max FNMR / GeoMean(FNMR + eps))^beta,
+  alpha = beta = 0.5, eps = 1e-5 (the authors' ``compute_werm_geo``),
 
 with a = 0.5. A value that is mathematically undefined (a zero rate in a ratio, a zero mean in a Gini
 coefficient, fewer than two groups) is NaN together with a note saying why: never inf and never 0.
@@ -32,7 +34,10 @@ METRICS: dict[str, str] = {
     "fnmr_max_geomean": "FNMR Max/GeoMean",
     "fdr": "FDR (a=0.5)",
     "garbe": "GARBE (a=0.5)",
+    "werm": "WERM (exponents 0.5, eps 1e-5)",
 }
+WERM_ALPHA = WERM_BETA = 0.5   # WERM's exponents of the FMR and the FNMR ratio (Linghu et al., IJCB 2024)
+WERM_EPSILON = 1e-5            # added to every rate inside WERM's geometric means (so a zero rate is allowed)
 
 
 def _vector(x: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -124,6 +129,22 @@ def garbe(fmr: Sequence[float] | np.ndarray, fnmr: Sequence[float] | np.ndarray,
     return float(a * g1 + (1.0 - a) * g2), ""
 
 
+def werm(fmr: Sequence[float] | np.ndarray, fnmr: Sequence[float] | np.ndarray, alpha: float = WERM_ALPHA,
+         beta: float = WERM_BETA, epsilon: float = WERM_EPSILON) -> tuple[float, str]:
+    """WERM = (max FMR / GeoMean(FMR + eps))^alpha * (max FNMR / GeoMean(FNMR + eps))^beta, as Linghu et al.
+    (IJCB 2024) compute it; 1 = equal rates. NaN with a note when every FMR or every FNMR is 0 (the product is
+    then 0, which would read as better than equal)."""
+    terms = []
+    for x, name, power in ((_vector(fmr), "FMR", alpha), (_vector(fnmr), "FNMR", beta)):
+        note = _check_rates(x, name)
+        if note:
+            return float("nan"), note
+        if x.max() == 0:
+            return float("nan"), f"undefined: every {name} is 0"
+        terms.append((x.max() / np.exp(np.log(x + epsilon).mean())) ** power)
+    return float(terms[0] * terms[1]), ""
+
+
 def summaries(fmr: Sequence[float] | np.ndarray, fnmr: Sequence[float] | np.ndarray,
               a: float = DEFAULT_A) -> pd.DataFrame:
     """Every summary for one set of groups: columns metric, label, value (NaN if undefined), defined, note."""
@@ -134,6 +155,7 @@ def summaries(fmr: Sequence[float] | np.ndarray, fnmr: Sequence[float] | np.ndar
         "fnmr_max_geomean": max_geomean_ratio(fnmr, "FNMR"),
         "fdr": fdr(fmr, fnmr, a),
         "garbe": garbe(fmr, fnmr, a),
+        "werm": werm(fmr, fnmr),
     }
     rows = []
     for key, (value, note) in values.items():

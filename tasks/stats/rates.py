@@ -12,6 +12,8 @@ Definitions (docs/REPORT.md, section "Verification with error bars", has them wi
 - **EER**: operating points at +inf and at every distinct score (genuine or impostor), in decreasing threshold
   order; the EER is where FMR - FNMR changes sign, linearly interpolated between the two points around the
   crossing (the same as scikit-learn's ``roc_curve(drop_intermediate=False)``; :func:`eer_at_crossing`).
+- **d' (decidability)**: |mean(genuine) - mean(impostor)| / sqrt((var(genuine) + var(impostor)) / 2), the
+  variances with ddof = 0 (Daugman's separation of the two score distributions; :func:`decidability`).
 - **Clopper-Pearson** 95% interval of k/n: [B(a/2; k, n-k+1), B(1-a/2; k+1, n-k)] (beta quantiles; 0 when k=0,
   1 when k=n). **Rule of three**: with k = 0 the one-sided 95% upper bound is ~3/n; a zero rate is displayed
   as "<= 3/n", never as a bare 0.
@@ -21,7 +23,7 @@ Definitions (docs/REPORT.md, section "Verification with error bars", has them wi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 
 import numpy as np
@@ -213,6 +215,24 @@ def eer_at_crossing(thresholds: np.ndarray, fmr: np.ndarray, fnmr: np.ndarray) -
     return float(eer), float(t1 if not np.isfinite(t0) else t0 + w * (t1 - t0))
 
 
+def decidability(genuine: np.ndarray, impostor: np.ndarray, w_gen: np.ndarray | None = None,
+                 w_imp: np.ndarray | None = None) -> float:
+    """d' = |mean(genuine) - mean(impostor)| / sqrt((var(genuine) + var(impostor)) / 2), population variances
+    (ddof = 0), optionally weighted (``w_*``: counts per score, e.g. a histogram's per bin centre); NaN when a side
+    has no score or both variances are 0."""
+    moments = []
+    for x, w in ((genuine, w_gen), (impostor, w_imp)):
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        w = np.ones_like(x) if w is None else np.asarray(w, dtype=np.float64).reshape(-1)
+        if w.sum() <= 0:
+            return float("nan")
+        mean = np.average(x, weights=w)
+        moments.append((mean, np.average((x - mean) ** 2, weights=w)))
+    (mg, vg), (mi, vi) = moments
+    spread = np.sqrt((vg + vi) / 2.0)
+    return float(abs(mg - mi) / spread) if spread > 0 else float("nan")
+
+
 def threshold_at_fmr(impostor: np.ndarray, target_fmr: float) -> float:
     """The convention's threshold at ``target_fmr`` (module docstring), integer arithmetic."""
     s = np.sort(np.asarray(impostor, dtype=np.float64).reshape(-1))
@@ -242,7 +262,7 @@ def operating_point(genuine: np.ndarray, impostor: np.ndarray, target_fmr: float
 OP_COLUMNS = ["group", "target_fmr", "threshold_kind", "threshold", "false_matches", "n_impostor", "fmr",
               "fmr_ci_low", "fmr_ci_high", "fmr_display", "false_non_matches", "n_genuine", "fnmr", "fnmr_ci_low",
               "fnmr_ci_high", "fnmr_display", "resolved", "reason"]
-EER_COLUMNS = ["group", "eer", "eer_threshold", "n_genuine", "n_impostor"]
+EER_COLUMNS = ["group", "eer", "eer_threshold", "n_genuine", "n_impostor", "d_prime"]
 
 
 def group_operating_points(genuine: np.ndarray, genuine_group: np.ndarray, impostor: np.ndarray,
@@ -251,7 +271,9 @@ def group_operating_points(genuine: np.ndarray, genuine_group: np.ndarray, impos
                            global_target_fmr: float = 1e-3,
                            groups: Sequence[str] | None = None,
                            confidence: float = CONFIDENCE,
-                           pooled_impostor: np.ndarray | None = None) -> dict[str, pd.DataFrame]:
+                           pooled_impostor: np.ndarray | None = None,
+                           thresholds: Mapping[tuple[str, float], float] | None = None,
+                           global_threshold: float | None = None) -> dict[str, pd.DataFrame]:
     """Per demographic group: its EER, its OWN threshold at each target FMR and the rates there, beside the
     rates at the ONE global threshold (the convention's threshold at ``global_target_fmr`` over every impostor
     comparison, cross-group ones included). A group's impostors are the comparisons with both sides in it
@@ -259,8 +281,11 @@ def group_operating_points(genuine: np.ndarray, genuine_group: np.ndarray, impos
 
     Inputs: scores (m,) with a group label per genuine score and two per impostor score (any hashable labels).
     ``pooled_impostor`` (default: ``impostor``): the impostor scores of group "all" and of the global threshold
-    (a stratified sample's uniform part, when the per-group impostors were topped up).
-    Returns {"eer": columns :data:`EER_COLUMNS` (group "all" = every comparison), "operating_points":
+    (a stratified sample's uniform part, when the per-group impostors were topped up). ``thresholds`` ((group,
+    target) -> threshold, group "all" included) and ``global_threshold``: thresholds chosen elsewhere (on a
+    development set), applied here instead of the convention's on these scores.
+    Returns {"eer": columns :data:`EER_COLUMNS` (group "all" = every comparison; d_prime:
+    :func:`decidability`), "operating_points":
     columns :data:`OP_COLUMNS`, one row per (group incl. "all", target, threshold_kind in {"own", "global"})
     — for "global" target_fmr is ``global_target_fmr``. Rates carry counts, Clopper-Pearson CIs, a display
     string with the rule-of-three bound for zero counts, and the resolution flag + reason}."""
@@ -272,20 +297,22 @@ def group_operating_points(genuine: np.ndarray, genuine_group: np.ndarray, impos
         raise InputError("every score needs its group label(s)")
     names = list(groups) if groups is not None else sorted(set(gg) | set(ia) | set(ib))
     pooled = i if pooled_impostor is None else np.asarray(pooled_impostor, dtype=np.float64)
-    t_global = threshold_at_fmr(pooled, global_target_fmr)
+    t_global = threshold_at_fmr(pooled, global_target_fmr) if global_threshold is None else float(global_threshold)
     eer_rows, rows = [], []
     for name in ["all", *names]:
         if name == "all":
             gs, is_ = g, pooled
         else:
             gs, is_ = g[gg == name], i[(ia == name) & (ib == name)]
-        row = {"group": name, "n_genuine": int(gs.size), "n_impostor": int(is_.size)}
+        row = {"group": name, "n_genuine": int(gs.size), "n_impostor": int(is_.size),
+               "d_prime": decidability(gs, is_)}
         if gs.size and is_.size:
             row["eer"], row["eer_threshold"] = ScoreCurve(gs, is_).eer()
         else:
             row["eer"] = row["eer_threshold"] = np.nan
         eer_rows.append(row)
-        points = [(t, "own", None) for t in target_fmrs] + [(global_target_fmr, "global", t_global)]
+        points = [(t, "own", None if thresholds is None else thresholds[name, float(t)]) for t in target_fmrs] + \
+            [(global_target_fmr, "global", t_global)]
         for target, kind, thr in points:
             if is_.size == 0 and thr is None:
                 op = {"threshold": np.nan, "false_matches": 0, "n_impostor": 0, "fmr": np.nan,

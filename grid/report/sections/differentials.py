@@ -1,5 +1,5 @@
 """Demographic differentials at the one global threshold of the impostor-matrix jobs: each group's FMR and FNMR,
-the differential summaries (Max/Min, Max/GeoMean, FDR, GARBE) per seed and over seeds, and the cross-group
+the differential summaries (Max/Min, Max/GeoMean, FDR, GARBE, WERM) per seed and over seeds, and the cross-group
 impostor FMR matrix."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def demographic_rates_summary(res: Results) -> pd.DataFrame:
 
 
 def fairness_by_seed(res: Results, a: float = fairness.DEFAULT_A) -> pd.DataFrame:
-    """The demographic-differential summaries (Max/Min, Max/GeoMean, FDR, GARBE) per seed; see grid.fairness."""
+    """The demographic-differential summaries (Max/Min, Max/GeoMean, FDR, GARBE, WERM) per seed; see grid.fairness."""
     rates = res.tables["demographic_rates"].drop_duplicates(["seed", "group"], keep="last")
     groups = [g for g in demographic_groups(res) if g in set(rates["group"])] if not rates.empty else None
     return fairness.by_seed(rates, a, groups)
@@ -160,8 +160,9 @@ def differential_blocks(res: Results, s: Summaries) -> list[Block]:
     blocks.append(("p", "One threshold for everyone (FMR = 1e-3 over all impostor pairs); each demographic group's "
                         "own FMR and FNMR at it, and the summaries used in the field (docs/REPORT.md): NIST's "
                         "Max/Min and Max/GeoMean (1 = equal), FDR (1 = no discrepancy) and GARBE (0 = equal), "
-                        "a = 0.5, computed per seed then mean ± std. A ratio with a zero rate is undefined and "
-                        "reported as such."))
+                        "a = 0.5, and WERM (Linghu et al.: the FMR and FNMR Max/GeoMean ratios with eps = 1e-5, "
+                        "each to the power 0.5, multiplied; 1 = equal), computed per seed then mean ± std. A ratio "
+                        "with a zero rate is undefined and reported as such."))
     rates = s["demographic_rates"]
     if rates.empty:
         blocks.append(("note", "No demographic rates are stored (the impostor job failed, is missing, or "

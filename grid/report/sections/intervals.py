@@ -101,15 +101,16 @@ def operating_points_summary(res: Results) -> pd.DataFrame:
 
 
 def group_eer_summary(res: Results) -> pd.DataFrame:
-    """Each demographic group's own EER (and "all"): mean and std (ddof=1) over seeds. Columns: group, n_seeds,
-    eer_mean, eer_std, eer_threshold_mean."""
+    """Each demographic group's own EER and d' (and "all"): mean and std (ddof=1) over seeds (d' NaN for results
+    stored before it). Columns: group, n_seeds, eer_mean, eer_std, eer_threshold_mean, d_prime_mean, d_prime_std."""
     eer = res.tables["group_eer"].drop_duplicates(["seed", "group"], keep="last")
-    columns = ["group", "n_seeds", "eer_mean", "eer_std", "eer_threshold_mean"]
+    columns = ["group", "n_seeds", "eer_mean", "eer_std", "eer_threshold_mean", "d_prime_mean", "d_prime_std"]
     if eer.empty:
         return pd.DataFrame(columns=columns)
     out = eer.groupby("group").agg(n_seeds=("seed", "count"), eer_mean=("eer", "mean"),
                                    eer_std=("eer", lambda v: v.std(ddof=1)),
-                                   eer_threshold_mean=("eer_threshold", "mean"))
+                                   eer_threshold_mean=("eer_threshold", "mean"),
+                                   d_prime_mean=("d_prime", "mean"), d_prime_std=("d_prime", lambda v: v.std(ddof=1)))
     out = out.reindex([g for g in ["all", *demographic_groups(res)] if g in out.index]).reset_index()
     return out[columns]
 
@@ -130,8 +131,11 @@ def interval_blocks(res: Results, s: Summaries) -> list[Block]:
         frame = pd.DataFrame({"group": eer["group"],
                               "EER (%)": [pm(m, sd, 2, 100) for m, sd in zip(eer["eer_mean"], eer["eer_std"])],
                               "EER threshold": [num(v) for v in eer["eer_threshold_mean"]],
+                              "d'": [pm(m, sd, 2) for m, sd in zip(eer["d_prime_mean"], eer["d_prime_std"])],
                               "seeds": eer["n_seeds"].astype(str)})
-        blocks.append(("table", Table(frame, "EER per demographic group")))
+        blocks.append(("table", Table(frame, "EER per demographic group, with the decidability d'", notes=[
+            "d' = |mean genuine − mean impostor score| / sqrt((var genuine + var impostor) / 2): how far apart the "
+            "group's two score distributions lie (larger = easier to tell apart; docs/REPORT.md)."])))
     frame = pd.DataFrame({
         "group": ops["group"], "threshold": ops["threshold_kind"], "target FMR": [f"{v:g}" for v in ops["target_fmr"]],
         "t": [num(v) for v in ops["threshold_mean"]], "FMR": [sci(v) for v in ops["fmr_mean"]],

@@ -15,11 +15,14 @@ from grid.report import figures
 from grid.report.blocks import Block, FigureBlock, Table, explained, num, png, pm
 from grid.report.results import Results
 from grid.report.sections import Section, Summaries
+from grid.report.sections.acquisition import (acquisition_blocks, acquisition_fairness, acquisition_rates_summary,
+                                              acquisition_summary)
 from grid.report.sections.allpairs import allpairs_blocks, allpairs_intervals, allpairs_summary
 from grid.report.sections.differentials import (bounded_fairness_by_seed, demographic_rates_summary,
                                                 differential_blocks, fairness_by_seed, fairness_summary,
                                                 impostor_fmr_matrix, impostor_matrix_blocks)
 from grid.report.sections.intervals import group_eer_summary, interval_blocks, interval_text, operating_points_summary
+from grid.report.sections.calibration import calibration_blocks, threshold_calibration
 from grid.report.sections.pairs import pair_blocks, pair_protocol
 
 
@@ -181,8 +184,9 @@ def _verification_table(ver: pd.DataFrame) -> Table:
 
 
 def verification_blocks(res: Results, s: Summaries) -> list[Block]:
-    """Verification: per test group, the score figures, the demographic differentials, the operating points and
-    intervals, the all-pairs counts, the pair protocol, the cross-group impostor FMR."""
+    """Verification: per test group, the score figures, the demographic differentials, the failure to acquire, the
+    operating points and intervals, the intended and achieved FMR of thresholds from development identities, the
+    all-pairs counts, the pair protocol, the cross-group impostor FMR."""
     blocks = explained("Verification",
                        "Cosine-similarity verification of the test identities per ethnicity: genuine pairs are two "
                        "images of the same identity, impostor pairs images of different identities. Rates in %, "
@@ -199,7 +203,9 @@ def verification_blocks(res: Results, s: Summaries) -> list[Block]:
             blocks.append(("figure", FigureBlock(name, caption, png(fig))))
 
     blocks += differential_blocks(res, s)
+    blocks += acquisition_blocks(res, s)
     blocks += interval_blocks(res, s)
+    blocks += calibration_blocks(res, s)
     blocks += allpairs_blocks(res, s)
     blocks += pair_blocks(res)
     blocks += impostor_matrix_blocks(res)
@@ -213,7 +219,9 @@ def _summaries(res: Results) -> Summaries:
            "impostor_fmr": imp.reset_index() if not imp.empty else pd.DataFrame(columns=["group_a"]),
            "group_eer": group_eer_summary(res), "operating_points": operating_points_summary(res),
            "verification_intervals": res.tables["verification_ci"],
-           "fairness_bounded_by_seed": bounded_fairness_by_seed(res)}
+           "fairness_bounded_by_seed": bounded_fairness_by_seed(res), "acquisition": acquisition_summary(res),
+           "acquisition_rates": acquisition_rates_summary(res), "acquisition_fairness": acquisition_fairness(res),
+           "threshold_calibration": threshold_calibration(res)}
     for name, frame in pair_protocol(res).items():
         out[f"pairs_{name}"] = frame
     exact = allpairs_summary(res)
