@@ -1,7 +1,7 @@
 """One experiment per results folder.
 
-The first run on a folder fixes its experiment: the data (fingerprint), the protocol, each model's
-configuration, and - once they are first run - the keys of the job kinds' config sections (``tasks.kinds.
+The first run on a folder fixes its experiment: the data (fingerprint), the protocol, the axes (target, group
+axis, bins; a folder written before they existed has the defaults), each model's configuration, and - once they are first run - the keys of the job kinds' config sections (``tasks.kinds.
 ConfigPart``: a section is fixed once a run had it enabled, except the keys it extends). Later runs may add
 seeds, models, train or test groups, or a kind's jobs; a run that would change anything already fixed
 is refused before anything is written, naming each differing key with its stored and its new value. The folder's
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from grid.axes import DEFAULT_AXES, axis_config
 from grid.plan import JOB_CODE_VERSION
 from storage.errors import InputError
 from tasks import kinds
@@ -32,7 +33,7 @@ def fixed_part(cfg: dict[str, Any], fingerprint: str) -> dict[str, Any]:
     """What a run fixes in its folder: the job code version, data fingerprint, protocol, model configurations, and
     each kind section that is enabled (no ``enabled`` key: always), without ``enabled`` and its extended keys."""
     fixed: dict[str, Any] = {"job_code": JOB_CODE_VERSION, "data_fingerprint": fingerprint,
-                             "protocol": dict(cfg["protocol"]),
+                             "protocol": dict(cfg["protocol"]), "axes": axis_config(cfg),
                              "model": {m: cfg["model"][m] for m in cfg["grid"]["models"]}}
     for name, extend in kind_sections().items():
         section = cfg.get(name) or {}
@@ -61,6 +62,7 @@ def merge_fixed(stored: dict[str, Any] | None, new: dict[str, Any], out: str) ->
     sections). InputError listing every key whose new value differs from the stored one."""
     if not stored:
         return new
+    stored = {"axes": DEFAULT_AXES, **stored}   # written before the axes could change: the defaults
     if stored.get("job_code") != new["job_code"]:
         raise InputError(f"{out} was written by another version of biasgrid's jobs (job code "
                          f"{stored.get('job_code', 1)}, this one {new['job_code']}): its numbers are not comparable "
@@ -88,7 +90,7 @@ def merged_config(stored_config: dict[str, Any] | None, cfg: dict[str, Any], fix
     turned it on, with the folder's parameters (its extended lists: the union). A run thus completes the
     folder's whole grid."""
     stored = (stored_config or {}).get("grid") or {}
-    grid = {}
+    grid = dict(cfg["grid"])
     for key in GRID_LISTS:
         before = [v for v in stored.get(key) or [] if isinstance(v, (str, int)) and not isinstance(v, bool)]
         grid[key] = before + [v for v in cfg["grid"][key] if v not in before]

@@ -101,8 +101,8 @@ def check_bins(bins: object, where: str) -> dict[str, list[float]]:
         if (not isinstance(edges, list) or len(edges) < 2
                 or not all(isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e) for e in edges)
                 or any(b <= a for a, b in itertools.pairwise(edges))):
-            raise InputError(f"{where}.{name} must be at least two increasing numbers (bin edges, e.g. "
-                             f"[0, 20, 30, 40, 50, 65, 200]), got {edges!r}")
+            raise InputError(f"{where}: the bins of {name!r} must be at least two increasing numbers (bin edges, "
+                             f"e.g. [0, 20, 30, 40, 50, 65, 200]), got {edges!r}")
         out[str(name)] = [float(e) for e in edges]
     return out
 

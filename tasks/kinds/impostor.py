@@ -13,10 +13,10 @@ import pandas as pd
 
 from storage.errors import InputError
 from storage.schema import result_table
-from storage.vocab import demographic_names
 from tasks.kinds import ConfigPart, JobKind, PlannedJob, Where, register
 from tasks.runtime import check_rows
 from tasks.stats import bootstrap, fairness, rates, scoring
+from tasks.runtime import row_groups
 
 SAMPLING = ("stratified", "uniform")         # impostor sampling beyond max_impostor_pairs
 MAX_BOOTSTRAP = 1_000_000                    # verification.bootstrap: resamples per job
@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "target_fmrs": [1e-2, 1e-3, 1e-4],   # per-group own thresholds (operating_points table)
     "bootstrap": 1000,                   # identity-bootstrap resamples per scores and impostor-matrix job; 0 = none
     "sampling": "stratified",            # impostor sample beyond max_impostor_pairs: stratified | uniform
+    "groups": ["ethnicity", "gender"],   # the demographic groups: a product of attributes (grid.axes)
 }
 
 
@@ -164,6 +165,10 @@ def _check_config(cfg: dict[str, Any], where: Where) -> None:
     if v["sampling"] not in SAMPLING:
         raise InputError(f"{where('verification.sampling')} must be one of {', '.join(SAMPLING)}, "
                          f"got {v['sampling']!r}")
+    if not v["groups"] or not all(isinstance(a, str) and a.strip() for a in v["groups"]) \
+            or len(set(v["groups"])) != len(v["groups"]):
+        raise InputError(f"{where('verification.groups')} must be a non-empty list of distinct attribute names, "
+                         f"e.g. [\"ethnicity\", \"gender\"] or [\"age\"], got {v['groups']!r}")
     if v["bootstrap"] < 0 or v["bootstrap"] == 1 or v["bootstrap"] > MAX_BOOTSTRAP:
         raise InputError(f"{where('verification.bootstrap')} must be 0 (no bootstrap) or from 2 to "
                          f"{MAX_BOOTSTRAP:,} resamples, got {v['bootstrap']:,}")
@@ -186,8 +191,7 @@ def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str,
     p, seed, rows = payload["params"], payload["seed"], payload["rows"]
     X = data["X"]
     demographic = np.empty(len(X), dtype=object)
-    demographic[rows] = demographic_names(data["ethnicity"][rows], data["gender"][rows],
-                                          tuple(data["ethnicity_names"]))
+    demographic[rows] = row_groups(data, rows)
     out = impostor_matrix(X, data["identity_codes"], demographic, rows, seed=seed, target_fmr=p["target_fmr"],
                           max_impostor_pairs=p["max_impostor_pairs"], target_fmrs=p.get("target_fmrs", ()),
                           n_resamples=p.get("bootstrap", 0), sampling=p.get("sampling", "uniform"))
