@@ -15,6 +15,7 @@ import numpy as np
 
 from grid import experiment
 from grid.axes import Axes, resolve_axes
+from grid.config import resolve_config
 from grid.dispatch import dispatch, say
 from grid.executors import Executor, make_executor
 from grid.plan import Job, count_jobs, make_plan
@@ -67,10 +68,11 @@ def load_data(data_cfg: dict[str, Any]) -> EmbeddingTable:
     return import_embeddings(path, fmt or None)
 
 
-def shared_arrays(table: EmbeddingTable, axes: Axes) -> dict[str, np.ndarray]:
+def shared_arrays(table: EmbeddingTable, axes: Axes | None = None) -> dict[str, np.ndarray]:
     """The arrays every job reads: the matrix, identities, image names and the axes' labels (``target``,
-    ``group``, ``demographic`` and their ``*_names``: :meth:`grid.axes.Axes.arrays`); indices select rows per
-    job."""
+    ``group``, ``demographic`` and their ``*_names``: :meth:`grid.axes.Axes.arrays`; default: the default
+    axes); indices select rows per job."""
+    axes = axes or resolve_axes(resolve_config(None), table)
     return {"X": table.embeddings, "identity_codes": table.identity_codes(),
             "identity": np.asarray(table.identity, dtype=object), "image": np.asarray(table.image, dtype=object),
             **axes.arrays()}
@@ -122,10 +124,11 @@ def load_checked_data(cfg: dict[str, Any]) -> tuple[dict[str, Any], EmbeddingTab
     present = resolve_axes(cfg, table).group.present()
     grid = dict(cfg["grid"])
     grid["test_groups"] = grid["test_groups"] or list(present)
-    if not grid["models"]:   # a verification-only study trains nothing
+    if grid["models"]:
+        grid["train_groups"] = grid["train_groups"] or [*present, *([ALL] if len(present) > 1 else [])]  # 1: no "all"
+    else:   # a verification-only study trains nothing
         grid["train_groups"] = []
-    grid["train_groups"] = grid["train_groups"] or [*present, *([ALL] if len(present) > 1 else [])]  # one: no "all"
-    check_groups(grid["train_groups"], grid["test_groups"], present)
+    check_groups(grid["train_groups"], grid["test_groups"], present, need_train=bool(grid["models"]))
     return {**cfg, "grid": grid}, table, table.fingerprint()
 
 

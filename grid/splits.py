@@ -189,12 +189,13 @@ def train_group_ethnicities(train_group: str, available: Iterable[str]) -> tuple
     return tuple(e for e in avail if e in parts)
 
 
-def check_groups(train_groups: Sequence[str], test_groups: Sequence[str], available: Sequence[str]) -> None:
-    """Raise InputError naming the first train or test group that is malformed, repeated, or needs an
-    ethnicity group missing from the data (``available``, in the data's order). ``"all"`` is every group of the
-    data; test groups are single groups."""
+def check_groups(train_groups: Sequence[str], test_groups: Sequence[str], available: Sequence[str],
+                 need_train: bool = True) -> None:
+    """Raise InputError naming the first train or test group that is malformed, repeated, or needs a group missing
+    from the data (``available``, in the data's order). ``"all"`` is every group of the data; test groups are
+    single groups; no train groups are needed without models (``need_train`` False)."""
     avail = list(available)
-    if not list(train_groups):
+    if need_train and not list(train_groups):
         raise InputError("train groups: none given; expected ethnicity groups, 'all' or unions such as 'asian+black'")
     if not list(test_groups):
         raise InputError(f"test groups: none given; expected some of {', '.join(avail)}")
