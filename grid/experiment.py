@@ -1,7 +1,8 @@
 """One experiment per results folder.
 
 The first run on a folder fixes its experiment: the data (fingerprint), the protocol, the axes (target, group
-axis, bins; a folder written before they existed has the defaults), each model's configuration, and - once they are first run - the keys of the job kinds' config sections (``tasks.kinds.
+axis, bins; a folder written before they existed has the defaults), each model's configuration, and - once they
+are first run - the keys of the job kinds' config sections (``tasks.kinds.
 ConfigPart``: a section is fixed once a run had it enabled, except the keys it extends). Later runs may add
 seeds, models, train or test groups, or a kind's jobs; a run that would change anything already fixed
 is refused before anything is written, naming each differing key with its stored and its new value. The folder's
@@ -57,12 +58,27 @@ def _differences(stored: Any, new: Any, where: str) -> list[str]:
     return [] if stored == new else [f"{where}: stored {_show(stored)}, new {_show(new)}"]
 
 
+def _with_later_keys(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` with the keys added to biasgrid after the folder was written (the axes, a kind section's new
+    keys) at their defaults: what the folder's numbers were computed with, since a new key's default keeps the
+    numbers of before."""
+    from grid.config import defaults   # grid.config imports the executors: only when a folder is compared
+
+    base = defaults()
+    out = {"axes": DEFAULT_AXES, **stored}
+    for name in kind_sections():
+        if isinstance(out.get(name), dict) and isinstance(new.get(name), dict):
+            later = {k: v for k, v in base.get(name, {}).items() if k in new[name] and k not in out[name]}
+            out[name] = {**later, **out[name]}
+    return out
+
+
 def merge_fixed(stored: dict[str, Any] | None, new: dict[str, Any], out: str) -> dict[str, Any]:
     """The folder's fixed part after this run: ``stored`` extended by what ``new`` adds (models, kind
     sections). InputError listing every key whose new value differs from the stored one."""
     if not stored:
         return new
-    stored = {"axes": DEFAULT_AXES, **stored}   # written before the axes could change: the defaults
+    stored = _with_later_keys(stored, new)
     if stored.get("job_code") != new["job_code"]:
         raise InputError(f"{out} was written by another version of biasgrid's jobs (job code "
                          f"{stored.get('job_code', 1)}, this one {new['job_code']}): its numbers are not comparable "

@@ -74,12 +74,6 @@ class EmbeddingTable:
         """The ethnicity groups that have rows, in the vocabulary's order (none without ethnicity labels)."""
         return [] if self.ethnicity is None else [self.ethnicities[c] for c in np.unique(self.ethnicity)]
 
-    def replace(self, **changes: object) -> EmbeddingTable:
-        """A copy with some fields replaced (the other fields, attributes included, kept)."""
-        fields = {k: getattr(self, k) for k in ("embeddings", "identity", "image", "ethnicity", "gender",
-                                                 "ethnicities", "face_detected", "attributes")}
-        return EmbeddingTable(**{**fields, **changes})
-
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
 

@@ -26,7 +26,7 @@ from grid.runner import run_grid, shared_arrays
 from tasks.runtime import row_groups
 from storage.errors import InputError
 from storage.table import EmbeddingTable, write_table
-from storage.vocab import demographic_names
+from storage.attributes import default_groups
 from tasks.stats import allpairs, bootstrap, fairness
 from tasks.stats import allpairs_rates
 from tasks.kinds import allpairs as allpairs_kind
@@ -64,7 +64,7 @@ class Brute:
         i, j = np.triu_indices(len(X), 1)
         self.s = (X @ X.T)[i, j]
         self.ida, self.idb = table.identity_codes()[i], table.identity_codes()[j]
-        groups = np.asarray(demographic_names(table.ethnicity, table.gender, table.ethnicities)).astype(str)
+        groups = default_groups(table).per_row().astype(str)
         self.names = sorted(set(groups))
         code = np.array([self.names.index(g) for g in groups])
         self.ga, self.gb = code[i], code[j]

@@ -5,6 +5,7 @@ age-group x gender verification breakdown."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -55,7 +56,7 @@ def test_attributes_survive_parquet_csv_uam_and_prefix_group(tmp_path):
     write_table(table, tmp_path / "t.parquet")
     back = read_table(tmp_path / "t.parquet")
     same_attributes(table, back)
-    assert back.fingerprint() == table.fingerprint() != table.replace(attributes={}).fingerprint()
+    assert back.fingerprint() == table.fingerprint() != dataclasses.replace(table, attributes={}).fingerprint()
     # CSV table format: the attribute columns beside e0..e5 (numbers read as numeric)
     frame = pd.DataFrame({"identity": table.identity, "image": table.image, "ethnicity": "asian",
                           "gender": np.where(table.gender == 0, "male", "female"),
@@ -74,7 +75,7 @@ def test_attributes_survive_parquet_csv_uam_and_prefix_group(tmp_path):
     assert got.attributes["age"].tolist() == table.attributes["age"].tolist()
     assert got.identity[0].endswith("/p0")
     # no ethnicity column at all (LFW): read back without one
-    write_table(table.replace(ethnicity=None, ethnicities=()), tmp_path / "lfw.parquet")
+    write_table(dataclasses.replace(table, ethnicity=None, ethnicities=()), tmp_path / "lfw.parquet")
     lfw = read_table(tmp_path / "lfw.parquet")
     assert lfw.ethnicity is None and lfw.present_ethnicities() == [] and "age" in lfw.attributes
 
@@ -84,7 +85,7 @@ def test_one_value_per_identity_and_bins():
     skin = table.attributes["skin_tone"].copy()
     skin[1] = "v-vi"                                   # p0's second image: another skin tone
     with pytest.raises(InputError, match=r"attribute 'skin_tone': identity 'p0' has images in groups i-ii, v-vi"):
-        validate_table(table.replace(attributes={"skin_tone": skin}), "t")
+        validate_table(dataclasses.replace(table, attributes={"skin_tone": skin}), "t")
     validate_table(table, "t")                         # age varies within identities: numeric attributes may
     with pytest.raises(InputError, match=r"'age' is numeric .*bins.age"):
         attribute_labels(table, "age")
@@ -140,7 +141,8 @@ def glasses_table() -> EmbeddingTable:
     wears = (codes * 7919 % 13) % 2                     # per identity, about half
     X = t.embeddings.copy()
     X[:, 0] += 1.5 * wears                              # something a linear model can learn
-    return t.replace(embeddings=X, attributes={"glasses": np.where(wears == 1, "yes", "no").astype(object)})
+    return dataclasses.replace(t, embeddings=X,
+                               attributes={"glasses": np.where(wears == 1, "yes", "no").astype(object)})
 
 
 @pytest.mark.parametrize("axes", [{}, {"grid.target": "glasses", "grid.group": "gender"}])
@@ -149,11 +151,15 @@ def test_matrices_equal_a_direct_scikit_learn_loop(tmp_path, axes):
     existed) and gender as the group axis with another binary attribute as the target."""
     table = glasses_table()
     write_table(table, tmp_path / "g.parquet")
-    cfg = resolve_config(None, {"data.path": str(tmp_path / "g.parquet"), "grid.models": ["logreg"],
-                                "grid.seeds": "2", "protocol.train_per_gender": 5, "protocol.test_per_gender": 4,
-                                "verification.enabled": False, "tsne.enabled": False, "run.executor": "local",
-                                "run.workers": 2, "run.out": str(tmp_path / "r"), "run.report": False, **axes})
-    assert run_grid(cfg, progress=False).exit_code == 0
+    options = {"data.path": str(tmp_path / "g.parquet"), "grid.models": ["logreg"], "grid.seeds": "2",
+               "protocol.train_per_gender": 5, "protocol.test_per_gender": 4, "verification.enabled": False,
+               "tsne.enabled": False, "run.executor": "local", "run.workers": 2, "run.out": str(tmp_path / "r"),
+               "run.report": False}
+    assert run_grid(resolve_config(None, {**options, **axes}), progress=False).exit_code == 0
+    if axes:   # the folder fixes its axes
+        with pytest.raises(InputError, match=r"axes.group: stored 'gender', new 'ethnicity'; axes.target: stored "
+                                             r"'glasses', new 'gender'"):
+            run_grid(resolve_config(None, options), progress=False)
     got = load(tmp_path / "r")["accuracy"].set_index(["train_group", "test_group", "seed"])["accuracy"]
     if axes:
         names = np.array(["male", "female"])[table.gender]                     # group axis: gender
@@ -181,7 +187,7 @@ def test_matrices_equal_a_direct_scikit_learn_loop(tmp_path, axes):
 def test_age_group_by_gender_breakdown_equals_a_brute_force_count(tmp_path):
     t = generate(synth_params_from_dict({"identities_per_group": 12, "dim": 16, "images_per_identity": 3}, "t"))
     age = (20 + t.identity_codes() * 37 % 50).astype(np.float64)          # one age per identity, 20..69
-    table = t.replace(attributes={"age": age})
+    table = dataclasses.replace(t, attributes={"age": age})
     write_table(table, tmp_path / "a.parquet")
     edges = [0, 30, 50, 200]
     cfg = resolve_config(None, {"data.path": str(tmp_path / "a.parquet"), "grid.models": [], "grid.seeds": "1",

@@ -18,7 +18,7 @@ from grid.runner import load_data, run_grid, shared_arrays
 from grid.splits import Protocol, make_split
 from storage.results import load
 from storage.table import EmbeddingTable
-from storage.vocab import demographic_names
+from storage.attributes import default_groups
 
 TINY = """
 [data.synth]
@@ -89,7 +89,7 @@ def brute(table, split, test_groups):
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     S = X @ X.T
     ident = table.identity_codes()[rows]
-    group = np.asarray(demographic_names(table.ethnicity[rows], table.gender[rows], table.ethnicities)).astype(str)
+    group = default_groups(table).per_row()[rows].astype(str)
     i, j = np.triu_indices(len(rows), 1)
     return S[i, j], ident[i] == ident[j], group[i], group[j], ident[i], ident[j]
 
@@ -294,7 +294,7 @@ def test_allpairs_shards_sum_to_brute_force_counts_of_every_pair(grid):
     assert len(table.embeddings) > 2048     # more than one block of 2048 rows: the shards share the work
     assert sorted(rows["shard"].unique()) == [0, 1, 2] and (rows["count"] > 0).all()
     # the sum of the stored shards = one unsharded count of the whole table (exact integers)
-    one = count_shard(table.embeddings, table.identity_codes(), demographic_names(table.ethnicity, table.gender, table.ethnicities), 0, 1)
+    one = count_shard(table.embeddings, table.identity_codes(), default_groups(table).per_row(), 0, 1)
     key = ["group_a", "group_b", "kind", "bin"]
     summed = rows.groupby(key)["count"].sum().sort_index()
     pd.testing.assert_series_equal(summed, one.set_index(key)["count"].sort_index(), check_dtype=False)
@@ -304,7 +304,7 @@ def test_allpairs_shards_sum_to_brute_force_counts_of_every_pair(grid):
     i, j = np.triu_indices(len(X), 1)
     s = (X @ X.T)[i, j]
     ident = table.identity_codes()
-    group = np.asarray(demographic_names(table.ethnicity, table.gender, table.ethnicities)).astype(str)
+    group = default_groups(table).per_row().astype(str)
     gen = ident[i] == ident[j]
     first = group[i] <= group[j]
     lo, hi = np.where(first, group[i], group[j]), np.where(first, group[j], group[i])

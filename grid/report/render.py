@@ -42,7 +42,8 @@ def format_matrices(res: Results,
     parts = []
     for metric in metrics:
         n = len(res.seeds)
-        parts.append(f"{metric_title(metric, axis_names(res, 'target'))}: mean ± std over {n} seed{'s' if n != 1 else ''} "
+        title = metric_title(metric, axis_names(res, "target"))
+        parts.append(f"{title}: mean ± std over {n} seed{'s' if n != 1 else ''} "
                      f"(rows: trained on, columns: tested on)")
         for model in res.models:
             parts.append("")

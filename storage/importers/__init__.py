@@ -30,16 +30,17 @@ labels (when identity names are only unique within a group, ``prefix_group=True`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from storage.attributes import default_groups
 from storage.errors import InputError
 from storage.importers import diveface, npy, table, uam_csv
 from storage.table import EMBEDDING_COLUMN, EmbeddingTable, validate_table
-from storage.attributes import default_groups
 from storage.vocab import accepted_group_names
 
 __all__ = ["FORMATS", "FORMAT_NAMES", "Format", "detect_format", "import_embeddings"]
@@ -139,6 +140,7 @@ def import_embeddings(src: str | Path, fmt: str | None = None, *, columns: Mappi
     out = spec.read(src, **{option: values[option] for option in spec.options})
     if prefix_group:
         groups = default_groups(out).per_row()
-        out = out.replace(identity=np.array([f"{g}/{i}" for g, i in zip(groups, out.identity)], dtype=object))
+        prefixed = np.array([f"{g}/{i}" for g, i in zip(groups, out.identity)], dtype=object)
+        out = dataclasses.replace(out, identity=prefixed)
     validate_table(out, str(src))
     return out

@@ -30,8 +30,9 @@ def _panels(res: Results) -> tuple[tuple[tuple[str, str, str], ...], tuple[str, 
         return TSNE_PANELS, classes
     axes = res.run.get("axes") or {}
     group, target = (" x ".join(axes[a]["attributes"]) for a in ("group", "target"))
-    return ((classes[0], "ethnicity", f"{classes[0]}, by {group}"), (classes[1], "ethnicity", f"{classes[1]}, by {group}"),
-            ("all", "ethnicity", f"All, by {group}"), ("all", "ethnicity_gender", f"All, by {group} x {target}")), classes
+    panels = tuple((c, "ethnicity", f"{c}, by {group}") for c in classes)
+    return (*panels, ("all", "ethnicity", f"All, by {group}"),
+            ("all", "ethnicity_gender", f"All, by {group} x {target}")), classes
 
 
 def plot_tsne(res: Results, seed: int | None = None) -> Figure | None:
