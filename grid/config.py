@@ -29,14 +29,19 @@ DEFAULTS: dict[str, Any] = {
         "format": "",      # importer format; "" = detect from the path
         "synth": {},       # parameters of the built-in generator (storage.synth.SynthParams)
     },
-    "grid": {
-        "models": ["mlp", "xgboost"],
-        "seeds": 5,        # N (seeds 0..N-1) or an explicit list of seeds
-        "train_groups": [],  # [] = every ethnicity group in the data, then "all" (if several)
-        "test_groups": [],   # [] = every ethnicity group in the data
+    "attributes": {
+        "bins": {},        # numeric attribute -> bin edges, e.g. age = [0, 20, 30, 40, 50, 65, 200]
     },
-    "protocol": {
-        "train_per_gender": 500,
+    "grid": {
+        "models": ["mlp", "xgboost"],   # [] = a verification-only study (no classifier, no t-SNE)
+        "target": "gender",  # the classifier's target: any binary attribute
+        "group": "ethnicity",  # the group axis: the train and test groups are its values
+        "seeds": 5,        # N (seeds 0..N-1) or an explicit list of seeds
+        "train_groups": [],  # [] = every group of the group axis in the data, then "all" (if several)
+        "test_groups": [],   # [] = every group of the group axis in the data
+    },
+    "protocol": {           # identities per group and per target class (the names say gender, the default target)
+        "train_per_gender": 500,   # 0 allowed in a verification-only study (grid.models = [])
         "test_per_gender": 250,
     },
     "model": {},           # per-model overrides, e.g. [model.mlp] epochs = 50
@@ -78,7 +83,7 @@ def defaults() -> dict[str, Any]:
 
 
 # Sections whose keys are free-form (validated elsewhere).
-_OPEN_SECTIONS = {("data", "synth"), ("model",)}
+_OPEN_SECTIONS = {("data", "synth"), ("model",), ("attributes", "bins")}
 
 
 def _type_name(value: Any) -> str:
@@ -175,11 +180,14 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
     models_from_option = "grid.models" in options
     g = cfg["grid"]
     g["seeds"] = parse_seeds(g["seeds"], where("grid.seeds"), max(cfg["run"]["max_jobs"], 1))
+    for key in ("target", "group"):
+        if not g[key].strip():
+            raise InputError(f"{where(f'grid.{key}')} must name an attribute of the data, e.g. gender")
+        g[key] = g[key].strip()
     for key in ("models", "train_groups", "test_groups"):
         items = g[key]
-        if (key == "models" and not items) or not all(isinstance(s, str) and s.strip() for s in items):
-            raise InputError(f"{where(f'grid.{key}')} must be a {'non-empty ' if key == 'models' else ''}list of "
-                             f"names, got {items!r}")
+        if not all(isinstance(s, str) and s.strip() for s in items):
+            raise InputError(f"{where(f'grid.{key}')} must be a list of names, got {items!r}")
         if key != "models":   # group names as the data's labels are read: spaces and case ignored
             g[key] = items = [ALL if i.strip().lower() == ALL else "+".join(normalise(p) for p in i.split("+"))
                               for i in items]
@@ -197,8 +205,14 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
     g["train_groups"] = [t for t in g["train_groups"] if t != ALL] + ([ALL] if ALL in g["train_groups"] else [])
 
     for key in ("train_per_gender", "test_per_gender"):
-        if cfg["protocol"][key] < 1:
-            raise InputError(f"{where(f'protocol.{key}')} must be at least 1, got {cfg['protocol'][key]}")
+        least = 0 if key == "train_per_gender" and not g["models"] else 1   # no classifier: no training identities
+        if cfg["protocol"][key] < least:
+            raise InputError(f"{where(f'protocol.{key}')} must be at least {least}"
+                             f"{' (0 only without models)' if key == 'train_per_gender' else ''}, "
+                             f"got {cfg['protocol'][key]}")
+    from storage.attributes import check_bins
+
+    cfg["attributes"]["bins"] = check_bins(cfg["attributes"]["bins"], where("attributes.bins"))
 
     from tasks.models import resolve_model_config  # light import: no TensorFlow at module level
 

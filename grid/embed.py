@@ -46,15 +46,18 @@ _SHARD_SCHEMA = pa.schema([("row", pa.int64()), ("status", pa.string()), ("reaso
 # ------------------------------------------------------------------------------------------------- labels
 
 
-def label_codes(images: LabelledImages) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """int8 ethnicity and gender codes of the images and the table's ethnicity vocabulary (any group names,
-    storage.vocab.ethnicity_vocabulary); InputError naming the first image whose group cannot be a group name."""
+def label_codes(images: LabelledImages) -> tuple[np.ndarray | None, np.ndarray, tuple[str, ...]]:
+    """int8 ethnicity (None without ethnicity labels) and gender codes of the images and the table's ethnicity
+    vocabulary (any group names, storage.vocab.ethnicity_vocabulary); InputError naming the first image whose
+    group cannot be a group name."""
+    gender = np.fromiter((GENDERS.index(g) for g in images.gender), dtype=np.int8, count=len(images))
+    if images.ethnicity is None:
+        return None, gender, ()
     for name in sorted(set(images.ethnicity)):
         check_group_name(name, f"{images.source}: ethnicity")
     vocabulary = ethnicity_vocabulary(set(images.ethnicity))
     eth_index = {e: i for i, e in enumerate(vocabulary)}
     ethnicity = np.fromiter((eth_index[e] for e in images.ethnicity), dtype=np.int8, count=len(images))
-    gender = np.fromiter((GENDERS.index(g) for g in images.gender), dtype=np.int8, count=len(images))
     return ethnicity, gender, vocabulary
 
 
@@ -184,7 +187,7 @@ class Assembled:
 
 
 def assemble(images: LabelledImages, shards: list[Shard], done: dict[str, pa.Table],
-             codes: tuple[np.ndarray, np.ndarray]) -> Assembled:
+             codes: tuple[np.ndarray | None, np.ndarray, tuple[str, ...]]) -> Assembled:
     """The (n, d) matrix and labels of every ``ok`` row, in image order, from the shards' rows. The matrix is
     allocated once and filled shard by shard (driver memory: the stored shards plus one matrix)."""
     keep: list[np.ndarray] = []
@@ -229,7 +232,8 @@ def assemble(images: LabelledImages, shards: list[Shard], done: dict[str, pa.Tab
         if not len(at):
             return Assembled(None, errors, skipped)
     table = EmbeddingTable(matrix, np.asarray(images.identity[at], dtype=object),
-                           np.asarray(images.image[at], dtype=object), codes[0][at], codes[1][at], codes[2], face)
+                           np.asarray(images.image[at], dtype=object), None if codes[0] is None else codes[0][at],
+                           codes[1][at], codes[2], face, {k: v[at] for k, v in images.attributes.items()})
     return Assembled(table, errors, skipped)
 
 
@@ -252,7 +256,7 @@ class FailedShards(Exception):
     """Shard jobs failed: no table was written; the finished shards are kept for the next run."""
 
 
-def embed_table(images: LabelledImages, codes: tuple[np.ndarray, np.ndarray, tuple[str, ...]], spec: EmbedSpec,
+def embed_table(images: LabelledImages, codes: tuple[np.ndarray | None, np.ndarray, tuple[str, ...]], spec: EmbedSpec,
                 run_cfg: dict[str, Any], out: Path, *, src: str, shard_size: int, strict: bool,
                 progress: bool) -> Assembled:
     """Embed the shards of ``images`` not stored yet, then write the table ``out`` (and the list of unreadable

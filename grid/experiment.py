@@ -1,7 +1,8 @@
 """One experiment per results folder.
 
-The first run on a folder fixes its experiment: the data (fingerprint), the protocol, each model's
-configuration, and - once they are first run - the keys of the job kinds' config sections (``tasks.kinds.
+The first run on a folder fixes its experiment: the data (fingerprint), the protocol, the axes (target, group
+axis, bins; a folder written before they existed has the defaults), each model's configuration, and - once they
+are first run - the keys of the job kinds' config sections (``tasks.kinds.
 ConfigPart``: a section is fixed once a run had it enabled, except the keys it extends). Later runs may add
 seeds, models, train or test groups, or a kind's jobs; a run that would change anything already fixed
 is refused before anything is written, naming each differing key with its stored and its new value. The folder's
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from grid.axes import DEFAULT_AXES, axis_config
 from grid.plan import JOB_CODE_VERSION
 from storage.errors import InputError
 from tasks import kinds
@@ -32,7 +34,7 @@ def fixed_part(cfg: dict[str, Any], fingerprint: str) -> dict[str, Any]:
     """What a run fixes in its folder: the job code version, data fingerprint, protocol, model configurations, and
     each kind section that is enabled (no ``enabled`` key: always), without ``enabled`` and its extended keys."""
     fixed: dict[str, Any] = {"job_code": JOB_CODE_VERSION, "data_fingerprint": fingerprint,
-                             "protocol": dict(cfg["protocol"]),
+                             "protocol": dict(cfg["protocol"]), "axes": axis_config(cfg),
                              "model": {m: cfg["model"][m] for m in cfg["grid"]["models"]}}
     for name, extend in kind_sections().items():
         section = cfg.get(name) or {}
@@ -56,14 +58,18 @@ def _differences(stored: Any, new: Any, where: str) -> list[str]:
     return [] if stored == new else [f"{where}: stored {_show(stored)}, new {_show(new)}"]
 
 
-def _with_added_keys(stored: dict[str, Any]) -> dict[str, Any]:
-    """``stored`` with every key a kind section lacks at the key's default: a key that a later version added
-    means, at its default, what the version that wrote the folder did (so such a folder is not another experiment)."""
-    out = dict(stored)
-    for part in kinds.config_parts():
-        if isinstance(out.get(part.section), dict):
-            out[part.section] = {**{k: v for k, v in part.defaults.items() if k != "enabled" and k not in part.extend},
-                                 **out[part.section]}
+def _with_later_keys(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` with the keys added to biasgrid after the folder was written (the axes, a kind section's new
+    keys) at their defaults: what the folder's numbers were computed with, since a new key's default keeps the
+    numbers of before."""
+    from grid.config import defaults   # grid.config imports the executors: only when a folder is compared
+
+    base = defaults()
+    out = {"axes": DEFAULT_AXES, **stored}
+    for name in kind_sections():
+        if isinstance(out.get(name), dict) and isinstance(new.get(name), dict):
+            later = {k: v for k, v in base.get(name, {}).items() if k in new[name] and k not in out[name]}
+            out[name] = {**later, **out[name]}
     return out
 
 
@@ -72,7 +78,7 @@ def merge_fixed(stored: dict[str, Any] | None, new: dict[str, Any], out: str) ->
     sections). InputError listing every key whose new value differs from the stored one."""
     if not stored:
         return new
-    stored = _with_added_keys(stored)
+    stored = _with_later_keys(stored, new)
     if stored.get("job_code") != new["job_code"]:
         raise InputError(f"{out} was written by another version of biasgrid's jobs (job code "
                          f"{stored.get('job_code', 1)}, this one {new['job_code']}): its numbers are not comparable "
@@ -100,7 +106,7 @@ def merged_config(stored_config: dict[str, Any] | None, cfg: dict[str, Any], fix
     turned it on, with the folder's parameters (its extended lists: the union). A run thus completes the
     folder's whole grid."""
     stored = (stored_config or {}).get("grid") or {}
-    grid = {}
+    grid = dict(cfg["grid"])
     for key in GRID_LISTS:
         before = [v for v in stored.get(key) or [] if isinstance(v, (str, int)) and not isinstance(v, bool)]
         grid[key] = before + [v for v in cfg["grid"][key] if v not in before]

@@ -1,8 +1,9 @@
 """The plan: every job of a grid, each with a stable id derived from everything that determines its result.
 
 Which jobs a config asks for is declared by each job kind (``tasks.kinds``: one module per kind, each a
-product of its axes). A job's id hashes the data fingerprint, the protocol, the job code version, the
-kind, the seed and the job's parameters (except those that only shape how it runs, such as its thread budget).
+product of its axes). A job's id hashes the data fingerprint, the protocol, the job code version, the study's
+target and group axis when they are not the defaults (:func:`grid.axes.axis_config`), the kind, the seed and the
+job's parameters (except those that only shape how it runs, such as its thread budget).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from grid.axes import DEFAULT_AXES, axis_config
 from tasks import kinds
 
 # Bump when a job's code changes its numbers, so that old stored results are not mixed with new ones.
@@ -56,6 +58,9 @@ def count_jobs(cfg: dict[str, Any]) -> int:
 def make_plan(cfg: dict[str, Any], fingerprint: str) -> list[Job]:
     """All jobs of the resolved config ``cfg`` for the data with ``fingerprint``, longest kinds first."""
     common = {"data": fingerprint, "protocol": cfg["protocol"], "code": JOB_CODE_VERSION}
+    axes = axis_config(cfg)
+    if axes != DEFAULT_AXES:   # the defaults keep the ids of folders written before the axes could change
+        common["axes"] = axes
     jobs: list[tuple[tuple[int, int], Job]] = []
     for kind in kinds.all_kinds():
         for planned in kind.plan(cfg):

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from grid import experiment
+from grid.axes import Axes, resolve_axes
+from grid.config import resolve_config
 from grid.dispatch import dispatch, say
 from grid.executors import Executor, make_executor
 from grid.plan import Job, count_jobs, make_plan
@@ -66,13 +68,14 @@ def load_data(data_cfg: dict[str, Any]) -> EmbeddingTable:
     return import_embeddings(path, fmt or None)
 
 
-def shared_arrays(table: EmbeddingTable) -> dict[str, np.ndarray]:
-    """The arrays every job reads: the matrix and the label columns (indices select rows per job), and
-    ``face_detected`` when the table has it."""
-    return {"X": table.embeddings, "gender": table.gender, "ethnicity": table.ethnicity,
-            "ethnicity_names": np.asarray(table.ethnicities, dtype=object),
-            "identity_codes": table.identity_codes(), "identity": np.asarray(table.identity, dtype=object),
-            "image": np.asarray(table.image, dtype=object),
+def shared_arrays(table: EmbeddingTable, axes: Axes | None = None) -> dict[str, np.ndarray]:
+    """The arrays every job reads: the matrix, identities, image names and the axes' labels (``target``,
+    ``group``, ``demographic`` and their ``*_names``: :meth:`grid.axes.Axes.arrays`; default: the default
+    axes), and ``face_detected`` when the table has it; indices select rows per job."""
+    axes = axes or resolve_axes(resolve_config(None), table)
+    return {"X": table.embeddings, "identity_codes": table.identity_codes(),
+            "identity": np.asarray(table.identity, dtype=object), "image": np.asarray(table.image, dtype=object),
+            **axes.arrays(),
             **({} if table.face_detected is None else {"face_detected": np.asarray(table.face_detected, bool)})}
 
 
@@ -93,8 +96,7 @@ def versions() -> dict[str, str]:
     return found
 
 
-def _needed_ethnicities(cfg: dict[str, Any], table: EmbeddingTable) -> list[str]:
-    present = table.present_ethnicities()
+def _needed_groups(cfg: dict[str, Any], present: list[str]) -> list[str]:
     groups = set(cfg["grid"]["test_groups"])
     for t in cfg["grid"]["train_groups"]:
         groups.update(train_group_ethnicities(t, present))
@@ -112,17 +114,22 @@ class Prepared:
     splits: dict[int, Split]
     fixed: dict[str, Any]          # the folder's experiment after this run
     requested_grid: dict[str, Any]  # the grid as this run asked for it
+    axes: Axes                     # the target, group axis and demographic groups on the data
 
 
 def load_checked_data(cfg: dict[str, Any]) -> tuple[dict[str, Any], EmbeddingTable, str]:
-    """The config with its groups resolved against the data (no train or test groups given = every ethnicity
-    group of the data, plus ``all`` for training when the data have several), checked; the data; its fingerprint."""
+    """The config with its groups resolved against the data (no train or test groups given = every group of the
+    group axis in the data, plus ``all`` for training when the data have several; no training groups without
+    models), checked; the data; its fingerprint."""
     table = load_data(cfg["data"])
-    present = table.present_ethnicities()
+    present = resolve_axes(cfg, table).group.present()
     grid = dict(cfg["grid"])
     grid["test_groups"] = grid["test_groups"] or list(present)
-    grid["train_groups"] = grid["train_groups"] or [*present, *([ALL] if len(present) > 1 else [])]  # one: no "all"
-    check_groups(grid["train_groups"], grid["test_groups"], present)
+    if grid["models"]:
+        grid["train_groups"] = grid["train_groups"] or [*present, *([ALL] if len(present) > 1 else [])]  # 1: no "all"
+    else:   # a verification-only study trains nothing
+        grid["train_groups"] = []
+    check_groups(grid["train_groups"], grid["test_groups"], present, need_train=bool(grid["models"]))
     return {**cfg, "grid": grid}, table, table.fingerprint()
 
 
@@ -141,13 +148,14 @@ def prepare(cfg: dict[str, Any], table: EmbeddingTable, fingerprint: str,
     check_job_bound(cfg)
     jobs = make_plan(cfg, fingerprint)
     protocol = Protocol(cfg["protocol"]["train_per_gender"], cfg["protocol"]["test_per_gender"])
-    ethnicities = _needed_ethnicities(cfg, table)
+    axes = resolve_axes(cfg, table)
+    groups = _needed_groups(cfg, axes.group.present())
     seeds = sorted({j.seed for j in jobs})
-    splits = {seed: make_split(table, seed, protocol, ethnicities) for seed in seeds}
+    splits = {seed: make_split(table, seed, protocol, groups, group=axes.group, target=axes.target) for seed in seeds}
     for kind in kinds.all_kinds():   # each kind's own checks, on the data and its planned jobs
         if kind.check is not None:
             kind.check(cfg, table, splits, [j for j in jobs if j.kind == kind.name])
-    return Prepared(cfg, table, fingerprint, jobs, splits, fixed, requested_grid)
+    return Prepared(cfg, table, fingerprint, jobs, splits, fixed, requested_grid, axes)
 
 
 def check_job_bound(cfg: dict[str, Any]) -> None:
@@ -260,13 +268,14 @@ def _run_locked(plan: Prepared, store: ResultStore, stored: dict[str, Any], note
         notes.append(f"{len(superseded)} earlier job(s) run again to include the added test groups")
     if cfg["grid"] != plan.requested_grid:
         notes.append("the results folder's grid (the union of every run's) is completed: "
-                     + ", ".join(f"{k} {', '.join(map(str, v))}" for k, v in cfg["grid"].items()))
+                     + ", ".join(f"{k} {', '.join(map(str, cfg['grid'][k]))}" for k in experiment.GRID_LISTS))
     kept = [r for r in earlier if _slot(r) not in slots]
     store.write_run({
         "experiment": plan.fixed,
         "config": cfg,
         "data_fingerprint": plan.fingerprint,
         "data": {"rows": len(plan.table), "dim": plan.table.dim, "source": cfg["data"]["path"] or "built-in synthetic"},
+        "axes": plan.axes.record(),
         "versions": versions(),
         "created_at": stored.get("created_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "runs": [*(stored.get("runs") or []), _run_record(cfg, len(jobs), len(todo))],
@@ -301,6 +310,6 @@ def _run_locked(plan: Prepared, store: ResultStore, stored: dict[str, Any], note
         summary.ran += 1
         return outcome.error is not None
 
-    dispatch(executor, payloads, shared_arrays(plan.table), save, progress=progress)
+    dispatch(executor, payloads, shared_arrays(plan.table, plan.axes), save, progress=progress)
     summary.seconds = time.perf_counter() - start
     return summary

@@ -1,11 +1,13 @@
 """The study's identity-disjoint splits, random by seed.
 
-Per ethnicity and gender, ``train_per_gender`` identities are drawn for training (one random image each) and
-``test_per_gender`` other identities for testing: one random image each for classification, all their images
-for verification. The draw for one ethnicity x gender group uses a random generator seeded from
-``(seed, ethnicity code, gender code)`` and the group's identities in sorted order, so it does not depend on row
-order or on which other ethnicities are present: the "all" union and the single-ethnicity train groups share
-their per-ethnicity training sets for a given seed.
+Per group of the group axis (default: ethnicity) and class of the target (default: gender; the protocol's
+``*_per_gender`` keys count identities per target class), ``train_per_gender`` identities are drawn for training
+(one random image each) and ``test_per_gender`` other identities for testing: one random image each for
+classification, all their images for verification. When the group axis is the target itself (a
+verification-only study by gender), each group is one stratum. The draw for one group x class uses a random
+generator seeded from ``(seed, group code, class code)`` and the stratum's identities in sorted order, so it does
+not depend on row order or on which other groups are present: the "all" union and the single-group train groups
+share their per-group training sets for a given seed.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from storage.attributes import Labels, attribute_labels
 from storage.errors import InputError
 from storage.table import EmbeddingTable
-from storage.vocab import ALL, ETHNICITIES, GENDERS
+from storage.vocab import ALL, ETHNICITIES
 
 _SPLIT_STREAM = 0x5B11  # separates the split's random streams from other users of the same seed
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """How many identities per gender each ethnicity contributes to training and to testing."""
+    """How many identities per target class (gender by default) each group contributes to training and to testing
+    (training: 0 in a verification-only study)."""
 
     train_per_gender: int = 500
     test_per_gender: int = 250
@@ -34,7 +38,7 @@ class Protocol:
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """Row indices (sorted, int64) per ethnicity."""
+    """Row indices (sorted, int64) per group of the group axis."""
 
     train: dict[str, np.ndarray]         # one image per training identity
     test: dict[str, np.ndarray]          # one image per test identity (classification)
@@ -54,8 +58,9 @@ class Split:
 def _check_protocol(protocol: Protocol) -> None:
     for name in ("train_per_gender", "test_per_gender"):
         value = getattr(protocol, name)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"protocol: '{name}' must be an integer >= 1, got {value!r}")
+        least = 0 if name == "train_per_gender" else 1
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise InputError(f"protocol: '{name}' must be an integer >= {least}, got {value!r}")
 
 
 def _check_ethnicities(ethnicities: Sequence[str], vocabulary: Sequence[str]) -> list[str]:
@@ -63,12 +68,12 @@ def _check_ethnicities(ethnicities: Sequence[str], vocabulary: Sequence[str]) ->
         ethnicities = [ethnicities]
     chosen = list(ethnicities)
     if not chosen:
-        raise InputError(f"split: no ethnicities requested; expected some of {', '.join(vocabulary)}")
+        raise InputError(f"split: no groups requested; expected some of {', '.join(vocabulary)}")
     for e in chosen:
         if e not in vocabulary:
-            raise InputError(f"split: unknown ethnicity {e!r}; expected one of {', '.join(vocabulary)}")
+            raise InputError(f"split: unknown group {e!r}; expected one of {', '.join(vocabulary)}")
     if len(set(chosen)) != len(chosen):
-        raise InputError(f"split: ethnicities repeat: {chosen}")
+        raise InputError(f"split: groups repeat: {chosen}")
     return chosen
 
 
@@ -81,20 +86,27 @@ def _stream(ethnicity: str, code: int) -> int:
 
 
 def make_split(table: EmbeddingTable, seed: int, protocol: Protocol = Protocol(),
-               ethnicities: Sequence[str] | None = None) -> Split:
-    """Draw the identity-disjoint train/test split of ``seed`` for each of ``ethnicities`` (default: every
-    ethnicity group with rows in the table).
+               groups: Sequence[str] | None = None, *, group: Labels | None = None,
+               target: Labels | None = None) -> Split:
+    """Draw the identity-disjoint train/test split of ``seed`` for each of ``groups`` (default: every group of the
+    group axis with rows in the table).
 
-    Pure and deterministic: the same table content and seed give the same rows. Raises InputError when a
-    group (ethnicity_gender) has fewer identities than ``train_per_gender + test_per_gender``, naming the
-    group, how many it has and how many the split needs (every short group is listed).
+    ``group`` and ``target``: each row's group-axis and target labels, one per identity (default: ethnicity and
+    gender, :func:`grid.axes.resolve_axes` gives the configured ones). Pure and deterministic: the same table
+    content and seed give the same rows. Raises InputError when a stratum (group_class) has fewer identities
+    than ``train_per_gender + test_per_gender``, naming it, how many it has and how many the split needs (every
+    short stratum is listed).
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"split: seed must be a non-negative integer, got {seed!r}")
     _check_protocol(protocol)
-    vocabulary = list(table.ethnicities)
-    chosen = _check_ethnicities(table.present_ethnicities() if ethnicities is None else ethnicities, vocabulary)
+    group = group or attribute_labels(table, "ethnicity")
+    target = target or attribute_labels(table, "gender")
+    vocabulary = list(group.names)
+    chosen = _check_ethnicities(group.present() if groups is None else groups, vocabulary)
     need = protocol.train_per_gender + protocol.test_per_gender
+    one_stratum = group.attributes == target.attributes   # the group axis is the target: each group one stratum
+    classes = ("",) if one_stratum else target.names
 
     # Rows ordered by (identity, image name): a row-order-independent view of every identity's images.
     id_codes = table.identity_codes()
@@ -103,24 +115,26 @@ def make_split(table: EmbeddingTable, seed: int, protocol: Protocol = Protocol()
     n_ids = int(id_codes.max()) + 1 if len(id_codes) else 0
     counts = np.bincount(id_codes, minlength=n_ids)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    id_eth = np.empty(n_ids, dtype=np.int8)
-    id_gen = np.empty(n_ids, dtype=np.int8)
-    id_eth[id_codes] = table.ethnicity  # one label per identity (validate_table guarantees it)
-    id_gen[id_codes] = table.gender
+    id_eth = np.empty(n_ids, dtype=np.int32)
+    id_gen = np.zeros(n_ids, dtype=np.int32)
+    id_eth[id_codes] = group.codes  # one label per identity (validate_table / resolve_axes guarantee it)
+    if not one_stratum:
+        id_gen[id_codes] = target.codes
 
     short = []
     group_ids: dict[tuple[int, int], np.ndarray] = {}
     for e in chosen:
         ec = vocabulary.index(e)
-        for gc, g in enumerate(GENDERS):
+        for gc, g in enumerate(classes):
             ids = np.flatnonzero((id_eth == ec) & (id_gen == gc))  # sorted by identity string
             group_ids[ec, gc] = ids
             if len(ids) < need:
-                short.append(f"{e}_{g} has {len(ids)} identities")
+                short.append(f"{e}{'_' * bool(g)}{g} has {len(ids)} identities")
     if short:
         raise InputError(f"split: too few identities: {'; '.join(short)}; the split needs {need} per group "
                          f"({protocol.train_per_gender} training + {protocol.test_per_gender} test identities "
-                         f"per gender). Lower protocol.train_per_gender / protocol.test_per_gender or add data")
+                         f"per {'group' if one_stratum else target.attributes[0]}). Lower "
+                         f"protocol.train_per_gender / protocol.test_per_gender or add data")
 
     train: dict[str, np.ndarray] = {}
     test: dict[str, np.ndarray] = {}
@@ -128,7 +142,7 @@ def make_split(table: EmbeddingTable, seed: int, protocol: Protocol = Protocol()
     for e in chosen:
         ec = vocabulary.index(e)
         parts: dict[str, list[np.ndarray]] = {"train": [], "test": [], "verification": []}
-        for gc in range(len(GENDERS)):
+        for gc in range(len(classes)):
             ids = group_ids[ec, gc]
             rng = np.random.default_rng([int(seed), _SPLIT_STREAM, _stream(e, ec), gc])
             perm = rng.permutation(len(ids))
@@ -175,12 +189,13 @@ def train_group_ethnicities(train_group: str, available: Iterable[str]) -> tuple
     return tuple(e for e in avail if e in parts)
 
 
-def check_groups(train_groups: Sequence[str], test_groups: Sequence[str], available: Sequence[str]) -> None:
-    """Raise InputError naming the first train or test group that is malformed, repeated, or needs an
-    ethnicity group missing from the data (``available``, in the data's order). ``"all"`` is every group of the
-    data; test groups are single groups."""
+def check_groups(train_groups: Sequence[str], test_groups: Sequence[str], available: Sequence[str],
+                 need_train: bool = True) -> None:
+    """Raise InputError naming the first train or test group that is malformed, repeated, or needs a group missing
+    from the data (``available``, in the data's order). ``"all"`` is every group of the data; test groups are
+    single groups; no train groups are needed without models (``need_train`` False)."""
     avail = list(available)
-    if not list(train_groups):
+    if need_train and not list(train_groups):
         raise InputError("train groups: none given; expected ethnicity groups, 'all' or unions such as 'asian+black'")
     if not list(test_groups):
         raise InputError(f"test groups: none given; expected some of {', '.join(avail)}")

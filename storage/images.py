@@ -8,21 +8,27 @@ Three label sources, each giving a :class:`LabelledImages` (one entry per image 
     ``root`` may be the parent of a single folder holding the groups. identity = the identity folder's name,
     image = the file's stem.
 ``manifest``
-    A CSV or Parquet file with columns ``path, identity, ethnicity, gender`` (``identity`` and ``image`` are
-    optional). Other column names are mapped like the importers' ``--map``: ``columns={"path": "file",
-    "gender": "sex"}``. Relative paths are relative to the manifest's folder (or to ``root`` when given).
+    A CSV or Parquet file with columns ``path, identity, ethnicity, gender`` (``identity``, ``image`` and
+    ``ethnicity`` are optional; FairFace's ``file`` and ``race`` are taken for ``path`` and ``ethnicity`` when
+    those are absent). Other column names are mapped like the importers' ``--map``: ``columns={"path": "file",
+    "gender": "sex"}``. Every other column is an attribute (``age``, ``skin_tone``, ...). Relative paths are
+    relative to the manifest's folder (or to ``root`` when given).
 ``pattern``
     Labels parsed from the file name: ``pattern="{age}_{gender}_{ethnicity}_{*}"`` is matched against every
     image file's name without its last suffix (``26_0_2_20170104023102422.jpg.chip`` for UTKFace's
-    ``26_0_2_20170104023102422.jpg.chip.jpg``). ``{ethnicity}``, ``{gender}`` and (optional) ``{identity}``
-    are the labels; any other ``{name}`` and ``{*}`` match anything and are ignored. Fields are matched
-    shortest-first, left to right (``.+?``), and ``{*}`` matches any text, possibly empty.
+    ``26_0_2_20170104023102422.jpg.chip.jpg``). ``{gender}``, ``{ethnicity}`` (optional) and ``{identity}``
+    (optional) are the labels; any other ``{name}`` is an attribute (UTKFace's ``{age}``), ``{*}`` matches
+    anything and is ignored. Fields are matched shortest-first, left to right (``.+?``), and ``{*}`` matches any
+    text, possibly empty.
 
 Values (all sources): ``values={"gender": {"0": "male", "1": "female"}, "ethnicity": {"0": "white", ...}}``
-maps raw values first (keys compared after stripping spaces; with a map, every value must be one of its keys).
-Ethnicity is then a free group name (RFW's four, FairFace's seven, ...): stripped, lower-cased, inner spaces
-collapsed to one. Gender is binary: ``male`` (``m``, ``man``, ``men``) or ``female`` (``f``, ``woman``,
-``women``), case ignored; ``0``/``1`` only through a value map. One ethnicity and one gender per identity.
+maps raw values first (keys compared after stripping spaces; with a map, every value must be one of its keys);
+any field may have one. Ethnicity is then a free group name (RFW's four, FairFace's seven, ...): stripped,
+lower-cased, inner spaces collapsed to one. Gender is binary: ``male`` (``m``, ``man``, ``men``) or ``female``
+(``f``, ``woman``, ``women``), case ignored; ``0``/``1`` only through a value map. An attribute is numeric when
+every value is a number (an age: it may vary between an identity's images), else categorical
+(:func:`storage.attributes.parse_values`). One ethnicity, one gender and one value of each categorical attribute
+per identity.
 
 Without identities (a manifest without an ``identity`` column, a pattern without ``{identity}``) each image is
 its own identity, named by its path relative to the source without the suffix, and
@@ -38,6 +44,7 @@ one module keeps one definition of each.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -47,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from storage.attributes import Labels, check_attribute_name, check_per_identity, is_numeric, parse_values
 from storage.errors import InputError
 from storage.importers.common import csv_header, scandir
 from storage.table import check_unique_columns
@@ -58,6 +66,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = ("path", "identity", "image", "ethnicity", "
 GENDER_SPELLINGS: dict[str, str] = {"male": "male", "m": "male", "man": "male", "men": "male",
                                     "female": "female", "f": "female", "woman": "female", "women": "female"}
 LABEL_FIELDS: tuple[str, ...] = ("ethnicity", "gender", "identity")
+MANIFEST_ALIASES: dict[str, tuple[str, ...]] = {"path": ("file",), "ethnicity": ("race",)}   # FairFace's names
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,25 +74,28 @@ class LabelledImages:
     """Image files with labels; entry i of each array is image i.
 
     ``path``: absolute file paths (str); ``identity``: who; ``image``: name unique within its identity (the file
-    stem); ``ethnicity``: a free group name (normalised, see the module docstring); ``gender``: ``male`` or
-    ``female``. All are 1-D object arrays of str. ``own_identities``: True when every image is its own identity
-    (the source had none). ``source``: what was read, for messages.
+    stem); ``ethnicity``: a free group name (normalised, see the module docstring), or None when the source has
+    no ethnicity labels; ``gender``: ``male`` or ``female``. All are 1-D object arrays of str. ``attributes``: the
+    further labels by name, each float64 (numeric) or normalised strings (categorical). ``own_identities``: True
+    when every image is its own identity (the source had none). ``source``: what was read, for messages.
     """
 
     path: np.ndarray
     identity: np.ndarray
     image: np.ndarray
-    ethnicity: np.ndarray
+    ethnicity: np.ndarray | None
     gender: np.ndarray
     own_identities: bool
     source: str
+    attributes: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.path)
 
     def groups(self) -> dict[str, int]:
-        """Image count per ``f"{ethnicity}_{gender}"`` group, sorted by name."""
-        keys = pd.Series([f"{e}_{g}" for e, g in zip(self.ethnicity, self.gender)], dtype=object)
+        """Image count per ``f"{ethnicity}_{gender}"`` group (``gender`` alone without ethnicity), sorted by name."""
+        eth = self.ethnicity if self.ethnicity is not None else [None] * len(self)
+        keys = pd.Series([g if e is None else f"{e}_{g}" for e, g in zip(eth, self.gender)], dtype=object)
         return {str(k): int(v) for k, v in sorted(keys.value_counts().items())}
 
 
@@ -103,7 +115,8 @@ def normalise_gender(value: str) -> str | None:
 def parse_value_maps(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, str]]:
     """``["gender=0:male,1:female", "ethnicity=0:white,1:black"]`` -> ``{"gender": {"0": "male", ...}, ...}``.
 
-    Each item is ``FIELD=RAW:VALUE,RAW:VALUE,...`` with FIELD one of ethnicity, gender; InputError otherwise.
+    Each item is ``FIELD=RAW:VALUE,RAW:VALUE,...`` with FIELD ethnicity, gender or an attribute; InputError
+    otherwise.
     """
     maps: dict[str, dict[str, str]] = {}
     for item in items:
@@ -111,8 +124,8 @@ def parse_value_maps(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, 
         field = field.strip()
         if not eq or not body.strip():
             raise InputError(f"value map {item!r}: expected FIELD=RAW:VALUE,..., e.g. gender=0:male,1:female")
-        if field not in ("ethnicity", "gender"):
-            raise InputError(f"value map {item!r}: field {field!r} is not ethnicity or gender")
+        if not field or field in ("identity", "image", "path"):
+            raise InputError(f"value map {item!r}: field {field!r} is not ethnicity, gender or an attribute")
         if field in maps:
             raise InputError(f"value map: {field} is mapped twice")
         pairs: dict[str, str] = {}
@@ -131,8 +144,8 @@ def parse_value_maps(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, 
 def _check_value_maps(values: Mapping[str, Mapping[str, str]] | None) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for field, mapping in (values or {}).items():
-        if field not in ("ethnicity", "gender"):
-            raise InputError(f"value map for {field!r}: only ethnicity and gender take value maps")
+        if not isinstance(field, str) or not field or field in ("identity", "image", "path"):
+            raise InputError(f"value map for {field!r}: only ethnicity, gender and attributes take value maps")
         if not isinstance(mapping, Mapping) or not mapping:
             raise InputError(f"value map for {field}: expected RAW -> VALUE pairs, got {mapping!r}")
         pairs = {str(k).strip(): str(v) for k, v in mapping.items()}
@@ -143,13 +156,14 @@ def _check_value_maps(values: Mapping[str, Mapping[str, str]] | None) -> dict[st
         else:
             bad = [v for v in pairs.values() if not normalise_ethnicity(v)]
             if bad:
-                raise InputError("value map for ethnicity: maps to an empty name")
+                raise InputError(f"value map for {field}: maps to an empty name")
         out[field] = pairs
     return out
 
 
 def _label(field: str, raw: object, maps: Mapping[str, Mapping[str, str]], where: str) -> str:
-    """One ethnicity or gender value -> its normal form; InputError naming ``where`` and ``field``."""
+    """One ethnicity, gender or attribute value -> its normal form (an attribute's: the text, stripped, parsed
+    later by :func:`storage.attributes.parse_values`); InputError naming ``where`` and ``field``."""
     text = "" if raw is None or (isinstance(raw, float) and np.isnan(raw)) else str(raw)
     if isinstance(raw, float) and float(raw).is_integer():
         text = str(int(raw))  # a CSV column of 0/1 read as numbers
@@ -165,6 +179,10 @@ def _label(field: str, raw: object, maps: Mapping[str, Mapping[str, str]], where
             hint = " (0/1 codes need a value map, e.g. gender=0:male,1:female)" if text.strip() in ("0", "1") else ""
             raise InputError(f"{where}: gender is {text!r}; expected male or female (m, man, f, woman, ...){hint}")
         return g
+    if field != "ethnicity":
+        if not text.strip():
+            raise InputError(f"{where}: {field} is empty; expected a value")
+        return text.strip()
     e = normalise_ethnicity(text)
     if not e:
         raise InputError(f"{where}: ethnicity is empty; expected a group name such as asian")
@@ -204,14 +222,17 @@ def _walk_images(root: Path) -> list[Path]:
     return found
 
 
-def _finish(path: list[str], identity: list[str], image: list[str], ethnicity: list[str], gender: list[str],
-            own: bool, source: str, where: list[str]) -> LabelledImages:
+def _finish(path: list[str], identity: list[str], image: list[str], ethnicity: list[str] | None, gender: list[str],
+            own: bool, source: str, where: list[str],
+            attributes: Mapping[str, list[str]] | None = None) -> LabelledImages:
     """Checks common to every source: something found, no duplicate files or (identity, image), one label per
-    identity. Sorted by path."""
+    identity (ethnicity, gender, each categorical attribute). Sorted by path."""
     if not path:
         raise InputError(f"{source}: no images found; expected files ending in {', '.join(IMAGE_SUFFIXES)}")
     order = np.argsort(np.asarray(path, dtype=object), kind="stable")
-    arrays = [np.asarray(a, dtype=object)[order] for a in (path, identity, image, ethnicity, gender)]
+    no_ethnicity = ethnicity is None
+    arrays = [np.asarray(a, dtype=object)[order]
+              for a in (path, identity, image, [""] * len(path) if no_ethnicity else ethnicity, gender)]
     where_sorted = np.asarray(where, dtype=object)[order]
     p, ident, img, eth, gen = arrays
     dup = np.flatnonzero(p[1:] == p[:-1])
@@ -231,8 +252,15 @@ def _finish(path: list[str], identity: list[str], image: list[str], ethnicity: l
         if (eth[first], gen[first]) != (eth[i], gen[i]):
             raise InputError(f"{source}: identity {ident[i]!r} is {eth[first]} {gen[first]} at {where_sorted[first]} "
                              f"but {eth[i]} {gen[i]} at {where_sorted[i]}; expected one ethnicity and one gender "
-                             f"per identity")
-    return LabelledImages(p, ident, img, eth, gen, own, source)
+                             f"per identity".replace("  ", " "))
+    attrs = {name: parse_values(np.asarray(values, dtype=object)[order], name, source)
+             for name, values in (attributes or {}).items()}
+    id_codes = pd.factorize(ident)[0]
+    for name, values in attrs.items():
+        if not is_numeric(values):
+            codes, uniques = pd.factorize(values)
+            check_per_identity(ident, id_codes, Labels(codes, tuple(uniques), (name,)), f"{source}: attribute {name!r}")
+    return LabelledImages(p, ident, img, None if no_ethnicity else eth, gen, own, source, attrs)
 
 
 def list_diveface(root: str | Path) -> LabelledImages:
@@ -324,8 +352,8 @@ def _read_manifest(path: Path) -> pd.DataFrame:
 def list_manifest(manifest: str | Path, *, columns: Mapping[str, str] | None = None,
                   values: Mapping[str, Mapping[str, str]] | None = None,
                   root: str | Path | None = None) -> LabelledImages:
-    """Images listed in a CSV or Parquet manifest with columns ``path, identity, ethnicity, gender`` (``identity``
-    and ``image`` optional; ``image`` defaults to the file's stem).
+    """Images listed in a CSV or Parquet manifest with columns ``path, identity, ethnicity, gender`` (``identity``,
+    ``image`` and ``ethnicity`` optional; ``image`` defaults to the file's stem; every other column an attribute).
 
     ``columns`` maps these names to the manifest's (``{"path": "file"}``); ``values`` holds value maps; relative
     paths are taken from ``root`` (default: the manifest's folder). Rows are named by their CSV line (header =
@@ -353,13 +381,18 @@ def list_manifest(manifest: str | Path, *, columns: Mapping[str, str] | None = N
     for key in MANIFEST_COLUMNS:
         wanted = names[key]
         col = wanted if wanted in header else lookup.get(wanted.strip().lower())
-        if col is None and (key in ("path", "ethnicity", "gender") or key in (columns or {})):
+        if col is None and key not in (columns or {}):   # FairFace's names (file, race) when the usual are absent
+            col = next((lookup[a] for a in MANIFEST_ALIASES.get(key, ()) if a in lookup), None)
+        if col is None and (key in ("path", "gender") or key in (columns or {})):
             raise InputError(f"{manifest}: no column {wanted!r} ({key}); expected columns path, identity, ethnicity, "
                              f"gender (found: {', '.join(header) or 'none'}); map other names, e.g. "
                              f"--map {key}=<column>")
         picked[key] = col
     if not len(frame):
         raise InputError(f"{manifest}: no rows; expected one row per image")
+    extra = [h for h in header if h not in set(picked.values())]
+    for h in extra:
+        check_attribute_name(h.strip(), f"{manifest}: column {h!r}")
     base = Path(root) if root is not None else manifest.parent
     csv = manifest.suffix.lower() == ".csv"
     path: list[str] = []
@@ -368,7 +401,9 @@ def list_manifest(manifest: str | Path, *, columns: Mapping[str, str] | None = N
     eth: list[str] = []
     gen: list[str] = []
     where: list[str] = []
+    attrs: dict[str, list[str]] = {h.strip(): [] for h in extra}
     cols = {k: (frame[c].tolist() if c is not None else None) for k, c in picked.items()}
+    extra_cols = {h.strip(): frame[h].tolist() for h in extra}
     for r in range(len(frame)):
         at = f"{manifest} line {r + 2}" if csv else f"{manifest} row {r}"
         raw_path = cols["path"][r]
@@ -378,7 +413,10 @@ def list_manifest(manifest: str | Path, *, columns: Mapping[str, str] | None = N
         full = p if p.is_absolute() else base / p
         if not full.is_file():
             raise InputError(f"{at}: {picked['path']} {str(raw_path)!r}: no such file ({full})")
-        eth.append(_label("ethnicity", cols["ethnicity"][r], maps, f"{at}, column {picked['ethnicity']!r}"))
+        if cols["ethnicity"] is not None:
+            eth.append(_label("ethnicity", cols["ethnicity"][r], maps, f"{at}, column {picked['ethnicity']!r}"))
+        for name, values in extra_cols.items():
+            attrs[name].append(_label(name, values[r], maps, f"{at}, column {name!r}"))
         gen.append(_label("gender", cols["gender"][r], maps, f"{at}, column {picked['gender']!r}"))
         rel = _relative_name(p)
         if cols["identity"] is not None:
@@ -397,7 +435,8 @@ def list_manifest(manifest: str | Path, *, columns: Mapping[str, str] | None = N
         identity.append(ident)
         image.append(img)
         where.append(at)
-    return _finish(path, identity, image, eth, gen, cols["identity"] is None, str(manifest), where)
+    return _finish(path, identity, image, eth if cols["ethnicity"] is not None else None, gen,
+                   cols["identity"] is None, str(manifest), where, attrs)
 
 
 def _relative_name(p: Path) -> str:
@@ -412,7 +451,8 @@ def compile_pattern(pattern: str) -> tuple[re.Pattern, tuple[str, ...]]:
     """A file-name pattern -> (regex matched against the whole name without its last suffix, label fields).
 
     ``{name}`` -> a named group ``.+?`` (shortest first); ``{*}`` -> ``.*``; other text literally.
-    InputError for an empty or repeated field name, stray braces, or no ethnicity or gender field.
+    InputError for an empty or repeated field name, stray braces, or no gender field. The fields returned are
+    every named field (labels and attributes).
     """
     if not isinstance(pattern, str) or not pattern:
         raise InputError(f"name pattern {pattern!r}: expected text such as '{{age}}_{{gender}}_{{ethnicity}}_{{*}}'")
@@ -440,11 +480,13 @@ def compile_pattern(pattern: str) -> tuple[re.Pattern, tuple[str, ...]]:
     if "{" in tail or "}" in tail:
         raise InputError(f"name pattern {pattern!r}: unbalanced brace in {tail!r}")
     parts.append(re.escape(tail))
-    missing = [f for f in ("ethnicity", "gender") if f not in fields]
-    if missing:
-        raise InputError(f"name pattern {pattern!r}: no {{{missing[0]}}} field; expected {{ethnicity}} and "
-                         f"{{gender}} (and optionally {{identity}})")
-    return re.compile("".join(parts), re.DOTALL), tuple(f for f in fields if f in LABEL_FIELDS)
+    if "gender" not in fields:
+        raise InputError(f"name pattern {pattern!r}: no {{gender}} field; expected {{gender}} (and optionally "
+                         f"{{ethnicity}}, {{identity}} and attributes such as {{age}})")
+    for f in fields:
+        if f not in LABEL_FIELDS:
+            check_attribute_name(f, f"name pattern {pattern!r}")
+    return re.compile("".join(parts), re.DOTALL), tuple(fields)
 
 
 def list_pattern(root: str | Path, pattern: str, *,
@@ -463,6 +505,7 @@ def list_pattern(root: str | Path, pattern: str, *,
     image: list[str] = []
     eth: list[str] = []
     gen: list[str] = []
+    attrs: dict[str, list[str]] = {f: [] for f in fields if f not in LABEL_FIELDS}
     bad = [f for f in files if regex.fullmatch(_stem(f.name)) is None]
     if bad:
         raise InputError(f"{bad[0]}: name {_stem(bad[0].name)!r} does not match the pattern {pattern!r} "
@@ -472,8 +515,11 @@ def list_pattern(root: str | Path, pattern: str, *,
         m = regex.fullmatch(_stem(f.name))
         assert m is not None
         at = f"{f} (name pattern {pattern!r})"
-        eth.append(_label("ethnicity", m.group("ethnicity"), maps, at))
+        if "ethnicity" in fields:
+            eth.append(_label("ethnicity", m.group("ethnicity"), maps, at))
         gen.append(_label("gender", m.group("gender"), maps, at))
+        for name, values in attrs.items():
+            values.append(_label(name, m.group(name), maps, at))
         rel = _relative_name(f.relative_to(base))
         if "identity" in fields:
             ident = m.group("identity").strip()
@@ -484,7 +530,8 @@ def list_pattern(root: str | Path, pattern: str, *,
             identity.append(rel)
         image.append(_stem(f.name))
         path.append(_absolute(f))
-    return _finish(path, identity, image, eth, gen, "identity" not in fields, str(root), path)
+    return _finish(path, identity, image, eth if "ethnicity" in fields else None, gen, "identity" not in fields,
+                   str(root), path, attrs)
 
 
 def _example(pattern: str) -> str:

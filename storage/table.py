@@ -4,15 +4,18 @@ Parquet schema (one row per image)::
 
     identity   string                          who the face belongs to
     image      string                          image name, unique within its identity
-    ethnicity  string                          any group names: asian | caucasian | black (the study's), or others
+    ethnicity  string (optional)               any group names: asian | caucasian | black (the study's), or others
     gender     string                          male | female
     embedding  fixed_size_list<float32>[d]     any dimension d (2048 for DiveFace)
     face_detected  bool (optional)             written by ``biasgrid data embed``: False = no face was found and
                                                the image was embedded from its centre crop
+    <attribute>    string | number (optional)  any further label column (:mod:`storage.attributes`): categorical
+                                               (one value per identity) or numeric (per image, e.g. age)
 
 In memory the table is an :class:`EmbeddingTable`: a C-contiguous ``(n, d)`` float32 matrix plus label
-columns, ethnicity as int8 codes into the table's own ordered ``ethnicities`` and gender into
-:data:`storage.vocab.GENDERS` (the vocabulary and its rules live in :mod:`storage.vocab`).
+columns, ethnicity as int8 codes into the table's own ordered ``ethnicities`` (None without an ethnicity column) and
+gender into :data:`storage.vocab.GENDERS` (the vocabulary and its rules live in :mod:`storage.vocab`), and any
+further attributes (:mod:`storage.attributes`).
 
 Over 400 lines, on purpose: the table's reader, writer, validation and fingerprint stay beside the one schema
 they share.
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +35,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage import vocab
+from storage.attributes import Labels, check_attribute_name, check_per_identity, default_groups, is_numeric
 from storage.atomic import write_atomic
 from storage.errors import InputError
 
 LABEL_COLUMNS: tuple[str, ...] = ("identity", "image", "ethnicity", "gender")
+OPTIONAL_COLUMNS: frozenset[str] = frozenset({"ethnicity"})   # LFW and other data without ethnicity labels
 EMBEDDING_COLUMN = "embedding"
 FACE_COLUMN = "face_detected"   # optional
 ROW_GROUP_SIZE = 8192
@@ -48,10 +53,12 @@ class EmbeddingTable:
     """Face embeddings with identity, image and demographic labels (row i of each array = image i).
 
     ``embeddings`` is ``(n, d)`` float32 C-contiguous; ``identity`` and ``image`` are string arrays;
-    ``ethnicity`` holds int8 codes into ``ethnicities`` (the table's own groups, always given) and
-    ``gender`` int8 codes into :data:`storage.vocab.GENDERS` (0 = male, 1 = female). Check a table built by hand
-    with :func:`validate_table`. ``face_detected`` (optional, (n,) bool) says whether a face detector found
-    the face (False: embedded from the centre crop); the verification's failure-to-acquire numbers read it, and
+    ``ethnicity`` holds int8 codes into ``ethnicities`` (the table's own groups), or is None with ``ethnicities``
+    ``()`` when the data have no ethnicity labels (LFW); ``gender`` int8 codes into :data:`storage.vocab.GENDERS`
+    (0 = male, 1 = female). ``attributes``: further label columns by name, each (n,) object array of normalised
+    strings (categorical) or float64 (numeric), see :mod:`storage.attributes`. Check a table built by hand with
+    :func:`validate_table`. ``face_detected`` (optional, (n,) bool) says whether a face detector found the face
+    (False: embedded from the centre crop); the verification's failure-to-acquire numbers read it, and
     :meth:`fingerprint` includes it when some face was not found (a column of True only says nothing more than
     none: such a table keeps the fingerprint of the same table without it).
     """
@@ -59,14 +66,15 @@ class EmbeddingTable:
     embeddings: np.ndarray
     identity: np.ndarray
     image: np.ndarray
-    ethnicity: np.ndarray
+    ethnicity: np.ndarray | None
     gender: np.ndarray
     ethnicities: tuple[str, ...]
     face_detected: np.ndarray | None = None
+    attributes: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def present_ethnicities(self) -> list[str]:
-        """The ethnicity groups that have rows, in the vocabulary's order."""
-        return [self.ethnicities[c] for c in np.unique(self.ethnicity)]
+        """The ethnicity groups that have rows, in the vocabulary's order (none without ethnicity labels)."""
+        return [] if self.ethnicity is None else [self.ethnicities[c] for c in np.unique(self.ethnicity)]
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
@@ -107,21 +115,24 @@ class EmbeddingTable:
                 h.update(ends.tobytes())  # int64 offsets: separate the strings unambiguously
                 if data is not None:
                     h.update(memoryview(data)[:int(ends[-1])])
-            h.update(np.asarray(self.ethnicity, dtype=np.int8).tobytes())
+            if self.ethnicity is None:
+                h.update(b"\x00no-ethnicity")
+            else:
+                h.update(np.asarray(self.ethnicity, dtype=np.int8).tobytes())
             h.update(np.asarray(self.gender, dtype=np.int8).tobytes())
-            if tuple(self.ethnicities) != vocab.ETHNICITIES:   # codes name other groups: hash the names too
+            if self.ethnicity is not None and tuple(self.ethnicities) != vocab.ETHNICITIES:   # other groups' names
                 h.update("\x00".join(self.ethnicities).encode())
             if self.face_detected is not None and not np.all(self.face_detected):   # acquisition failures
                 h.update(b"face_detected")
                 h.update(np.packbits(np.asarray(self.face_detected, dtype=bool)).tobytes())
+            for name in sorted(self.attributes):   # none: the digest of a table of the four labels is unchanged
+                values = self.attributes[name]
+                h.update(b"\x00attribute\x00" + name.encode())
+                h.update(np.asarray(values, dtype="<f8").tobytes() if is_numeric(values)
+                         else "\x00".join(values.tolist()).encode())
             cached = h.hexdigest()
             object.__setattr__(self, "_fingerprint", cached)
         return cached
-
-
-def demographic_groups(table: EmbeddingTable) -> np.ndarray:
-    """(n,) object array of ``f"{ethnicity}_{gender}"`` per row, e.g. ``"asian_female"``."""
-    return vocab.demographic_names(table.ethnicity, table.gender, table.ethnicities)
 
 
 def _row_name(table: EmbeddingTable, row: int) -> str:
@@ -220,13 +231,19 @@ def validate_table(table: EmbeddingTable, source: str) -> None:
         raise InputError(f"{source}: embeddings have dimension 0; expected at least one value per row")
     _check_strings(table.identity, "identity", n, source)
     _check_strings(table.image, "image", n, source)
-    if not table.ethnicities or len(set(table.ethnicities)) != len(table.ethnicities):
-        raise InputError(f"{source}: the ethnicity groups {table.ethnicities!r} must be distinct names")
-    for name in table.ethnicities:
-        if vocab.check_group_name(name, f"{source}: ethnicity") != name:
-            raise InputError(f"{source}: ethnicity group {name!r} must be given normalised ({vocab.normalise(name)!r})")
-    _check_codes(table.ethnicity, "ethnicity", tuple(table.ethnicities), n, source)
+    if table.ethnicity is None:
+        if tuple(table.ethnicities):
+            raise InputError(f"{source}: ethnicity groups {table.ethnicities!r} are given without ethnicity codes")
+    else:
+        if not table.ethnicities or len(set(table.ethnicities)) != len(table.ethnicities):
+            raise InputError(f"{source}: the ethnicity groups {table.ethnicities!r} must be distinct names")
+        for name in table.ethnicities:
+            if vocab.check_group_name(name, f"{source}: ethnicity") != name:
+                raise InputError(f"{source}: ethnicity group {name!r} must be given normalised "
+                                 f"({vocab.normalise(name)!r})")
+        _check_codes(table.ethnicity, "ethnicity", tuple(table.ethnicities), n, source)
     _check_codes(table.gender, "gender", vocab.GENDERS, n, source)
+    _check_attributes(table, n, source)
     check_finite(emb, source, lambda row: _row_name(table, row))
     check_nonzero(emb, source, lambda row: _row_name(table, row))
     face = table.face_detected
@@ -242,7 +259,7 @@ def validate_table(table: EmbeddingTable, source: str) -> None:
         first = dup[0]
         same = dup[(frame["identity"].to_numpy()[dup] == table.identity[first])
                    & (frame["image"].to_numpy()[dup] == table.image[first])]
-        groups = {(int(table.ethnicity[r]), int(table.gender[r])) for r in same}
+        groups = {(-1 if table.ethnicity is None else int(table.ethnicity[r]), int(table.gender[r])) for r in same}
         hint = ("; they are in different groups: if identity names are only unique within a group, import "
                 "with --prefix-group") if len(groups) > 1 else ""
         raise InputError(f"{source}: duplicate (identity, image) ({table.identity[first]!r}, "
@@ -250,12 +267,13 @@ def validate_table(table: EmbeddingTable, source: str) -> None:
                          f"once ({len(dup)} rows are duplicates){hint}")
 
     codes = table.identity_codes()
-    label = table.ethnicity.astype(np.int16) * len(vocab.GENDERS) + table.gender
+    ethnicity = np.zeros(n, np.int16) if table.ethnicity is None else table.ethnicity.astype(np.int16)
+    label = ethnicity * len(vocab.GENDERS) + table.gender
     per_identity = pd.Series(label).groupby(codes).nunique()
     mixed = per_identity.index[per_identity.to_numpy() > 1]
     if len(mixed):
         rows = np.flatnonzero(codes == mixed[0])
-        groups = demographic_groups(table)
+        groups = default_groups(table).per_row()
         seen: dict[str, int] = {}
         for r in rows:
             seen.setdefault(groups[r], int(r))
@@ -263,15 +281,45 @@ def validate_table(table: EmbeddingTable, source: str) -> None:
         raise InputError(f"{source}: identity {table.identity[rows[0]]!r} is labelled {listing}; expected one "
                          f"ethnicity and one gender per identity ({len(mixed)} identities are mixed). If identity "
                          f"names are only unique within each group, import with 'biasgrid data import --prefix-group'")
+    for name, values in table.attributes.items():   # categorical attributes: one value per identity
+        if not is_numeric(values):
+            value_codes, uniques = pd.factorize(values)
+            check_per_identity(table.identity, codes, Labels(value_codes, tuple(uniques), (name,)),
+                               f"{source}: attribute {name!r}")
+
+
+def _check_attributes(table: EmbeddingTable, n: int, source: str) -> None:
+    """Each extra attribute: a valid name, (n,) float64 finite numbers or normalised non-empty strings."""
+    if not isinstance(table.attributes, Mapping):
+        raise InputError(f"{source}: attributes must be a mapping of name -> (n,) array")
+    for name, values in table.attributes.items():
+        check_attribute_name(name, source)
+        if not isinstance(values, np.ndarray) or values.shape != (n,):
+            raise InputError(f"{source}: attribute {name!r} must be a 1-D array of {n} values (one per embedding "
+                             f"row), got shape {getattr(values, 'shape', '?')}")
+        if values.dtype.kind == "f":
+            if values.dtype != np.float64 or not np.isfinite(values).all():
+                raise InputError(f"{source}: numeric attribute {name!r} must be finite float64 values")
+            continue
+        _check_strings(values, name, n, source)
+        if values.dtype != object:
+            raise InputError(f"{source}: attribute {name!r} must be an object array of strings or float64 numbers")
+        bad = [v for v in dict.fromkeys(values.tolist()) if vocab.normalise(v) != v]
+        if bad:
+            raise InputError(f"{source}: attribute {name!r} value {bad[0]!r} must be given normalised "
+                             f"({vocab.normalise(bad[0])!r})")
 
 
 def _labels_arrow(table: EmbeddingTable) -> dict[str, pa.Array]:
-    eth = vocab.ethnicity_names(table.ethnicity, table.ethnicities)
-    gen = vocab.gender_names(table.gender)
-    return {"identity": pa.array(np.asarray(table.identity, dtype=object), type=pa.string()),
-            "image": pa.array(np.asarray(table.image, dtype=object), type=pa.string()),
-            "ethnicity": pa.array(eth, type=pa.string()),
-            "gender": pa.array(gen, type=pa.string())}
+    out = {"identity": pa.array(np.asarray(table.identity, dtype=object), type=pa.string()),
+           "image": pa.array(np.asarray(table.image, dtype=object), type=pa.string())}
+    if table.ethnicity is not None:
+        out["ethnicity"] = pa.array(vocab.ethnicity_names(table.ethnicity, table.ethnicities), type=pa.string())
+    out["gender"] = pa.array(vocab.gender_names(table.gender), type=pa.string())
+    for name in sorted(table.attributes):
+        values = table.attributes[name]
+        out[name] = pa.array(values, type=pa.float64() if is_numeric(values) else pa.string())
+    return out
 
 
 def write_table(table: EmbeddingTable, path: str | Path) -> None:
@@ -292,9 +340,10 @@ def write_table(table: EmbeddingTable, path: str | Path) -> None:
     if table.face_detected is not None:
         columns[FACE_COLUMN] = pa.array(table.face_detected, type=pa.bool_())
     arrow = pa.table(columns).replace_schema_metadata({"biasgrid": "embedding-table/1"})
+    labels = [c for c in columns if c not in (EMBEDDING_COLUMN, FACE_COLUMN)]
+    dictionary = [c for c in labels if c != "image" and pa.types.is_string(columns[c].type)]
     write_atomic(path, lambda sink: pq.write_table(arrow, sink, row_group_size=ROW_GROUP_SIZE, compression="lz4",
-                                                   use_dictionary=["identity", "ethnicity", "gender"],
-                                                   write_statistics=list(LABEL_COLUMNS)))
+                                                   use_dictionary=dictionary, write_statistics=labels))
 
 
 def parse_labels(values: pa.ChunkedArray | pa.Array, names: tuple[str, ...], field: str, source: str) -> np.ndarray:
@@ -354,6 +403,38 @@ def _strings(values: pa.ChunkedArray, field: str, source: str) -> np.ndarray:
     return values.to_numpy(zero_copy_only=False).astype(object, copy=False)
 
 
+def parse_attribute(values: pa.ChunkedArray | pa.Array, field: str, source: str) -> np.ndarray:
+    """An extra label column -> float64 (integer or float column: numeric) or normalised strings (string or bool
+    column: categorical); InputError naming the column and its first missing row, or an unsupported type."""
+    check_attribute_name(field, f"{source}: column {field!r}")
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    if values.null_count:
+        bad = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+        raise InputError(f"{source}: attribute column '{field}' is missing at row {bad}; expected a value in every "
+                         f"row ({values.null_count} missing)")
+    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
+        out = values.to_numpy(zero_copy_only=False).astype(np.float64)
+        if not np.isfinite(out).all():
+            raise InputError(f"{source}: attribute column '{field}' has NaN or inf at row "
+                             f"{int(np.flatnonzero(~np.isfinite(out))[0])}; expected finite numbers")
+        return out
+    if pa.types.is_boolean(values.type):
+        values = values.cast(pa.string())
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        raise InputError(f"{source}: column '{field}' has type {values.type}; expected an attribute of strings or "
+                         f"numbers")
+    normal = pc.utf8_lower(pc.utf8_trim_whitespace(values))
+    out = normal.to_numpy(zero_copy_only=False).astype(object)
+    empty = np.flatnonzero(out == "")
+    if len(empty):
+        raise InputError(f"{source}: attribute column '{field}' is empty at row {empty[0]}; expected a value in "
+                         f"every row")
+    return out
+
+
 def _face_detected(pf: pq.ParquetFile, source: str) -> np.ndarray:
     """The optional ``face_detected`` column as (n,) bool; InputError when it is not a bool column without gaps."""
     values = pf.read(columns=[FACE_COLUMN]).column(0)
@@ -408,22 +489,28 @@ def read_parquet_table(path: str | Path, columns: Mapping[str, str] | None = Non
         raise InputError(f"{source}: not a readable Parquet file ({exc})") from exc
     schema = pf.schema_arrow
     check_unique_columns(schema.names, source)
-    missing = [names[c] for c in (*LABEL_COLUMNS, EMBEDDING_COLUMN) if names[c] not in schema.names]
+    missing = [names[c] for c in (*LABEL_COLUMNS, EMBEDDING_COLUMN) if names[c] not in schema.names
+               and (c not in OPTIONAL_COLUMNS or c in (columns or {}))]
     if missing:
-        raise InputError(f"{source}: missing column(s) {', '.join(missing)}; expected identity, image, ethnicity, "
-                         f"gender, embedding (found: {', '.join(schema.names)}). Tables with other column names: "
-                         f"'biasgrid data import {source} --format table --map identity=<column> ...'")
+        raise InputError(f"{source}: missing column(s) {', '.join(missing)}; expected identity, image, ethnicity "
+                         f"(optional), gender, embedding (found: {', '.join(schema.names)}). Tables with other column "
+                         f"names: 'biasgrid data import {source} --format table --map identity=<column> ...'")
+    has_ethnicity = names["ethnicity"] in schema.names
+    extra = [c for c in schema.names if c not in set(names.values()) | {FACE_COLUMN}]
     emb_name = names[EMBEDDING_COLUMN]
     d = _embedding_dim(schema.field(emb_name), emb_name, source)
     n = pf.metadata.num_rows
     if n == 0:
         raise InputError(f"{source}: the table has no rows; expected at least one embedding")
 
-    labels = pf.read(columns=list(dict.fromkeys(names[c] for c in LABEL_COLUMNS)))
+    labels = pf.read(columns=list(dict.fromkeys([*(names[c] for c in LABEL_COLUMNS if names[c] in schema.names),
+                                                 *extra])))
     identity = _strings(labels.column(names["identity"]), names["identity"], source)
     image = _strings(labels.column(names["image"]), names["image"], source)
-    ethnicity, groups = parse_groups(labels.column(names["ethnicity"]), names["ethnicity"], source)
+    ethnicity, groups = (parse_groups(labels.column(names["ethnicity"]), names["ethnicity"], source)
+                         if has_ethnicity else (None, ()))
     gender = parse_labels(labels.column(names["gender"]), vocab.GENDERS, names["gender"], source)
+    attributes = {c: parse_attribute(labels.column(c), c, source) for c in extra}
     del labels
 
     matrix: np.ndarray | None = None if d is None else np.empty((n, d), dtype=np.float32)
@@ -459,6 +546,6 @@ def read_parquet_table(path: str | Path, columns: Mapping[str, str] | None = Non
     if matrix is None or pos != n:
         raise InputError(f"{source}: read {pos} embeddings but the metadata promises {n} rows; the file is damaged")
     face = _face_detected(pf, source) if FACE_COLUMN in schema.names else None
-    table = EmbeddingTable(matrix, identity, image, ethnicity, gender, groups, face)
+    table = EmbeddingTable(matrix, identity, image, ethnicity, gender, groups, face, attributes)
     validate_table(table, source)
     return table

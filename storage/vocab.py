@@ -4,7 +4,8 @@ Gender is the binary target (``male`` = 0, ``female`` = 1). Ethnicity groups com
 four, FairFace's seven, the study's three :data:`ETHNICITIES`), normalised by :func:`normalise` (surrounding
 spaces and case ignored) and checked by :func:`check_group_name`; a table's labels are int8 codes into its own
 ordered vocabulary (:func:`ethnicity_vocabulary`: the study's names first, in the study's order, then the others
-sorted). A demographic group is an ethnicity x gender pair named ``"<ethnicity>_<gender>"`` (``"asian_female"``).
+sorted). The study's demographic group is an ethnicity x gender pair named ``"<ethnicity>_<gender>"``
+(``"asian_female"``); any product of attributes is named the same way by :func:`storage.attributes.group_labels`.
 Functions that turn codes into names take the table's own vocabulary (``EmbeddingTable.ethnicities``): none
 defaults to the study's three, which are used only where the data are the study's (its and DiveFace's group
 names, the synthetic data).
@@ -96,12 +97,6 @@ def ethnicity_names(codes: np.ndarray, vocabulary: tuple[str, ...]) -> np.ndarra
 def gender_names(codes: np.ndarray) -> np.ndarray:
     """int8 gender codes -> object array of names."""
     return np.asarray(GENDERS, dtype=object)[np.asarray(codes, dtype=np.intp)]
-
-
-def demographic_names(ethnicity: np.ndarray, gender: np.ndarray, vocabulary: tuple[str, ...]) -> np.ndarray:
-    """Per row ``"<ethnicity>_<gender>"`` from int8 codes (object array); ``vocabulary``: the table's groups."""
-    names = np.asarray([demographic_name(e, g) for e in vocabulary for g in GENDERS], dtype=object)
-    return names[np.asarray(ethnicity, dtype=np.intp) * len(GENDERS) + np.asarray(gender, dtype=np.intp)]
 
 
 def demographic_order(found: set[str] | list[str], ethnicities: list[str] | tuple[str, ...]) -> list[str]:

@@ -1,5 +1,6 @@
 """What every job needs in a worker: the one entry point executors call (:func:`run_job`), the thread budget
-(:func:`limit_threads`) and the check of a payload's row indices (:func:`check_rows`).
+(:func:`limit_threads`), the check of a payload's row indices (:func:`check_rows`) and each row's group on one of
+the run's axes (:func:`row_groups`).
 
 **run_job.** The one entry point executors call in a worker: run a job payload on the shared data, return its tables.
 
@@ -154,3 +155,15 @@ def check_rows(rows: np.ndarray, n: int, what: str) -> np.ndarray:
     if rows.min() < 0 or rows.max() >= n:
         raise InputError(f"{what}: row indices must lie in [0, {n}), got {rows.min()}..{rows.max()}")
     return rows.astype(np.int64, copy=False)
+
+
+AXES = ("demographic", "group", "target")   # the label arrays of the shared data (grid.axes.Axes.arrays)
+
+
+def row_groups(data: Mapping[str, np.ndarray], rows: np.ndarray | None = None, axis: str = "demographic") -> np.ndarray:
+    """Each row's group name (of ``rows``, default every row) on one of the run's :data:`AXES`: ``demographic``
+    (the verification's demographic groups, ``[verification] groups``, e.g. "asian_female"), ``group`` (the group
+    axis) or ``target``; from the shared arrays ``data[axis]`` (codes) and ``data[axis + "_names"]``."""
+    names = np.asarray(data[f"{axis}_names"], dtype=object).astype(str)
+    codes = np.asarray(data[axis])
+    return names[(codes if rows is None else codes[rows]).astype(np.intp)]

@@ -25,12 +25,18 @@ from grid.splits import Protocol, make_split
 from storage.errors import InputError
 from storage.results import load
 from storage.synth import SynthParams, generate
-from storage.vocab import demographic_names
+from storage.vocab import GENDERS
 from tasks.kinds import impostor
 from tasks.stats import acquisition, dev_eval, fairness, rates
 
 
 # ------------------------------------------------------------------------------------------- the formulas ---
+def demographic_names(table, rows: np.ndarray) -> np.ndarray:
+    """Each row's "<ethnicity>_<gender>" name, built directly from the table's codes (the default groups)."""
+    return np.asarray([f"{table.ethnicities[e]}_{GENDERS[g]}" for e, g in
+                       zip(table.ethnicity[rows], table.gender[rows])], dtype=str)
+
+
 def test_werm_is_the_papers_weighted_product_of_max_geomean_ratios():
     fmr, fnmr = np.array([1e-3, 4e-3, 0.0]), np.array([0.02, 0.05, 0.08])
     eps = 1e-5      # Linghu et al. (IJCB 2024), compute_werm_geo: eps inside the geometric means, exponents 0.5
@@ -222,7 +228,7 @@ def brute_pairs(table, rows):
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     i, j = np.triu_indices(len(rows), 1)
     ident = table.identity_codes()[rows]
-    group = np.asarray(demographic_names(table.ethnicity[rows], table.gender[rows], table.ethnicities)).astype(str)
+    group = demographic_names(table, rows)
     ok = table.face_detected[rows]
     return (X @ X.T)[i, j], ident[i] == ident[j], group[i], group[j], ok[i] & ok[j]
 
@@ -240,7 +246,7 @@ def test_synthetic_failures_are_marked_per_ethnicity(grid):
 
 def test_fta_counts_the_test_images_of_each_group(grid):
     table, rows, tables, _ = grid
-    group = np.asarray(demographic_names(table.ethnicity[rows], table.gender[rows], table.ethnicities)).astype(str)
+    group = demographic_names(table, rows)
     acq = tables["acquisition"].set_index("group")
     assert set(acq.index) == set(group) and (acq["seed"] == SEED).all()
     for g, r in acq.iterrows():
@@ -253,7 +259,7 @@ def test_fta_counts_the_test_images_of_each_group(grid):
 def test_dev_thresholds_and_eval_rates_equal_a_direct_computation(grid):
     table, rows, tables, _ = grid
     codes = table.identity_codes()[rows]
-    group = np.asarray(demographic_names(table.ethnicity[rows], table.gender[rows], table.ethnicities)).astype(str)
+    group = demographic_names(table, rows)
     dev = dev_eval.development(codes, group, 0.4, SEED)          # the same seeded split the job drew
     s_d, gen_d, ga_d, gb_d, _ = brute_pairs(table, rows[dev])
     s_e, gen_e, ga_e, gb_e, ok_e = brute_pairs(table, rows[~dev])
@@ -308,8 +314,7 @@ def test_report_shows_fta_calibration_d_prime_and_werm(grid):
     dr = tables["demographic_rates"]
     assert werm == pytest.approx(fairness.werm(dr["fmr"], dr["fnmr"])[0])
     s, gen, ga, gb, _ = brute_pairs(table, rows[~dev_eval.development(
-        table.identity_codes()[rows], np.asarray(demographic_names(table.ethnicity[rows], table.gender[rows],
-                                                                   table.ethnicities)).astype(str), 0.4, SEED)])
+        table.identity_codes()[rows], demographic_names(table, rows), 0.4, SEED)])
     eer = tables["group_eer"].set_index("group")
     g = "asian_female"
     assert eer.loc[g, "d_prime"] == pytest.approx(rates.decidability(s[gen & (ga == g)],

@@ -23,9 +23,10 @@ import pytest
 from grid.config import resolve_config
 from grid.report import load_results, stats
 from grid.runner import run_grid, shared_arrays
+from tasks.runtime import row_groups
 from storage.errors import InputError
 from storage.table import EmbeddingTable, write_table
-from storage.vocab import demographic_names
+from storage.attributes import default_groups
 from tasks.stats import allpairs, bootstrap, fairness
 from tasks.stats import allpairs_rates
 from tasks.kinds import allpairs as allpairs_kind
@@ -63,7 +64,7 @@ class Brute:
         i, j = np.triu_indices(len(X), 1)
         self.s = (X @ X.T)[i, j]
         self.ida, self.idb = table.identity_codes()[i], table.identity_codes()[j]
-        groups = np.asarray(demographic_names(table.ethnicity, table.gender, table.ethnicities)).astype(str)
+        groups = default_groups(table).per_row().astype(str)
         self.names = sorted(set(groups))
         code = np.array([self.names.index(g) for g in groups])
         self.ga, self.gb = code[i], code[j]
@@ -187,10 +188,10 @@ def test_tails_with_different_lower_bins_are_cut_at_the_highest(big):
     parts = []
     for shard, start in enumerate((lo - 3, lo, lo - 1)):
         tail = allpairs.TailCounts.empty(10, lo_bin=start)
-        allpairs_kind.count_shard(big.embeddings, big.identity_codes(), allpairs_kind.row_groups(data), shard, 3,
+        allpairs_kind.count_shard(big.embeddings, big.identity_codes(), row_groups(data), shard, 3,
                                   tail=tail)
         parts.append(allpairs_kind.tail_rows(tail, shard, 3))
-    identities = allpairs_kind.identity_rows(big.identity_codes(), allpairs_kind.row_groups(data), 0, 3, 10, lo - 3)
+    identities = allpairs_kind.identity_rows(big.identity_codes(), row_groups(data), 0, 3, 10, lo - 3)
     t, group, images, names, note = allpairs_rates.tail_from_rows(pd.concat(parts), identities)
     want = brute.tail(lo)
     assert t.lo_bin == lo and all(np.array_equal(getattr(t, f), getattr(want, f)) for f in allpairs._TAIL_FIELDS)

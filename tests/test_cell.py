@@ -94,11 +94,11 @@ def test_same_seed_same_numbers():
     (lambda a: {**a, "test_sets": {"a": np.array([], dtype=int)}}, "test group 'a' has no rows"),
     (lambda a: {**a, "test_sets": {"a": np.array([0, 999])}}, r"test group 'a'.*\[0, 180\)"),
     (lambda a: {**a, "test_sets": {}}, "no test groups"),
-    (lambda a: {**a, "train_idx": np.arange(0, 60, 2)}, "train group 'asian' has only male rows"),
+    (lambda a: {**a, "train_idx": np.arange(0, 60, 2)}, "train group 'asian' has only rows of target class 0"),
     (lambda a: {**a, "train_idx": np.array([0.5, 1.5])}, "row indices must be integers"),
     (lambda a: {**a, "model": "forest"}, r"unknown model type 'forest'; allowed: mlp, xgboost, logreg"),
     (lambda a: {**a, "model_config": {"depth": 2}}, r"'logreg' takes no config key 'depth'; it takes: C, max_iter"),
-    (lambda a: {**a, "gender": np.full(180, 2)}, "gender codes must be 0"),
+    (lambda a: {**a, "gender": np.full(180, 2)}, "target codes must be 0 or 1"),
     (lambda a: {**a, "gender": np.zeros(10)}, "one code per embedding row"),
 ])
 def test_bad_arguments_name_what_is_wrong(change, message):

@@ -62,14 +62,14 @@ def test_deterministic_by_seed_and_seeds_differ(table):
 
 def test_split_of_an_ethnicity_ignores_other_ethnicities_and_row_order(table):
     full = make_split(table, 1, PROTOCOL)
-    only_asian = make_split(table, 1, PROTOCOL, ethnicities=["asian"])
+    only_asian = make_split(table, 1, PROTOCOL, groups=["asian"])
     assert list(only_asian.train) == ["asian"]
     assert np.array_equal(only_asian.train["asian"], full.train["asian"])
     # Drop the black rows and shuffle the rest: the same (identity, image) pairs are drawn.
     keep = np.flatnonzero(table.ethnicity != ETHNICITIES.index("black"))
     rows = np.random.default_rng(0).permutation(keep)
     other = subset(table, rows)
-    split = make_split(other, 1, PROTOCOL, ethnicities=["asian", "caucasian"])
+    split = make_split(other, 1, PROTOCOL, groups=["asian", "caucasian"])
     for name in ("asian", "caucasian"):
         assert pairs(other, split.train[name]) == pairs(table, full.train[name])
         assert pairs(other, split.test[name]) == pairs(table, full.test[name])
@@ -84,17 +84,19 @@ def test_too_few_identities_names_group_count_and_need(table):
         make_split(small, 0, PROTOCOL)
     with pytest.raises(InputError, match="asian_male has 40 identities.*needs 100 per group"):
         make_split(table, 0, Protocol(60, 40))
-    split = make_split(small, 0, PROTOCOL, ethnicities=["asian"])  # black not needed: fine
+    split = make_split(small, 0, PROTOCOL, groups=["asian"])  # black not needed: fine
     assert len(split.train["asian"]) == 20
 
 
 def test_bad_protocol_seed_and_ethnicity(table):
-    with pytest.raises(InputError, match="'train_per_gender' must be an integer >= 1"):
-        make_split(table, 0, Protocol(0, 5))
+    with pytest.raises(InputError, match="'test_per_gender' must be an integer >= 1"):
+        make_split(table, 0, Protocol(5, 0))
+    with pytest.raises(InputError, match="'train_per_gender' must be an integer >= 0"):
+        make_split(table, 0, Protocol(-1, 5))
     with pytest.raises(InputError, match="seed must be a non-negative integer"):
         make_split(table, -1, PROTOCOL)
-    with pytest.raises(InputError, match="unknown ethnicity 'martian'"):
-        make_split(table, 0, PROTOCOL, ethnicities=["martian"])
+    with pytest.raises(InputError, match="unknown group 'martian'"):
+        make_split(table, 0, PROTOCOL, groups=["martian"])
 
 
 def test_train_rows_unions(table):
@@ -108,7 +110,7 @@ def test_train_rows_unions(table):
                          ("asian+asian", "names an ethnicity twice"), ("", "expected an ethnicity group")):
         with pytest.raises(InputError, match=pattern):
             split.train_rows(bad)
-    partial = make_split(table, 0, PROTOCOL, ethnicities=["asian"])
+    partial = make_split(table, 0, PROTOCOL, groups=["asian"])
     with pytest.raises(InputError, match="needs 'black', which is not in the data"):
         partial.train_rows("asian+black")
 

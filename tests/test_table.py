@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.errors import InputError
-from storage.table import (EmbeddingTable, demographic_groups, read_parquet_table, read_table, validate_table,
-                           write_table)
+from storage.attributes import default_groups
+from storage.table import EmbeddingTable, read_parquet_table, read_table, validate_table, write_table
 from storage.vocab import ETHNICITIES, GENDERS
 
 
@@ -117,7 +117,7 @@ def test_missing_file_not_parquet_and_missing_columns(tmp_path):
         read_table(bad)
     partial = tmp_path / "partial.parquet"
     pq.write_table(pa.table({"identity": ["a"], "embedding": [[1.0]]}), partial)
-    with pytest.raises(InputError, match="missing column.*image, ethnicity, gender"):
+    with pytest.raises(InputError, match=r"missing column\(s\) image, gender;"):
         read_table(partial)
 
 
@@ -217,7 +217,7 @@ def test_fingerprint_sees_every_column():
 
 def test_demographic_groups():
     table = make_table()
-    groups = demographic_groups(table)
+    groups = default_groups(table).per_row()
     assert groups[0] == "asian_male" and groups[3] == "caucasian_male" and groups[9 * 3] == "asian_female"
 
 

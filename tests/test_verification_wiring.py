@@ -14,10 +14,11 @@ from statsmodels.stats.proportion import proportion_confint
 
 from grid.config import resolve_config
 from grid.report import load_results, stats
-from grid.runner import load_data, run_grid
+from grid.runner import load_data, run_grid, shared_arrays
 from grid.splits import Protocol, make_split
 from storage.results import load
-from storage.vocab import demographic_names
+from storage.table import EmbeddingTable
+from storage.attributes import default_groups
 
 TINY = """
 [data.synth]
@@ -88,7 +89,7 @@ def brute(table, split, test_groups):
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     S = X @ X.T
     ident = table.identity_codes()[rows]
-    group = np.asarray(demographic_names(table.ethnicity[rows], table.gender[rows], table.ethnicities)).astype(str)
+    group = default_groups(table).per_row()[rows].astype(str)
     i, j = np.triu_indices(len(rows), 1)
     return S[i, j], ident[i] == ident[j], group[i], group[j], ident[i], ident[j]
 
@@ -293,7 +294,7 @@ def test_allpairs_shards_sum_to_brute_force_counts_of_every_pair(grid):
     assert len(table.embeddings) > 2048     # more than one block of 2048 rows: the shards share the work
     assert sorted(rows["shard"].unique()) == [0, 1, 2] and (rows["count"] > 0).all()
     # the sum of the stored shards = one unsharded count of the whole table (exact integers)
-    one = count_shard(table.embeddings, table.identity_codes(), demographic_names(table.ethnicity, table.gender, table.ethnicities), 0, 1)
+    one = count_shard(table.embeddings, table.identity_codes(), default_groups(table).per_row(), 0, 1)
     key = ["group_a", "group_b", "kind", "bin"]
     summed = rows.groupby(key)["count"].sum().sort_index()
     pd.testing.assert_series_equal(summed, one.set_index(key)["count"].sort_index(), check_dtype=False)
@@ -303,7 +304,7 @@ def test_allpairs_shards_sum_to_brute_force_counts_of_every_pair(grid):
     i, j = np.triu_indices(len(X), 1)
     s = (X @ X.T)[i, j]
     ident = table.identity_codes()
-    group = np.asarray(demographic_names(table.ethnicity, table.gender, table.ethnicities)).astype(str)
+    group = default_groups(table).per_row().astype(str)
     gen = ident[i] == ident[j]
     first = group[i] <= group[j]
     lo, hi = np.where(first, group[i], group[j]), np.where(first, group[j], group[i])
@@ -385,16 +386,18 @@ def test_pair_protocol_job_against_a_direct_10_fold_computation(grid):
 
 
 def test_new_workers_take_group_names_from_the_data():
-    """The allpairs and pairs workers name groups by the table's own ethnicity names (any vocabulary), which the
-    data must carry: without them there is no silent fallback to the study's names."""
-    from tasks.kinds.allpairs import row_groups
+    """The workers name groups by the names the shared data carry (any vocabulary, grid.axes): without them there
+    is no silent fallback to the study's names."""
     from tasks.kinds.pairs import evaluate
+    from tasks.runtime import row_groups
 
-    data = {"ethnicity": np.array([0, 1, 1, 0], np.int8), "gender": np.array([1, 0, 1, 0], np.int8),
-            "ethnicity_names": np.array(["african", "indian"], dtype=object)}
+    data = shared_arrays(EmbeddingTable(np.ones((4, 2), np.float32), np.array(list("abcd"), dtype=object),
+                                        np.array(list("wxyz"), dtype=object), np.array([0, 1, 1, 0], np.int8),
+                                        np.array([1, 0, 1, 0], np.int8), ("african", "indian")))
     assert row_groups(data).tolist() == ["african_female", "indian_male", "indian_female", "african_male"]
-    with pytest.raises(KeyError, match="ethnicity_names"):
-        row_groups({k: v for k, v in data.items() if k != "ethnicity_names"}, np.array([1]))
+    assert row_groups(data, np.array([1, 2]), axis="group").tolist() == ["indian", "indian"]
+    with pytest.raises(KeyError, match="demographic_names"):
+        row_groups({k: v for k, v in data.items() if k != "demographic_names"}, np.array([1]))
     rng = np.random.default_rng(0)
     n = 40
     X = rng.normal(size=(2 * n, 8))
@@ -406,6 +409,6 @@ def test_new_workers_take_group_names_from_the_data():
         [(n + k, k % 10, f"p{k}", "a", f"p{(k + 2) % n}", "a", False, "") for k in range(n)]
     table = pd.DataFrame(rows, columns=["line", "fold", "identity_a", "image_a", "identity_b", "image_b", "same",
                                         "group"]).assign(source="mem")
-    out = evaluate(X, identity, image, ethnicity, table, [1e-1], np.array(["african", "indian"], dtype=object))
+    out = evaluate(X, identity, image, np.array(["african", "indian"], dtype=object)[ethnicity], table, [1e-1])
     assert sorted(out["pair_groups"]["group"]) == ["african", "indian"]
     assert (out["pair_groups"]["n_pairs"] == n).all()

@@ -16,8 +16,9 @@ import numpy as np
 
 from storage.errors import InputError
 from storage.results import check_outside_results
-from storage.table import EmbeddingTable, demographic_groups
-from storage.vocab import ETHNICITIES, GENDERS, demographic_name
+from storage.attributes import default_groups, is_numeric
+from storage.table import EmbeddingTable
+from storage.vocab import ETHNICITIES
 
 _PER_ETHNICITY_FORMS = ("a number for every ethnicity, three values for asian,caucasian,black (e.g. 1,0.8,1.2) "
                         "or some of them by name (e.g. asian=1.2); a value starting with '-' needs '=': "
@@ -115,18 +116,16 @@ def _per_ethnicity(text: str, name: str) -> Any:
     return values
 
 
-def group_order(table: EmbeddingTable, names: np.ndarray) -> list[str]:
-    """The table's demographic groups that have rows (``names``: each row's), in its vocabulary's order."""
-    return [n for n in (demographic_name(e, g) for e in table.ethnicities for g in GENDERS) if (names == n).any()]
-
-
 def table_summary(table: EmbeddingTable, out: Path, what: str) -> str:
-    """The line a data command closes with: the table written, its size and identities per demographic group."""
+    """The line a data command closes with: the table written, its size, identities per demographic group and its
+    further attributes."""
     codes = table.identity_codes()
-    names = demographic_groups(table)
-    per_group = [f"{g} {len(np.unique(codes[names == g]))}" for g in group_order(table, names)]
+    groups = default_groups(table)
+    per_group = [f"{groups.names[g]} {len(np.unique(codes[groups.codes == g]))}" for g in np.unique(groups.codes)]
+    extra = [f"{name} ({'numeric' if is_numeric(v) else f'{len(set(v.tolist()))} values'})"
+             for name, v in sorted(table.attributes.items())]
     return (f"wrote {out}: {what}, {len(table)} rows, dim {table.dim}, {len(np.unique(codes))} identities "
-            f"({', '.join(per_group)})")
+            f"({', '.join(per_group)})" + (f"; attributes: {', '.join(extra)}" if extra else ""))
 
 
 def _synth(args: argparse.Namespace) -> int:

@@ -59,12 +59,14 @@ def register(subparsers: Any) -> None:
                         "face_detected = false)")
     lab = p.add_argument_group("labels")
     lab.add_argument("--manifest", metavar="FILE",
-                     help="manifest (.csv/.parquet: path, identity, ethnicity, gender); relative paths are taken "
+                     help="manifest (.csv/.parquet: path, identity, ethnicity, gender, any attribute columns; "
+                          "FairFace's file and race are understood); relative paths are taken "
                           "from SRC")
     lab.add_argument("--map", action="append", default=[], metavar="COLUMN=SOURCE",
                      help="manifest: take a column from another name, e.g. path=file, ethnicity=race")
     lab.add_argument("--name-pattern", metavar="PATTERN",
-                     help="labels from file names, e.g. '{age}_{gender}_{ethnicity}_{*}' ({identity} optional)")
+                     help="labels from file names, e.g. '{age}_{gender}_{ethnicity}_{*}' ({identity}, {ethnicity} "
+                          "optional; other fields such as {age} are attributes)")
     lab.add_argument("--values", action="append", default=[], metavar="FIELD=RAW:VALUE,...",
                      help="value map for a manifest or a name pattern, e.g. gender=0:male,1:female (repeat it)")
     run = p.add_argument_group("execution")
@@ -151,15 +153,15 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ summary
 def summary_lines(table: EmbeddingTable, out: Path, what: str, result: Assembled, own: bool) -> list[str]:
     """The command's closing summary: the table, faces detected per group, what was left out and why."""
-    from grid.cli.data import group_order, table_summary
+    from grid.cli.data import table_summary
     from grid.embed import errors_file, listing
-    from storage.table import demographic_groups
+    from storage.attributes import default_groups
 
-    names = demographic_groups(table)
+    groups = default_groups(table)
     face = table.face_detected if table.face_detected is not None else np.ones(len(table), dtype=bool)
     lines = [table_summary(table, out, what),
-             "face detected: " + ", ".join(f"{g} {int(face[names == g].sum())} of {int((names == g).sum())}"
-                                           for g in group_order(table, names))
+             "face detected: " + ", ".join(f"{groups.names[g]} {int(face[groups.codes == g].sum())} of "
+                                           f"{int((groups.codes == g).sum())}" for g in np.unique(groups.codes))
              + " (the others were embedded from their centre crop)" * bool((~face).any())]
     if result.skipped:
         lines.append(f"{len(result.skipped)} images without a detected face left out (--skip-undetected)")

@@ -13,6 +13,16 @@ import pandas as pd
 
 METRIC_TITLES = {"accuracy": "Accuracy", "accuracy_male": "Accuracy on men", "accuracy_female": "Accuracy on women",
                  "balanced_accuracy": "Balanced accuracy ((TPR + TNR)/2, female positive)"}
+
+
+def metric_title(metric: str, classes: list[str] | tuple[str, ...] = ()) -> str:
+    """The title of an accuracy metric; with another target than gender (``classes``: its two values), the
+    per-class accuracies and the positive class are named by its values."""
+    if len(classes) != 2 or tuple(classes) == ("male", "female"):
+        return METRIC_TITLES[metric]
+    return {"accuracy_male": f"Accuracy on {classes[0]}", "accuracy_female": f"Accuracy on {classes[1]}",
+            "balanced_accuracy": f"Balanced accuracy ((TPR + TNR)/2, {classes[1]} positive)"}.get(metric,
+                                                                                                METRIC_TITLES[metric])
 CORNER = "trained on \\ tested on"
 
 

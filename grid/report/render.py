@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from grid.report.blocks import CORNER, METRIC_TITLES, Block, Table, slug
-from grid.report.results import Results
+from grid.report.blocks import CORNER, Block, Table, metric_title, slug
+from grid.report.results import Results, axis_names
 from grid.report.sections.jobs import job_status
 from grid.report.sections.matrices import incomplete_cells, matrix_text
 
@@ -42,7 +42,8 @@ def format_matrices(res: Results,
     parts = []
     for metric in metrics:
         n = len(res.seeds)
-        parts.append(f"{METRIC_TITLES[metric]}: mean ± std over {n} seed{'s' if n != 1 else ''} "
+        title = metric_title(metric, axis_names(res, "target"))
+        parts.append(f"{title}: mean ± std over {n} seed{'s' if n != 1 else ''} "
                      f"(rows: trained on, columns: tested on)")
         for model in res.models:
             parts.append("")

@@ -17,6 +17,7 @@ import pandas as pd
 from storage.errors import InputError
 from storage.results import RUN_FILE, ResultStore, job_state, jobs_from_columns, register_recorded
 from storage.schema import TABLES
+from storage.attributes import order_names
 from storage.vocab import ALL, ETHNICITIES, demographic_order
 from tasks import kinds
 
@@ -157,8 +158,21 @@ def _order(config: dict[str, Any], tables: dict[str, pd.DataFrame]) -> tuple[lis
 
 
 def demographic_groups(res: Results) -> list[str]:
-    """The demographic groups ("asian_male", ...) present in the verification tables, in ethnicity x gender order."""
+    """The demographic groups ("asian_male", ...) present in the verification tables, in the order run.json records
+    (the product order of ``[verification] groups``; a folder written before: ethnicity x gender order)."""
     found = set(res.tables["demographic_rates"]["group"].dropna())
     imp = res.tables["impostor_matrix"]
     found |= set(imp["group_a"].dropna()) | set(imp["group_b"].dropna())
-    return demographic_order(found, res.test_groups)
+    recorded = axis_names(res, "demographic")
+    return order_names(found, recorded) if recorded else demographic_order(found, res.test_groups)
+
+
+def verification_only(res: Results) -> bool:
+    """Whether the folder's study trains no classifier (``grid.models = []``)."""
+    return (res.config.get("grid") or {}).get("models") == []
+
+
+def axis_names(res: Results, axis: str) -> list[str]:
+    """The ordered names of one of the run's axes (``target``, ``group``, ``demographic``) as run.json records
+    them (grid.axes.Axes.record); [] for a folder written before."""
+    return list(((res.run.get("axes") or {}).get(axis) or {}).get("names") or [])

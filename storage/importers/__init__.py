@@ -10,7 +10,8 @@ describes the form in full) and one :class:`Format` entry in :data:`FORMATS`:
 ``uam-csv`` (:mod:`.uam_csv`)
     The UAM CSV pair: an embeddings CSV and an attributes CSV with one row per embedding row.
 ``table`` (:mod:`.table`)
-    An existing Parquet or CSV table with columns identity, image, ethnicity, gender and the embedding.
+    An existing Parquet or CSV table with columns identity, image, ethnicity (optional), gender, any further
+    attributes and the embedding.
 
 A new format is one module (a ``read`` function, and a ``detect`` one if it can be recognised) plus one line in
 :data:`FORMATS`; :func:`import_embeddings` refuses the options the format does not declare.
@@ -29,16 +30,18 @@ labels (when identity names are only unique within a group, ``prefix_group=True`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from storage.attributes import default_groups
 from storage.errors import InputError
 from storage.importers import diveface, npy, table, uam_csv
 from storage.table import EMBEDDING_COLUMN, EmbeddingTable, validate_table
-from storage.vocab import accepted_group_names, demographic_names
+from storage.vocab import accepted_group_names
 
 __all__ = ["FORMATS", "FORMAT_NAMES", "Format", "detect_format", "import_embeddings"]
 
@@ -136,8 +139,8 @@ def import_embeddings(src: str | Path, fmt: str | None = None, *, columns: Mappi
               "attributes": None if attributes is None else Path(attributes), "prefix_group": prefix_group}
     out = spec.read(src, **{option: values[option] for option in spec.options})
     if prefix_group:
-        groups = demographic_names(out.ethnicity, out.gender, out.ethnicities)
+        groups = default_groups(out).per_row()
         prefixed = np.array([f"{g}/{i}" for g, i in zip(groups, out.identity)], dtype=object)
-        out = EmbeddingTable(out.embeddings, prefixed, out.image, out.ethnicity, out.gender, out.ethnicities)
+        out = dataclasses.replace(out, identity=prefixed)
     validate_table(out, str(src))
     return out

@@ -1,7 +1,8 @@
 """The ``table`` format: an existing Parquet or CSV table.
 
-Columns identity, image, ethnicity, gender (values ``asian`` / ``caucasian`` / ``black`` and ``male`` /
-``female``, any case) and the embedding: in Parquet one ``embedding`` column (``fixed_size_list<float>`` or
+Columns identity, image, ethnicity (optional), gender (values ``asian`` / ``caucasian`` / ``black`` or any group
+names, and ``male`` / ``female``, any case), any further attribute columns (:mod:`storage.attributes`: numbers,
+or strings) and the embedding: in Parquet one ``embedding`` column (``fixed_size_list<float>`` or
 ``list<float>``); in CSV the columns ``e0, e1, ..., e{d-1}`` (in any order). ``columns`` maps other names, e.g.
 ``{"identity": "subject_id"}``; for CSV, ``{"embedding": "emb_"}`` changes the embedding columns' prefix
 (``emb_0 ... emb_{d-1}``).
@@ -19,8 +20,9 @@ import pyarrow.csv as pacsv
 from storage.errors import InputError
 from storage.importers.common import (CSV_EMBEDDING_PREFIX, check_mapping, csv_error, csv_header,
                                       float_columns_to_matrix, looks_like_csv_table, pick_column, strings_column)
-from storage.table import (EMBEDDING_COLUMN, LABEL_COLUMNS, EmbeddingTable, check_finite, parse_groups, parse_labels,
-                           read_parquet_table)
+from storage.attributes import parse_values
+from storage.table import (EMBEDDING_COLUMN, LABEL_COLUMNS, OPTIONAL_COLUMNS, EmbeddingTable, check_attribute_name,
+                           check_finite, parse_groups, parse_labels, read_parquet_table)
 from storage.vocab import GENDERS
 
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -48,7 +50,9 @@ def read(src: Path, columns: dict[str, str]) -> EmbeddingTable:
     prefix = columns.get(EMBEDDING_COLUMN, CSV_EMBEDDING_PREFIX)
     label_idx = {}
     for key in LABEL_COLUMNS:
-        label_idx[key] = pick_column(header, key, (key,), columns, src, required=True)
+        found = pick_column(header, key, (key,), columns, src, required=key not in OPTIONAL_COLUMNS)
+        if found is not None:
+            label_idx[key] = found
     feature_at: dict[int, int] = {}
     pattern = re.compile(re.escape(prefix) + r"(\d+)")
     for i, h in enumerate(header):
@@ -66,15 +70,18 @@ def read(src: Path, columns: dict[str, str]) -> EmbeddingTable:
     if gaps:
         raise InputError(f"{src}: embedding column {prefix}{gaps[0]} is missing; expected {prefix}0 ... "
                          f"{prefix}{d - 1} ({len(gaps)} missing)")
+    extra = [i for i, h in enumerate(header) if i not in label_idx.values() and i not in feature_at.values()]
+    for i in extra:
+        check_attribute_name(header[i].strip(), f"{src}: column {header[i]!r}")
     names = [f"c{i}" for i in range(len(header))]
     feature_names = [names[feature_at[k]] for k in range(d)]
     types = {c: pa.float32() for c in feature_names}
-    types.update({names[i]: pa.string() for i in label_idx.values()})
+    types.update({names[i]: pa.string() for i in [*label_idx.values(), *extra]})
     try:
         arrow = pacsv.read_csv(src, read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
                                convert_options=pacsv.ConvertOptions(
                                    column_types=types, include_columns=list(dict.fromkeys(
-                                       [names[i] for i in label_idx.values()] + feature_names)),
+                                       [names[i] for i in [*label_idx.values(), *extra]] + feature_names)),
                                    null_values=[""], strings_can_be_null=True))
     except pa.ArrowException as exc:
         raise csv_error(src, exc) from exc
@@ -90,8 +97,11 @@ def read(src: Path, columns: dict[str, str]) -> EmbeddingTable:
             raise InputError(f"{src}: column {header[i]!r} is empty at data row {bad} (line {bad + 2}); expected a "
                              f"value in every row")
         labels[key] = col
-    ethnicity, groups = parse_groups(labels["ethnicity"], header[label_idx["ethnicity"]], str(src))
+    ethnicity, groups = (parse_groups(labels["ethnicity"], header[label_idx["ethnicity"]], str(src))
+                         if "ethnicity" in labels else (None, ()))
     gender = parse_labels(labels["gender"], GENDERS, header[label_idx["gender"]], str(src))
     identity = strings_column(labels["identity"].to_numpy(), header[label_idx["identity"]], src)
     image = strings_column(labels["image"].to_numpy(), header[label_idx["image"]], src)
-    return EmbeddingTable(matrix, identity, image, ethnicity, gender, groups)
+    attributes = {header[i].strip(): parse_values(arrow.column(names[i]).to_pylist(), header[i].strip(), str(src))
+                  for i in extra}
+    return EmbeddingTable(matrix, identity, image, ethnicity, gender, groups, None, attributes)

@@ -15,7 +15,8 @@ columns are matched ignoring case, spaces, ``-`` and ``_``:
   ``img``, ``pose``, ``pose_id``, ``pose_index``, ``pose/image``, ``file``, ``filename``.
 
 ``columns`` names a column explicitly, e.g. ``{"identity": "ID_person"}``. When both files have an index
-column, the indices must agree row by row.
+column, the indices must agree row by row. Any other column of the attributes CSV is kept as an attribute
+(:mod:`storage.attributes`: numeric when every value is a number, else categorical).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import pyarrow.csv as pacsv
 from storage.errors import InputError
 from storage.importers.common import (check_mapping, column_key, csv_error, csv_header, float_columns_to_matrix,
                                       looks_like_csv_table, pick_column, scandir, strings_column)
+from storage.attributes import check_attribute_name, parse_values
 from storage.table import EmbeddingTable, check_finite
 from storage.vocab import ETHNICITIES, GENDERS, normalise
 
@@ -152,6 +154,9 @@ def read(src: Path, columns: dict[str, str], attributes: Path | None) -> Embeddi
         image = strings_column(attrs.iloc[:, picked["image"]].to_numpy(), header[picked["image"]], attr_path)
     else:
         image = np.array([str(i) for i in range(len(attrs))], dtype=object)
+    extra = [i for i in range(len(header)) if i not in used and not (i == 0 and attr_index is not None)]
+    extras = {check_attribute_name(header[i].strip(), f"{attr_path}: column {header[i]!r}"):
+              parse_values(attrs.iloc[:, i].tolist(), header[i].strip(), str(attr_path)) for i in extra}
     del attrs
 
     # Embeddings: large, streamed.
@@ -199,5 +204,6 @@ def read(src: Path, columns: dict[str, str], attributes: Path | None) -> Embeddi
                              f"{attr_index[i]!r}; expected the same rows in the same order")
     matrix = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     del blocks
-    return EmbeddingTable(matrix, identity, image, ethnicity, gender, ETHNICITIES)   # UAM's codes: the study's
+    return EmbeddingTable(matrix, identity, image, ethnicity, gender, ETHNICITIES,   # UAM's codes: the study's
+                          None, extras)
 

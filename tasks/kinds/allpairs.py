@@ -33,8 +33,8 @@ import pandas as pd
 
 from storage.errors import InputError
 from storage.schema import result_table
-from storage.vocab import GENDERS
 from tasks.kinds import ConfigPart, JobKind, PlannedJob, Where, register
+from tasks.runtime import row_groups
 from tasks.stats import allpairs
 from tasks.stats.scoring import scaled_rows
 
@@ -73,17 +73,6 @@ class NormalisedRows:
         if not (norms > 0).all():
             raise InputError("an embedding is all zeros: cosine similarity is undefined")
         return block / norms[:, None]
-
-
-def row_groups(data: Mapping[str, np.ndarray], rows: np.ndarray | None = None) -> np.ndarray:
-    """Each row's demographic group name "<ethnicity>_<gender>" (of ``rows``, default every row), with the
-    table's own ethnicity groups (``data["ethnicity_names"]``, which the ethnicity codes index)."""
-    vocabulary = np.asarray(data["ethnicity_names"], dtype=object)
-    e, g = np.asarray(data["ethnicity"]), np.asarray(data["gender"])
-    if rows is not None:
-        e, g = e[rows], g[rows]
-    return np.char.add(np.char.add(vocabulary[e.astype(np.intp)].astype(str), "_"),
-                       np.asarray(GENDERS)[g.astype(np.intp)])
 
 
 def group_codes(names_per_row: np.ndarray) -> tuple[list[str], np.ndarray]:

@@ -1,5 +1,7 @@
 """Job kind "cell": train one model on one train group's rows, evaluate it on every test group (the accuracy
-matrices' cells, model x train group x seed)."""
+matrices' cells, model x train group x seed). The labels are the target's codes (``[grid] target``, gender by
+default: 0 = male, 1 = female; another binary attribute: its two values in sorted order); ``accuracy_male`` and
+``accuracy_female`` are the accuracies on class 0 and class 1 of the target (their names: the default's)."""
 
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ TABLES = (
 
 
 def _positive_score(classifier: Any, X: np.ndarray) -> np.ndarray:
-    """The model's score for class 1 (female): ``predict_proba(X)[:, 1]`` when the model has it, else NaN."""
+    """The model's score for class 1 (female by default): ``predict_proba(X)[:, 1]`` when the model has it, else
+    NaN."""
     proba = getattr(classifier, "predict_proba", None)
     if not callable(proba):
         return np.full(len(X), np.nan)
@@ -40,15 +43,15 @@ def _positive_score(classifier: Any, X: np.ndarray) -> np.ndarray:
 
 
 def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
-    """(TPR + TNR)/2 (classifier_stats.balanced_accuracy); NaN when a gender is absent from the test rows."""
+    """(TPR + TNR)/2 (classifier_stats.balanced_accuracy); NaN when a class is absent from the test rows."""
     return float(classifier_stats.classification_rates(y, pred).iloc[0]["balanced_accuracy"])
 
 
 def run_cell(X: np.ndarray, gender: np.ndarray, train_idx: np.ndarray, test_sets: Mapping[str, np.ndarray], *,
              model: str, model_config: Mapping, train_group: str, seed: int, threads: int = 1,
              identity_codes: np.ndarray | None = None) -> dict[str, pd.DataFrame]:
-    """Train ``model`` once on rows ``train_idx`` of X (labels: gender codes, 0 male, 1 female), initialised by
-    ``seed``, and evaluate it on each test set (name -> rows).
+    """Train ``model`` once on rows ``train_idx`` of X (labels ``gender``: the target's codes, 0 male, 1 female by
+    default), initialised by ``seed``, and evaluate it on each test set (name -> rows).
 
     Returns ``{"accuracy": one row per test group: model, train_group, test_group, seed, accuracy,
     accuracy_male, accuracy_female, balanced_accuracy = (TPR + TNR)/2 with female positive, n_test, n_train,
@@ -69,11 +72,12 @@ def run_cell(X: np.ndarray, gender: np.ndarray, train_idx: np.ndarray, test_sets
                                                                         tests.items()]:
         bad = ~np.isin(gender[rows], (0, 1))
         if bad.any():
-            raise InputError(f"{name}: gender codes must be 0 (male) or 1 (female), got {gender[rows][bad][0]!r}")
+            raise InputError(f"{name}: target codes must be 0 or 1 (male or female by default), got "
+                             f"{gender[rows][bad][0]!r}")
     y_train = gender[train_idx].astype(np.int64)
     if len(np.unique(y_train)) < 2:
-        only = "male" if y_train[0] == 0 else "female"
-        raise InputError(f"train group {train_group!r} has only {only} rows; a gender classifier needs both")
+        raise InputError(f"train group {train_group!r} has only rows of target class {y_train[0]}; a binary "
+                         f"classifier needs both classes")
 
     classifier = build_model(model, model_config, seed=seed, threads=threads)  # resolves (and checks) the config
     X_train = np.ascontiguousarray(X[train_idx], dtype=np.float32)
@@ -125,13 +129,14 @@ def _rows(params: Mapping[str, Any], split: Any) -> dict[str, Any]:
 def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:
     """Worker entry of a cell job: its accuracy rows and per-image predictions."""
     p = payload["params"]
-    return run_cell(data["X"], data["gender"], payload["train_idx"], payload["test_sets"], model=p["model"],
+    return run_cell(data["X"], data["target"], payload["train_idx"], payload["test_sets"], model=p["model"],
                     model_config=p["model_config"], train_group=p["train_group"], seed=payload["seed"],
                     threads=p["threads"], identity_codes=data.get("identity_codes"))
 
 
 def _cost(params: Mapping[str, Any]) -> int:
-    """``all`` trains on three ethnicities; the MLP is slower than the tree and linear baselines."""
+    """``all`` trains on every group (three ethnicities in the study); the MLP is slower than the tree and linear
+    baselines."""
     return (3 if params["train_group"] == "all" else 1) + (1 if params["model"] == "mlp" else 0)
 
 

@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from storage.attributes import group_labels
 from storage.errors import InputError
 from storage.schema import result_table
-from storage.vocab import demographic_names
 from tasks.kinds import ConfigPart, JobKind, PlannedJob, Where, register
 from tasks.runtime import check_rows
 from tasks.stats import acquisition, bootstrap, dev_eval, fairness, rates, scoring
+from tasks.runtime import row_groups
 
 SAMPLING = ("stratified", "uniform")         # impostor sampling beyond max_impostor_pairs
 THRESHOLD_SPLITS = ("test", "dev")           # thresholds chosen on the test comparisons, or on a development part
@@ -64,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "sampling": "stratified",            # impostor sample beyond max_impostor_pairs: stratified | uniform
     "threshold_split": "test",           # thresholds chosen on the test comparisons ("test") or a dev part ("dev")
     "dev_fraction": 0.5,                 # threshold_split = "dev": share of each group's test identities in dev
+    "groups": ["ethnicity", "gender"],   # the demographic groups: a product of attributes (grid.axes)
 }
 
 
@@ -235,6 +237,10 @@ def _check_config(cfg: dict[str, Any], where: Where) -> None:
     if not 0.0 < v["dev_fraction"] < 1.0:
         raise InputError(f"{where('verification.dev_fraction')} must be between 0 and 1 (the share of each group's "
                          f"test identities that choose the thresholds), got {v['dev_fraction']}")
+    if not v["groups"] or not all(isinstance(a, str) and a.strip() for a in v["groups"]) \
+            or len(set(v["groups"])) != len(v["groups"]):
+        raise InputError(f"{where('verification.groups')} must be a non-empty list of distinct attribute names, "
+                         f"e.g. [\"ethnicity\", \"gender\"] or [\"age\"], got {v['groups']!r}")
     if v["bootstrap"] < 0 or v["bootstrap"] == 1 or v["bootstrap"] > MAX_BOOTSTRAP:
         raise InputError(f"{where('verification.bootstrap')} must be 0 (no bootstrap) or from 2 to "
                          f"{MAX_BOOTSTRAP:,} resamples, got {v['bootstrap']:,}")
@@ -258,8 +264,7 @@ def _plan_impostor(cfg: Mapping[str, Any]) -> Iterator[PlannedJob]:
 def _job_groups(data: Mapping[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
     """Each row's demographic group name (those of ``rows``; the others empty)."""
     demographic = np.empty(len(data["X"]), dtype=object)
-    demographic[rows] = demographic_names(data["ethnicity"][rows], data["gender"][rows],
-                                          tuple(data["ethnicity_names"]))
+    demographic[rows] = row_groups(data, rows)
     return demographic
 
 
@@ -268,12 +273,11 @@ def check_dev_split(cfg: Mapping[str, Any], table: Any, splits: Mapping[int, Any
     (:func:`tasks.stats.dev_eval.development` refuses a group with too few identities)."""
     if not jobs or cfg["verification"]["threshold_split"] != "dev":
         return
-    data = {"X": table.embeddings, "ethnicity": table.ethnicity, "gender": table.gender,
-            "ethnicity_names": table.ethnicities}
+    labels = group_labels(table, cfg["verification"]["groups"], cfg["attributes"]["bins"])
+    names = np.asarray(labels.names, dtype=object)[labels.codes]
     for seed, split in splits.items():
         rows = np.concatenate([split.verification[g] for g in cfg["grid"]["test_groups"]])
-        dev_eval.development(table.identity_codes()[rows], _job_groups(data, rows)[rows],
-                             cfg["verification"]["dev_fraction"], seed)
+        dev_eval.development(table.identity_codes()[rows], names[rows], cfg["verification"]["dev_fraction"], seed)
 
 
 def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:

@@ -7,8 +7,8 @@ are part of the job's parameters and id); the worker maps each
 pair to its two table rows (:func:`tasks.stats.pairs.map_pairs`, by identity and image name), scores it (cosine) and
 runs :func:`tasks.stats.pairs.protocol_report`: per group 10-fold accuracy mean ± std, EER and FNMR at each target FMR
 on the same pairs; across groups the std of the groups' accuracies and the skewed error ratio. A pair's group is
-its RFW group (RFW folder) or the ethnicity of its first image (named by the table's own ethnicity groups,
-``data["ethnicity_names"]``).
+its RFW group (RFW folder) or the group-axis value (``[grid] group``: ethnicity by default, gender for LFW, say) of
+its first image.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from storage.attributes import group_labels
 from storage.errors import InputError
 from storage.schema import result_table
 from tasks.kinds import ConfigPart, JobKind, PlannedJob, Where, register
+from tasks.runtime import row_groups
 from tasks.stats import pairs, rates
 
 TABLES = (
@@ -56,17 +58,17 @@ def read_pairs(path: str) -> pd.DataFrame:
     return out
 
 
-def evaluate(X: np.ndarray, identity: np.ndarray, image: np.ndarray, ethnicity: np.ndarray, table: pd.DataFrame,
-             target_fmrs: list[float], ethnicities: np.ndarray | tuple[str, ...]) -> dict[str, pd.DataFrame]:
-    """Map, score (cosine) and evaluate the pairs ``table`` (``ethnicities``: the table's ethnicity groups, which
-    the ``ethnicity`` codes index; they name the groups of pairs whose file gives none). Returns {"pair_groups":
+def evaluate(X: np.ndarray, identity: np.ndarray, image: np.ndarray, group: np.ndarray, table: pd.DataFrame,
+             target_fmrs: list[float]) -> dict[str, pd.DataFrame]:
+    """Map, score (cosine) and evaluate the pairs ``table`` (``group``: each row's group-axis name, the group of
+    a pair whose file gives none). Returns {"pair_groups":
     group, n_pairs, n_genuine, n_impostor, accuracy_mean, accuracy_std, accuracy_se, eer, eer_threshold;
     "pair_operating_points": group, target_fmr, threshold, false_matches, n_impostor, fnmr, resolved, reason; "pair_across": n_groups,
     accuracy_std_groups, skewed_error_ratio, best_group, worst_group, note}."""
     ra, rb = pairs.map_pairs(table, identity, image)
     A, B = np.asarray(X[ra], dtype=np.float64), np.asarray(X[rb], dtype=np.float64)
     scores = np.einsum("ij,ij->i", A, B) / (np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1))
-    group = _pair_groups(table, ra, ethnicity, ethnicities)
+    group = _pair_groups(table, ra, group)
     rep = pairs.protocol_report(scores, table["same"].to_numpy(bool), table["fold"].to_numpy(), group,
                                 target_fmrs)
     g = rep["groups"]
@@ -83,17 +85,13 @@ def evaluate(X: np.ndarray, identity: np.ndarray, image: np.ndarray, ethnicity: 
     return {"pair_groups": g[base], "pair_operating_points": pd.DataFrame(ops), "pair_across": rep["across"]}
 
 
-def _pair_groups(table: pd.DataFrame, ra: np.ndarray, ethnicity: np.ndarray,
-                 ethnicities: np.ndarray | tuple[str, ...]) -> np.ndarray:
-    """Each pair's group: its file's group (RFW), else the name (in the table's ``ethnicities``) of its first
-    image's (row ``ra``) ethnicity."""
-    group = table["group"].astype(str).to_numpy()
-    vocabulary = np.asarray(ethnicities, dtype=object)
-    return np.where(group == "", vocabulary[np.asarray(ethnicity)[ra].astype(np.intp)].astype(str), group)
+def _pair_groups(table: pd.DataFrame, ra: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Each pair's group: its file's group (RFW), else its first image's (row ``ra``) ``group`` name."""
+    given = table["group"].astype(str).to_numpy()
+    return np.where(given == "", np.asarray(group)[ra].astype(str), given)
 
 
-def check(path: str, params: Mapping[str, Any], identity: np.ndarray, image: np.ndarray, ethnicity: np.ndarray,
-          ethnicity_vocabulary: tuple[str, ...]) -> None:
+def check(path: str, params: Mapping[str, Any], identity: np.ndarray, image: np.ndarray, group: np.ndarray) -> None:
     """On the driver, before any job runs: InputError naming the pairs file ``path`` (and line) when a pair of the
     job's ``params`` names an image that is not in the table (or is ambiguous), or a group's pairs cannot run the
     protocol (one fold, one kind of pair; :func:`tasks.stats.pairs.check_folds`)."""
@@ -102,8 +100,7 @@ def check(path: str, params: Mapping[str, Any], identity: np.ndarray, image: np.
     table["source"] = ([str(Path(path) / "txts" / g / f"{g}_pairs.txt") for g in table["group"]] if rfw
                        else path)
     ra, _ = pairs.map_pairs(table, identity, image)
-    group = _pair_groups(table, ra, ethnicity, np.asarray(ethnicity_vocabulary, dtype=object))
-    pairs.check_folds(table["same"].to_numpy(bool), table["fold"].to_numpy(), group, path)
+    pairs.check_folds(table["same"].to_numpy(bool), table["fold"].to_numpy(), _pair_groups(table, ra, group), path)
 
 
 # ------------------------------------------------------------------------------------------------- the kind ---
@@ -123,8 +120,8 @@ def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str,
     """Worker entry of a pairs job: the protocol's per-group, operating-point and across-group rows."""
     p = payload["params"]
     table = pd.DataFrame(p["pairs"], columns=_FIELDS).assign(source=p["pairs_file"])
-    out = evaluate(data["X"], data["identity"], data["image"], data["ethnicity"], table, p["target_fmrs"],
-                   data["ethnicity_names"])
+    out = evaluate(data["X"], data["identity"], data["image"], row_groups(data, axis="group"), table,
+                   p["target_fmrs"])
     return {name: df.assign(pairs_file=p["pairs_file"]) for name, df in out.items()}
 
 
@@ -137,9 +134,9 @@ def _check_config(cfg: dict[str, Any], where: Where) -> None:
 
 def _check_jobs(cfg: Mapping[str, Any], table: Any, splits: Mapping[int, Any], jobs: list[Any]) -> None:
     """Before any job runs: the pairs file of each pairs job against the table (:func:`check`)."""
+    group = group_labels(table, [cfg["grid"]["group"]], cfg["attributes"]["bins"]).per_row() if jobs else None
     for job in jobs:
-        check(cfg["verification"]["pairs"], job.params, table.identity, table.image, table.ethnicity,
-              table.ethnicities)
+        check(cfg["verification"]["pairs"], job.params, table.identity, table.image, group)
 
 
 KIND = register(JobKind(

@@ -148,7 +148,7 @@ def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str,
     p, seed = payload["params"], payload["seed"]
     out = score_group(data["X"], data["identity_codes"], payload["rows"], seed=seed,
                       max_impostor_pairs=p["max_impostor_pairs"], n_resamples=p.get("bootstrap", 0),
-                      strata=data["gender"])
+                      strata=data["target"])
     return {name: df.assign(test_group=p["test_group"], seed=seed) for name, df in out.items()}
 
 

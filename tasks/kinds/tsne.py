@@ -1,4 +1,6 @@
-"""t-SNE job: 2-D map of (a gender subset of) the training embeddings, as in the study's figures.
+"""t-SNE job: 2-D map of (a target-class subset, e.g. one gender, of) the training embeddings, as in the study's
+figures. The table's ``ethnicity`` and ``gender`` columns hold each image's group-axis and target values (named
+after the defaults, ``[grid] group`` and ``[grid] target``). No jobs in a verification-only study (no models).
 
 PCA to ``pca_dims`` dimensions (scikit-learn, randomized solver), then scikit-learn's Barnes-Hut t-SNE (PCA
 initialisation, automatic learning rate, 1000 iterations), both seeded. scikit-learn's TSNE was chosen over
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from storage.attributes import group_labels
 from storage.errors import InputError
 from storage.schema import result_table
 from storage.vocab import ALL, GENDERS
@@ -23,7 +26,7 @@ from tasks.runtime import check_rows, limit_threads
 
 _SAFE_EXPONENT = 32   # data whose largest |value| lies outside 2^-32 .. 2^32 are scaled into [0.5, 1) first
 
-SUBSETS: tuple[str, ...] = (*GENDERS, ALL)   # the training images of one gender, or all of them
+SUBSETS: tuple[str, ...] = (*GENDERS, ALL)   # the training images of one gender (target class), or all of them
 TABLES = (result_table("tsne", "subset", {
     "seed": "int", "subset": "string", "x": "float", "y": "float", "ethnicity": "string", "gender": "string",
     "identity": "string"}),)
@@ -52,14 +55,15 @@ def _names(values: np.ndarray, vocabulary: tuple[str, ...], what: str) -> np.nda
 
 def tsne_job(X: np.ndarray, rows: np.ndarray, ethnicity: np.ndarray, gender: np.ndarray, identity: np.ndarray, *,
              ethnicities: tuple[str, ...], subset: str, seed: int, perplexity: float = 30.0, pca_dims: int = 50,
-             threads: int = 1) -> pd.DataFrame:
-    """2-D t-SNE coordinates of the ``rows`` of X whose gender is ``subset`` ("male", "female" or "all").
+             threads: int = 1, classes: tuple[str, ...] = GENDERS) -> pd.DataFrame:
+    """2-D t-SNE coordinates of the ``rows`` of X whose gender (target class) is ``subset`` (one of ``classes``,
+    or "all").
 
-    ethnicity, gender and identity have one entry per row of X (names, or integer codes into ``ethnicities``,
-    the table's own groups, / GENDERS). Returns columns ``subset, x, y, ethnicity, gender, identity``, one row
-    per embedded image."""
-    if subset not in SUBSETS:
-        raise InputError(f"unknown t-SNE subset {subset!r}; allowed: {', '.join(SUBSETS)}")
+    ethnicity (group axis), gender (target) and identity have one entry per row of X (names, or integer codes
+    into ``ethnicities``, the table's own groups, / ``classes``). Returns columns ``subset, x, y, ethnicity,
+    gender, identity``, one row per embedded image."""
+    if subset not in (*classes, ALL):
+        raise InputError(f"unknown t-SNE subset {subset!r}; allowed: {', '.join((*classes, ALL))}")
     if X.ndim != 2:
         raise InputError(f"embedding matrix must be 2-D, got shape {X.shape}")
     for what, values in (("ethnicity", ethnicity), ("gender", gender), ("identity", identity)):
@@ -68,7 +72,7 @@ def tsne_job(X: np.ndarray, rows: np.ndarray, ethnicity: np.ndarray, gender: np.
                              f"{np.shape(values)}")
     rows = check_rows(rows, len(X), f"t-SNE subset {subset!r}")
     eth = _names(np.asarray(ethnicity)[rows], tuple(ethnicities), "ethnicity")
-    gen = _names(np.asarray(gender)[rows], GENDERS, "gender")
+    gen = _names(np.asarray(gender)[rows], tuple(classes), "gender")
     if subset != "all":
         keep = gen == subset
         rows, eth, gen = rows[keep], eth[keep], gen[keep]
@@ -101,7 +105,7 @@ def tsne_job(X: np.ndarray, rows: np.ndarray, ethnicity: np.ndarray, gender: np.
 def _plan(cfg: Mapping[str, Any]) -> Iterator[PlannedJob]:
     """One t-SNE job per t-SNE seed x subset (when t-SNE is enabled)."""
     t = cfg["tsne"]
-    if not t["enabled"]:
+    if not t["enabled"] or not cfg["grid"]["models"]:   # verification-only: no training images to map
         return
     for seed, subset in itertools.product(t["seeds"], t["subsets"]):
         params = {"subset": subset, "perplexity": t["perplexity"], "pca_dims": t["pca_dims"],
@@ -112,9 +116,9 @@ def _plan(cfg: Mapping[str, Any]) -> Iterator[PlannedJob]:
 def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:
     """Worker entry of a t-SNE job: the 2-D map of the ``all`` training images (of the subset's gender)."""
     p, seed = payload["params"], payload["seed"]
-    df = tsne_job(data["X"], payload["rows"], data["ethnicity"], data["gender"], data["identity"],
-                  ethnicities=tuple(data["ethnicity_names"]), subset=p["subset"], seed=seed, perplexity=p["perplexity"],
-                  pca_dims=p["pca_dims"], threads=p["threads"])
+    df = tsne_job(data["X"], payload["rows"], data["group"], data["target"], data["identity"],
+                  ethnicities=tuple(data["group_names"]), subset=p["subset"], seed=seed, perplexity=p["perplexity"],
+                  pca_dims=p["pca_dims"], threads=p["threads"], classes=tuple(data["target_names"]))
     return {"tsne": df.assign(seed=seed)}
 
 
@@ -123,7 +127,7 @@ def _check_config(cfg: dict[str, Any], where: Where) -> None:
     t["seeds"] = (parse_seeds(t["seeds"], where("tsne.seeds"), max(cfg["run"]["max_jobs"], 1)) if t["seeds"]
                   else [cfg["grid"]["seeds"][0]])
     for subset in t["subsets"]:
-        if subset not in SUBSETS:
+        if not isinstance(subset, str) or (subset not in SUBSETS and cfg["grid"]["target"] == "gender"):
             raise InputError(f"{where('tsne.subsets')} has {subset!r}; allowed: {', '.join(SUBSETS)}")
     if len(set(t["subsets"])) != len(t["subsets"]):
         raise InputError(f"{where('tsne.subsets')} repeats a name: {t['subsets']!r}")
@@ -132,10 +136,16 @@ def _check_config(cfg: dict[str, Any], where: Where) -> None:
 
 
 def _check_jobs(cfg: Mapping[str, Any], table: Any, splits: Mapping[int, Any], jobs: list[Any]) -> None:
-    """Before any job runs: each t-SNE subset has more training images than the perplexity."""
+    """Before any job runs: each t-SNE subset is a class of the target (or all) with more training images than the
+    perplexity."""
+    target = group_labels(table, [cfg["grid"]["target"]], cfg["attributes"]["bins"]) if jobs else None
     for job in jobs:
         rows, subset = splits[job.seed].train_rows(ALL), job.params["subset"]
-        n = len(rows) if subset == ALL else int((table.gender[rows] == GENDERS.index(subset)).sum())
+        if subset != ALL and subset not in target.names:
+            raise InputError(f"tsne.subsets has {subset!r}, not a class of the target {cfg['grid']['target']!r} "
+                             f"({', '.join(target.names)}); set [tsne] subsets = {[*target.names, ALL]} or "
+                             f"enabled = false")
+        n = len(rows) if subset == ALL else int((target.codes[rows] == target.names.index(subset)).sum())
         if not job.params["perplexity"] < n:
             raise InputError(f"tsne.perplexity must be less than the {n} training images of t-SNE subset "
                              f"{subset!r} (seed {job.seed}), got {job.params['perplexity']:g}")

@@ -10,7 +10,7 @@ import pandas as pd
 
 from grid.report import fairness
 from grid.report.blocks import Block, Table, ci_text, explained, num, p_text, pm, yes
-from grid.report.results import Results
+from grid.report.results import Results, verification_only
 from grid.report.sections import Section, Summaries
 from grid.report.sections.equalized_odds import equalized_odds, equalized_odds_table
 from grid.report.sections.matrices import accuracy_stats, seed_rows
@@ -127,6 +127,8 @@ def best_train_group(res: Results, metric: str = "accuracy",
 
 def bias_blocks(res: Results, s: Summaries) -> list[Block]:
     """The bias summaries: spread per training group, best training group, paired differences, equalized odds."""
+    if verification_only(res):   # no classifier: the matrices section says so
+        return []
     blocks: list[Block] = [("h2", "Bias summaries (accuracy)")]
     blocks += explained("Spread across test groups, per training group",
                         "From the mean matrix: range = max − min of the test groups' accuracies, std across "

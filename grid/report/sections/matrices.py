@@ -9,8 +9,8 @@ from matplotlib import colors as mcolors
 from matplotlib.figure import Figure
 
 from grid.report import figures
-from grid.report.blocks import Block, FigureBlock, Table, png, CORNER, METRIC_TITLES, slug
-from grid.report.results import Results
+from grid.report.blocks import Block, FigureBlock, Table, png, CORNER, metric_title, slug
+from grid.report.results import Results, axis_names, verification_only
 from grid.report.sections import Section, Summaries, kinds_filling
 from grid.report.sections.jobs import job_status
 from storage.errors import InputError
@@ -174,6 +174,10 @@ def matrix_blocks(res: Results, summaries: Summaries | None = None) -> list[Bloc
                         f"({', '.join(map(str, res.seeds)) or 'none'}); rows: the group the classifier was trained "
                         f"on, columns: the group it was tested on. † marks a cell with fewer seeds than planned; "
                         f"— a cell without data. The CSV files hold mean, std and n as separate columns."))
+    classes = axis_names(res, "target")
+    if verification_only(res):
+        return [("h2", "Accuracy matrices"), ("note", "A verification-only study (grid.models = []): no classifier "
+                                                      "was trained.")]
     if not res.models:
         blocks.append(("note", "No accuracy results are stored: every cell job failed or is missing "
                                "(see Failed and missing jobs)."))
@@ -185,12 +189,13 @@ def matrix_blocks(res: Results, summaries: Summaries | None = None) -> list[Bloc
                                             f"{model}: accuracy, mean ± std over seeds", png(fig))))
         for metric in METRICS:
             notes = [f"† {line}" for line in incomplete_cells(res, metric, model)]
-            blocks.append(("table", Table(matrix_text(res, model, metric), f"{model}: {METRIC_TITLES[metric]}",
+            blocks.append(("table", Table(matrix_text(res, model, metric), f"{model}: {metric_title(metric, classes)}",
                                           CORNER, notes)))
         fig = plot_accuracy(res, model, ("accuracy_male", "accuracy_female"))
         if fig is not None:
             blocks.append(("figure", FigureBlock(f"accuracy_gender_{slug(model)}.png",
-                                            f"{model}: accuracy on men and on women", png(fig))))
+                                            f"{model}: {metric_title('accuracy_male', classes).lower()} and "
+                                            f"{metric_title('accuracy_female', classes)[9:]}", png(fig))))
     return blocks
 
 
