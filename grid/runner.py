@@ -217,6 +217,8 @@ def _run_grid(cfg: dict[str, Any], executor: Executor, *, rerun_failed: bool, pr
     cfg, table, fingerprint = load_checked_data(cfg)
     store = ResultStore(out)
     plan = prepare(cfg, table, fingerprint, store.run_info() if store.exists() else None)
+    if hasattr(executor, "check"):   # an ask of [run.resources] that nothing can hold: refused before any write
+        executor.check(sorted({j.kind for j in plan.jobs}))
     lock = FolderLock(store.fs, store.root)
     notes = lock.acquire(wait)
     try:
