@@ -761,8 +761,9 @@ class RayExecutor:
         data_ref = ray.put(dict(data))
         models = tuple(self.ship)
         asks = self._asks(kinds)
-        remote = ray.remote(_ray_job).options(max_retries=self.max_retries, retry_exceptions=False)
-        remotes = {kind: remote.options(**resources.ray_options(ask)) for kind, ask in asks.items()}
+        remote = ray.remote(_ray_job)
+        remotes = {kind: remote.options(max_retries=self.max_retries, retry_exceptions=False,
+                                        **resources.ray_options(ask)) for kind, ask in asks.items()}
         # As many jobs in flight as the cluster holds at once (each kind's ask counted), so that each starts when
         # it is handed over and its run.job_timeout counts from then.
         todo, budget = resources.JobQueue(payloads, asks), resources.Budget(ray.cluster_resources())
