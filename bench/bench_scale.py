@@ -19,8 +19,9 @@ process (peak = VmHWM of /proc/self/status, after each stage; RSS includes the s
   block tasks, evenly spread over the score matrix: wall and CPU seconds per 10^9 comparisons, the worker's peak
   RSS; its tables written by ``storage.results.ResultStore`` (the stored bytes per tail row), read back with
   pandas (bytes per row in memory), summed (``tail_from_rows``) and resampled (``TailStatistics.evaluate``, the
-  report's bootstrap today, ``--resamples`` times): seconds per resample per million tail rows. The tail grows
-  with the comparisons above its lower score, so its rows are extrapolated from the shard's share of the pairs.
+  report's bootstrap today, ``--resamples`` times): seconds per resample per million rows of the shard's tail
+  (a small tail's fixed cost per resample inflates it: not projected). The tail grows with the comparisons above
+  its lower score, so its rows are extrapolated from the shard's share of the pairs.
 
 Then, per dimension, the growth from the smallest to the largest N (exponent = log(ratio of values) / log(ratio
 of rows)) projects each quantity to ``--project`` rows, and the all-pairs time to ``--cores`` cores.
@@ -199,8 +200,6 @@ QUANTITIES = {   # name: (value of a point, unit)
                             * p["allpairs"]["tail_parquet_bytes_per_row"] / 2**30, "GiB"),
     "tail table, in pandas": (lambda p: p["allpairs"]["tail_rows_all_pairs"]
                               * p["allpairs"]["tail_pandas_bytes_per_row"] / 2**30, "GiB"),
-    "tail: one resample (TailStatistics.evaluate)": (lambda p: p["allpairs"]["tail_rows_all_pairs"]
-                                                     * p["allpairs"]["resample_s_per_1e6_rows"] / 1e6, "s"),
 }
 
 

@@ -16,30 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO, RayNode, ray_env
+from test_executors import GRID   # their tiny grid: logreg cells only, 2 seeds, 2 workers, no report
 
 from grid import resources
 from grid.config import resolve_config
 from storage.errors import InputError
 from storage.results import load
-
-GRID = """
-[data.synth]
-identities_per_group = 30
-dim = 32
-[grid]
-seeds = 2
-models = ["logreg"]
-[protocol]
-train_per_gender = 10
-test_per_gender = 8
-[verification]
-enabled = false
-[tsne]
-enabled = false
-[run]
-workers = 2
-report = false
-"""
 
 # A plug-in model that fails unless its cell runs with the threads its kind asked for.
 THREADS_MODEL = '''
