@@ -135,6 +135,25 @@ def test_a_kind_asking_two_cpus_runs_one_job_at_a_time_with_two_threads(tmp_path
         assert before["started"] + before["seconds"] <= after["started"] + 0.01, (before, after)
 
 
+def test_embedding_shards_are_kind_embed_and_a_gpu_ask_is_refused_without_a_gpu(tmp_path: Path, capsys) -> None:
+    """``data embed --config FILE`` takes the file's [run] section: its shard jobs are of kind "embed", and a GPU ask
+    the local pool cannot give is refused before any image is embedded (no table, no shard folder)."""
+    if resources.local_gpus():
+        pytest.skip("this machine has a GPU: the local pool can give it")
+    from test_embed_cli import diveface, written
+
+    from grid.cli import main
+
+    root = diveface(tmp_path / "DiveFace" / "4K_120")
+    (tmp_path / "out").mkdir()
+    config = tmp_path / "gpu.toml"
+    config.write_text("[run.resources]\nembed = {GPU = 1}\n")
+    code = main(["data", "embed", str(root.parent), "--out", str(tmp_path / "out" / "t.parquet"), "--model", "dlib",
+                 "--config", str(config), "--executor", "local", "--workers", "1", "--quiet"])
+    assert code == 2 and "'run.resources.embed.GPU' = 1 is more than the local executor" in capsys.readouterr().err
+    assert written(tmp_path / "out") == []
+
+
 # ------------------------------------------------------------------------------------ two-node Ray cluster ---
 def node_ids(address: str, env: dict[str, str]) -> dict[str, str]:
     """Each node's IP -> the first 12 characters of its Ray node id (as the results' ``node`` column has it)."""
