@@ -127,10 +127,12 @@ outcome = run_job(payload, {"X": X, **labels})
 wall, cpu = time.perf_counter() - t, time.process_time() - cpu
 assert outcome.error is None, outcome.error
 tail = outcome.tables["allpairs_tail"]
-result = {"shards": shards, "blocks": len(mine), "comparisons": comparisons, "share_of_pairs": comparisons / (n * (n - 1) / 2),
-          "wall_s": wall, "cpu_s": cpu, "s_per_1e9": wall / comparisons * 1e9, "cpu_s_per_1e9": cpu / comparisons * 1e9,
+result = {"shards": shards, "blocks": len(mine), "comparisons": comparisons,
+          "share_of_pairs": comparisons / (n * (n - 1) / 2), "wall_s": wall, "cpu_s": cpu,
+          "s_per_1e9": wall / comparisons * 1e9, "cpu_s_per_1e9": cpu / comparisons * 1e9,
           "worker_peak_mb": peak(), "worker_baseline_mb": base, "tail_rows": len(tail),
-          "tail_impostor_rows": int((tail["kind"] == "impostor").sum()), "counts_rows": len(outcome.tables["allpairs_counts"])}
+          "tail_impostor_rows": int((tail["kind"] == "impostor").sum()),
+          "counts_rows": len(outcome.tables["allpairs_counts"])}
 store = ResultStore(out_dir)
 store.write_job(outcome.job_id, outcome.tables, {"kind": "allpairs"})
 files = {name: sum(p.stat().st_size for p in Path(out_dir, name).rglob("*.parquet")) for name in outcome.tables}

@@ -384,9 +384,9 @@ class LocalExecutor:
     def check(self, kinds: Collection[str]) -> None:
         """InputError when a kind asks for more than the pool offers (more CPUs than it runs, a GPU on a machine
         without one, a custom resource: those are Ray's), before any job runs."""
-        asks = {kind: resources.ask_of(self.resources, kind, self.threads) for kind in kinds}
-        resources.check_fits(asks, [self.offer()], "the local executor (run.workers x run.threads_per_job CPUs, "
-                             "this machine's GPUs and memory; custom resources are Ray's)",
+        resources.check_fits(resources.asks_of(self.resources, kinds, self.threads), [self.offer()],
+                             "the local executor (run.workers x run.threads_per_job CPUs, this machine's GPUs and "
+                             "memory; custom resources are Ray's)",
                              "lower the ask, or use --executor ray on a cluster that offers it")
 
     def share(self, data: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -423,7 +423,7 @@ class LocalExecutor:
         self.check(kinds)
         self.start()
         where = self.share(data)
-        asks = {kind: resources.ask_of(self.resources, kind, self.threads) for kind in kinds}
+        asks = resources.asks_of(self.resources, kinds, self.threads)
         todo, budget = resources.JobQueue(payloads, asks), resources.Budget(self.offer())
         early_deaths = 0
 
@@ -742,16 +742,13 @@ class RayExecutor:
             signal.signal(signal.SIGTERM, _exit_on_signal)
         return ray
 
-    def _asks(self, kinds: Collection[str]) -> dict[str, dict[str, Any]]:
-        return {kind: resources.ask_of(self.resources, kind, self.threads) for kind in kinds}
-
     def check(self, kinds: Collection[str]) -> None:
         """InputError when a kind asks for what no node of the cluster offers (its nodes as they are now), before
         any job runs."""
         ray = self.connect()
         offers = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-        resources.check_fits(self._asks(kinds), offers, "any node of the Ray cluster",
-                             "lower the ask, or add a node that offers it (ray start --resources, cluster.yaml's "
+        resources.check_fits(resources.asks_of(self.resources, kinds, self.threads), offers,
+                             "any node of the Ray cluster", "lower the ask, or add a node that offers it (ray start --resources, cluster.yaml's "
                              "node types)")
 
     def run(self, payloads: Sequence[Mapping[str, Any]], data: Mapping[str, np.ndarray]) -> Iterator[Outcome]:
@@ -760,7 +757,7 @@ class RayExecutor:
         self.check(kinds)
         data_ref = ray.put(dict(data))
         models = tuple(self.ship)
-        asks = self._asks(kinds)
+        asks = resources.asks_of(self.resources, kinds, self.threads)
         remote = ray.remote(_ray_job)
         remotes = {kind: remote.options(max_retries=self.max_retries, retry_exceptions=False,
                                         **resources.ray_options(ask)) for kind, ask in asks.items()}

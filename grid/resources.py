@@ -98,9 +98,10 @@ def resolve(given: Mapping[str, Mapping[str, Any]], threads_per_job: int) -> dic
     return {kind: {"CPU": threads_per_job, **given.get(kind, {})} for kind in job_kinds()}
 
 
-def ask_of(resources: Mapping[str, Mapping[str, Any]], kind: str, threads: int = 1) -> dict[str, Any]:
-    """The ask of ``kind``'s jobs (``{"CPU": threads}`` for a kind the mapping does not name)."""
-    return dict(resources.get(kind) or {"CPU": threads})
+def asks_of(resources: Mapping[str, Mapping[str, Any]], kinds: Collection[str],
+            threads: int = 1) -> dict[str, dict[str, Any]]:
+    """Each of ``kinds``' ask (``{"CPU": threads}`` for a kind ``resources`` does not name)."""
+    return {kind: dict(resources.get(kind) or {"CPU": threads}) for kind in kinds}
 
 
 def ray_options(ask: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,11 +17,11 @@ A model is named by a string (``EmbedSpec.model``):
     ``arcface`` / ``dlib``, see :mod:`.faces`), ``upsample``, ``padding``, ``detect_max_side``. The layer's
     output is flattened. On TensorFlow's GPU when the job asked for one (and TensorFlow sees one), else its CPU.
 ``onnx:PATH``
-    An ONNX model run by onnxruntime (on the CPU; with its CUDA provider when that is installed and the job
-    asked for a GPU, ``[run.resources] embed = {GPU = 1}``), e.g. InsightFace's ArcFace: options ``align`` (``arcface``),
-    ``preprocess`` (``arcface``: (x - 127.5) / 127.5, RGB), ``input_size`` (0 = the model's), ``output`` ("" =
-    the first output), ``upsample``, ``padding``, ``detect_max_side``. NCHW or NHWC input is told from the input
-    shape (3 channels).
+    An ONNX model run by onnxruntime (on the CPU; with its CUDA provider when that is installed and the job asked
+    for a GPU, ``[run.resources] embed = {GPU = 1}``), e.g. InsightFace's ArcFace: options ``align`` (``arcface``),
+    ``preprocess`` (``arcface``: (x - 127.5) / 127.5, RGB), ``input_size`` (0 = the model's), ``output`` ("" = the
+    first output), ``upsample``, ``padding``, ``detect_max_side``. NCHW or NHWC input is told from the input shape
+    (3 channels).
 ``package.module:builder``
     Your own embedder: ``builder(config: dict, threads: int)`` returns an object with ``embed(images:
     list[np.ndarray]) -> features`` or ``-> (features, face_detected)`` where images are RGB uint8 (h, w, 3)

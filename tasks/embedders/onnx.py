@@ -15,7 +15,8 @@ from tasks.embedders.preprocess import preprocess
 class OnnxEmbedder:
     """``onnxruntime.InferenceSession(path, providers=...)`` with ``threads`` intra-op threads and 1 inter-op
     thread; providers: ``["CPUExecutionProvider"]``, or with ``gpu`` and the CUDA provider available
-    ``CUDAExecutionProvider`` first (TensorFloat-32 off, so its float32 products stay float32) and the CPU's. Input layout from the model's first input: (n, 3, h, w) -> NCHW, (n, h, w, 3)
+    ``CUDAExecutionProvider`` first (TensorFloat-32 off, so its float32 products stay float32) and the CPU's.
+    Input layout from the model's first input: (n, 3, h, w) -> NCHW, (n, h, w, 3)
     -> NHWC; features = ``output`` (default the first output), flattened per image."""
 
     def __init__(self, path: str, config: Mapping, threads: int = 1, gpu: bool = False) -> None:

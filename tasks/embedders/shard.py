@@ -205,12 +205,12 @@ def run_embed_job(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) ->
 
     ``payload``: ``job_id`` = the shard's key (:func:`shard_key`, computed by the driver), ``paths``, and
     ``params`` = ``{"spec": EmbedSpec.to_dict(), "threads": n}``; its threads and GPU are its ask's
-    (``payload["resources"]``, from ``[run.resources] embed``: :func:`tasks.runtime.job_threads`, ``job_gpus``). Returns ``{"embed_shard": frame}`` with one row
-    per path, in order: ``row`` (position in the shard), ``status`` (:data:`SHARD_STATUSES`: ``ok``; ``skipped``
-    = no face with ``skip_undetected``; ``undecodable`` = the bytes are not an image or the model gave NaN/inf;
-    ``unreadable`` = the file could not be read, so the shard is not complete), ``reason``, ``face_detected`` and
-    ``embedding`` (float32 array for ``ok`` rows, else None). Raises when the files' content no longer matches
-    the key (changed since the driver hashed them).
+    (``payload["resources"]``, from ``[run.resources] embed``: :func:`tasks.runtime.job_threads`, ``job_gpus``).
+    Returns ``{"embed_shard": frame}`` with one row per path, in order: ``row`` (position in the shard), ``status``
+    (:data:`SHARD_STATUSES`: ``ok``; ``skipped`` = no face with ``skip_undetected``; ``undecodable`` = the bytes are
+    not an image or the model gave NaN/inf; ``unreadable`` = the file could not be read, so the shard is not
+    complete), ``reason``, ``face_detected`` and ``embedding`` (float32 array for ``ok`` rows, else None). Raises
+    when the files' content no longer matches the key (changed since the driver hashed them).
     """
     from tasks.embedders import EmbedSpec
     from tasks.runtime import job_gpus, job_threads

@@ -169,7 +169,8 @@ def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str,
     return _run(payload, data, allpairs.numpy_bins)
 
 
-def _run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray], binner: allpairs.Binner) -> dict[str, pd.DataFrame]:
+def _run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray],
+         binner: allpairs.Binner) -> dict[str, pd.DataFrame]:
     p = payload["params"]
     shard, n_shards, bits = int(p["shard"]), int(p["n_shards"]), int(p["bits"])
     X, identity, groups = data["X"], data["identity_codes"], row_groups(data)
