@@ -748,8 +748,8 @@ class RayExecutor:
         ray = self.connect()
         offers = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         resources.check_fits(resources.asks_of(self.resources, kinds, self.threads), offers,
-                             "any node of the Ray cluster", "lower the ask, or add a node that offers it (ray start --resources, cluster.yaml's "
-                             "node types)")
+                             "any node of the Ray cluster", "lower the ask, or add a node that offers it (ray start "
+                             "--resources, cluster.yaml's node types)")
 
     def run(self, payloads: Sequence[Mapping[str, Any]], data: Mapping[str, np.ndarray]) -> Iterator[Outcome]:
         ray = self.connect()
