@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from grid import resources
 from grid.executors import EXECUTORS
 from grid.splits import parse_train_group
 from storage.errors import InputError
@@ -59,6 +60,9 @@ DEFAULTS: dict[str, Any] = {
         # seconds a job may run before it is recorded as failed and its worker replaced: one number for every
         # kind, or a table per kind (kinds it does not name keep these: each kind's JobKind.timeout)
         "job_timeout": {},
+        # what each job kind's jobs ask for (grid/resources.py), e.g. {embed = {GPU = 1}, cell = {custom_x = 1}};
+        # every kind not named asks for CPU = run.threads_per_job
+        "resources": {},
     },
 }
 
@@ -101,6 +105,12 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any], where: tuple[str, ..
         default = base[key]
         if path == ("run", "job_timeout"):
             base[key] = _job_timeouts(value, default, source)
+        elif path == ("run", "resources"):
+            if not isinstance(value, Mapping):
+                raise InputError(f"{source}: 'run.resources' must be a table of job kind = {resources.EXAMPLE}, "
+                                 f"got {value!r}")
+            base[key] = {**default, **{kind: resources.check_ask(kind, ask, f"{source}: ")
+                                       for kind, ask in value.items()}}
         elif path in _OPEN_SECTIONS:
             if not isinstance(value, Mapping):
                 raise InputError(f"{source}: '{dotted}' must be a table")
@@ -238,6 +248,7 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
     if not 1 <= r["threads_per_job"] <= MAX_PARALLEL:
         raise InputError(f"{where('run.threads_per_job')} must be from 1 to {MAX_PARALLEL:,}, "
                          f"got {r['threads_per_job']:,}")
+    r["resources"] = resources.resolve(r["resources"], r["threads_per_job"])
     if r["max_jobs"] < 1:
         raise InputError(f"{where('run.max_jobs')} must be at least 1, got {r['max_jobs']}")
     if not 0 < r["connect_timeout"] <= 86400:

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from grid.dispatch import dispatch, progress_bar, say
+from grid.resources import EMBED
 from storage.atomic import write_atomic
 from storage.errors import InputError, environment_failure
 from storage.images import LabelledImages
@@ -127,10 +128,11 @@ def load_shard(folder: Path, key: str) -> pa.Table | None:
 
 
 def _payloads(images: LabelledImages, shards: Iterable[Shard], spec: EmbedSpec, threads: int) -> list[dict[str, Any]]:
-    """One job per distinct key (identical shards are embedded once)."""
+    """One job per distinct key (identical shards are embedded once), of kind ``embed`` (its ``[run.resources]``
+    ask: the executor gives each job its threads and, when asked, a GPU)."""
     payloads: dict[str, dict[str, Any]] = {}
     for s in shards:
-        payloads.setdefault(s.key, {"job_id": s.key, "kind": "embed", "seed": 0, "run": RUN_FUNCTION,
+        payloads.setdefault(s.key, {"job_id": s.key, "kind": EMBED, "seed": 0, "run": RUN_FUNCTION,
                                     "params": {"spec": spec.to_dict(), "threads": threads},
                                     "paths": list(images.path[s.rows.start:s.rows.stop])})
     return list(payloads.values())

@@ -18,7 +18,10 @@ while the driver prepares; then ``run(payloads, data)``; then ``close()``, on ev
   them.
 
 Both record a job that runs past its ``run.job_timeout`` (seconds, per kind) as failed and kill its worker (Ray,
-or the pool, starts another); the other jobs go on.
+or the pool, starts another); the other jobs go on. Both give each job what its kind asks for in
+``[run.resources]`` (grid/resources.py: Ray schedules it there; the pool counts CPUs, GPUs and memory), keep the
+jobs in flight within what the cluster or the pool offers in all, refuse an ask nothing can hold before any job
+runs (``check``), and tell each job its ask (``payload["resources"]``: its threads, whether it has a GPU).
 
 Leftovers: every segment and temporary folder is named ``biasgrid-<driver pid>-<random>``; ``close()`` removes
 them (also after SIGTERM and Ctrl-C); after a SIGKILL the next run's ``start()`` removes those of dead drivers
@@ -54,9 +57,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from grid import resources
 from storage.errors import EnvironmentFailure
 from tasks.kinds import JobKind
-from tasks.runtime import Outcome, node_name, run_job
+from tasks.runtime import Outcome, job_threads, node_name, run_job
 
 # Quiet TensorFlow's C++ start-up chatter in workers (errors still show).
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
@@ -73,6 +77,8 @@ class Executor(Protocol):
     """Runs payloads on the shared data and yields outcomes in completion order."""
 
     def start(self) -> None: ...
+
+    def check(self, kinds: Collection[str]) -> None: ...
 
     def run(self, payloads: Sequence[Mapping[str, Any]], data: Mapping[str, np.ndarray]) -> Iterator[Outcome]: ...
 
@@ -242,6 +248,9 @@ def _worker_data(where: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _run_local(payload: Mapping[str, Any], where: Mapping[str, Any]) -> Outcome:
+    from tasks.runtime import limit_threads
+
+    limit_threads(job_threads(payload))
     return run_job(payload, _worker_data(where))
 
 
@@ -333,11 +342,13 @@ class LocalExecutor:
     driver that stops early (an error, Ctrl-C) ends at once."""
 
     def __init__(self, workers: int, threads_per_job: int = 1, models: Sequence[str] = (),
-                 job_timeout: Mapping[str, float] | None = None) -> None:
+                 job_timeout: Mapping[str, float] | None = None,
+                 resources: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.workers = max(1, workers)
         self.threads = threads_per_job
         self.models = tuple(models)
         self.job_timeout = dict(job_timeout or {})
+        self.resources = dict(resources or {})
         self._context = multiprocessing.get_context("spawn")
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._pool: list[_Worker] = []
@@ -365,6 +376,18 @@ class LocalExecutor:
     def busy(self) -> dict[str, int]:
         """The id of each job running now, and the process id of the worker running it."""
         return {p["job_id"]: w.process.pid for w in list(self._pool) if (p := w.payload) is not None}
+
+    def offer(self) -> dict[str, float]:
+        """What the pool offers in all: run.workers x run.threads_per_job CPUs, this machine's GPUs and memory."""
+        return resources.local_offer(self.workers, self.threads)
+
+    def check(self, kinds: Collection[str]) -> None:
+        """InputError when a kind asks for more than the pool offers (more CPUs than it runs, a GPU on a machine
+        without one, a custom resource: those are Ray's), before any job runs."""
+        resources.check_fits(resources.asks_of(self.resources, kinds, self.threads), [self.offer()],
+                             "the local executor (run.workers x run.threads_per_job CPUs, this machine's GPUs and "
+                             "memory; custom resources are Ray's)",
+                             "lower the ask, or use --executor ray on a cluster that offers it")
 
     def share(self, data: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """Put ``data`` where the workers read it: one shared-memory segment (the matrix, then the pickled label
@@ -396,14 +419,24 @@ class LocalExecutor:
         return where
 
     def run(self, payloads: Sequence[Mapping[str, Any]], data: Mapping[str, np.ndarray]) -> Iterator[Outcome]:
+        kinds = resources.kinds_of(payloads)
+        self.check(kinds)
         self.start()
         where = self.share(data)
-        todo = list(reversed(payloads))
+        asks = resources.asks_of(self.resources, kinds, self.threads)
+        todo, budget = resources.JobQueue(payloads, asks), resources.Budget(self.offer())
         early_deaths = 0
+
+        def ended(worker: _Worker) -> Mapping[str, Any] | None:   # its job's payload; its ask given back
+            payload = worker.payload
+            if payload is not None:
+                budget.give(payload["resources"])
+            return payload
+
         while todo or any(w.payload is not None for w in self._pool):
             for worker in self._pool:
-                if worker.ready and worker.payload is None and todo:
-                    payload = todo.pop()
+                if worker.ready and worker.payload is None and (payload := todo.take(budget)) is not None:
+                    payload = {**payload, "resources": asks[payload.get("kind", "")]}
                     worker.start_job(payload, where, job_timeout(self.job_timeout, payload.get("kind", "")))
             deadline = min(w.deadline for w in self._pool)
             try:
@@ -412,7 +445,7 @@ class LocalExecutor:
             except queue.Empty:
                 worker, message = None, None
             if worker in self._pool:   # not a worker replaced before
-                payload = worker.payload
+                payload = ended(worker) if message is not None else None
                 if message is _DIED:
                     early_deaths += not worker.ready
                     if early_deaths > 3 * self.workers:
@@ -429,7 +462,7 @@ class LocalExecutor:
                     yield message
             now = time.monotonic()
             for worker in [w for w in self._pool if w.deadline <= now]:
-                payload = worker.payload
+                payload = ended(worker)
                 self._replace(worker)
                 yield timed_out(payload, self.job_timeout, f"{socket.gethostname()}:{worker.process.pid}")
 
@@ -489,10 +522,10 @@ def _exit_on_signal(signum: int, frame: Any) -> None:
 
 # -------------------------------------------------------------------------------------------------- ray ---
 def _ray_job(payload: Mapping[str, Any], data: Mapping[str, np.ndarray], models: tuple[str, ...] = ()) -> Outcome:
-    prepare_worker(payload["params"].get("threads", 1), models)
+    prepare_worker(job_threads(payload), models)
     from tasks.runtime import limit_threads
 
-    limit_threads(payload["params"].get("threads", 1))
+    limit_threads(job_threads(payload))
     # On our own node, the job's worker process is known while it runs (the driver kills it past run.job_timeout).
     running = Path(os.environ[JOBS_ENV], payload["job_id"]) if os.environ.get(JOBS_ENV) else None
     if running is not None:
@@ -642,9 +675,11 @@ class RayExecutor:
     (``address``)."""
 
     def __init__(self, address: str = "", workers: int = 0, threads_per_job: int = 1, max_retries: int = 3,
-                 ship: Sequence[str] = (), job_timeout: Mapping[str, float] | None = None) -> None:
+                 ship: Sequence[str] = (), job_timeout: Mapping[str, float] | None = None,
+                 resources: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.address = address
         self.job_timeout = dict(job_timeout or {})
+        self.resources = dict(resources or {})
         self.workers = workers
         self.threads = threads_per_job
         self.max_retries = max_retries
@@ -678,14 +713,20 @@ class RayExecutor:
                 ray.shutdown()
                 time.sleep(1.0)
 
-    def run(self, payloads: Sequence[Mapping[str, Any]], data: Mapping[str, np.ndarray]) -> Iterator[Outcome]:
+    def connect(self) -> Any:
+        """Start (our own node) and connect, once; return the ``ray`` module. A cluster of others gets the
+        packages of the user models and of every registered kind's worker function with the jobs."""
         self.start()   # before Ray is imported: Ray reads the node's token from the environment once, on import
         import ray
 
+        if self._connected:
+            return ray
         init_args: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
                                      "configure_logging": True}
         if self.address:
-            extra = [*self.ship, *{p["run"] for p in payloads}]
+            from tasks import kinds
+
+            extra = [*self.ship, *(k.run for k in kinds.all_kinds())]
             init_args.update(address=self.address, runtime_env={"py_modules": shipped_modules(extra),
                                                                  "env_vars": dict(WORKER_ENV)})
         else:   # our own node, even when RAY_ADDRESS or a running `ray start` would be found
@@ -699,24 +740,42 @@ class RayExecutor:
             # Ray's SIGTERM handling arms a 3 s abort alarm (its C++ failure-signal handler) before its Python
             # handler exits: ours cancels it, so that close() can stop the node however long that takes.
             signal.signal(signal.SIGTERM, _exit_on_signal)
+        return ray
+
+    def check(self, kinds: Collection[str]) -> None:
+        """InputError when a kind asks for what no node of the cluster offers (its nodes as they are now), before
+        any job runs."""
+        ray = self.connect()
+        offers = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        resources.check_fits(resources.asks_of(self.resources, kinds, self.threads), offers,
+                             "any node of the Ray cluster", "lower the ask, or add a node that offers it (ray start "
+                             "--resources, cluster.yaml's node types)")
+
+    def run(self, payloads: Sequence[Mapping[str, Any]], data: Mapping[str, np.ndarray]) -> Iterator[Outcome]:
+        ray = self.connect()
+        kinds = resources.kinds_of(payloads)
+        self.check(kinds)
         data_ref = ray.put(dict(data))
         models = tuple(self.ship)
-        remote = ray.remote(_ray_job).options(num_cpus=self.threads, max_retries=self.max_retries,
-                                               retry_exceptions=False)
-        # As many jobs in flight as the cluster runs at once, so that each starts when it is handed over and its
-        # run.job_timeout counts from then.
-        capacity = max(1, int(ray.cluster_resources().get("CPU", 1) // self.threads))
-        todo = list(reversed(payloads))
+        asks = resources.asks_of(self.resources, kinds, self.threads)
+        remote = ray.remote(_ray_job)
+        remotes = {kind: remote.options(max_retries=self.max_retries, retry_exceptions=False,
+                                        **resources.ray_options(ask)) for kind, ask in asks.items()}
+        # As many jobs in flight as the cluster holds at once (each kind's ask counted), so that each starts when
+        # it is handed over and its run.job_timeout counts from then.
+        todo, budget = resources.JobQueue(payloads, asks), resources.Budget(ray.cluster_resources())
         pending: dict[Any, tuple[Mapping[str, Any], float]] = {}
         while todo or pending:
-            while todo and len(pending) < capacity:
-                payload = todo.pop()
-                pending[remote.remote(payload, data_ref, models)] = (
-                    payload, time.monotonic() + job_timeout(self.job_timeout, payload.get("kind", "")))
+            while (payload := todo.take(budget)) is not None:
+                kind = payload.get("kind", "")
+                payload = {**payload, "resources": asks[kind]}
+                pending[remotes[kind].remote(payload, data_ref, models)] = (
+                    payload, time.monotonic() + job_timeout(self.job_timeout, kind))
             deadline = min(d for _, d in pending.values())
             done, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
             for ref in done:
                 payload, _ = pending.pop(ref)
+                budget.give(payload["resources"])
                 try:
                     yield ray.get(ref)
                 except ray.exceptions.RayError as exc:  # lost beyond its retries, or the worker crashed
@@ -725,6 +784,7 @@ class RayExecutor:
             now = time.monotonic()
             for ref in [r for r, (_, d) in pending.items() if d <= now]:
                 payload, _ = pending.pop(ref)
+                budget.give(payload["resources"])
                 yield timed_out(payload, self.job_timeout, self._kill(ray, ref, payload["job_id"]))
 
     def busy(self) -> dict[str, int]:
@@ -770,8 +830,9 @@ class RayExecutor:
 
 EXECUTORS: dict[str, Callable[[Mapping[str, Any], Sequence[str]], Executor]] = {
     "ray": lambda run, ship: RayExecutor(run["address"], run["workers"], run["threads_per_job"], run["max_retries"],
-                                         ship, run.get("job_timeout")),
-    "local": lambda run, ship: LocalExecutor(run["workers"], run["threads_per_job"], ship, run.get("job_timeout")),
+                                         ship, run.get("job_timeout"), run.get("resources")),
+    "local": lambda run, ship: LocalExecutor(run["workers"], run["threads_per_job"], ship, run.get("job_timeout"),
+                                             run.get("resources")),
 }
 
 

@@ -183,6 +183,15 @@ def probe_address(address: str, timeout: float) -> None:
                                  f"(run.connect_timeout sets the wait)") from None
 
 
+def check_resources(executor: Executor, jobs: list[Job], store: ResultStore) -> None:
+    """The executor's check of the ``[run.resources]`` asks of the kinds with jobs not stored yet (InputError
+    before the folder is touched when nothing can hold one)."""
+    ledger = store.ledger() if store.exists() else {}
+    kinds = sorted({j.kind for j in jobs if job_state(ledger.get(j.job_id)) != "done"})
+    if kinds and hasattr(executor, "check"):
+        executor.check(kinds)
+
+
 def _slot(record: dict[str, Any]) -> tuple[Any, ...]:
     """What a job's rows are about: two jobs of one slot would store the same rows (kind, seed and the kind's
     ``record`` parameters; a kind no longer registered: every recorded key but the id and description)."""
@@ -227,6 +236,7 @@ def _run_grid(cfg: dict[str, Any], executor: Executor, *, rerun_failed: bool, pr
     cfg, table, fingerprint = load_checked_data(cfg)
     store = ResultStore(out)
     plan = prepare(cfg, table, fingerprint, store.run_info() if store.exists() else None)
+    check_resources(executor, plan.jobs, store)
     lock = FolderLock(store.fs, store.root)
     notes = lock.acquire(wait)
     try:

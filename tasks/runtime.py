@@ -144,6 +144,27 @@ def limit_tensorflow_threads(n: int) -> int:
         return current
 
 
+# ------------------------------------------------------------------------------------------------ resources ---
+def job_threads(payload: Mapping[str, Any]) -> int:
+    """The threads a job runs with: its kind's CPU ask (``payload["resources"]``, set by the executor from
+    ``[run.resources]``), else its params' ``threads``, else 1."""
+    return int((payload.get("resources") or {}).get("CPU", (payload.get("params") or {}).get("threads", 1)))
+
+
+def job_gpus(payload: Mapping[str, Any]) -> float:
+    """The GPUs a job asked for (``[run.resources]``; 0 = none: it runs on the CPU even where a GPU exists)."""
+    return float((payload.get("resources") or {}).get("GPU", 0))
+
+
+def tensorflow_device(gpu: bool) -> Any:
+    """The TensorFlow device scope of a job: the first GPU when it asked for one (``gpu``) and TensorFlow sees one,
+    else the CPU. TensorFloat-32 is turned off, so float32 products stay float32 on either."""
+    import tensorflow as tf
+
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    return tf.device("/GPU:0" if gpu and tf.config.list_physical_devices("GPU") else "/CPU:0")
+
+
 # ------------------------------------------------------------------------------------------------------ rows ---
 def check_rows(rows: np.ndarray, n: int, what: str) -> np.ndarray:
     """``rows`` as a non-empty 1-D int64 array of row indices < n; InputError naming ``what`` otherwise."""

@@ -5,6 +5,7 @@ started (never a machine-wide stop or kill), so a user's own Ray cluster beside 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -105,7 +106,8 @@ class RayNode:
     """One Ray node this test starts with ``ray start --block`` on free ports; ended by signalling that process
     (which drains and stops every process of the node) and, if need be, killing what it left."""
 
-    def __init__(self, ip: str, head_address: str | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, ip: str, head_address: str | None = None, env: dict[str, str] | None = None,
+                 resources: dict[str, float] | None = None) -> None:
         self.ip = ip
         self.port = free_port()
         self.node_manager_port = free_port()
@@ -117,7 +119,8 @@ class RayNode:
                  f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
                  f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
         self.proc = subprocess.Popen([RAY, "start", "--block", *role, *ports, f"--node-ip-address={ip}",
-                                      "--num-cpus=1", "--disable-usage-stats"], env=self.env,
+                                      "--num-cpus=1", "--disable-usage-stats",
+                                      *([f"--resources={json.dumps(resources)}"] if resources else [])], env=self.env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
     def wait_ready(self, timeout: float = 120.0) -> None:

@@ -201,3 +201,72 @@ def test_tail_bootstrap_equals_materialised_resamples_and_full_counts():
     out = allpairs_rates.tail_bootstrap(high, id_group, c, names, global_target_fmr=target, n_resamples=5, seed=1)
     assert out.estimate.isna().all() and (out.n_defined == 0).all()
     assert out.note.str.contains("undefined in every resample").all()
+
+
+# ------------------------------------------------------------------ the TensorFlow block product (GPU path) ---
+def test_the_tensorflow_product_bins_exact_scores_as_numpy_does_ties_at_edges_included():
+    """Scores that both products compute exactly (multiples of 2^-8, many on the edges of 2^-8 bins) get the
+    same bins from TensorFlow as from numpy and the brute force: a tie at an edge is kept identically."""
+    X, ids, grp = table(n_id=60, seed=4, shuffle=True)
+    gen, imp = brute(X, ids, grp, 3, 8)
+    tasks = allpairs.block_tasks(len(X), 23)
+    tf_counts = allpairs.shard_counts(X, ids, grp, 3, tasks, 8, binner=allpairs.tensorflow_bins)
+    assert np.array_equal(tf_counts.genuine, gen) and np.array_equal(tf_counts.impostor, imp)
+    S = X @ X.T
+    on_edge = np.isin(S[np.triu_indices(len(X), 1)], allpairs.bin_edges(8))
+    assert on_edge.mean() > 0.5    # most pairs do tie at an edge
+
+
+def test_the_tensorflow_product_moves_pairs_only_across_an_edge_within_its_rounding():
+    """Generic 2048-d rows: the two float32 products differ in the last bits of most scores, so a pair can land in
+    the neighbouring bin. Totals are identical; at every edge the counts at or above it differ by at most the
+    pairs whose numpy score lies within the rounding bound 2 d 2^-24 of that edge."""
+    rng = np.random.default_rng(5)
+    n, d, bits = 1200, 2048, 14
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    ids, grp = np.arange(n) // 4, (np.arange(n) // 4) % 2
+    tasks = allpairs.block_tasks(n, 512)
+    np_counts = allpairs.shard_counts(X, ids, grp, 2, tasks, bits)
+    tf_counts = allpairs.shard_counts(X, ids, grp, 2, tasks, bits, binner=allpairs.tensorflow_bins)
+    import tensorflow as tf
+
+    S_np, S_tf = X @ X.T, tf.linalg.matmul(X, X, transpose_b=True).numpy()
+    bound = 2 * d * 2.0 ** -24
+    assert np.abs(S_np - S_tf).max() <= bound
+    for a, b in [(0, 0), (0, 1), (1, 1)]:
+        assert np_counts.impostor[a, b].sum() == tf_counts.impostor[a, b].sum()
+    assert np.array_equal(np_counts.genuine.sum(-1), tf_counts.genuine.sum(-1))
+    upper = np.triu_indices(n, 1)
+    s = S_np[upper].astype(np.float64)
+    edges = allpairs.bin_edges(bits)
+    near = np.zeros(len(edges) - 1, np.int64)      # pairs within the bound of edge k (k >= 1)
+    k = np.clip(np.round((s + 1) * 2 ** bits).astype(np.int64), 1, len(edges) - 2)
+    np.add.at(near, k[np.abs(s - edges[k]) <= bound], 1)
+    for counts in ("genuine", "impostor"):
+        a = getattr(np_counts, counts).reshape(-1, len(near))
+        b = getattr(tf_counts, counts).reshape(-1, len(near))
+        at_or_above = lambda c: np.cumsum(c[:, ::-1], axis=1)[:, ::-1]   # noqa: E731
+        assert (np.abs(at_or_above(a) - at_or_above(b)).sum(axis=0) <= near).all()
+
+
+def test_an_allpairs_job_that_asked_for_a_gpu_runs_the_tensorflow_product_with_the_same_counts(monkeypatch):
+    """The job's ask reaches the worker function: ``resources = {GPU: 1}`` runs the TensorFlow product (on the
+    CPU where TensorFlow sees no GPU); on exact scores its table equals the numpy job's."""
+    from tasks.kinds import allpairs as kind
+
+    rng = np.random.default_rng(6)
+    n, d = 300, 16
+    X = np.zeros((n, d), np.float32)      # unit rows of four entries +-1/2: every score a multiple of 1/4, exact
+    for row in X:
+        row[rng.choice(d, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
+    ids = np.arange(n) // 3
+    data = {"X": X, "identity_codes": ids, "ethnicity": (ids % 3).astype(np.int8),
+            "gender": (ids % 2).astype(np.int8), "ethnicity_names": np.array(["a", "b", "c"], dtype=object)}
+    job = {"seed": 0, "params": {"shard": 0, "n_shards": 1, "bits": 8}}
+    calls = []
+    real = allpairs.tensorflow_bins
+    monkeypatch.setattr(allpairs, "tensorflow_bins", lambda A, B, bits: calls.append(1) or real(A, B, bits))
+    on_gpu = kind.run({**job, "resources": {"CPU": 1, "GPU": 1.0}}, data)["allpairs_counts"]
+    on_cpu = kind.run({**job, "resources": {"CPU": 1}}, data)["allpairs_counts"]
+    assert calls and len(on_cpu) > 10 and on_gpu.equals(on_cpu)

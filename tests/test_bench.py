@@ -117,6 +117,13 @@ RUNS: dict[str, list[tuple[list[str], list[str]]]] = {
         [r"^generate: " + NUM + r" s on one thread; \d+ rows x 16, 180 identities",
          r"^gender accuracy, logreg, mean ± std over 1 seeds$", r"^gender accuracy, mlp\(60,60\), ",
          r"^all(\s+[01]\.\d{3} ± 0\.\d{3}){3}$", r"^black\s+\d+\.\d{2}%\s+-?[01]\.\d{3}\s+-?[01]\.\d{3}$"])],
+    "bench_scale": [(
+        ["--smoke", "--resamples", "2"],
+        [r'^\{"point": "30x16", "rows": \d+, .*"driver": \{"read": \{"seconds": ' + NUM,
+         r'"allpairs": \{"shards": \d+, .*"cpu_s_per_1e9": ' + NUM + r'.*"tail_parquet_bytes_per_row": ' + NUM,
+         r"^d = 16: [\d,]+ -> [\d,]+ rows, projected to 1,300,000:$",
+         r"^  tail rows \(all pairs\): .* \(growth n\^" + NUM + r"\); at 1,300,000: ",
+         r"^  allpairs at 1,300,000: .* / 64 cores = " + NUM])],
     "bench_table": [(
         ["--identities-per-group", "3", "--dim", "8"],
         [r"^table: \d+ rows x 8 dim, matrix \d+ MiB", r"^write_table: " + NUM + " s$",

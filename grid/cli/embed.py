@@ -70,6 +70,9 @@ def register(subparsers: Any) -> None:
     lab.add_argument("--values", action="append", default=[], metavar="FIELD=RAW:VALUE,...",
                      help="value map for a manifest or a name pattern, e.g. gender=0:male,1:female (repeat it)")
     run = p.add_argument_group("execution")
+    run.add_argument("--config", metavar="FILE",
+                     help="a grid config whose [run] section sets the execution, e.g. [run.resources] embed = "
+                          "{GPU = 1} (the options below override it)")
     run.add_argument("--executor", choices=list(EXECUTORS), help="default: ray")
     run.add_argument("--workers", type=int, help="parallel shards (default: the number of CPUs)")
     run.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
@@ -143,10 +146,10 @@ def list_labelled(args: argparse.Namespace) -> LabelledImages:
 
 
 def run_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``[run]`` section the executors take, from the grid's defaults and the execution options."""
+    """The ``[run]`` section the executors take: the grid's defaults, the ``--config`` file's, the options."""
     from grid.config import resolve_config
 
-    return resolve_config(None, {"run.executor": args.executor, "run.workers": args.workers,
+    return resolve_config(args.config, {"run.executor": args.executor, "run.workers": args.workers,
                                  "run.address": args.address, "run.threads_per_job": args.threads_per_job})["run"]
 
 

@@ -15,12 +15,13 @@ A model is named by a string (``EmbedSpec.model``):
     :mod:`.preprocess`), ``layer`` ("" = the model's output; the study used ``avg_pool``), ``input_size`` (0 =
     the model's input shape; else N or [H, W]), ``align`` (``none`` by default: images are face crops; or
     ``arcface`` / ``dlib``, see :mod:`.faces`), ``upsample``, ``padding``, ``detect_max_side``. The layer's
-    output is flattened.
+    output is flattened. On TensorFlow's GPU when the job asked for one (and TensorFlow sees one), else its CPU.
 ``onnx:PATH``
-    An ONNX model run by onnxruntime on the CPU, e.g. InsightFace's ArcFace: options ``align`` (``arcface``),
-    ``preprocess`` (``arcface``: (x - 127.5) / 127.5, RGB), ``input_size`` (0 = the model's), ``output`` ("" =
-    the first output), ``upsample``, ``padding``, ``detect_max_side``. NCHW or NHWC input is told from the input
-    shape (3 channels).
+    An ONNX model run by onnxruntime (on the CPU; with its CUDA provider when that is installed and the job asked
+    for a GPU, ``[run.resources] embed = {GPU = 1}``), e.g. InsightFace's ArcFace: options ``align`` (``arcface``),
+    ``preprocess`` (``arcface``: (x - 127.5) / 127.5, RGB), ``input_size`` (0 = the model's), ``output`` ("" = the
+    first output), ``upsample``, ``padding``, ``detect_max_side``. NCHW or NHWC input is told from the input shape
+    (3 channels).
 ``package.module:builder``
     Your own embedder: ``builder(config: dict, threads: int)`` returns an object with ``embed(images:
     list[np.ndarray]) -> features`` or ``-> (features, face_detected)`` where images are RGB uint8 (h, w, 3)
@@ -234,17 +235,18 @@ def input_size(config: Mapping, model_hw: tuple[int | None, int | None], what: s
 # ------------------------------------------------------------------------------------------------ opening
 
 
-def open_embedder(spec: EmbedSpec, threads: int = 1) -> Embedder:
-    """Load the model of ``spec`` within ``threads`` threads (one per process and spec: cached).
+def open_embedder(spec: EmbedSpec, threads: int = 1, gpu: bool = False) -> Embedder:
+    """Load the model of ``spec`` within ``threads`` threads, on a GPU when ``gpu`` and the model's library
+    has one (keras, onnx; one per process and spec: cached).
 
     InputError when the file does not load, the layer or output does not exist, the input is not an RGB image,
     or the face packages are missing. Call it once on the driver to check a spec before any work.
     """
-    return _open(json.dumps(spec.to_dict(), sort_keys=True), threads)
+    return _open(json.dumps(spec.to_dict(), sort_keys=True), threads, gpu)
 
 
 @functools.lru_cache(maxsize=2)
-def _open(spec_json: str, threads: int) -> Embedder:
+def _open(spec_json: str, threads: int, gpu: bool = False) -> Embedder:
     d = json.loads(spec_json)
     spec = EmbedSpec(d["model"], d["kind"], d["path"], d["config"], d["normalize"], d["skip_undetected"],
                      d["batch_size"])
@@ -255,11 +257,11 @@ def _open(spec_json: str, threads: int) -> Embedder:
     if spec.kind == "keras":
         from tasks.embedders.keras import KerasEmbedder
 
-        return KerasEmbedder(spec.path, spec.config, threads)
+        return KerasEmbedder(spec.path, spec.config, threads, gpu)
     if spec.kind == "onnx":
         from tasks.embedders.onnx import OnnxEmbedder
 
-        return OnnxEmbedder(spec.path, spec.config, threads)
+        return OnnxEmbedder(spec.path, spec.config, threads, gpu)
     return UserEmbedder(spec.model, spec.config, threads)
 
 

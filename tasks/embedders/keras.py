@@ -14,18 +14,21 @@ from tasks.embedders.preprocess import preprocess
 class KerasEmbedder:
     """``keras.saving.load_model(path, compile=False)``; features = the output of ``layer`` (default: the
     model's output), flattened per image; input = chips of ``input_size`` (:class:`.faces.FaceCropper`)
-    preprocessed by ``preprocess``; run with ``predict_on_batch``."""
+    preprocessed by ``preprocess``; run with ``predict_on_batch``, on TensorFlow's first GPU with ``gpu`` (when
+    it sees one), else on its CPU (also where a GPU exists: a job that did not ask for it leaves it alone)."""
 
-    def __init__(self, path: str, config: Mapping, threads: int = 1) -> None:
-        from tasks.runtime import limit_threads
+    def __init__(self, path: str, config: Mapping, threads: int = 1, gpu: bool = False) -> None:
+        from tasks.runtime import limit_threads, tensorflow_device
 
         limit_threads(threads)  # before TensorFlow starts: its pools read the limit once
         try:
             import keras
         except ImportError:
             raise InputError("keras:PATH models need Keras and TensorFlow (biasgrid's own dependencies)") from None
+        self.device = lambda: tensorflow_device(gpu)
         try:
-            model = keras.saving.load_model(path, compile=False)
+            with self.device():
+                model = keras.saving.load_model(path, compile=False)
         except Exception as exc:  # noqa: BLE001 - every loader failure is a bad model file
             raise InputError(f"{path}: the Keras model does not load ({type(exc).__name__}: "
                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); expected a model "
@@ -61,5 +64,6 @@ class KerasEmbedder:
         if not chips:
             return np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=bool)
         x = preprocess(np.stack(chips), self.mode)
-        out = np.asarray(self.model.predict_on_batch(x), dtype=np.float32)
+        with self.device():
+            out = np.asarray(self.model.predict_on_batch(x), dtype=np.float32)
         return out.reshape(len(chips), -1), np.array(detected, dtype=bool)

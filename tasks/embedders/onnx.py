@@ -1,4 +1,5 @@
-"""The ``onnx:PATH`` embedder: an ONNX face model (e.g. InsightFace ArcFace) run by onnxruntime on the CPU."""
+"""The ``onnx:PATH`` embedder: an ONNX face model (e.g. InsightFace ArcFace) run by onnxruntime, on the CPU or, for a
+job that asked for a GPU where onnxruntime's CUDA provider is installed (``onnxruntime-gpu``), on the GPU."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from tasks.embedders.preprocess import preprocess
 
 
 class OnnxEmbedder:
-    """``onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])`` with ``threads`` intra-op
-    threads and 1 inter-op thread. Input layout from the model's first input: (n, 3, h, w) -> NCHW, (n, h, w, 3)
+    """``onnxruntime.InferenceSession(path, providers=...)`` with ``threads`` intra-op threads and 1 inter-op
+    thread; providers: ``["CPUExecutionProvider"]``, or with ``gpu`` and the CUDA provider available
+    ``CUDAExecutionProvider`` first (TensorFloat-32 off, so its float32 products stay float32) and the CPU's.
+    Input layout from the model's first input: (n, 3, h, w) -> NCHW, (n, h, w, 3)
     -> NHWC; features = ``output`` (default the first output), flattened per image."""
 
-    def __init__(self, path: str, config: Mapping, threads: int = 1) -> None:
+    def __init__(self, path: str, config: Mapping, threads: int = 1, gpu: bool = False) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -25,8 +28,11 @@ class OnnxEmbedder:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        providers: list = ["CPUExecutionProvider"]
+        if gpu and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", {"use_tf32": "0"}))
         try:
-            self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(path, sess_options=opts, providers=providers)
         except Exception as exc:  # noqa: BLE001 - every loader failure is a bad model file
             raise InputError(f"{path}: the ONNX model does not load ({type(exc).__name__}: "
                              f"{str(exc).strip()[:300]}); expected an .onnx model file") from None

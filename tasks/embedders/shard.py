@@ -131,9 +131,9 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
-def embed_shard(paths: Sequence[str | Path], spec: EmbedSpec, threads: int = 1) -> ShardResult:
+def embed_shard(paths: Sequence[str | Path], spec: EmbedSpec, threads: int = 1, gpu: bool = False) -> ShardResult:
     """Embed the images ``paths`` with ``spec`` (an :class:`~tasks.embedders.EmbedSpec`) in ``threads``
-    threads.
+    threads (on a GPU with ``gpu``, where the model's library has one).
 
     Images are read, hashed, decoded and embedded ``spec.batch_size`` at a time, so memory holds one batch of
     decoded images plus the (k, d) result. Undecodable images are listed in ``errors`` (not raised); images
@@ -145,7 +145,7 @@ def embed_shard(paths: Sequence[str | Path], spec: EmbedSpec, threads: int = 1) 
 
     start = time.perf_counter()
     limit_threads(threads)
-    model = open_embedder(spec, threads)
+    model = open_embedder(spec, threads, gpu)
     paths = tuple(str(p) for p in paths)
     digests: list[str] = []
     errors: list[tuple[str, str]] = []
@@ -204,17 +204,19 @@ def run_embed_job(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) ->
     """The worker function of a ``data embed`` shard job (``tasks.runtime`` calls it; ``data`` is unused).
 
     ``payload``: ``job_id`` = the shard's key (:func:`shard_key`, computed by the driver), ``paths``, and
-    ``params`` = ``{"spec": EmbedSpec.to_dict(), "threads": n}``. Returns ``{"embed_shard": frame}`` with one row
-    per path, in order: ``row`` (position in the shard), ``status`` (:data:`SHARD_STATUSES`: ``ok``; ``skipped``
-    = no face with ``skip_undetected``; ``undecodable`` = the bytes are not an image or the model gave NaN/inf;
-    ``unreadable`` = the file could not be read, so the shard is not complete), ``reason``, ``face_detected`` and
-    ``embedding`` (float32 array for ``ok`` rows, else None). Raises when the files' content no longer matches
-    the key (changed since the driver hashed them).
+    ``params`` = ``{"spec": EmbedSpec.to_dict(), "threads": n}``; its threads and GPU are its ask's
+    (``payload["resources"]``, from ``[run.resources] embed``: :func:`tasks.runtime.job_threads`, ``job_gpus``).
+    Returns ``{"embed_shard": frame}`` with one row per path, in order: ``row`` (position in the shard), ``status``
+    (:data:`SHARD_STATUSES`: ``ok``; ``skipped`` = no face with ``skip_undetected``; ``undecodable`` = the bytes are
+    not an image or the model gave NaN/inf; ``unreadable`` = the file could not be read, so the shard is not
+    complete), ``reason``, ``face_detected`` and ``embedding`` (float32 array for ``ok`` rows, else None). Raises
+    when the files' content no longer matches the key (changed since the driver hashed them).
     """
     from tasks.embedders import EmbedSpec
+    from tasks.runtime import job_gpus, job_threads
 
     spec = EmbedSpec(**payload["params"]["spec"])
-    res = embed_shard(payload["paths"], spec, int(payload["params"].get("threads", 1)))
+    res = embed_shard(payload["paths"], spec, job_threads(payload), job_gpus(payload) > 0)
     if res.key and res.key != payload["job_id"]:
         raise RuntimeError("the images of this shard changed while the command ran; run it again")
     n = len(res.paths)

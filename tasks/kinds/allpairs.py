@@ -34,7 +34,7 @@ import pandas as pd
 from storage.errors import InputError
 from storage.schema import result_table
 from tasks.kinds import ConfigPart, JobKind, PlannedJob, Where, register
-from tasks.runtime import row_groups
+from tasks.runtime import job_gpus, row_groups, tensorflow_device
 from tasks.stats import allpairs
 from tasks.stats.scoring import scaled_rows
 
@@ -83,16 +83,18 @@ def group_codes(names_per_row: np.ndarray) -> tuple[list[str], np.ndarray]:
 
 def count_shard(X: np.ndarray, identity: np.ndarray, group_names: np.ndarray, shard: int, n_shards: int,
                 bits: int = allpairs.DEFAULT_BITS, block: int = allpairs.DEFAULT_BLOCK,
-                tail: allpairs.TailCounts | None = None) -> pd.DataFrame:
+                tail: allpairs.TailCounts | None = None,
+                binner: allpairs.Binner = allpairs.numpy_bins) -> pd.DataFrame:
     """The non-zero bins of shard ``shard`` of ``n_shards`` (``group_names``: each row's demographic group):
     columns shard, n_shards, bits, group_a, group_b, kind (genuine | impostor), bin, count. With ``tail``, the
-    shard's per-identity tail records are added to it (compacted; :func:`tail_rows` turns them into rows)."""
+    shard's per-identity tail records are added to it (compacted; :func:`tail_rows` turns them into rows).
+    ``binner``: the block product (numpy, or TensorFlow for a job with a GPU)."""
     if not (isinstance(n_shards, int) and n_shards >= 1 and isinstance(shard, int) and 0 <= shard < n_shards):
         raise InputError(f"shard must lie in [0, n_shards), got shard {shard!r} of {n_shards!r}")
     names, group = group_codes(group_names)
     tasks = allpairs.block_tasks(len(X), block)[shard::n_shards]
     counts = allpairs.shard_counts(NormalisedRows(X), np.asarray(identity), group, len(names), tasks, bits,
-                                   tail=tail)
+                                   tail=tail, binner=binner)
     frames = []
     g, b = np.nonzero(counts.genuine)
     frames.append(pd.DataFrame({"group_a": np.asarray(names)[g], "group_b": np.asarray(names)[g],
@@ -147,17 +149,26 @@ def _plan(cfg: Mapping[str, Any]) -> Iterator[PlannedJob]:
 
 def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:
     """Worker entry of an allpairs job: its shard's non-zero counts, and with a tail its tail records (and on
-    shard 0 the identities)."""
+    shard 0 the identities). A job that asked for a GPU (``[run.resources] allpairs = {GPU = 1}``) runs its
+    block products with TensorFlow on it."""
+    if job_gpus(payload) > 0:
+        with tensorflow_device(True):
+            return _run(payload, data, allpairs.tensorflow_bins)
+    return _run(payload, data, allpairs.numpy_bins)
+
+
+def _run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray],
+         binner: allpairs.Binner) -> dict[str, pd.DataFrame]:
     p = payload["params"]
     shard, n_shards, bits = int(p["shard"]), int(p["n_shards"]), int(p["bits"])
     X, identity, groups = data["X"], data["identity_codes"], row_groups(data)
     rule = p.get("tail")
     if not rule:
-        return {"allpairs_counts": count_shard(X, identity, groups, shard, n_shards, bits)}
+        return {"allpairs_counts": count_shard(X, identity, groups, shard, n_shards, bits, binner=binner)}
     lo = allpairs.tail_lower_score(NormalisedRows(X), identity, float(rule["target_fmr"]),
                                    float(rule["fmr_factor"]), int(rule["bits"]), int(payload["seed"]))
     tail = allpairs.TailCounts.empty(int(rule["bits"]), lo)
-    out = {"allpairs_counts": count_shard(X, identity, groups, shard, n_shards, bits, tail=tail),
+    out = {"allpairs_counts": count_shard(X, identity, groups, shard, n_shards, bits, tail=tail, binner=binner),
            "allpairs_tail": tail_rows(tail, shard, n_shards)}
     if shard == 0:
         out["allpairs_identities"] = identity_rows(identity, groups, shard, n_shards, tail.bits, tail.lo_bin)

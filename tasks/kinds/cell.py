@@ -17,7 +17,7 @@ from storage.errors import InputError
 from storage.schema import result_table
 from tasks.kinds import JobKind, PlannedJob, register
 from tasks.models import build_model
-from tasks.runtime import check_rows, limit_threads
+from tasks.runtime import check_rows, job_threads, limit_threads
 from tasks.stats import classifier_stats
 
 TABLES = (
@@ -131,7 +131,7 @@ def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str,
     p = payload["params"]
     return run_cell(data["X"], data["target"], payload["train_idx"], payload["test_sets"], model=p["model"],
                     model_config=p["model_config"], train_group=p["train_group"], seed=payload["seed"],
-                    threads=p["threads"], identity_codes=data.get("identity_codes"))
+                    threads=job_threads(payload), identity_codes=data.get("identity_codes"))
 
 
 def _cost(params: Mapping[str, Any]) -> int:

@@ -22,7 +22,7 @@ from storage.errors import InputError
 from storage.schema import result_table
 from storage.vocab import ALL, GENDERS
 from tasks.kinds import ConfigPart, JobKind, PlannedJob, Where, parse_seeds, register
-from tasks.runtime import check_rows, limit_threads
+from tasks.runtime import check_rows, job_threads, limit_threads
 
 _SAFE_EXPONENT = 32   # data whose largest |value| lies outside 2^-32 .. 2^32 are scaled into [0.5, 1) first
 
@@ -118,7 +118,7 @@ def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str,
     p, seed = payload["params"], payload["seed"]
     df = tsne_job(data["X"], payload["rows"], data["group"], data["target"], data["identity"],
                   ethnicities=tuple(data["group_names"]), subset=p["subset"], seed=seed, perplexity=p["perplexity"],
-                  pca_dims=p["pca_dims"], threads=p["threads"], classes=tuple(data["target_names"]))
+                  pca_dims=p["pca_dims"], threads=job_threads(payload), classes=tuple(data["target_names"]))
     return {"tsne": df.assign(seed=seed)}
 
 

@@ -21,12 +21,23 @@ coarse bin index is the fine one shifted right by bits - tail_bits, exact), so t
 identity pair share records. :func:`tail_lower_score` chooses e_lo from the table and a seed alone, so every
 shard of a sharding uses the same tail. Rates from the counts, and the bootstrap over the
 tail: :mod:`tasks.stats.allpairs_rates`.
+
+**On a GPU.** The block product and its binning are one function ``binner(A, B, bits)`` -> bins: numpy
+(:func:`numpy_bins`, the default) or TensorFlow (:func:`tensorflow_bins`, on the device in scope: an allpairs job
+that asked for a GPU runs it there); the reductions after it (masks, counts, tail) are numpy's either way. Both
+bin float32 scores by the same exact operations, so equal scores get equal bins, ties at bin edges included (a
+score exactly on an edge e_k goes to bin k in both). The two products may round a score differently in its last
+bits (a different summation order; TensorFloat-32 is off, so both are float32 products): a pair then moves to
+the neighbouring bin only if an edge lies between its two scores, i.e. within |s_tf - s_np| <= 2 d 2^-24 of its
+score (d the dimension; measured: at most a few ulps). Totals per group pair are always identical, counts
+differ by such moves only, and a threshold's FMR by at most the pairs within that distance of its edge
+(tests/test_allpairs.py measures it against numpy on the CPU).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,15 +199,34 @@ def _runs(codes: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(codes[s]), int(s), int(e)) for s, e in zip(cut[:-1], cut[1:])]
 
 
+def numpy_bins(A: np.ndarray, B: np.ndarray, bits: int = DEFAULT_BITS) -> np.ndarray:
+    """Bins (:func:`score_bins`) of the scores A B^T, computed by numpy (the default product)."""
+    return score_bins(A @ B.T, bits)
+
+
+def tensorflow_bins(A: np.ndarray, B: np.ndarray, bits: int = DEFAULT_BITS) -> np.ndarray:
+    """:func:`numpy_bins` by TensorFlow on the device in scope (``tasks.runtime.tensorflow_device``): the float32
+    product, then the same exact binning, floor(s 2^bits) + 2^bits clipped; a writable int32 numpy array."""
+    import tensorflow as tf
+
+    s = tf.linalg.matmul(A, B, transpose_b=True)
+    k = tf.cast(tf.floor(s * np.float32(2.0 ** bits)), tf.int32) + 2 ** bits
+    return np.array(tf.clip_by_value(k, 0, n_bins(bits) - 1))
+
+
+Binner = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+
+
 def block_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_groups: int,
                  task: tuple[int, int, int, int], bits: int = DEFAULT_BITS,
-                 out: PairCounts | None = None, tail: TailCounts | None = None) -> PairCounts:
+                 out: PairCounts | None = None, tail: TailCounts | None = None,
+                 binner: Binner = numpy_bins) -> PairCounts:
     """Add the counts of one rectangle ``task`` = (i0, i1, j0, j1) to ``out`` (new zero counts if None), and
     when ``tail`` is given its per-identity records (genuine comparisons, impostors in the tail), in the tail's
     bins (``tail.bits`` <= ``bits``), not compacted.
 
     X: (n, d) L2-normalised float32 (may be a memory map); identity: (n,) integer codes; group: (n,) integer
-    demographic group codes in [0, n_groups). Score = X_i . X_j (float32 matrix product)."""
+    demographic group codes in [0, n_groups). Score = X_i . X_j (float32 matrix product, by ``binner``)."""
     i0, i1, j0, j1 = task
     diagonal = (i0, i1) == (j0, j1)
     if not diagonal and j0 < i1:
@@ -206,7 +236,7 @@ def block_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_group
     shift = 0 if tail is None else _tail_shift(bits, tail.bits)
     A = np.asarray(X[i0:i1], dtype=np.float32)
     B = A if diagonal else np.asarray(X[j0:j1], dtype=np.float32)
-    bins = score_bins(A @ B.T, bits)
+    bins = binner(A, B, bits)
     dump = nb                                   # pairs not counted as impostors go to an extra bin
     if diagonal:
         bins[np.tril_indices(i1 - i0)] = dump
@@ -252,7 +282,7 @@ def _tail_shift(bits: int, tail_bits: int) -> int:
 
 def shard_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_groups: int,
                  tasks: Iterable[tuple[int, int, int, int]], bits: int = DEFAULT_BITS,
-                 tail: TailCounts | None = None) -> PairCounts:
+                 tail: TailCounts | None = None, binner: Binner = numpy_bins) -> PairCounts:
     """The summed counts of several rectangles (one worker's shard); per-identity records added to ``tail``,
     which is left compacted (shards' tails add with ``+``). The blocks' records are gathered in a list and
     merged into ``tail`` every 64 blocks (one concatenation and compaction each), so memory stays ~ the
@@ -275,7 +305,7 @@ def shard_counts(X: np.ndarray, identity: np.ndarray, group: np.ndarray, n_group
 
     for t in tasks:
         part = None if tail is None else TailCounts.empty(tail.bits, lo_bin=tail.lo_bin)
-        block_counts(X, identity, group, n_groups, t, bits, out, part)
+        block_counts(X, identity, group, n_groups, t, bits, out, part, binner)
         if part is not None:
             pending.append(part)
             if len(pending) == _COMPACT_EVERY:
