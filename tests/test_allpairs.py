@@ -261,8 +261,8 @@ def test_an_allpairs_job_that_asked_for_a_gpu_runs_the_tensorflow_product_with_t
     for row in X:
         row[rng.choice(d, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
     ids = np.arange(n) // 3
-    data = {"X": X, "identity_codes": ids, "ethnicity": (ids % 3).astype(np.int8),
-            "gender": (ids % 2).astype(np.int8), "ethnicity_names": np.array(["a", "b", "c"], dtype=object)}
+    data = {"X": X, "identity_codes": ids, "demographic": (ids % 3 * 2 + ids % 2).astype(np.int32),
+            "demographic_names": np.array([f"{e}_{g}" for e in "abc" for g in ("male", "female")], dtype=object)}
     job = {"seed": 0, "params": {"shard": 0, "n_shards": 1, "bits": 8}}
     calls = []
     real = allpairs.tensorflow_bins
