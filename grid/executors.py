@@ -369,7 +369,9 @@ class LocalExecutor:
     def share(self, data: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """Put ``data`` where the workers read it: one shared-memory segment (the matrix, then the pickled label
         arrays), or, where shared memory is unavailable or too small, a temporary ``.npy`` and a pickle file.
-        Returns its description for the workers."""
+        Returns its description for the workers; the data of an earlier ``run`` (a run's earlier stage) is
+        removed first."""
+        self._unshare()
         # jobs without a shared matrix (data embed) get an empty one
         X = np.ascontiguousarray(data["X"]) if "X" in data else np.zeros((0, 0), dtype=np.float32)
         blob = pickle.dumps({k: v for k, v in data.items() if k != "X"}, protocol=pickle.HIGHEST_PROTOCOL)
@@ -439,6 +441,11 @@ class LocalExecutor:
         for worker in self._pool:
             worker.kill()
         self._pool = []
+        self._unshare()
+        _restore_sigterm(self)
+
+    def _unshare(self) -> None:
+        """Remove the shared data (the workers that mapped it keep their mapping until they map the next)."""
         if self._segment is not None:
             self._segment.close()
             try:
@@ -449,7 +456,6 @@ class LocalExecutor:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-        _restore_sigterm(self)
 
 
 def job_timeout(timeouts: Mapping[str, float], kind: str) -> float:
@@ -682,19 +688,20 @@ class RayExecutor:
         self.start()   # before Ray is imported: Ray reads the node's token from the environment once, on import
         import ray
 
-        init_args: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
-                                     "configure_logging": True}
-        if self.address:
-            extra = [*self.ship, *{p["run"] for p in payloads}]
-            init_args.update(address=self.address, runtime_env={"py_modules": shipped_modules(extra),
-                                                                 "env_vars": dict(WORKER_ENV)})
-        else:   # our own node, even when RAY_ADDRESS or a running `ray start` would be found
-            self.start()
-            assert self._node is not None
-            self._node.wait_ready()
-            init_args["address"] = self._node.address
-        self._connect(ray, init_args)
-        self._connected = True
+        if not self._connected:   # once: a run's later stages use the same connection
+            init_args: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
+                                         "configure_logging": True}
+            if self.address:
+                extra = [*self.ship, *{p["run"] for p in payloads}]
+                init_args.update(address=self.address, runtime_env={"py_modules": shipped_modules(extra),
+                                                                     "env_vars": dict(WORKER_ENV)})
+            else:   # our own node, even when RAY_ADDRESS or a running `ray start` would be found
+                self.start()
+                assert self._node is not None
+                self._node.wait_ready()
+                init_args["address"] = self._node.address
+            self._connect(ray, init_args)
+            self._connected = True
         if threading.current_thread() is threading.main_thread():
             # Ray's SIGTERM handling arms a 3 s abort alarm (its C++ failure-signal handler) before its Python
             # handler exits: ours cancels it, so that close() can stop the node however long that takes.
