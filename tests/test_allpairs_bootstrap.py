@@ -358,6 +358,7 @@ def test_covering_tail_agrees_with_direct_resampling_of_every_comparison(coverin
     ("tail_bits", "15", "'verification.tail_bits' must be from 4 to 14"),
     ("tail_bits", "3", "'verification.tail_bits' must be from 4 to 14"),
     ("tail_bits", "10.5", "'verification.tail_bits' must be an integer"),
+    ("tail_bootstrap_jobs", "0", "'verification.tail_bootstrap_jobs' must be from 1 to run.max_jobs"),
 ])
 def test_tail_options_are_checked(tmp_path: Path, key, value, message):
     (tmp_path / "g.toml").write_text(f"[verification]\n{key} = {value}\n")

@@ -105,7 +105,8 @@ def run(payload: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, pd.Dat
 
 def _check_config(cfg: dict[str, Any], where: Where) -> None:
     v = cfg["verification"]
-    if not 1 <= v["tail_bootstrap_jobs"] <= cfg["run"]["max_jobs"]:
+    limit = cfg["run"]["max_jobs"] if v["identities"] == "all" else 2**63 - 1   # one job per block of resamples
+    if not 1 <= v["tail_bootstrap_jobs"] <= limit:
         raise InputError(f"{where('verification.tail_bootstrap_jobs')} must be from 1 to run.max_jobs "
                          f"({cfg['run']['max_jobs']:,}; one job per block of resamples), got "
                          f"{v['tail_bootstrap_jobs']:,}")
