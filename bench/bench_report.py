@@ -7,14 +7,15 @@ Run from the repository root:
         [--protocol 500,250] [--out DIR] [--keep] [--check]
 
 The grid: the built-in synthetic data at ``--identities-per-group`` (6 groups, DiveFace's images per identity:
-141,866 rows for 4000) and ``--dim``, one seed, logreg cells, no t-SNE, ``[verification] identities = "all"``
-the study's protocol (``--protocol``: training and test identities per gender), with ``--resamples`` resamples (``--shards`` allpairs jobs, then ``--bootstrap-jobs`` allpairs_bootstrap jobs).
-``biasgrid run`` (no report) runs first, unless ``--out`` already holds the done run; then ``biasgrid report``
-runs in a fresh process, alone, measured: wall time and peak resident memory (VmHWM of that process, read when
-it ends). Prints JSON lines: the run (wall, the peak of its largest process, driver or worker, job seconds per
-kind from the ledger), the stored tables' rows and bytes, the report (seconds, peak MiB), and with ``--check`` the largest difference between the report's
-intervals and ``tasks.stats.allpairs_rates.tail_bootstrap`` computed here, in one process, from the same stored
-tails and seed (it should be 0).
+141,866 rows for 4000) and ``--dim``, one seed, logreg cells, no t-SNE, the study's protocol (``--protocol``:
+training and test identities per gender), ``[verification] identities = "all"`` with ``--resamples`` resamples
+(``--shards`` allpairs jobs, then ``--bootstrap-jobs`` allpairs_bootstrap jobs). ``biasgrid run`` (no report)
+runs first, unless ``--out`` already holds the done run; then ``biasgrid report`` runs in a fresh process,
+alone, measured: wall time and peak resident memory (VmHWM of that process, read when it ends). Prints JSON
+lines: the run (wall, the peak of its largest process, driver or worker, job seconds per kind from the ledger),
+the stored tables' rows and bytes, the report (seconds, peak MiB), and with ``--check`` the largest difference
+between the report's intervals and ``tasks.stats.allpairs_rates.tail_bootstrap`` computed here, in one process,
+from the same stored tails and seed (it should be 0).
 """
 
 from __future__ import annotations

@@ -308,6 +308,20 @@ def test_report_intervals_are_the_tail_bootstrap_of_the_brute_force_tail(cli_gri
     assert got.loc[("threshold", "all", "", ""), "exact"] == glob.loc["all", "threshold"]
 
 
+def test_the_report_reads_the_replicates_never_the_tails(cli_grid):
+    """load_results reads no table; the whole report reads the bootstrap's replicates and the counts by column,
+    never the tails (the rows that grow with the data)."""
+    from grid.report import write_report
+
+    res = load_results(cli_grid)
+    assert res.tables.loaded == []
+    write_report(res, cli_grid.parent / "again")
+    assert "allpairs_bootstrap" in res.tables.loaded
+    assert not {"allpairs_tail", "allpairs_identities", "allpairs_counts"} & set(res.tables.loaded)
+    assert (cli_grid.parent / "again" / "allpairs_intervals.csv").read_text() == \
+        (cli_grid / "report" / "allpairs_intervals.csv").read_text()
+
+
 def test_report_through_the_cli_shows_the_section(cli_grid):
     md = (cli_grid / "report" / "report.md").read_text()
     assert "All pairs: identity-bootstrap 95% intervals at the global threshold" in md

@@ -49,6 +49,11 @@ class Tables(MutableMapping):
                               f"recomputes it")
         return frame
 
+    @property
+    def loaded(self) -> list[str]:
+        """The tables read (or set) so far."""
+        return list(self._frames)
+
     def columns(self, name: str, columns: list[str]) -> pd.DataFrame:
         """``columns`` of table ``name`` (rows of the kept jobs), read now and not kept."""
         if name in self._frames:

@@ -11,7 +11,8 @@ equal :func:`tasks.stats.allpairs_rates.tail_bootstrap` in one process with the 
 
 Table ``allpairs_bootstrap``: one row per (resample, statistic), ``resample`` = -1 for the original data (block 0
 only: the point estimates with their counts k, n and the note where undefined); the tail's bins, lower bin,
-records and note (shards cut at a common lower bin) on every row. The report (``grid.report.sections.allpairs.allpairs_intervals``) only reads it.
+records and note (shards cut at a common lower bin) on every row. The report
+(``grid.report.sections.allpairs.allpairs_intervals``) only reads it.
 """
 
 from __future__ import annotations

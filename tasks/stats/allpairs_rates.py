@@ -10,11 +10,13 @@ of impostor scores. EER: :func:`tasks.stats.rates.eer_from_counts` on the edges.
 
 **Identity bootstrap at full scale.** :class:`TailStatistics` / :func:`tail_bootstrap` resample identities with
 exact product weights (as :mod:`tasks.stats.bootstrap`) at the global threshold, at the tail's bin resolution, in
-O(records + identities) per resample, from the tails the allpairs jobs record (:class:`tasks.stats.allpairs.
-TailCounts`).
+O(records + identities) per resample (blocks of resamples at once: :meth:`TailStatistics.replicates`), from the
+tails the allpairs jobs record (:class:`tasks.stats.allpairs.TailCounts`); the grid runs it as the jobs of kind
+``allpairs_bootstrap`` (``tasks.kinds.allpairs_bootstrap``).
 
-**Stored rows.** :func:`counts_from_rows` and :func:`tail_from_rows` sum the shards' rows of tables
-``allpairs_counts``, ``allpairs_tail`` and ``allpairs_identities`` (written by ``tasks.kinds.allpairs``).
+**Stored rows.** :func:`counts_from_rows` and :func:`tail_from_rows` (:func:`tail_from_columns` on arrays) sum the
+shards' rows of tables ``allpairs_counts``, ``allpairs_tail`` and ``allpairs_identities`` (written by
+``tasks.kinds.allpairs``).
 """
 
 from __future__ import annotations

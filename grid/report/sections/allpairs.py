@@ -106,9 +106,12 @@ def _bootstrap_missing(res: Results) -> str:
     not."""
     status = job_status(res)
     jobs = status[status["kind"].isin(kinds_filling("allpairs_bootstrap"))]
+    if jobs.empty:
+        return ("the folder's plan has no allpairs_bootstrap jobs (a folder of an earlier version: 'biasgrid run' "
+                "on it adds them)")
     bad = jobs.loc[jobs["status"] != "done", "description"].tolist()
-    if bad or jobs.empty:
-        return "all-pairs bootstrap incomplete (" + (", ".join(bad) or "no bootstrap jobs planned") + " not done)"
+    if bad:
+        return "all-pairs bootstrap incomplete (" + ", ".join(bad) + " not done)"
     rows = res.columns("allpairs_bootstrap", ["resample", "n_resamples"])
     n = int(rows["n_resamples"].max()) if len(rows) else 0
     if not n or set(rows["resample"].unique()) != set(range(-1, n)):
