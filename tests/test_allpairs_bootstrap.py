@@ -316,7 +316,7 @@ def test_the_report_reads_the_replicates_never_the_tails(cli_grid):
     res = load_results(cli_grid)
     assert res.tables.loaded == []
     write_report(res, cli_grid.parent / "again")
-    assert "allpairs_bootstrap" in res.tables.loaded
+    assert "allpairs_replicates" in res.tables.loaded
     assert not {"allpairs_tail", "allpairs_identities", "allpairs_counts"} & set(res.tables.loaded)
     assert (cli_grid.parent / "again" / "allpairs_intervals.csv").read_text() == \
         (cli_grid / "report" / "allpairs_intervals.csv").read_text()

@@ -107,7 +107,7 @@ RUNS: dict[str, list[tuple[list[str], list[str]]]] = {
     "bench_report": [(
         ["--identities-per-group", "20", "--dim", "32", "--resamples", "30", "--shards", "2", "--bootstrap-jobs", "3",
          "--protocol", "6,4", "--check"],
-        [r'"run_s": ' + NUM + r', .*"allpairs_bootstrap": \{"jobs": 3, ', r'"allpairs_bootstrap": \{"rows": \d+, ',
+        [r'"run_s": ' + NUM + r', .*"allpairs_bootstrap": \{"jobs": 3, ', r'"allpairs_replicates": \{"rows": \d+, ',
          r'\{"report_s": ' + NUM + r', "report_peak_mib": ' + NUM + r'\}',
          r'"max_abs_difference_vs_one_process": 0\.0\}'])],
     "bench_scores": [(

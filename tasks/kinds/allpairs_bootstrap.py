@@ -9,7 +9,7 @@ evaluates resamples ``b R // B`` to ``(b + 1) R // B`` of the one sequence of mu
 replicates, and the intervals the report takes from them, do not depend on B or on the number of workers: they
 equal :func:`tasks.stats.allpairs_rates.tail_bootstrap` in one process with the same seed.
 
-Table ``allpairs_bootstrap``: one row per (resample, statistic), ``resample`` = -1 for the original data (block 0
+Table ``allpairs_replicates``: one row per (resample, statistic), ``resample`` = -1 for the original data (block 0
 only: the point estimates with their counts k, n and the note where undefined); the tail's bins, lower bin,
 records and note (shards cut at a common lower bin) on every row. The report
 (``grid.report.sections.allpairs.allpairs_intervals``) only reads it.
@@ -30,7 +30,7 @@ from tasks.kinds import ConfigPart, JobKind, PlannedJob, Where, register
 from tasks.stats import allpairs, allpairs_rates, bootstrap, fairness
 
 TABLES = (
-    result_table("allpairs_bootstrap", "block", {
+    result_table("allpairs_replicates", "block", {
         "block": "int", "n_blocks": "int", "n_resamples": "int", "resample": "int", "statistic": "int",
         "quantity": "string", "group_a": "string", "group_b": "string", "target_fmr": "float", "metric": "string",
         "value": "float", "k": "int", "n": "int", "bits": "int", "lo_bin": "int", "tail_records": "int",
@@ -99,9 +99,9 @@ def run(payload: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, pd.Dat
     out = pd.concat(frames, ignore_index=True)
     key = pd.DataFrame(keys, columns=["quantity", "group_a", "group_b", "target_fmr", "metric"])
     out = out.join(key, on="statistic")
-    return {"allpairs_bootstrap": out.assign(block=p["block"], n_blocks=p["n_blocks"], n_resamples=p["n_resamples"],
-                                             bits=st.t.bits, lo_bin=st.t.lo_bin, tail_records=st.t.n_records,
-                                             tail_note=str(data["tail_note"]))}
+    return {"allpairs_replicates": out.assign(block=p["block"], n_blocks=p["n_blocks"], n_resamples=p["n_resamples"],
+                                              bits=st.t.bits, lo_bin=st.t.lo_bin, tail_records=st.t.n_records,
+                                              tail_note=str(data["tail_note"]))}
 
 
 def _check_config(cfg: dict[str, Any], where: Where) -> None:

@@ -63,7 +63,7 @@ ALLPAIRS_INTERVAL_COLUMNS = [*tbootstrap.COLUMNS, "bits", "lo_bin", "lo_score", 
 
 def allpairs_intervals(res: Results, exact: dict[str, Any] | None = None) -> pd.DataFrame:
     """Identity-bootstrap intervals at full scale, from the replicates the ``allpairs_bootstrap`` jobs stored
-    (table ``allpairs_bootstrap``: ``tasks.stats.allpairs_rates.TailStatistics`` over the shards' summed tails,
+    (table ``allpairs_replicates``: ``tasks.stats.allpairs_rates.TailStatistics`` over the shards' summed tails,
     ``[verification] bootstrap`` resamples, seed = the grid's first seed, the global ``target_fmr``,
     ``summarize`` = the group aggregators of tasks/stats/fairness.py): percentile intervals at confidence 0.95
     (``tasks.stats.bootstrap.intervals``), the same as ``tasks.stats.allpairs_rates.tail_bootstrap`` in one
@@ -78,7 +78,7 @@ def allpairs_intervals(res: Results, exact: dict[str, Any] | None = None) -> pd.
     v = res.config.get("verification") or {}
     if _allpairs_missing(res) != "" or int(v.get("bootstrap", 0) or 0) == 0 or _bootstrap_missing(res) != "":
         return pd.DataFrame(columns=ALLPAIRS_INTERVAL_COLUMNS)
-    rows = res.tables["allpairs_bootstrap"]
+    rows = res.tables["allpairs_replicates"]
     est = rows[rows["resample"] == -1].sort_values("statistic")
     keys = list(zip(est["quantity"], est["group_a"].fillna(""), est["group_b"].fillna(""), est["target_fmr"],
                     est["metric"].fillna("")))
@@ -102,17 +102,17 @@ def allpairs_intervals(res: Results, exact: dict[str, Any] | None = None) -> pd.
 
 
 def _bootstrap_missing(res: Results) -> str:
-    """"" when every planned allpairs_bootstrap job is done and their replicates are all stored, else which are
+    """"" when every planned job filling allpairs_replicates is done and their replicates are all stored, else which are
     not."""
     status = job_status(res)
-    jobs = status[status["kind"].isin(kinds_filling("allpairs_bootstrap"))]
+    jobs = status[status["kind"].isin(kinds_filling("allpairs_replicates"))]
     if jobs.empty:
-        return ("the folder's plan has no allpairs_bootstrap jobs (a folder of an earlier version: 'biasgrid run' "
+        return ("the folder's plan has no all-pairs bootstrap jobs (a folder of an earlier version: 'biasgrid run' "
                 "on it adds them)")
     bad = jobs.loc[jobs["status"] != "done", "description"].tolist()
     if bad:
         return "all-pairs bootstrap incomplete (" + ", ".join(bad) + " not done)"
-    rows = res.columns("allpairs_bootstrap", ["resample", "n_resamples"])
+    rows = res.columns("allpairs_replicates", ["resample", "n_resamples"])
     n = int(rows["n_resamples"].max()) if len(rows) else 0
     if not n or set(rows["resample"].unique()) != set(range(-1, n)):
         return "all-pairs bootstrap incomplete (some resamples' replicates are not stored)"
