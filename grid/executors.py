@@ -392,7 +392,9 @@ class LocalExecutor:
     def share(self, data: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """Put ``data`` where the workers read it: one shared-memory segment (the matrix, then the pickled label
         arrays), or, where shared memory is unavailable or too small, a temporary ``.npy`` and a pickle file.
-        Returns its description for the workers."""
+        Returns its description for the workers; the data of an earlier ``run`` (a run's earlier stage) is
+        removed first."""
+        self._unshare()
         # jobs without a shared matrix (data embed) get an empty one
         X = np.ascontiguousarray(data["X"]) if "X" in data else np.zeros((0, 0), dtype=np.float32)
         blob = pickle.dumps({k: v for k, v in data.items() if k != "X"}, protocol=pickle.HIGHEST_PROTOCOL)
@@ -472,6 +474,11 @@ class LocalExecutor:
         for worker in self._pool:
             worker.kill()
         self._pool = []
+        self._unshare()
+        _restore_sigterm(self)
+
+    def _unshare(self) -> None:
+        """Remove the shared data (the workers that mapped it keep their mapping until they map the next)."""
         if self._segment is not None:
             self._segment.close()
             try:
@@ -482,7 +489,6 @@ class LocalExecutor:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-        _restore_sigterm(self)
 
 
 def job_timeout(timeouts: Mapping[str, float], kind: str) -> float:

@@ -302,7 +302,7 @@ def _run_locked(plan: Prepared, store: ResultStore, stored: dict[str, Any], note
     if not todo:
         summary.seconds = time.perf_counter() - start
         return summary
-    payloads = [j.payload(plan.splits[j.seed]) for j in todo]
+    done = {j.job_id for j in jobs if job_state(ledger.get(j.job_id)) == "done"}
 
     def save(outcome: Outcome) -> bool:
         job = by_id[outcome.job_id]
@@ -312,6 +312,7 @@ def _run_locked(plan: Prepared, store: ResultStore, stored: dict[str, Any], note
         written = time.perf_counter()
         if outcome.error is None:
             store.write_job(job.job_id, outcome.tables, record)
+            done.add(job.job_id)
         else:
             store.write_failure(job.job_id, record, outcome.error, outcome.traceback or "")
             summary.failed.append(f"{job.description}: {outcome.error}")
@@ -320,6 +321,37 @@ def _run_locked(plan: Prepared, store: ResultStore, stored: dict[str, Any], note
         summary.ran += 1
         return outcome.error is not None
 
-    dispatch(executor, payloads, shared_arrays(plan.table, plan.axes), save, progress=progress)
+    for stage in kinds.stages({j.kind for j in jobs}):   # kinds that follow others run once those are done
+        ready = []
+        for kind in stage:
+            if not any(j.kind == kind.name for j in todo):
+                continue
+            if any(j.kind in kind.after and j.job_id not in done for j in jobs):
+                say(progress, f"biasgrid: the {kind.name} jobs do not run: they follow the "
+                              f"{', '.join(kind.after)} jobs, which are not all done")
+            else:
+                ready.append(kind)
+        stage_jobs = [j for j in todo if j.kind in {k.name for k in ready}]
+        if not stage_jobs:
+            continue
+        try:
+            data = stage_data(ready, plan, store, done)
+        except InputError as exc:   # what the earlier kinds stored cannot give these jobs their inputs
+            for job in stage_jobs:
+                save(Outcome(job.job_id, error=str(exc), node=""))
+            continue
+        dispatch(executor, [j.payload(plan.splits[j.seed]) for j in stage_jobs], data, save, progress=progress)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def stage_data(stage: list[kinds.JobKind], plan: Prepared, store: ResultStore, done: set[str]) -> dict[str, Any]:
+    """The arrays a stage's jobs read: the data's (:func:`shared_arrays`) where a kind of the stage has no
+    ``inputs``, and each kind's ``inputs`` built from the stored rows of done jobs (read by column)."""
+    data = shared_arrays(plan.table, plan.axes) if any(k.inputs is None for k in stage) else {}
+    listing = store.listing()
+    for kind in stage:
+        if kind.inputs is not None:
+            data.update(kind.inputs(plan.cfg, lambda table, columns: store.scan(table, columns, jobs=done,
+                                                                                listing=listing)))
+    return data

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -346,30 +346,69 @@ class ResultStore:
                 removed.append(stored.path)
         return removed
 
-    def read(self, table: str, skip_jobs: Iterable[str] = (),
-             spec: TableSchema | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
-        """One table as a DataFrame with the schema's columns and types (``spec``, default the registered one;
-        empty when nothing is stored), without the files of ``skip_jobs``. Files that cannot be read are left out
-        and returned: job id -> reason."""
+    def files(self, table: str, listing: Iterable[Stored] | None = None) -> list[tuple[str, str]]:
+        """(job id, path) of every stored data file of ``table`` (from ``listing``, default a new listing)."""
+        out = []
+        for s in self.listing() if listing is None else listing:
+            name = s.path.rsplit("/", 1)[-1]
+            if s.path.startswith(f"{table}/") and name.endswith(".parquet") and not name.startswith("."):
+                out.append((name[:-8], self._path(s.path)))
+        return out
+
+    def scan(self, table: str, columns: list[str] | None = None, jobs: Collection[str] | None = None,
+             spec: TableSchema | None = None, listing: Iterable[Stored] | None = None) -> pa.Table:
+        """``columns`` (default all) of ``table`` as a ``pyarrow.Table``, read by column from the files of ``jobs``
+        (job ids; None: every job's): nothing else is read into memory. The partition column has its schema's type.
+        Raises OSError / ArrowException when a file cannot be read (:meth:`read` finds which)."""
         spec = spec or schema(table)
-        skip = {f"{j}.parquet" for j in skip_jobs}
-        files = [self._path(s.path) for s in self.listing()
-                 if s.path.startswith(f"{table}/") and s.path.endswith(".parquet")
-                 and not s.path.rsplit("/", 1)[-1].startswith(".") and s.path.rsplit("/", 1)[-1] not in skip]
+        columns = spec.names if columns is None else list(columns)
+        files = [p for j, p in self.files(table, listing) if jobs is None or j in jobs]
+        want = spec.arrow_schema()
         if not files:
-            return spec.empty(), {}
+            return want.empty_table().select(columns)
+        out = self._dataset(spec, files).to_table(columns=columns)
+        if spec.partition in columns:
+            i = out.schema.get_field_index(spec.partition)
+            out = out.set_column(i, spec.partition, out.column(i).cast(want.field(spec.partition).type))
+        return out
+
+    def read(self, table: str, skip_jobs: Iterable[str] = (), spec: TableSchema | None = None,
+             jobs: Collection[str] | None = None, columns: list[str] | None = None,
+             listing: Iterable[Stored] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+        """One table as a DataFrame with the schema's columns (or ``columns`` of them) and types (``spec``, default
+        the registered one; empty when nothing is stored), from the files of ``jobs`` (None: every job's) without
+        those of ``skip_jobs``. Files that cannot be read are left out and returned: job id -> reason."""
+        spec = spec or schema(table)
+        skip = set(skip_jobs)
+        files = [(j, p) for j, p in self.files(table, listing) if j not in skip and (jobs is None or j in jobs)]
+        if not files:
+            return spec.empty(columns), {}
+        listed = [Stored(p[len(self.root) + 1:], 0) for _, p in files]
         try:
-            return spec.conform(self._dataset(spec, files).to_table().to_pandas()), {}
+            return spec.conform(self.scan(table, columns, spec=spec, listing=listed).to_pandas(), columns), {}
         except (OSError, pa.ArrowException):
             pass
         frames, unreadable = [], {}
-        for path in files:   # one file is damaged: read file by file to find it and keep the others
+        for job, path in files:   # one file is damaged: read file by file to find it and keep the others
             try:
-                frames.append(self._dataset(spec, [path]).to_table().to_pandas())
+                frames.append(self.scan(table, columns, spec=spec, listing=[Stored(path[len(self.root) + 1:], 0)])
+                              .to_pandas())
             except (OSError, pa.ArrowException) as exc:
-                unreadable[path.rsplit("/", 1)[-1][:-8]] = f"{path[len(self.root) + 1:]} cannot be read ({exc})"
-        frame = pd.concat(frames, ignore_index=True) if frames else spec.empty()
-        return spec.conform(frame), unreadable
+                unreadable[job] = f"{path[len(self.root) + 1:]} cannot be read ({exc})"
+        frame = pd.concat(frames, ignore_index=True) if frames else spec.empty(columns)
+        return spec.conform(frame, columns), unreadable
+
+    def rows(self, table: str, jobs: Collection[str], listing: Iterable[Stored] | None = None) -> int:
+        """How many rows the files of ``jobs`` hold in ``table`` (from the Parquet footers only)."""
+        total = 0
+        for job, path in self.files(table, listing):
+            if job in jobs:
+                try:
+                    with self.fs.open_input_file(path) as source:
+                        total += pq.ParquetFile(source).metadata.num_rows
+                except (OSError, pa.ArrowException):
+                    continue
+        return total
 
     def _dataset(self, spec: TableSchema, files: list[str]) -> ds.Dataset:
         partitioning = ds.partitioning(pa.schema([(spec.partition, pa.string())]), flavor="hive")

@@ -48,15 +48,19 @@ class TableSchema:
         """The Arrow schema of the stored files (``without`` the partition column, kept in folder names)."""
         return pa.schema([(c, _TYPES[t][0]) for c, t in self.columns.items() if c != without])
 
-    def empty(self) -> pd.DataFrame:
-        """An empty DataFrame with this table's columns and types."""
-        return pd.DataFrame({c: pd.Series(dtype=_TYPES[t][1]) for c, t in self.columns.items()})
+    def empty(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """An empty DataFrame with this table's columns (or ``columns`` of them) and types."""
+        return pd.DataFrame({c: pd.Series(dtype=_TYPES[t][1]) for c, t in self.columns.items()
+                             if columns is None or c in columns})
 
-    def conform(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """``frame``'s columns of this table, in order and with this table's pandas types (as read back):
-        strings as Python str (None when missing), numbers as int64/float64 (float64 if an int column has gaps)."""
+    def conform(self, frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+        """``frame``'s columns of this table (or ``columns`` of them), in order and with this table's pandas types
+        (as read back): strings as Python str (None when missing), numbers as int64/float64 (float64 if an int
+        column has gaps)."""
         out = pd.DataFrame(index=frame.index)
         for col, kind in self.columns.items():
+            if columns is not None and col not in columns:
+                continue
             values = frame[col]
             if isinstance(values.dtype, pd.CategoricalDtype):
                 values = values.astype(values.cat.categories.dtype)

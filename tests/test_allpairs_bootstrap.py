@@ -309,6 +309,20 @@ def test_report_intervals_are_the_tail_bootstrap_of_the_brute_force_tail(cli_gri
     assert got.loc[("threshold", "all", "", ""), "exact"] == glob.loc["all", "threshold"]
 
 
+def test_the_report_reads_the_replicates_never_the_tails(cli_grid):
+    """load_results reads no table; the whole report reads the bootstrap's replicates and the counts by column,
+    never the tails (the rows that grow with the data)."""
+    from grid.report import write_report
+
+    res = load_results(cli_grid)
+    assert res.tables.loaded == []
+    write_report(res, cli_grid.parent / "again")
+    assert "allpairs_replicates" in res.tables.loaded
+    assert not {"allpairs_tail", "allpairs_identities", "allpairs_counts"} & set(res.tables.loaded)
+    assert (cli_grid.parent / "again" / "allpairs_intervals.csv").read_text() == \
+        (cli_grid / "report" / "allpairs_intervals.csv").read_text()
+
+
 def test_report_through_the_cli_shows_the_section(cli_grid):
     md = (cli_grid / "report" / "report.md").read_text()
     assert "All pairs: identity-bootstrap 95% intervals at the global threshold" in md
@@ -359,6 +373,7 @@ def test_covering_tail_agrees_with_direct_resampling_of_every_comparison(coverin
     ("tail_bits", "15", "'verification.tail_bits' must be from 4 to 14"),
     ("tail_bits", "3", "'verification.tail_bits' must be from 4 to 14"),
     ("tail_bits", "10.5", "'verification.tail_bits' must be an integer"),
+    ("tail_bootstrap_jobs", "0", "'verification.tail_bootstrap_jobs' must be from 1 to run.max_jobs"),
 ])
 def test_tail_options_are_checked(tmp_path: Path, key, value, message):
     (tmp_path / "g.toml").write_text(f"[verification]\n{key} = {value}\n")
@@ -378,3 +393,88 @@ def test_plan_carries_the_tail_rule_only_with_a_bootstrap():
     none = [j for j in make_plan(resolve_config(None, {**over, "verification.bootstrap": 0}), "f0")
             if j.kind == "allpairs"]
     assert len(none) == 2 and all("tail" not in j.params for j in none)
+
+
+# ----------------------------------------------------------------------- the bootstrap as jobs, batched ---
+@pytest.mark.parametrize("chunk,block_bytes,scale", [(1 << 18, 128 << 20, 1), (7, 4000, 1), (50, 1 << 20, 4000)])
+def test_batched_tail_statistics_equal_one_resample_at_a_time(chunk, block_bytes, scale):
+    """TailStatistics.replicates (chunks of identity pairs, blocks of resamples, float32 partial sums, float64
+    where they could pass 2^24: ``scale`` makes the weights that large) gives evaluate's values row by row,
+    NaNs in the same places (a tail that does not cover every resample)."""
+    brute = Brute(exact_table(40, seed=3), 10)
+    mult = bootstrap.identity_multiplicities(brute.id_group, 40, 5) * scale
+    median = sorted(brute.resample(m, TARGET)[("threshold", "all", "", "")] for m in mult[:20])[10]
+    st = allpairs_rates.TailStatistics(brute.tail(int(round((median + 1) * 2 ** 10))), brute.id_group,
+                                       brute.images, brute.names, TARGET, fairness.summaries, block_bytes)
+    st.CHUNK_RECORDS = chunk
+    keys, reps = st.replicates(mult)
+    one = np.vstack([st.evaluate(m)[1] for m in mult])
+    assert keys == st.evaluate(None)[0] and reps.shape == one.shape
+    assert np.isnan(reps).any() and not np.isnan(reps).all()
+    np.testing.assert_array_equal(reps, one)
+    assert len(st._chunks[0]) > (1 if chunk < 1000 else 0)
+
+
+def test_multiplicities_of_a_block_are_those_rows_of_the_whole():
+    group = np.repeat([0, 1, 2], [7, 1, 12])
+    whole = bootstrap.identity_multiplicities(group, 50, 3)
+    for rows in (range(0, 50), range(10, 27), range(49, 50), range(5, 5)):
+        assert np.array_equal(bootstrap.identity_multiplicities(group, 50, 3, rows), whole[rows.start:rows.stop])
+    with pytest.raises(InputError, match="contiguous range within 0..50"):
+        bootstrap.identity_multiplicities(group, 50, 3, range(40, 60))
+
+
+def _grid(tmp: Path, table_path: Path, out: str, extra: str, workers: int, resamples: int = 150):
+    (tmp / f"{out}.toml").write_text(CONFIG.format(data=table_path, seed=SEED, target=TARGET, resamples=resamples,
+                                                   extra=extra, report="false").replace("workers = 2",
+                                                                                        f"workers = {workers}"))
+    return resolve_config(tmp / f"{out}.toml", {"run.out": str(tmp / out)})
+
+
+def test_intervals_do_not_depend_on_the_number_of_jobs_or_workers(tmp_path):
+    """1 bootstrap job on 1 worker and 3 jobs on 3 workers store the same replicates; the report's intervals equal
+    tail_bootstrap in this process on the stored tails with the same seed, to 1e-12; the jobs ran after the
+    allpairs jobs."""
+    table = exact_table(20, seed=11)
+    write_table(table, tmp_path / "t.parquet")
+    got = []
+    for out, jobs, workers in (("one", 1, 1), ("three", 3, 3)):
+        cfg = _grid(tmp_path, tmp_path / "t.parquet", out, f"tail_bootstrap_jobs = {jobs}", workers)
+        summary = run_grid(cfg, progress=False)
+        assert summary.exit_code == 0 and summary.ran == 3 + jobs + 1 + 1 + 4 * 1   # + scores, impostor, cells
+        res = load_results(tmp_path / out)
+        ledger = res.ledger.values()
+        assert sum(r["kind"] == "allpairs_bootstrap" for r in ledger) == jobs
+        end = max(r["started"] + r["seconds"] for r in ledger if r["kind"] == "allpairs")
+        assert min(r["started"] for r in ledger if r["kind"] == "allpairs_bootstrap") >= end - 0.01
+        got.append(keyed(stats.allpairs_intervals(res)))
+    tail = pd.read_parquet(tmp_path / "one" / "allpairs_tail")
+    identities = pd.read_parquet(tmp_path / "one" / "allpairs_identities")
+    t, group, images, names, _ = allpairs_rates.tail_from_rows(tail, identities)
+    want = keyed(allpairs_rates.tail_bootstrap(t, group, images, names, global_target_fmr=TARGET, n_resamples=150,
+                                               seed=SEED, summarize=fairness.summaries))
+    for frame in got:
+        assert list(frame.index) == list(want.index)
+        for col in ("estimate", "ci_low", "ci_high", "cp_low", "cp_high"):
+            np.testing.assert_allclose(frame[col], want[col], rtol=1e-12, atol=1e-15)
+        assert frame["n_defined"].tolist() == want["n_defined"].tolist()
+        assert frame["note"].tolist() == want["note"].tolist()
+    assert (got[0]["ci_low"] < got[0]["ci_high"]).any()
+
+
+def test_bootstrap_jobs_wait_for_every_allpairs_job_and_run_once_they_are_done(tmp_path):
+    """allpairs jobs that fail (timed out): the bootstrap jobs do not run (missing, the report says so); the
+    next run with --rerun-failed completes both stages."""
+    write_table(exact_table(12, seed=4), tmp_path / "t.parquet")
+    cfg = _grid(tmp_path, tmp_path / "t.parquet", "r", "tail_bootstrap_jobs = 2", 2, resamples=40)
+    cfg["run"]["job_timeout"] = {**cfg["run"]["job_timeout"], "allpairs": 0.0001}
+    first = run_grid(cfg, progress=False)
+    assert first.exit_code == 1 and sum("allpairs shard" in f for f in first.failed) == 3
+    res = load_results(tmp_path / "r")
+    states = {r["kind"]: r["status"] for r in res.ledger.values()}
+    assert "allpairs_bootstrap" not in states and states["allpairs"] == "failed"
+    assert stats.allpairs_intervals(res).empty
+    cfg["run"]["job_timeout"]["allpairs"] = 600.0
+    second = run_grid(cfg, rerun_failed=True, progress=False)
+    assert second.exit_code == 0 and second.ran == 3 + 2
+    assert len(stats.allpairs_intervals(load_results(tmp_path / "r"))) == 1 + 2 * 4 + 6 + 6

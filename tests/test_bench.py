@@ -104,6 +104,12 @@ RUNS: dict[str, list[tuple[list[str], list[str]]]] = {
         ["--repeat", "1", "--workers", "1"],
         [r'^\{"node_start_s": ' + NUM + ', "connect_s": ' + NUM + ', "first_tasks_s": ' + NUM
          + ', "shutdown_and_stop_s": ' + NUM + r"\} load " + NUM + "$"])],
+    "bench_report": [(
+        ["--identities-per-group", "20", "--dim", "32", "--resamples", "30", "--shards", "2", "--bootstrap-jobs", "3",
+         "--protocol", "6,4", "--check"],
+        [r'"run_s": ' + NUM + r', .*"allpairs_bootstrap": \{"jobs": 3, ', r'"allpairs_replicates": \{"rows": \d+, ',
+         r'\{"report_s": ' + NUM + r', "report_peak_mib": ' + NUM + r'\}',
+         r'"max_abs_difference_vs_one_process": 0\.0\}'])],
     "bench_scores": [(
         ["--identities", "20", "--small-identities", "10", "--impostor-identities", "12", "--dim", "16",
          "--max-impostor-pairs", "2000"],

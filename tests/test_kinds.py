@@ -6,6 +6,7 @@ kind module, named in the config, brings its own config section and report secti
 from __future__ import annotations
 
 import ast
+import dataclasses
 import itertools
 import json
 import os
@@ -92,6 +93,63 @@ def test_a_registered_kind_runs_through_the_grid(tmp_path, toy_kind) -> None:
     assert run_grid(cfg, progress=False).ran == 0
 
 
+TOTAL_TABLE = schema.TableSchema("toy_totals", {"block": "int", "total": "float", "n_sums": "int",
+                                                "job_id": "string"}, partition="block")
+
+
+def total_inputs(cfg: Mapping[str, Any], read) -> dict[str, np.ndarray]:
+    """The toy jobs' stored sums, read on the driver (only the column it needs)."""
+    return {"sums": read("toy_sums", ["row_sum"]).column("row_sum").to_numpy()}
+
+
+def total_run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:
+    return {"toy_totals": pd.DataFrame({"block": [payload["params"]["block"]], "n_sums": [len(data["sums"])],
+                                        "total": [float(np.sum(data["sums"]))]})}
+
+
+TOTAL = kinds.JobKind("toy_total", plan=lambda cfg: (kinds.PlannedJob(0, {"block": b}, f"total {b}") for b in (0, 1)),
+                      rows=lambda params, split: {}, run=f"{__name__}:total_run", tables=(TOTAL_TABLE,), order=9,
+                      after=("toy",), inputs=total_inputs)
+
+
+def test_a_kind_after_another_reads_what_it_stored(tmp_path, toy_kind) -> None:
+    """A kind declaring ``after`` runs in a later stage, once every job of the kind it follows is done, on the
+    arrays its ``inputs`` built from their stored rows (not the data's); its order cannot put it first."""
+    kinds.register(TOTAL)
+    try:
+        assert [[k.name for k in st] for st in kinds.stages(["toy_total", "cell", "toy"])] == \
+            [["cell", "toy"], ["toy_total"]]
+        out = tmp_path / "r"
+        cfg = resolve_config(None, {"data.synth": SYNTH, "grid.models": ["logreg"], "grid.seeds": "2",
+                                    "grid.train_groups": ["asian", "all"], "grid.test_groups": ["asian"],
+                                    "protocol.train_per_gender": 6, "protocol.test_per_gender": 4,
+                                    "verification.enabled": False, "tsne.enabled": False, "run.executor": "local",
+                                    "run.workers": 2, "run.out": str(out), "run.report": False})
+        summary = run_grid(cfg, progress=False)
+        assert summary.exit_code == 0 and summary.ran == 4 + 4 + 2
+        tables = load(out)
+        totals = tables["toy_totals"]
+        assert sorted(totals["block"]) == [0, 1] and (totals["n_sums"] == 4).all()
+        assert totals["total"].tolist() == pytest.approx([tables["toy_sums"]["row_sum"].sum()] * 2, rel=1e-12)
+        ledger = ResultStore(out).ledger().values()
+        toy_end = max(r["started"] + r["seconds"] for r in ledger if r["kind"] == "toy")
+        assert min(r["started"] for r in ledger if r["kind"] == "toy_total") >= toy_end - 0.01
+    finally:
+        kinds.unregister("toy_total")
+
+
+def test_kinds_that_wait_on_each_other_are_refused(toy_kind) -> None:
+    kinds.register(dataclasses.replace(TOTAL, name="loop_a", after=("loop_b",)))
+    kinds.register(dataclasses.replace(TOTAL, name="loop_b", after=("loop_a",)))
+    try:
+        with pytest.raises(ValueError, match="loop_a, loop_b wait on each other"):
+            kinds.stages(["toy", "loop_a", "loop_b"])
+        assert [[k.name for k in st] for st in kinds.stages(["toy", "loop_a"])] == [["toy", "loop_a"]]
+    finally:
+        kinds.unregister("loop_a")
+        kinds.unregister("loop_b")
+
+
 def test_unknown_kind_and_table_are_named() -> None:
     with pytest.raises(KeyError, match="unknown job kind 'nope'; known: cell"):
         kinds.get("nope")
@@ -104,6 +162,7 @@ def test_unknown_kind_and_table_are_named() -> None:
 # ------------------------------------------------------------------------------- a plug-in kind, one module ---
 TOY_MODULE = '''"""A toy job kind in one module: its jobs, table, config section [toy] and report section."""
 
+import dataclasses
 import itertools
 
 import numpy as np

@@ -8,6 +8,7 @@ of the grid (models, train groups with ``all`` last, test groups, seeds as confi
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,19 +16,78 @@ from typing import Any
 import pandas as pd
 
 from storage.errors import InputError
-from storage.results import RUN_FILE, ResultStore, job_state, jobs_from_columns, register_recorded
+from storage.results import RUN_FILE, ResultStore, Stored, job_state, jobs_from_columns, register_recorded
 from storage.schema import TABLES
 from storage.attributes import order_names
 from storage.vocab import ALL, ETHNICITIES, demographic_order
 from tasks import kinds
 
 
+class Tables(MutableMapping):
+    """The tables of a results folder by name, each read when a section first asks for it (then kept): rows of
+    the kept jobs only (planned, done, not damaged), so that memory holds only what the report shows.
+    :meth:`columns` reads some columns of a table without keeping them."""
+
+    def __init__(self, store: ResultStore | None = None, keep: set[str] | None = None,
+                 damaged: dict[str, str] | None = None, notes: list[str] | None = None,
+                 listing: list[Stored] | None = None, frames: dict[str, pd.DataFrame] | None = None) -> None:
+        self.store, self.keep, self.listing = store, keep, listing
+        self.damaged = {} if damaged is None else damaged
+        self.notes = [] if notes is None else notes
+        self._frames: dict[str, pd.DataFrame] = dict(frames or {})
+
+    def _jobs(self, name: str) -> set[str] | None:
+        return None if name == "failures" or self.keep is None else self.keep
+
+    def _read(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+        if self.store is None:
+            return TABLES[name].empty(columns)
+        frame, unreadable = self.store.read(name, skip_jobs=self.damaged, jobs=self._jobs(name), columns=columns,
+                                            listing=self.listing)
+        for job_id, reason in unreadable.items():
+            self.damaged[job_id] = reason
+            self.notes.append(f"damaged result of job {job_id} left out ({reason}); the next 'biasgrid run' "
+                              f"recomputes it")
+        return frame
+
+    @property
+    def loaded(self) -> list[str]:
+        """The tables read (or set) so far."""
+        return list(self._frames)
+
+    def columns(self, name: str, columns: list[str]) -> pd.DataFrame:
+        """``columns`` of table ``name`` (rows of the kept jobs), read now and not kept."""
+        if name in self._frames:
+            return self._frames[name][columns]
+        return self._read(name, columns)
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in self._frames:
+            if name not in TABLES:
+                raise KeyError(name)
+            self._frames[name] = self._read(name)
+        return self._frames[name]
+
+    def __setitem__(self, name: str, frame: pd.DataFrame) -> None:
+        self._frames[name] = frame
+
+    def __delitem__(self, name: str) -> None:
+        del self._frames[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*TABLES, *self._frames]))
+
+    def __len__(self) -> int:
+        return len(dict.fromkeys([*TABLES, *self._frames]))
+
+
 @dataclass
 class Results:
-    """One loaded results folder: its tables (done jobs only), run.json, ledger and the grid's order."""
+    """One loaded results folder: its tables (done jobs only, each read when first used), run.json, ledger and
+    the grid's order."""
 
     path: str
-    tables: dict[str, pd.DataFrame]
+    tables: MutableMapping[str, pd.DataFrame]
     run: dict[str, Any]
     ledger: dict[str, dict[str, Any]]
     models: list[str]
@@ -52,10 +112,18 @@ class Results:
     def table(self, name: str) -> pd.DataFrame:
         return self.tables[name]
 
+    def columns(self, name: str, columns: list[str]) -> pd.DataFrame:
+        """``columns`` of table ``name`` only (rows of done jobs), read without keeping the table."""
+        if isinstance(self.tables, Tables):
+            return self.tables.columns(name, columns)
+        return self.tables[name][columns]
+
 
 # ---------------------------------------------------------------------------------------------------- loading
 def load_results(path: str | os.PathLike[str]) -> Results:
-    """Load a results folder (local path or URI). Raises InputError when it is not a biasgrid results folder."""
+    """Load a results folder (local path or URI): run.json, the ledger, which jobs' rows count; the tables are
+    read when first used, by column where a section needs only some. Raises InputError when it is not a biasgrid
+    results folder."""
     text = str(path)
     local = "://" not in text
     if local and not Path(text).is_dir():
@@ -69,17 +137,14 @@ def load_results(path: str | os.PathLike[str]) -> Results:
         raise InputError(f"{text} is not a biasgrid results folder: it has no {RUN_FILE}, no job ledger (_jobs/) "
                          f"and no results tables (expected the folder written by `biasgrid run --out`)")
     run = run or {}
-    damaged = store.damage(ledger, verify=True)   # the files are read anyway: checksums cost little more
-    tables = {}
-    for name in TABLES:
-        tables[name], unreadable = store.read(name, skip_jobs=damaged)
-        damaged.update(unreadable)
+    damaged = store.damage(ledger, verify=True)   # every file is read once, streamed: checksums cost little
     notes: list[str] = []
     if not run:
         notes.append(f"{RUN_FILE} is missing: the grid's order, the config and the planned jobs are unknown")
     for job_id, reason in damaged.items():
         notes.append(f"damaged result of job {job_id} left out ({reason}); the next 'biasgrid run' recomputes it")
-    tables = _keep_done(tables, run, ledger, notes, damaged)
+    listing = store.listing()
+    tables = Tables(store, _kept_jobs(store, listing, run, ledger, notes, damaged), damaged, notes, listing)
     models, train_groups, test_groups, seeds = _order(run.get("config") or {}, tables)
     return Results(text, tables, run, ledger, models, train_groups, test_groups, seeds, notes, damaged)
 
@@ -97,28 +162,26 @@ def _load_kinds(run: dict[str, Any] | None) -> None:
     register_recorded(run)
 
 
-def _keep_done(tables: dict[str, pd.DataFrame], run: dict[str, Any], ledger: dict[str, dict[str, Any]],
-               notes: list[str], damaged: dict[str, str]) -> dict[str, pd.DataFrame]:
-    """Drop rows of jobs that are not in run.json's plan, or that the ledger does not mark done (or damaged)."""
+def _kept_jobs(store: ResultStore, listing: list[Stored], run: dict[str, Any], ledger: dict[str, dict[str, Any]],
+               notes: list[str], damaged: dict[str, str]) -> set[str] | None:
+    """The jobs whose rows the tables show: planned in run.json (when it lists jobs), marked done in the ledger
+    (when there is one), not damaged; None when neither is known (every file counts). Notes how many rows of
+    the others are ignored, per table (counted from the files' footers)."""
     planned = {j.get("job_id") for j in jobs_from_columns(run.get("jobs"))} - {None}
     done = {k for k, r in ledger.items() if job_state(r, damaged.get(k)) == "done"}
-    out = {}
-    for name, frame in tables.items():
-        if name == "failures" or frame.empty or "job_id" not in frame.columns:
-            out[name] = frame
+    if not planned and not ledger:
+        return None
+    stored = {job for name in TABLES if name != "failures" for job, _ in store.files(name, listing)}
+    keep = (planned or stored) & (done if ledger else stored)
+    for name in TABLES:
+        if name == "failures":
             continue
-        keep = pd.Series(True, index=frame.index)
-        if planned:
-            keep &= frame["job_id"].isin(planned)
-        if ledger:
-            keep &= frame["job_id"].isin(done)
-        keep &= ~frame["job_id"].isin(damaged)
-        dropped = int((~keep).sum())
+        others = {job for job, _ in store.files(name, listing)} - keep - set(damaged)
+        dropped = store.rows(name, others, listing) if others else 0
         if dropped:
             notes.append(f"{name}: ignored {dropped} row(s) of jobs that are not planned in {RUN_FILE} "
                          f"or not marked done in the ledger")
-        out[name] = frame[keep].reset_index(drop=True)
-    return out
+    return keep - set(damaged)
 
 
 def _grid_section(config: dict[str, Any]) -> dict[str, Any]:
@@ -138,22 +201,18 @@ def _ordered(configured: list[Any], found: set[Any], known: tuple[str, ...] = ()
     return [*configured, *extra]
 
 
-def _order(config: dict[str, Any], tables: dict[str, pd.DataFrame]) -> tuple[list, list, list, list]:
+def _order(config: dict[str, Any], tables: Tables) -> tuple[list, list, list, list]:
     grid = _grid_section(config)
 
     def found(column: str) -> set[Any]:   # the values of a grid column in the tables of the folder's kinds
-        return {v for name, frame in tables.items() if name != "failures" and column in frame.columns
-                for v in frame[column].dropna()}
+        return {v for name in tables if name != "failures" and column in TABLES[name].columns
+                for v in tables.columns(name, [column])[column].dropna().unique()}
 
     models = _ordered([str(m) for m in grid.get("models", [])], found("model"))
     train = _ordered([str(g) for g in grid.get("train_groups", [])], found("train_group"), ETHNICITIES)
     train = [g for g in train if g != ALL] + ([ALL] if ALL in train else [])
     test = _ordered([str(g) for g in grid.get("test_groups", [])], found("test_group"), ETHNICITIES)
-    seeds_found: set[int] = set()
-    for frame in tables.values():
-        if "seed" in frame.columns and not frame.empty:
-            seeds_found |= {int(s) for s in frame["seed"].dropna()}
-    seeds = [int(s) for s in grid["seeds"]] if "seeds" in grid else sorted(seeds_found)
+    seeds = [int(s) for s in grid["seeds"]] if "seeds" in grid else sorted(int(s) for s in found("seed"))
     return models, train, test, seeds
 
 

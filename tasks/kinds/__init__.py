@@ -24,7 +24,7 @@ from storage.errors import InputError
 
 # Job parameters that shape how a job runs but not its numbers: left out of the job id.
 RUNTIME_PARAMS = frozenset({"threads"})
-BUILTIN = ("cell", "scores", "impostor", "tsne", "allpairs", "pairs")   # modules of this package, in plan order
+BUILTIN = ("cell", "scores", "impostor", "tsne", "allpairs", "allpairs_bootstrap", "pairs")   # modules, plan order
 Where = Callable[[str], str]   # names who set a dotted config key: "option --seeds" or "FILE: 'grid.seeds'"
 SEED_LIMIT = 2 ** 32   # seeds are 0 <= s < 2**32: the range of scikit-learn's random_state and NumPy's legacy seed
 
@@ -70,7 +70,12 @@ class JobKind:
       planned ``grid.plan.Job``s), InputError when the data cannot give the kind's jobs what they need;
     - ``report``: ``"module:NAME"`` of the report sections showing its tables (``grid.report.sections``:
       a section shared by several kinds is shown once, in the order of the first kind naming it);
-    - ``timeout``: the default ``run.job_timeout`` of its jobs, in seconds.
+    - ``timeout``: the default ``run.job_timeout`` of its jobs, in seconds;
+    - ``after``: kinds whose planned jobs must all be done before this kind's jobs start (a later stage of the
+      run, :func:`stages`; a kind in ``after`` with no planned job is not waited for);
+    - ``inputs(cfg, read)``: for a kind with ``after``, the arrays its jobs read instead of the data's, built on
+      the driver from what the earlier kinds stored: ``read(table, columns)`` is a ``pyarrow.Table`` of those
+      columns of the table's rows of done jobs. None: its jobs read the data's arrays, as every first-stage job.
     """
 
     name: str
@@ -86,6 +91,8 @@ class JobKind:
     check: Callable[[Mapping[str, Any], Any, Mapping[int, Any], list[Any]], None] | None = None
     report: tuple[str, ...] = ()
     timeout: float = 3600.0
+    after: tuple[str, ...] = ()
+    inputs: Callable[[Mapping[str, Any], Callable[[str, list[str]], Any]], dict[str, Any]] | None = None
 
     @property
     def table_names(self) -> tuple[str, ...]:
@@ -123,6 +130,23 @@ def all_kinds() -> list[JobKind]:
     """Every registered kind: the built-in ones first (in :data:`BUILTIN` order), then the others as registered."""
     _register_all()
     return [KINDS[n] for n in BUILTIN if n in KINDS] + [k for n, k in KINDS.items() if n not in BUILTIN]
+
+
+def stages(names: Iterable[str]) -> list[list[JobKind]]:
+    """The kinds ``names`` grouped in the order they run: first the kinds that follow none of ``names``, then
+    those whose ``after`` kinds all ran in earlier stages, and so on (kind order within a stage). A kind that
+    follows itself through its ``after`` chain is an error (a kind's own definition)."""
+    wanted = set(names)
+    todo = [k for k in all_kinds() if k.name in wanted]
+    out: list[list[JobKind]] = []
+    while todo:
+        waiting = {k.name for k in todo}
+        ready = [k for k in todo if not set(k.after) & waiting]
+        if not ready:
+            raise ValueError(f"job kinds {', '.join(sorted(waiting))} wait on each other (their 'after')")
+        out.append(ready)
+        todo = [k for k in todo if k.name not in {r.name for r in ready}]
+    return out
 
 
 def config_parts() -> list[ConfigPart]:

@@ -16,8 +16,8 @@ per (identity pair, bin), compacted: table ``allpairs_tail`` = (shard, n_shards,
 identity_b, bin, count), identity_b = identity_a for genuine rows; identities are the data's ``identity_codes``.
 Shard 0 also stores every identity once, with its demographic group and image count (identities without any
 tail record included): table ``allpairs_identities`` = (shard, n_shards, bits, lo_bin, identity, group,
-n_images). The report sums the shards' tails (:func:`tail_from_rows`) and runs
-:func:`tasks.stats.allpairs_rates.tail_bootstrap` (``grid.report.sections.allpairs.allpairs_intervals``).
+n_images). The jobs of kind ``allpairs_bootstrap`` (``tasks.kinds.allpairs_bootstrap``), run after these, sum the
+shards' tails and resample them; the report reads their replicates.
 
 Rows are L2-normalised block by block as they are read (X itself may be a memory map and is never copied whole).
 The counts do not depend on the seed's split; the jobs carry the first grid seed, which seeds the tail's choice.

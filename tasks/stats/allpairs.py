@@ -160,11 +160,13 @@ class TailCounts:
         """Sum the counts of equal (identity pair, bin) and (identity, bin) rows."""
         nb = n_bins(self.bits) + 1
         key = (self.imp_a * (int(self.imp_b.max(initial=0)) + 1) + self.imp_b) * nb + self.imp_bin
+        gkey = self.gen_id * nb + self.gen_bin
+        if (key[1:] > key[:-1]).all() and (gkey[1:] > gkey[:-1]).all():   # compact already: in order, unique
+            return self
         u, inv = np.unique(key, return_inverse=True)
         cnt = np.bincount(inv, weights=self.imp_count, minlength=len(u)).astype(np.int64)
         first = np.zeros(len(u), np.int64)
         first[inv] = np.arange(len(key))
-        gkey = self.gen_id * nb + self.gen_bin
         gu, ginv = np.unique(gkey, return_inverse=True)
         gcnt = np.bincount(ginv, weights=self.gen_count, minlength=len(gu)).astype(np.int64)
         return TailCounts(self.bits, self.lo_bin, self.imp_a[first], self.imp_b[first], self.imp_bin[first], cnt,

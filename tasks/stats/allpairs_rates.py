@@ -10,17 +10,20 @@ of impostor scores. EER: :func:`tasks.stats.rates.eer_from_counts` on the edges.
 
 **Identity bootstrap at full scale.** :class:`TailStatistics` / :func:`tail_bootstrap` resample identities with
 exact product weights (as :mod:`tasks.stats.bootstrap`) at the global threshold, at the tail's bin resolution, in
-O(records + identities) per resample, from the tails the allpairs jobs record (:class:`tasks.stats.allpairs.
-TailCounts`).
+O(records + identities) per resample (blocks of resamples at once: :meth:`TailStatistics.replicates`), from the
+tails the allpairs jobs record (:class:`tasks.stats.allpairs.TailCounts`); the grid runs it as the jobs of kind
+``allpairs_bootstrap`` (``tasks.kinds.allpairs_bootstrap``).
 
-**Stored rows.** :func:`counts_from_rows` and :func:`tail_from_rows` sum the shards' rows of tables
-``allpairs_counts``, ``allpairs_tail`` and ``allpairs_identities`` (written by ``tasks.kinds.allpairs``).
+**Stored rows.** :func:`counts_from_rows` and :func:`tail_from_rows` (:func:`tail_from_columns` on arrays) sum the
+shards' rows of tables ``allpairs_counts``, ``allpairs_tail`` and ``allpairs_identities`` (written by
+``tasks.kinds.allpairs``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -136,10 +139,18 @@ class TailStatistics:
     groups; the genuine per-identity histogram gives each group's FNMR. The threshold must lie above the tail's
     lower edge: otherwise (the tail does not reach low enough) every value of that resample is NaN, with
     the note saying so. Keys: ("threshold", "all"), ("group_fmr", g), ("group_fnmr", g), ("cross_fmr", g, h),
-    ("summary", metric) — evaluate(m) -> (keys, values, k, n) for :func:`tasks.stats.bootstrap.run`."""
+    ("summary", metric) — evaluate(m) -> (keys, values, k, n) for :func:`tasks.stats.bootstrap.run`.
+
+    Two forms of the weighted histograms, the same numbers: :meth:`evaluate` (one resample: a weighted
+    ``bincount`` over the records) and :meth:`replicates` (blocks of resamples: per chunk of distinct identity
+    pairs, the block's m_a m_b gathered once per pair, then one sparse product with the chunk's counts per
+    (pair of groups, bin); float32 where every partial sum stays below 2^24, so exact, float64 otherwise)."""
+
+    CHUNK_RECORDS = 1 << 18        # impostor records per chunk of identity pairs (replicates)
 
     def __init__(self, tail: allpairs.TailCounts, identity_group: np.ndarray, images_per_identity: np.ndarray,
-                 group_names: Sequence[str], global_target_fmr: float = 1e-3, summarize=None):
+                 group_names: Sequence[str], global_target_fmr: float = 1e-3, summarize=None,
+                 block_bytes: int = 128 << 20):
         self.t = tail.compact()
         self.ig = np.asarray(identity_group, np.int64)
         self.c = np.asarray(images_per_identity, np.int64)
@@ -147,7 +158,7 @@ class TailStatistics:
             raise InputError("identity_group and images_per_identity need one entry per identity")
         self.G, self.names = len(group_names), list(group_names)
         rates.max_accepted(global_target_fmr, 1)
-        self.target, self.summarize = global_target_fmr, summarize
+        self.target, self.summarize, self.block_bytes = global_target_fmr, summarize, block_bytes
         self.nb = allpairs.n_bins(tail.bits)
         self.bt = self.nb - tail.lo_bin
         G = self.G
@@ -158,10 +169,25 @@ class TailStatistics:
         self.undefined_note = (f"undefined: the global threshold lies below the tail's lower edge "
                                f"{self.edges[tail.lo_bin]:.6g} (lower allpairs.TailCounts' lo_score), or a rate has no "
                                f"comparisons")
+        self._chunks: list[tuple] | None = None
+
+    def _weights(self, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One resample's (impostor histogram (G*G, bt), genuine histogram (G, nb)), weighted, by bincount."""
+        G = self.G
+        w = m[self.t.imp_a] * m[self.t.imp_b] * self.t.imp_count
+        hist = np.bincount(self.imp_key, weights=w, minlength=G * G * self.bt).reshape(G * G, self.bt)
+        gw = m[self.t.gen_id] * self.t.gen_count
+        gh = np.bincount(self.gen_key, weights=gw, minlength=G * self.nb).reshape(G, self.nb)
+        return hist, gh
 
     def evaluate(self, m: np.ndarray | None = None) -> tuple[list[tuple], np.ndarray, np.ndarray, np.ndarray]:
-        G, gt = self.G, self.target
         m = np.ones(self.c.size, np.int64) if m is None else np.asarray(m, np.int64)
+        return self._finish(m, *self._weights(m))
+
+    def _finish(self, m: np.ndarray, hist: np.ndarray, gh: np.ndarray
+                ) -> tuple[list[tuple], np.ndarray, np.ndarray, np.ndarray]:
+        """(keys, values, k, n) of one resample (multiplicities ``m``) from its weighted histograms."""
+        G, gt = self.G, self.target
         mc = (m * self.c).astype(float)
         S = np.bincount(self.ig, weights=mc, minlength=G)
         Q = np.bincount(self.ig, weights=mc * mc, minlength=G)
@@ -169,13 +195,9 @@ class TailStatistics:
         N[np.diag_indices(G)] = (S * S - Q) / 2
         N = np.rint(np.triu(N)).astype(np.int64)
         n_total = int(N.sum())
-        w = m[self.t.imp_a] * m[self.t.imp_b] * self.t.imp_count
-        hist = np.bincount(self.imp_key, weights=w, minlength=G * G * self.bt).reshape(G * G, self.bt)
         acc = np.cumsum(hist.sum(axis=0)[::-1])[::-1]                       # impostors >= e_(lo + j)
         M = rates.max_accepted(gt, n_total)
         ok = np.flatnonzero(np.r_[acc, 0] <= M)
-        gw = m[self.t.gen_id] * self.t.gen_count
-        gh = np.bincount(self.gen_key, weights=gw, minlength=G * self.nb).reshape(G, self.nb)
         keys, vals, ks, ns = [], [], [], []
 
         def put(key, v, k=-1, n=-1):
@@ -188,7 +210,7 @@ class TailStatistics:
         j = int(ok[0])
         k_edge = self.t.lo_bin + j
         put(("threshold", "all", "", gt, ""), float(self.edges[k_edge]) if covered else np.nan)
-        fm_code = np.concatenate([np.cumsum(hist[:, ::-1], axis=1)[:, ::-1], np.zeros((G * G, 1))], axis=1)[:, j]
+        fm_code = hist[:, j:].sum(axis=1)
         fmr_v, fnmr_v = np.full(G, np.nan), np.full(G, np.nan)
         for g, name in enumerate(self.names):
             k, n = int(fm_code[g * G + g]), int(N[g, g])
@@ -208,6 +230,80 @@ class TailStatistics:
             for metric, v in zip(table["metric"], table["value"]):
                 put(("summary", "", "", gt, str(metric)), float(v) if covered else np.nan)
         return keys, np.asarray(vals, float), np.asarray(ks, np.int64), np.asarray(ns, np.int64)
+
+    # -- blocks of resamples ---------------------------------------------------------------------------------
+    def _prepare_chunks(self) -> tuple[list[tuple], Any]:
+        """Chunks of the impostor records (sorted by identity pair, as compacted), each (its distinct pairs'
+        identities a and b, its (keys x pairs) float32 count matrix, the largest count summed per key, its records'
+        range); and the genuine (G * nb x identities) count matrix."""
+        from scipy import sparse
+
+        t = self.t
+        present = np.bincount(self.imp_key, minlength=self.G * self.G * self.bt) > 0
+        self.used = np.flatnonzero(present)                              # the (pair of groups, bin) keys present
+        key = (np.cumsum(present) - 1)[self.imp_key]
+        self._key = key
+        new_pair = np.r_[True, (t.imp_a[1:] != t.imp_a[:-1]) | (t.imp_b[1:] != t.imp_b[:-1])]
+        pair = np.cumsum(new_pair) - 1
+        starts = np.flatnonzero(new_pair)
+        chunks, s = [], 0
+        while s < len(key):
+            i = int(np.searchsorted(starts, s + self.CHUNK_RECORDS))   # whole pairs in a chunk
+            e = int(starts[i]) if i < len(starts) else len(key)
+            p0, p1 = int(pair[s]), int(pair[e - 1]) + 1
+            S = sparse.csr_matrix((t.imp_count[s:e].astype(np.float32), (key[s:e], pair[s:e] - p0)),
+                                  shape=(len(self.used), p1 - p0))
+            widest = float(np.bincount(key[s:e], weights=t.imp_count[s:e]).max())
+            chunks.append((t.imp_a[starts[p0:p1]], t.imp_b[starts[p0:p1]], S, widest, (s, e, p0)))
+            s = e
+        gen = sparse.csr_matrix((t.gen_count.astype(np.float64), (self.gen_key, t.gen_id)),
+                                shape=(self.G * self.nb, self.c.size))
+        return chunks, gen
+
+    def _block(self, M: np.ndarray) -> list[tuple]:
+        """:meth:`_finish` of each row of the block ``M`` (R, n_identities), from histograms summed at once."""
+        from scipy import sparse
+
+        chunks, gen = self._chunks
+        R, G, t = M.shape[0], self.G, self.t
+        big = float(M.max(initial=0))
+        MT = np.ascontiguousarray(M.T, dtype=np.float32)
+        H = np.zeros((len(self.used), R))
+        for a, b, S, widest, (s, e, p0) in chunks:
+            W = MT[a]
+            W *= MT[b]                                                   # m_a m_b: exact (small integers)
+            if widest * big * big < 2 ** 24:          # every partial sum an integer below 2^24: float32 exact
+                H += S @ W
+            else:
+                pair = np.cumsum(np.r_[True, (t.imp_a[s + 1:e] != t.imp_a[s:e - 1])
+                                       | (t.imp_b[s + 1:e] != t.imp_b[s:e - 1])]) - 1
+                S64 = sparse.csr_matrix((t.imp_count[s:e].astype(np.float64), (self._key[s:e], pair)),
+                                        shape=S.shape)
+                H += S64 @ W.astype(np.float64)
+        GH = gen @ MT.astype(np.float64)                                 # (G * nb, R)
+        out = []
+        for r in range(R):
+            hist = np.zeros(G * G * self.bt)
+            hist[self.used] = H[:, r]
+            out.append(self._finish(M[r].astype(np.int64), hist.reshape(G * G, self.bt),
+                                    GH[:, r].reshape(G, self.nb)))
+        return out
+
+    def replicates(self, multiplicities: np.ndarray) -> tuple[list[tuple], np.ndarray]:
+        """(keys, (R, K) values), one row per resample (rows of ``multiplicities``), in blocks of rows that keep
+        the gathered weights of a chunk within ``block_bytes``; the values of :meth:`evaluate` row by row."""
+        M = np.asarray(multiplicities)
+        if M.ndim != 2 or M.shape[1] != self.c.size:
+            raise InputError(f"multiplicities need one entry per identity ({self.c.size})")
+        if self._chunks is None:
+            self._chunks = self._prepare_chunks()
+        pairs = max((len(c[0]) for c in self._chunks[0]), default=1)
+        step = int(max(1, min(256, self.block_bytes // (8 * pairs))))
+        rows = [row for i in range(0, len(M), step) for row in self._block(M[i:i + step])]
+        keys = rows[0][0] if rows else self.evaluate(None)[0]
+        if any(k != keys for k, *_ in rows):
+            raise InputError("statistic keys changed between resamples")
+        return keys, np.vstack([v for _, v, _, _ in rows]) if rows else np.empty((0, len(keys)))
 
 
 def tail_bootstrap(tail: allpairs.TailCounts, identity_group: np.ndarray, images_per_identity: np.ndarray,
@@ -250,37 +346,49 @@ def tail_from_rows(tail: pd.DataFrame, identities: pd.DataFrame
                    ) -> tuple[allpairs.TailCounts, np.ndarray, np.ndarray, list[str], str]:
     """The shards' stored tails summed (= the ``+`` of their :class:`tasks.stats.allpairs.TailCounts`, compacted once)
     and each identity's group code and image count, from the rows of ``allpairs_tail`` and
-    ``allpairs_identities``. Returns (tail, identity_group, images_per_identity, group names (sorted), note).
+    ``allpairs_identities`` (DataFrames; :func:`tail_from_columns` takes their columns as arrays). Returns (tail,
+    identity_group, images_per_identity, group names (sorted), note)."""
+    return tail_from_columns({**{c: tail[c].to_numpy() for c in ("identity_a", "identity_b", "bin", "count",
+                                                                  "bits", "lo_bin")},
+                              "genuine": (tail["kind"] == "genuine").to_numpy(),
+                              "impostor": (tail["kind"] == "impostor").to_numpy()},
+                             {c: identities[c].to_numpy() for c in identities.columns})
+
+
+def tail_from_columns(tail: Mapping[str, np.ndarray], identities: Mapping[str, np.ndarray]
+                      ) -> tuple[allpairs.TailCounts, np.ndarray, np.ndarray, list[str], str]:
+    """:func:`tail_from_rows` from columns: ``tail`` = identity_a, identity_b, bin, count, bits, lo_bin and the
+    masks genuine, impostor (of the kind column); ``identities`` = identity, group, n_images, bits, lo_bin.
 
     Shards normally share one lower bin; if they do not (only possible when machines score the tail-choosing
     subset differently in the last bits), every shard's tail is cut at the highest lower bin, which keeps the
     sum exact above it, and the note says so."""
-    if identities.empty:
+    ident = np.asarray(identities["identity"], np.int64)
+    if ident.size == 0:
         raise InputError("no allpairs_identities rows: the tail's identities are unknown")
-    if identities["identity"].duplicated().any():
+    order = np.argsort(ident, kind="stable")
+    if (np.diff(ident[order]) == 0).any():
         raise InputError("allpairs_identities holds an identity twice")
-    ids = identities.sort_values("identity")
-    if not np.array_equal(ids["identity"].to_numpy(), np.arange(len(ids))):
+    if not np.array_equal(ident[order], np.arange(ident.size)):
         raise InputError("allpairs_identities must list identities 0..n-1")
-    bits = {int(b) for b in pd.concat([tail["bits"], identities["bits"]])}
+    bits = {int(b) for b in np.unique(np.r_[tail["bits"], identities["bits"]])}
     if len(bits) != 1:
         raise InputError(f"all-pairs tails with different bins (bits {sorted(bits)}) cannot be summed")
     bits_ = bits.pop()
-    starts = sorted({int(b) for b in pd.concat([tail["lo_bin"], identities["lo_bin"]])})
+    starts = [int(b) for b in np.unique(np.r_[tail["lo_bin"], identities["lo_bin"]])]
     lo = starts[-1]
     note = "" if len(starts) == 1 else (f"shards' tails started at bins {starts}: each cut at bin {lo} (exact "
                                         f"above it)")
-    names = sorted(set(ids["group"]))
-    code = {n: i for i, n in enumerate(names)}
-    identity_group = ids["group"].map(code).to_numpy(np.int64)
-    gen = (tail["kind"] == "genuine").to_numpy()
-    imp = (tail["kind"] == "impostor").to_numpy()
+    group = np.asarray(identities["group"]).astype(str)[order]
+    names, identity_group = np.unique(group, return_inverse=True)
+    gen, imp = np.asarray(tail["genuine"], bool), np.asarray(tail["impostor"], bool)
     if not (gen | imp).all():
         raise InputError("allpairs_tail rows must be of kind genuine or impostor")
-    col = {c: tail[c].to_numpy(np.int64) for c in ("identity_a", "identity_b", "bin", "count")}
+    col = {c: np.asarray(tail[c], np.int64) for c in ("identity_a", "identity_b", "bin", "count")}
     keep = imp & (col["bin"] >= lo)
     out = allpairs.TailCounts(bits_, lo, col["identity_a"][keep], col["identity_b"][keep], col["bin"][keep],
                               col["count"][keep], col["identity_a"][gen], col["bin"][gen], col["count"][gen])
-    if out.n_records and max(out.imp_b.max(initial=-1), out.gen_id.max(initial=-1)) >= len(ids):
+    if out.n_records and max(out.imp_b.max(initial=-1), out.gen_id.max(initial=-1)) >= ident.size:
         raise InputError("allpairs_tail names an identity that allpairs_identities does not list")
-    return out.compact(), identity_group, ids["n_images"].to_numpy(np.int64), names, note
+    images = np.asarray(identities["n_images"], np.int64)[order]
+    return out.compact(), identity_group.astype(np.int64), images, [str(n) for n in names], note

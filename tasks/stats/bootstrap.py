@@ -38,21 +38,29 @@ COLUMNS = ["quantity", "group_a", "group_b", "target_fmr", "metric", "estimate",
            "n_resamples", "n_defined", "cp_low", "cp_high", "display", "note"]
 
 
-def identity_multiplicities(identity_group: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
+def identity_multiplicities(identity_group: np.ndarray, n_resamples: int = 1000, seed: int = 0,
+                            rows: range | None = None) -> np.ndarray:
     """(n_resamples, n_identities) int32 draw counts m_i, stratified by ``identity_group``: for resample r and
     each group g in increasing code order, ``rng.integers(0, n_g, n_g)`` picks members (in increasing identity
-    code order) with replacement, rng = numpy.random.default_rng(seed)."""
+    code order) with replacement, rng = numpy.random.default_rng(seed). ``rows`` (a range within
+    0..n_resamples): only those resamples' rows, the same as in the whole matrix (the draws before them are made
+    and dropped), so that any split of the resamples into blocks gives the same multiplicities."""
     g = np.asarray(identity_group)
     if g.ndim != 1 or g.size == 0:
         raise InputError("identity groups must be a non-empty 1-D array (one group code per identity)")
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
         raise InputError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    rows = range(n_resamples) if rows is None else rows
+    if rows.step != 1 or not 0 <= rows.start <= rows.stop <= n_resamples:
+        raise InputError(f"rows must be a contiguous range within 0..{n_resamples}, got {rows!r}")
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(g == v) for v in np.unique(g)]
-    out = np.zeros((n_resamples, g.size), np.int32)
-    for r in range(n_resamples):
+    out = np.zeros((len(rows), g.size), np.int32)
+    for r in range(rows.stop):
         for mem in members:
-            out[r] += np.bincount(mem[rng.integers(0, mem.size, mem.size)], minlength=g.size).astype(np.int32)
+            drawn = mem[rng.integers(0, mem.size, mem.size)]
+            if r >= rows.start:
+                out[r - rows.start] += np.bincount(drawn, minlength=g.size).astype(np.int32)
     return out
 
 
@@ -682,31 +690,37 @@ def bootstrap_verification(scores: np.ndarray, id_a: np.ndarray, id_b: np.ndarra
     return run(st, identity_group, n_resamples, seed, confidence)
 
 
-def run(statistics, identity_group: np.ndarray, n_resamples: int = 1000, seed: int = 0,
-        confidence: float = 0.95) -> pd.DataFrame:
-    """Point estimates (``statistics.evaluate(None)``), replicates over identity multiplicities and percentile
-    intervals, as rows with columns :data:`COLUMNS`. ``statistics`` is any object with ``evaluate(m)`` returning
-    (keys, values, k, n) like :meth:`VerificationStatistics.evaluate`."""
-    keys, est, ks, ns = statistics.evaluate(None)
-    mult = identity_multiplicities(identity_group, n_resamples, seed)
+def replicate_values(statistics, identity_group: np.ndarray, n_resamples: int = 1000, seed: int = 0,
+                     rows: range | None = None) -> tuple[list[tuple], np.ndarray]:
+    """(keys, (len(rows), K) values): ``statistics`` at the multiplicities of resamples ``rows`` (default all
+    ``n_resamples``; :func:`identity_multiplicities`), batched where it has ``replicates``, one at a time
+    otherwise. Any split of 0..n_resamples into ``rows`` blocks gives the rows of the whole."""
+    mult = identity_multiplicities(identity_group, n_resamples, seed, rows)
     if hasattr(statistics, "replicates"):
-        k, reps = statistics.replicates(mult)
-        if k != keys:
+        return statistics.replicates(mult)
+    keys, reps = None, []
+    for m in mult:
+        k, v, _, _ = statistics.evaluate(m)
+        if keys is not None and k != keys:
             raise InputError("statistic keys changed between resamples")
-    else:
-        reps = []
-        for m in mult:
-            k, v, _, _ = statistics.evaluate(m)
-            if k != keys:
-                raise InputError("statistic keys changed between resamples")
-            reps.append(v)
-        reps = np.vstack(reps)
+        keys = k
+        reps.append(v)
+    return keys, np.vstack(reps)
+
+
+def intervals(keys: Sequence[tuple], est: np.ndarray, ks: np.ndarray, ns: np.ndarray, reps: np.ndarray,
+              confidence: float = 0.95, undefined_note: str = "") -> pd.DataFrame:
+    """Rows with columns :data:`COLUMNS` from the point estimates (``est``, counts ``ks``/``ns``, -1 for
+    non-rates) and the (R, K) replicates ``reps`` of the statistics ``keys``: percentile intervals over the
+    defined resamples, Clopper-Pearson intervals of the rates, and a note where a value is undefined
+    (``undefined_note`` on the original data)."""
+    n_resamples = len(reps)
     lo, hi, nd = percentile_interval(reps, confidence)
     rows = []
     for j, (q, ga, gb, t, metric) in enumerate(keys):
         note = ""
         if np.isnan(est[j]):
-            note = getattr(statistics, "undefined_note", "") or "undefined on the original data"
+            note = undefined_note or "undefined on the original data"
         if nd[j] == 0:
             note = (note + "; " if note else "") + "undefined in every resample"
         elif nd[j] < n_resamples:
@@ -723,3 +737,16 @@ def run(statistics, identity_group: np.ndarray, n_resamples: int = 1000, seed: i
     out.loc[is_rate, "cp_high"] = cp["ci_high"].to_numpy()
     out.loc[is_rate, "display"] = cp["display"].to_numpy()
     return out[COLUMNS]
+
+
+def run(statistics, identity_group: np.ndarray, n_resamples: int = 1000, seed: int = 0,
+        confidence: float = 0.95) -> pd.DataFrame:
+    """Point estimates (``statistics.evaluate(None)``), replicates over identity multiplicities
+    (:func:`replicate_values`) and percentile intervals (:func:`intervals`), as rows with columns :data:`COLUMNS`.
+    ``statistics`` is any object with ``evaluate(m)`` returning (keys, values, k, n) like
+    :meth:`VerificationStatistics.evaluate` (and optionally ``replicates(multiplicities)`` -> (keys, values))."""
+    keys, est, ks, ns = statistics.evaluate(None)
+    k, reps = replicate_values(statistics, identity_group, n_resamples, seed)
+    if k != keys:
+        raise InputError("statistic keys changed between resamples")
+    return intervals(keys, est, ks, ns, reps, confidence, getattr(statistics, "undefined_note", ""))

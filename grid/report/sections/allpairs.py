@@ -26,7 +26,6 @@ def allpairs_summary(res: Results) -> dict[str, Any]:
 
     Returns {"eer", "operating_points", "impostor_matrix"} (DataFrames, empty when nothing is stored or a shard is
     missing) and "note" (which shards are missing; bin width)."""
-    rows = res.tables["allpairs_counts"]
     empty = {"eer": pd.DataFrame(), "operating_points": pd.DataFrame(), "impostor_matrix": pd.DataFrame(),
              "note": ""}
     missing = _allpairs_missing(res)
@@ -34,6 +33,7 @@ def allpairs_summary(res: Results) -> dict[str, Any]:
         return empty
     if missing:
         return {**empty, "note": missing + "; no exact tables"}
+    rows = res.columns("allpairs_counts", ["n_shards", "bits", "group_a", "group_b", "kind", "bin", "count"])
     n_shards = int(rows["n_shards"].max())
     v = res.config.get("verification") or {}
     counts, names = allpairs_rates.counts_from_rows(rows)
@@ -46,12 +46,12 @@ def allpairs_summary(res: Results) -> dict[str, Any]:
 def _allpairs_missing(res: Results) -> str | None:
     """None when no allpairs job is planned or stored, "" when every one is done with counts stored, else which
     shards are not done."""
-    rows = res.tables["allpairs_counts"]
+    stored = len(res.columns("allpairs_counts", ["shard"])) > 0
     status = job_status(res)
     jobs = status[status["kind"].isin(kinds_filling("allpairs_counts"))]
-    if jobs.empty and rows.empty:
+    if jobs.empty and not stored:
         return None
-    if (jobs["status"] != "done").any() or rows.empty:   # a shard with no pairs of its own stores no rows
+    if (jobs["status"] != "done").any() or not stored:   # a shard with no pairs of its own stores no rows
         bad = jobs.loc[jobs["status"] != "done", "description"].tolist()
         return "all-pairs counts incomplete (" + (", ".join(bad) or "no counts stored") + " not done)"
     return ""
@@ -62,41 +62,61 @@ ALLPAIRS_INTERVAL_COLUMNS = [*tbootstrap.COLUMNS, "bits", "lo_bin", "lo_score", 
 
 
 def allpairs_intervals(res: Results, exact: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Identity-bootstrap intervals at full scale: the shards' stored tails summed
-    (``tasks.stats.allpairs_rates.tail_from_rows``), then ``tasks.stats.allpairs_rates.tail_bootstrap`` with
-    ``[verification]
-    bootstrap`` resamples, seed = the grid's first seed (the allpairs jobs' seed), confidence 0.95, the global
-    ``target_fmr`` and ``summarize`` = the group aggregators (tasks/stats/fairness.py).
+    """Identity-bootstrap intervals at full scale, from the replicates the ``allpairs_bootstrap`` jobs stored
+    (table ``allpairs_replicates``: ``tasks.stats.allpairs_rates.TailStatistics`` over the shards' summed tails,
+    ``[verification] bootstrap`` resamples, seed = the grid's first seed, the global ``target_fmr``,
+    ``summarize`` = the group aggregators of tasks/stats/fairness.py): percentile intervals at confidence 0.95
+    (``tasks.stats.bootstrap.intervals``), the same as ``tasks.stats.allpairs_rates.tail_bootstrap`` in one
+    process, whatever the number of jobs.
 
     Rows: the global threshold, each group's FMR and FNMR at it, every cross-group FMR, the summaries. Columns
     ``tasks.stats.bootstrap.COLUMNS`` (estimates and intervals at the tail's bins, 2^-bits), plus bits, lo_bin,
     lo_score (the tail's lower edge), tail_records, and the same quantity from the exact counts (bins of 2^-14,
     ``exact`` = :func:`allpairs_summary`, computed when not given): exact, exact_k, exact_n (-1 for non-rates).
-    Empty when nothing is stored, a shard is missing, or ``bootstrap`` = 0 (:func:`allpairs_intervals_note`
-    says why). Cost: O(tail records + identities) per resample."""
+    Empty when nothing is stored, a job is missing, or ``bootstrap`` = 0 (:func:`allpairs_intervals_note`
+    says why). Reads only the replicates (resamples x statistics rows), never the tails."""
     v = res.config.get("verification") or {}
-    n_resamples = int(v.get("bootstrap", 0) or 0)
-    ids = res.tables["allpairs_identities"]
-    if _allpairs_missing(res) != "" or n_resamples == 0 or ids.empty:
+    if _allpairs_missing(res) != "" or int(v.get("bootstrap", 0) or 0) == 0 or _bootstrap_missing(res) != "":
         return pd.DataFrame(columns=ALLPAIRS_INTERVAL_COLUMNS)
-    tail, identity_group, images, names, note = allpairs_rates.tail_from_rows(res.tables["allpairs_tail"], ids)
-    status = job_status(res)
-    seeds = status.loc[status["kind"].isin(kinds_filling("allpairs_counts")), "seed"].dropna()
-    seed = int(seeds.iloc[0]) if len(seeds) else (res.seeds[0] if res.seeds else 0)
-    target = float(v.get("target_fmr", 1e-3))
-    out = allpairs_rates.tail_bootstrap(tail, identity_group, images, names, global_target_fmr=target,
-                                  n_resamples=n_resamples, seed=seed, confidence=0.95,
-                                  summarize=fairness.summaries)
-    if note:
-        out["note"] = [f"{n}; {note}" if n else note for n in out["note"]]
-    out = out.assign(bits=tail.bits, lo_bin=tail.lo_bin, lo_score=float(allpairs.bin_edges(tail.bits)[tail.lo_bin]),
-                     tail_records=tail.n_records)
+    rows = res.tables["allpairs_replicates"]
+    est = rows[rows["resample"] == -1].sort_values("statistic")
+    keys = list(zip(est["quantity"], est["group_a"].fillna(""), est["group_b"].fillna(""), est["target_fmr"],
+                    est["metric"].fillna("")))
+    reps = rows[rows["resample"] >= 0].pivot(index="resample", columns="statistic", values="value")
+    undefined = next((n for n in est["note"] if n), "")
+    out = tbootstrap.intervals(keys, est["value"].to_numpy(float), est["k"].to_numpy(), est["n"].to_numpy(),
+                               reps[est["statistic"].tolist()].to_numpy(float), 0.95, undefined)
+    first = rows.iloc[0]
+    if first["tail_note"]:
+        out["note"] = [f"{n}; {first['tail_note']}" if n else first["tail_note"] for n in out["note"]]
+    bits, lo = int(first["bits"]), int(first["lo_bin"])
+    out = out.assign(bits=bits, lo_bin=lo, lo_score=float(allpairs.bin_edges(bits)[lo]),
+                     tail_records=int(first["tail_records"]))
     exact = allpairs_summary(res) if exact is None else exact
+    names = sorted({g for q, g in zip(out["quantity"], out["group_a"]) if q == "group_fmr"})
     values = _exact_values(exact, names)
     found = [values.get((q, a, b, m), (np.nan, -1, -1)) for q, a, b, m in
              zip(out["quantity"], out["group_a"], out["group_b"], out["metric"])]
     out["exact"], out["exact_k"], out["exact_n"] = ([f[i] for f in found] for i in range(3))
     return out[ALLPAIRS_INTERVAL_COLUMNS]
+
+
+def _bootstrap_missing(res: Results) -> str:
+    """"" when every planned job filling allpairs_replicates is done and their replicates are all stored, else which are
+    not."""
+    status = job_status(res)
+    jobs = status[status["kind"].isin(kinds_filling("allpairs_replicates"))]
+    if jobs.empty:
+        return ("the folder's plan has no all-pairs bootstrap jobs (a folder of an earlier version: 'biasgrid run' "
+                "on it adds them)")
+    bad = jobs.loc[jobs["status"] != "done", "description"].tolist()
+    if bad:
+        return "all-pairs bootstrap incomplete (" + ", ".join(bad) + " not done)"
+    rows = res.columns("allpairs_replicates", ["resample", "n_resamples"])
+    n = int(rows["n_resamples"].max()) if len(rows) else 0
+    if not n or set(rows["resample"].unique()) != set(range(-1, n)):
+        return "all-pairs bootstrap incomplete (some resamples' replicates are not stored)"
+    return ""
 
 
 def _exact_values(exact: dict[str, Any], names: list[str]) -> dict[tuple, tuple[float, int, int]]:
@@ -126,10 +146,8 @@ def allpairs_intervals_note(res: Results) -> str:
         return ""
     if int((res.config.get("verification") or {}).get("bootstrap", 0) or 0) == 0:
         return "No identity-bootstrap intervals over all pairs: [verification] bootstrap = 0 (no tail recorded)."
-    if res.tables["allpairs_identities"].empty:
-        return ("No identity-bootstrap intervals over all pairs: the allpairs jobs stored no tail counts (table "
-                "allpairs_identities is empty).")
-    return ""
+    missing = _bootstrap_missing(res)
+    return f"No identity-bootstrap intervals over all pairs: {missing}." if missing else ""
 
 
 def allpairs_blocks(res: Results, s: Summaries) -> list[Block]:
