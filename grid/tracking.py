@@ -2,7 +2,7 @@
 or ``--mlflow [URI]``; off by default).
 
 One *parent* MLflow run per results folder, which every run on the folder continues (a resumed run, added seeds or
-models): its id is kept in the folder's ``tracking.json``, by tracking URI. One *child* run per job, logged as the
+models): its id is kept in the folder's ``tracking.json``, by tracking URI and experiment. One *child* run per job, logged as the
 job finishes and before its result is stored: its parameters, the numbers of its first table as metrics (when that
 has at most :data:`MAX_ROWS` rows: a cell's accuracy per test group, a scores job's EER and FNMR, an impostor job's
 cross-group FMRs), its id and kind as tags, FINISHED or FAILED. A job run again replaces its child, and a run starts
@@ -37,25 +37,24 @@ from tasks import kinds
 
 LOCAL = "local"            # tracking.mlflow value: the SQLite store in the results folder
 STORE_DIR = "mlflow"       # that store's folder in the results folder (database and artifacts)
-RECORD = "tracking.json"   # the parent run's id, by tracking URI
+RECORD = "tracking.json"   # the parent run's id, by tracking URI and experiment
 MAX_ROWS = 64              # a job's first table is logged as metrics when it has at most this many rows
 PARENT_TAG, JOB_TAG, KIND_TAG = "mlflow.parentRunId", "biasgrid.job_id", "biasgrid.kind"
 _QUIET = ("mlflow", "alembic", "sqlalchemy", "urllib3", "git")
 
 
-def _mlflow() -> Any:
-    """The mlflow module, imported with its logging and warnings kept off the terminal (InputError when the
-    optional extra is not installed)."""
+def _import_mlflow() -> None:
+    """Import MLflow with its logging and warnings kept off the terminal (InputError when the optional extra is not
+    installed)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            import mlflow
+            import mlflow  # noqa: F401
             from mlflow.tracking import MlflowClient  # noqa: F401
         except ImportError as exc:
             raise InputError(f"tracking.mlflow needs MLflow ({exc}): pip install -e '.[mlflow]'") from None
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.ERROR)
-    return mlflow
 
 
 def store_uri(setting: str, out: str) -> str:
@@ -144,9 +143,10 @@ class Tracker:
         self.setting, self.out, self.progress = tracking["mlflow"], run["out"], progress
         self.experiment_name = tracking["experiment"]
         self.uri = store_uri(self.setting, self.out)
-        self.mlflow = _mlflow()
+        _import_mlflow()
         _probe(self.uri, run["connect_timeout"])
         self.client: Any = None
+        self.experiment = ""
         self.parent: str | None = None
         self.children: dict[str, list[str]] = {}   # job id -> its child runs
         if self.setting != LOCAL:
@@ -195,40 +195,35 @@ class Tracker:
         self._call(self._start, store, ledger)
 
     def _start(self, store: ResultStore, ledger: Mapping[str, Any]) -> None:
-        experiment = self._open_client()
+        self.experiment = self._open_client()
         record = _read_record(store)
-        parent = (record.get(self.setting) or {}).get("run_id")
+        parent = record.get(self.setting, {}).get(self.experiment_name)
         try:
             alive = parent is not None and self.client.get_run(parent).info.lifecycle_stage == "active"
         except Exception:  # noqa: BLE001 - the stored run is gone (another server, deleted): a new parent
             alive = False
         if not alive:
             name = Path(str(self.out).rstrip("/")).name or "results"
-            parent = self.client.create_run(experiment, run_name=name,
+            parent = self.client.create_run(self.experiment, run_name=name,
                                             tags={"biasgrid.results": str(self.out)}).info.run_id
-            record[self.setting] = {"uri": self.uri if self.setting != LOCAL else LOCAL,
-                                    "experiment_id": experiment, "run_id": parent}
+            record.setdefault(self.setting, {})[self.experiment_name] = parent
             store.write_bytes(RECORD, json.dumps(record, indent=1).encode())
         self.client.update_run(parent, status="RUNNING")
         self.parent = parent
-        self.experiment = experiment
-        runs = []
+        self.children = {}
         page = None
-        while True:
-            found = self.client.search_runs([experiment], f"tags.`{PARENT_TAG}` = '{parent}'", page_token=page,
+        while True:   # newest first: the latest child of a job is the one kept
+            found = self.client.search_runs([self.experiment], f"tags.`{PARENT_TAG}` = '{parent}'", page_token=page,
                                             order_by=["attributes.start_time DESC"])
-            runs += list(found)
+            for run in found:
+                self.children.setdefault(run.data.tags.get(JOB_TAG, ""), []).append(run.info.run_id)
             page = found.token
             if not page:
                 break
-        self.children = {}
-        for run in runs:
-            self.children.setdefault(run.data.tags.get(JOB_TAG, ""), []).append(run.info.run_id)
-        for job_id, ids in list(self.children.items()):
-            stale = ids if job_id not in ledger else ids[1:]   # newest first: the latest child is kept
-            for run_id in stale:
+        for job_id, ids in self.children.items():
+            for run_id in ids if job_id not in ledger else ids[1:]:
                 self.client.delete_run(run_id)
-            self.children[job_id] = [i for i in ids if i not in stale]
+            ids[:] = ids[:1] if job_id in ledger else []
         say(self.progress, f"biasgrid: MLflow run {parent} at {self.uri} (experiment {self.experiment_name!r}; "
                            f"{sum(map(len, self.children.values()))} job runs logged before)")
 
@@ -237,7 +232,7 @@ class Tracker:
         self._safely(self._job, description, kind, seed, params, outcome)
 
     def _job(self, description: str, kind: str, seed: int, params: Mapping[str, Any], outcome: Any) -> None:
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         for run_id in self.children.pop(outcome.job_id, []):
             self.client.delete_run(run_id)

@@ -41,7 +41,7 @@ def test_a_run_logs_a_parent_and_each_job_with_its_numbers(tmp_path: Path) -> No
     parents, children = parents_and_children(runs_of(out))
     assert len(parents) == 1 and parents["status"].iat[0] == "FINISHED"
     parent = parents["run_id"].iat[0]
-    assert json.loads((out / "tracking.json").read_text())["local"]["run_id"] == parent
+    assert json.loads((out / "tracking.json").read_text()) == {"local": {"biasgrid": parent}}
     assert set(children["tags.mlflow.parentRunId"]) == {parent}
     ledger = {j["job_id"]: j for j in res.jobs}
     assert sorted(children["tags.biasgrid.job_id"]) == sorted(ledger) and len(children) == 2 * 2 + 3 * 2 + 2
