@@ -10,7 +10,7 @@
 ``run`` does what ``biasgrid run`` does, with the same checks and messages: bad input raises
 :class:`~storage.errors.InputError` (the command's exit 2), a failed environment
 :class:`~storage.errors.EnvironmentFailure` (exit 3), failed jobs :class:`~storage.errors.JobsFailed` (exit 1;
-its ``results`` holds every other result), and nothing is written before an error of the first two.
+its ``results`` holds every other result); bad input is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -88,7 +88,9 @@ class Results(LoadedResults):
 
 
 def _with(loaded: LoadedResults, summary: RunSummary | None = None) -> Results:
-    return Results(**{f.name: getattr(loaded, f.name) for f in dataclasses.fields(loaded)}, summary=summary)
+    """The API's view of results loaded by ``grid.report.load_results`` (the one loader)."""
+    fields = {f.name: getattr(loaded, f.name) for f in dataclasses.fields(loaded) if f.init}
+    return Results(**fields, summary=summary)
 
 
 def load(path: str | os.PathLike[str]) -> Results:

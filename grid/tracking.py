@@ -247,10 +247,10 @@ class Tracker:
                    (job_metrics(outcome.tables, kind) if outcome.error is None else {}).items()]
         metrics.append(Metric("seconds", float(outcome.seconds), now, 0))
         params_list = [Param(k, v) for k, v in job_params(params, seed).items()]
-        for i in range(0, len(metrics), 1000):   # MLflow's limits per request: 1000 metrics, 100 params
-            self.client.log_batch(run_id, metrics=metrics[i:i + 1000])
-        for i in range(0, len(params_list), 100):
-            self.client.log_batch(run_id, params=params_list[i:i + 100])
+        while metrics or params_list:   # MLflow's limits per request: 1000 entities, of them 100 params
+            batch, params_list = params_list[:100], params_list[100:]
+            self.client.log_batch(run_id, metrics=metrics[:1000 - len(batch)], params=batch)
+            metrics = metrics[1000 - len(batch):]
         self.client.set_terminated(run_id, "FINISHED" if outcome.error is None else "FAILED")
 
     def finish(self, summary: Any, report: str | Path | None) -> None:
