@@ -7,17 +7,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow   # the test extra installs biasgrid[mlflow]
 import pandas as pd
 import pytest
 
-mlflow = pytest.importorskip("mlflow")
+import biasgrid
+from storage.results import load
 
-import biasgrid  # noqa: E402
-from storage.results import load  # noqa: E402
-
-from conftest import free_port, kill_midway  # noqa: E402
-from test_api import GRID  # noqa: E402
-from test_grid import KEYS, cli, stable  # noqa: E402
+from conftest import free_port, kill_midway
+from test_api import GRID
+from test_grid import KEYS, cli, stable
 
 
 def runs_of(out: Path) -> pd.DataFrame:
