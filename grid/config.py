@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from grid import resources
+from grid import resources, sweep
 from grid.executors import EXECUTORS
 from grid.splits import parse_train_group
 from storage.errors import InputError
@@ -45,7 +45,12 @@ DEFAULTS: dict[str, Any] = {
         "train_per_gender": 500,   # 0 allowed in a verification-only study (grid.models = [])
         "test_per_gender": 250,
     },
-    "model": {},           # per-model overrides, e.g. [model.mlp] epochs = 50
+    "model": {},           # per-model overrides, e.g. [model.mlp] epochs = 50; variants: [model."mlp-256"] base = "mlp"
+    "sweep": {},           # "MODEL.KEY" = [values]: the model replaced by one variant per value (grid/sweep.py)
+    "tracking": {
+        "mlflow": "",      # MLflow tracking URI; "local" = a SQLite store in the results folder; "" = off
+        "experiment": "biasgrid",   # the MLflow experiment of the runs
+    },
     "run": {
         "executor": "ray",
         "workers": 0,      # 0 = the number of CPUs
@@ -87,7 +92,7 @@ def defaults() -> dict[str, Any]:
 
 
 # Sections whose keys are free-form (validated elsewhere).
-_OPEN_SECTIONS = {("data", "synth"), ("model",), ("attributes", "bins")}
+_OPEN_SECTIONS = {("data", "synth"), ("model",), ("attributes", "bins"), ("sweep",)}
 
 
 def _type_name(value: Any) -> str:
@@ -229,10 +234,17 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
     unselected = sorted(set(cfg["model"]) - set(g["models"]))
     if unselected and not models_from_option:
         raise InputError(f"{source}: [model.{unselected[0]}] configures a model that is not in "
-                         f"'grid.models' ({', '.join(g['models'])})")
+                         f"'grid.models' ({', '.join(g['models'])}); a variant runs when 'grid.models' names it")
     for m in unselected:  # narrowed by --models: still checked, then left out of this run
         resolve_model_config(m, cfg["model"][m])
-    cfg["model"] = {m: resolve_model_config(m, cfg["model"].get(m)) for m in g["models"]}
+    axes = sweep.sweep_axes(cfg["sweep"], source)
+    unswept = sorted(set(axes) - set(g["models"]))
+    if unswept and not models_from_option:
+        raise InputError(f"{source}: [sweep] sweeps model '{unswept[0]}', which is not in 'grid.models' "
+                         f"({', '.join(g['models'])})")
+    g["models"], sections = sweep.expand(g["models"], cfg["model"], {m: axes[m] for m in axes if m in g["models"]},
+                                         source, max(cfg["run"]["max_jobs"], 1))
+    cfg["model"] = {m: resolve_model_config(m, sections.get(m)) for m in g["models"]}
 
     for part in kinds.config_parts():
         part.check(cfg, where)
@@ -295,15 +307,16 @@ def _load_kinds(text: Mapping[str, Any], overrides: Mapping[str, Any], source: s
     kinds.load(names, where)
 
 
-def resolve_config(path: str | os.PathLike[str] | None = None,
+def resolve_config(path: str | os.PathLike[str] | Mapping[str, Any] | None = None,
                    overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults, then the TOML file at ``path`` (if any), then ``overrides`` (dotted keys such as
-    ``"run.out"``, from command-line options); validated and normalised."""
-    source = str(path) if path else "config"
-    text = load_toml(path) if path else {}
+    """Defaults, then the TOML file at ``path`` (if any; or a dict shaped like one), then ``overrides`` (dotted keys
+    such as ``"run.out"``, from command-line options); validated and normalised."""
+    given = isinstance(path, Mapping)
+    source = "config" if given or not path else str(path)
+    text = dict(path) if given else load_toml(path) if path else {}
     _load_kinds(text, overrides or {}, source)
     cfg = defaults()
-    if path:
+    if text:
         _merge(cfg, text, (), source)
     for dotted, value in (overrides or {}).items():
         if value is None:

@@ -19,6 +19,7 @@ from grid.config import resolve_config
 from grid.dispatch import dispatch, say
 from grid.executors import Executor, make_executor
 from grid.plan import Job, count_jobs, make_plan
+from grid.tracking import Tracker
 from grid.splits import Protocol, Split, check_groups, make_split, train_group_ethnicities
 from storage.errors import EnvironmentFailure, InputError
 from storage.lock import FolderLock
@@ -26,6 +27,7 @@ from storage.results import ResultStore, check_results_out, job_state, jobs_from
 from storage.table import EmbeddingTable, read_table
 from storage.vocab import ALL
 from tasks import kinds
+from tasks.models import model_type
 from tasks.runtime import Outcome
 
 VERSIONED = ("biasgrid", "numpy", "ray", "tensorflow", "keras", "xgboost", "scikit-learn", "pyarrow", "pandas")
@@ -209,28 +211,31 @@ def _run_record(cfg: dict[str, Any], planned: int, to_run: int) -> dict[str, Any
 
 
 def run_grid(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool = True,
-             executor: Executor | None = None, wait: bool = False) -> RunSummary:
+             executor: Executor | None = None, wait: bool = False, tracker: Tracker | None = None) -> RunSummary:
     """Run every job of ``cfg`` that is not stored yet; write each result the moment it arrives.
 
     The executor starts first (Ray or the worker pool come up while the data loads and the plan is made) and is
     closed on every exit path. Everything is checked before the results folder is touched; the folder is then
     locked for this run (another run refuses, or waits with ``wait``), damaged results and leftovers are removed,
-    and run.json records the folder's experiment and this run next to the earlier ones.
+    and run.json records the folder's experiment and this run next to the earlier ones. A ``tracker``
+    (grid/tracking.py) gets the folder's MLflow parent run then, and each job's child run as it finishes; the
+    caller finishes it.
     """
     check_results_out(cfg["run"]["out"])   # before the executor starts: a refusal is at once
     if cfg["run"]["executor"] == "ray":   # an unreachable cluster fails here, within the timeout
         probe_address(cfg["run"]["address"], cfg["run"]["connect_timeout"])
-    executor = executor or make_executor(cfg["run"], cfg["grid"]["models"])
+    types = list(dict.fromkeys(model_type(m, cfg["model"].get(m)) for m in cfg["grid"]["models"]))
+    executor = executor or make_executor(cfg["run"], types)
     if hasattr(executor, "start"):
         executor.start()
     try:
-        return _run_grid(cfg, executor, rerun_failed=rerun_failed, progress=progress, wait=wait)
+        return _run_grid(cfg, executor, rerun_failed=rerun_failed, progress=progress, wait=wait, tracker=tracker)
     finally:
         executor.close()
 
 
 def _run_grid(cfg: dict[str, Any], executor: Executor, *, rerun_failed: bool, progress: bool,
-              wait: bool) -> RunSummary:
+              wait: bool, tracker: Tracker | None) -> RunSummary:
     start = time.perf_counter()
     out = cfg["run"]["out"]
     cfg, table, fingerprint = load_checked_data(cfg)
@@ -243,13 +248,13 @@ def _run_grid(cfg: dict[str, Any], executor: Executor, *, rerun_failed: bool, pr
         stored = store.run_info() or {}
         if stored:   # re-plan under the lock: another run may have written the folder meanwhile
             plan = prepare(cfg, table, fingerprint, stored)
-        return _run_locked(plan, store, stored, notes, rerun_failed, progress, executor, start)
+        return _run_locked(plan, store, stored, notes, rerun_failed, progress, executor, start, tracker)
     finally:
         lock.release()
 
 
 def _run_locked(plan: Prepared, store: ResultStore, stored: dict[str, Any], notes: list[str], rerun_failed: bool,
-                progress: bool, executor: Executor, start: float) -> RunSummary:
+                progress: bool, executor: Executor, start: float, tracker: Tracker | None) -> RunSummary:
     cfg, jobs = plan.cfg, plan.jobs
     ledger = store.ledger()
     for job_id, reason in store.damage(ledger, verify=True).items():
@@ -295,6 +300,8 @@ def _run_locked(plan: Prepared, store: ResultStore, stored: dict[str, Any], note
     summary.prepare_seconds = time.perf_counter() - start
     for note in notes:
         say(progress, f"biasgrid: {note}")
+    if tracker is not None:
+        tracker.start(store, ledger)
     by_id = {j.job_id: j for j in todo}
     say(progress, f"biasgrid: {len(jobs)} jobs planned, {summary.stored_before} already stored, "
                   f"{len(summary.failed_before)} failed before (not retried), {len(todo)} to run on "
@@ -309,6 +316,8 @@ def _run_locked(plan: Prepared, store: ResultStore, stored: dict[str, Any], note
         record = {**job.record(), "node": outcome.node, "finished_at": outcome.finished_at,
                   "seconds": round(outcome.seconds, 3), "cpu_seconds": round(outcome.cpu_seconds, 3),
                   "worker": outcome.worker, "started": round(outcome.started, 3)}
+        if tracker is not None:   # before the result is stored: a job run again replaces its child run
+            tracker.job(job.description, job.kind, job.seed, job.params, outcome)
         written = time.perf_counter()
         if outcome.error is None:
             store.write_job(job.job_id, outcome.tables, record)

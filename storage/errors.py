@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import errno
-
+from collections.abc import Iterable
+from typing import Any
 
 
 class InputError(Exception):
@@ -20,6 +21,18 @@ class EnvironmentFailure(Exception):
     memory. Reported with exit code 3 and a message naming the path or address and what to do."""
 
     exit_code = 3
+
+
+class JobsFailed(Exception):
+    """Some jobs failed, every other result is stored: exit code 1 (``biasgrid status`` lists them). ``results``:
+    what the run stored (``biasgrid.Results``); ``failed``: each failed job's description and error."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, results: Any = None, failed: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.results = results
+        self.failed = list(failed)
 
 
 _ADVICE = {

@@ -1,4 +1,5 @@
-"""The layout's rules: imports point one way (grid -> tasks -> storage), and each concept has one definition."""
+"""The layout's rules: imports point one way (biasgrid -> grid -> tasks -> storage), and each concept has one
+definition."""
 
 from __future__ import annotations
 
@@ -27,8 +28,16 @@ def layer_violations(package: str, forbidden: tuple[str, ...]) -> list[str]:
 
 
 def test_imports_point_one_way() -> None:
-    assert layer_violations("storage", ("grid", "tasks")) == []
-    assert layer_violations("tasks", ("grid",)) == []
+    assert layer_violations("storage", ("biasgrid", "grid", "tasks")) == []
+    assert layer_violations("tasks", ("biasgrid", "grid")) == []
+    assert layer_violations("grid", ("biasgrid",)) == []
+
+
+def test_the_biasgrid_package_only_re_exports() -> None:
+    """``biasgrid`` is the public face of grid.api: one module of imports, no definitions of its own."""
+    assert sorted(p.name for p in (REPO / "biasgrid").glob("*.py")) == ["__init__.py"]
+    tree = ast.parse((REPO / "biasgrid" / "__init__.py").read_text(encoding="utf-8"))
+    assert not [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
 
 
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:

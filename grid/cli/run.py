@@ -28,33 +28,34 @@ def register(subparsers: Any) -> None:
                      help="when another run holds the results folder, wait for it instead of refusing")
     run.add_argument("--max-jobs", type=int, help="refuse a grid of more jobs than this (default: 100000)")
     run.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    run.add_argument("--mlflow", nargs="?", const="local", metavar="URI",
+                     help="track the run in MLflow at URI (alone: a SQLite store in the results folder)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=handler)
 
 
 def handler(args: argparse.Namespace) -> int:
     """Resolve the config, run what is not stored yet, print the matrices and job status, write the report."""
+    from grid.api import execute
     from grid.config import resolve_config
-    from grid.report import load_results, write_report
     from grid.report.render import format_matrices, format_status
-    from grid.runner import run_grid
 
     overrides: dict[str, Any] = {
         "data.path": args.data, "data.format": args.format, "run.out": args.out, "grid.seeds": args.seeds,
         "grid.models": args.models.split(",") if args.models is not None else None,
         "run.executor": args.executor, "run.workers": args.workers, "run.address": args.address,
         "run.report": False if args.no_report else None, "run.max_jobs": args.max_jobs,
+        "tracking.mlflow": args.mlflow,
     }
     cfg = resolve_config(args.config, overrides)
-    summary = run_grid(cfg, rerun_failed=args.rerun_failed, progress=not args.quiet, wait=args.wait)
+    summary, results, report = execute(cfg, rerun_failed=args.rerun_failed, progress=not args.quiet, wait=args.wait)
     out = cfg["run"]["out"]
     print(f"\n{summary.ran} jobs run, {summary.stored_before} were already stored, "
           f"{len(summary.failed) + len(summary.failed_before)} failed; {summary.seconds:.0f} s")
-    results = load_results(out)
     print(format_matrices(results))
     print(format_status(results))
-    if cfg["run"]["report"]:
-        print(f"report: {write_report(results)}")
+    if report is not None:
+        print(f"report: {report}")
     print(f"results: {out}  (pandas: pd.read_parquet('{out}/accuracy'); status: biasgrid status {out})")
     for line in summary.failed + [f"{d} (failed in an earlier run; --rerun-failed retries it)"
                                   for d in summary.failed_before]:

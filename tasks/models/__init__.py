@@ -14,6 +14,10 @@ int)`` returns an object with ``fit(X, y)`` and ``predict(X) -> 0/1``. If the bu
 attribute (a dict), it lists the config keys it takes and their defaults, and other keys are refused;
 otherwise the config is passed as given.
 
+A *variant* is a model of the grid with a name of its own and the options of a model type: its config names the
+type in :data:`BASE` (``[model."mlp-256"] base = "mlp"``, ``hidden_units = [256, 256]``); :func:`model_type` gives
+the type a name trains, and every function here takes a variant's name and config like a type's.
+
 This module imports no TensorFlow, XGBoost or scikit-learn at module level: the driver resolves configs with it.
 """
 
@@ -28,6 +32,7 @@ import numpy as np
 from storage.errors import InputError
 
 MODEL_TYPES: tuple[str, ...] = ("mlp", "xgboost", "logreg")
+BASE = "base"   # the config key naming a variant's model type
 
 
 class Classifier(Protocol):
@@ -106,20 +111,44 @@ def load_builder(model: str) -> Callable[..., Any]:
     return builder
 
 
+def is_model_type(name: str) -> bool:
+    """Whether ``name`` names a model type (a built-in one or a user builder ``"package.module:builder"``)."""
+    return name in _SPECS or ":" in name
+
+
+def model_type(model: str, config: Mapping | None = None) -> str:
+    """The model type that grid model ``model`` trains: its config's :data:`BASE` for a variant, else itself."""
+    base = config.get(BASE) if isinstance(config, Mapping) else None
+    return base if isinstance(base, str) else model
+
+
 def resolve_model_config(model: str, overrides: Mapping | None) -> dict:
-    """Defaults of ``model`` merged with ``overrides``: a JSON-ready dict. Unknown model, unknown key or bad
-    value raise InputError naming it and what is allowed."""
+    """Defaults of ``model`` merged with ``overrides``: a JSON-ready dict (a variant's: its ``base`` first, then
+    its type's options). Unknown model, unknown key or bad value raise InputError naming it and what is allowed."""
     if not isinstance(model, str) or not model:
         raise InputError(f"model must be a name, got {model!r}; allowed: {_allowed_models()}")
     overrides = {} if overrides is None else overrides
     if not isinstance(overrides, Mapping):
         raise InputError(f"model {model!r}: config must be a table of keys, got {overrides!r}")
+    if BASE in overrides:
+        base = overrides[BASE]
+        if not isinstance(base, str) or not is_model_type(base):
+            raise InputError(f"model {model!r}: '{BASE}' must name a model type ({_allowed_models()}), got {base!r}")
+        if is_model_type(model):
+            raise InputError(f"model {model!r} is a model type; a variant of {base!r} needs a name of its own, "
+                             f"such as '{base.rpartition(':')[2]}-2'")
+        try:
+            options = resolve_model_config(base, {k: v for k, v in overrides.items() if k != BASE})
+        except InputError as exc:
+            raise InputError(f"model {model!r} (a variant of {base!r}): {exc}") from None
+        return {BASE: base, **options}
     if model in _SPECS:
         spec = _SPECS[model]
         return {**{key: _copy(default) for key, (default, _, _) in spec.items()},
                 **checked_options(spec, overrides, f"model {model!r}", "config key")}
     if ":" not in model:
-        raise InputError(f"unknown model type {model!r}; allowed: {_allowed_models()}")
+        raise InputError(f"unknown model type {model!r}; allowed: {_allowed_models()} (a variant of one names it "
+                         f"in its section: [model.\"{model}\"] {BASE} = \"mlp\")")
     defaults = getattr(load_builder(model), "defaults", None)
     if defaults is None:
         return dict(overrides)
@@ -150,9 +179,11 @@ def checked_options(spec: Mapping[str, tuple[Any, Callable[[Any], bool], str]], 
 
 
 def build_model(model: str, config: Mapping, seed: int, threads: int = 1) -> Classifier:
-    """An untrained classifier of type ``model`` with ``config`` (resolved first), initialised by ``seed``,
-    using at most ``threads`` threads."""
+    """An untrained classifier of type ``model`` (or of a variant's type) with ``config`` (resolved first),
+    initialised by ``seed``, using at most ``threads`` threads."""
     config = resolve_model_config(model, config)
+    model = model_type(model, config)
+    config = {k: v for k, v in config.items() if k != BASE}
     if model == "mlp":
         from tasks.models.mlp import MLPClassifier
 
