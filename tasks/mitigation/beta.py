@@ -2,7 +2,8 @@
 
 A score s in [lo, hi] is read as p = (s - lo) / (hi - lo), clipped to [e, 1 - e] (e = float64 epsilon); the
 map is mu(s) = 1 / (1 + exp(-(a ln p - b ln(1 - p) + c))), i.e. a logistic regression of the labels on the
-features (ln p, -ln(1 - p)), fitted unpenalised by maximum likelihood. When the fit gives a < 0 it is refitted
+features (ln p, -ln(1 - p)), fitted unpenalised by maximum likelihood (scikit-learn's Newton solver, to a
+tolerance of 1e-10: the two features are strongly correlated, and a loose fit lands far from the optimum). When the fit gives a < 0 it is refitted
 with b alone (a = 0), when it gives b < 0 with a alone (b = 0), so the map is monotone (the authors' betacal
 package and the FairCal code do the same).
 """
@@ -29,9 +30,9 @@ def _logistic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    with warnings.catch_warnings():  # separable labels: the MLE diverges and lbfgs stops at max_iter (steep map)
+    with warnings.catch_warnings():  # separable labels: the MLE diverges, the solver stops (a steep map)
         warnings.simplefilter("ignore", ConvergenceWarning)
-        lr = LogisticRegression(C=np.inf, max_iter=1000).fit(x, y)
+        lr = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-10, max_iter=100).fit(x, y)
     return lr.coef_[0], float(lr.intercept_[0])
 
 
