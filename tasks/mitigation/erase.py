@@ -5,9 +5,9 @@ Fitted on the training rows x (n, d) with the group one-hot z (n, k): mean mu, c
 S_xz (divisor n). With the whitening W = (S_xx^{1/2})^+ and P the orthogonal projection onto the column space
 of W S_xz, the eraser is r(x) = x - W^+ P W (x - mu). Afterwards the cross-covariance of r(x) with z is zero on
 the fitting rows, so no linear classifier predicts the group better than a constant, with the least change of x
-in the (whitened) mean-squared sense. Computed from the thin SVD of the centred rows (S_xx's eigenvectors V and
-the square roots of its eigenvalues sd, both kept where the singular value exceeds
-max(n, d) x machine epsilon x the largest, as numpy's matrix_rank): W = V diag(1/sd) V^T, W^+ = V diag(sd) V^T,
+in the (whitened) mean-squared sense. Computed from S_xx's eigenvectors V and the square roots sd of its
+eigenvalues, kept where the eigenvalue exceeds d x machine epsilon x the largest (the authors' implementation's
+pseudo-inverse cut): W = V diag(1/sd) V^T, W^+ = V diag(sd) V^T,
 P = U U^T with U an orthonormal basis of W S_xz (rank <= k - 1). The paper's estimator as it stands: no covariance
 shrinkage or trace constraint (options of the authors' library). Float64 throughout; the model trains on the
 erased rows (float32) and predicts erased rows.
@@ -41,9 +41,9 @@ class LeaceEraser:
         mean = X.mean(axis=0)
         Xc = X - mean
         cross = Xc.T @ (Z - Z.mean(axis=0)) / n                      # S_xz (d, k)
-        _, s, Vt = np.linalg.svd(Xc, full_matrices=False)
-        keep = s > s.max(initial=0.0) * max(n, d) * np.finfo(np.float64).eps
-        V, sd = Vt[keep].T, s[keep] / np.sqrt(n)                    # S_xx = V diag(sd^2) V^T
+        lam, V = np.linalg.eigh(Xc.T @ Xc / n)                       # S_xx = V diag(lam) V^T
+        keep = lam > lam.max(initial=0.0) * d * np.finfo(np.float64).eps
+        V, sd = V[:, keep], np.sqrt(lam[keep])
         M = V @ ((V.T @ cross) / sd[:, None])                       # W S_xz
         U, sv, _ = np.linalg.svd(M, full_matrices=False)
         U = U[:, sv > sv.max(initial=0.0) * max(M.shape) * np.finfo(np.float64).eps]
