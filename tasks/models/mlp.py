@@ -32,8 +32,9 @@ kept.
 Per-sample weights (``fit(X, y, sample_weight=w)``, both trainers): Keras' ``sample_weight`` arithmetic, i.e. the
 loss reduction "sum_over_batch_size": each row's cross-entropy times its weight, summed over the mini-batch and
 divided by the batch's row count (not by the sum of its weights). The fast trainer holds the weights beside the
-rows and multiplies them into the gradient's padding mask; unit weights leave every number unchanged. Tested
-against ``train_on_batch(x, y, sample_weight=w)``.
+rows and multiplies them into the gradient's padding mask, in a loop of its own (compiled on first use; the
+unweighted loop is unchanged, so unweighted training keeps its numbers and speed); unit weights give the
+unweighted numbers bit for bit. Tested against ``train_on_batch(x, y, sample_weight=w)``.
 
 TensorFlow is imported lazily (``MLPClassifier()`` or the first model), after the thread budget is set.
 """
@@ -199,15 +200,16 @@ def train_padded(weights: Sequence[np.ndarray], X: np.ndarray, y: np.ndarray, *,
 
     hidden = tuple(int(w.shape[1]) for w in weights[0:-2:2])
     W1, small = to_padded(weights)
-    run = _trainer(hidden, batch_size)
+    run = _trainer(hidden, batch_size, weighted=sample_weight is not None)
     n, d = X.shape
     rows = -(-n // _ROW_BLOCK) * _ROW_BLOCK  # one compiled shape for every data set of up to _ROW_BLOCK rows
     X_buf = np.zeros((rows, d), np.float32)
     X_buf[:n] = X
     Y_buf = np.zeros((rows, 2), np.float32)
     Y_buf[np.arange(n), y] = 1.0
-    W_buf = np.zeros(rows, np.float32)
-    W_buf[:n] = 1.0 if sample_weight is None else sample_weight
+    W_buf = np.zeros(rows if sample_weight is not None else 1, np.float32)  # unweighted: unused
+    if sample_weight is not None:
+        W_buf[:n] = sample_weight
     idx, counts = step_schedule(epoch_orders(seed, epochs, n), batch_size)
     X_t, Y_t, W_t = tf.constant(X_buf), tf.constant(Y_buf), tf.constant(W_buf)
     lr = tf.constant(learning_rate, tf.float32)
@@ -221,15 +223,15 @@ def train_padded(weights: Sequence[np.ndarray], X: np.ndarray, y: np.ndarray, *,
         cnt_c = np.ones(_CHUNK_STEPS, np.float32)
         cnt_c[:n_steps] = counts[s:s + n_steps]
         state = run(X_t, Y_t, W_t, tf.constant(idx_c), tf.constant(cnt_c), tf.constant(n_steps), *state, lr)
-    if rows == _ROW_BLOCK:
+    if rows == _ROW_BLOCK and sample_weight is None:  # warm_up compiles the unweighted loop
         _WARM.add((d, hidden, batch_size))
     return state[0][0].numpy(), state[0][1].numpy()
 
 
-def _trainer(hidden: tuple[int, ...], batch: int):
+def _trainer(hidden: tuple[int, ...], batch: int, weighted: bool = False):
     """The compiled training function for this architecture and batch size (XLA compiles it once per data
     width and row block: see :func:`warm_up`)."""
-    key = (hidden, batch)
+    key = (hidden, batch, weighted)
     if key in _TRAINERS:
         return _TRAINERS[key]
     import tensorflow as tf
@@ -260,11 +262,11 @@ def _trainer(hidden: tuple[int, ...], batch: int):
             zs.append(tf.matmul(acts[-1], kernels[k]) + biases[k])
             if k < n_layers - 1:
                 acts.append(tf.nn.relu(zs[-1]))
-        # d(sum of weight x cross-entropy over the batch's real rows / their count)/d(logits) (Keras' reduction
-        # "sum_over_batch_size"); the padding rows of a partial batch get 0 (real x 1.0 == real exactly, so
-        # unit weights give the same numbers as no weights)
+        # d(sum of [weight x] cross-entropy over the batch's real rows / their count)/d(logits) (Keras' reduction
+        # "sum_over_batch_size"); the padding rows of a partial batch get 0 (real x 1.0 == real exactly, so unit
+        # weights give the same numbers as no weights)
         real = tf.cast(tf.range(bsz)[:, None] < tf.cast(count, tf.int32), tf.float32)
-        delta = (tf.nn.softmax(zs[-1]) - yb) / count * (real * wb[:, None])
+        delta = (tf.nn.softmax(zs[-1]) - yb) / count * (real if wb is None else real * wb[:, None])
         grads_small: list[Any] = []
         for k in range(n_layers - 1, 0, -1):
             grads_small[:0] = [tf.reshape(tf.matmul(acts[k], delta, transpose_a=True), [-1]),
@@ -291,7 +293,7 @@ def _trainer(hidden: tuple[int, ...], batch: int):
             rows = idx[i]
             W1, small = params
             return (i + 1, *step(W1, small, ms, vs, t, lr, tf.gather(X, rows), tf.gather(Y, rows),
-                                 tf.gather(W, rows), counts[i],
+                                 tf.gather(W, rows) if weighted else None, counts[i],
                                  one))
 
         _, params, ms, vs, t = tf.while_loop(lambda i, *_: i < n_steps, body, (tf.constant(0), params, ms, vs, t))
