@@ -249,3 +249,18 @@ def test_threshold_optimizer_takes_models_with_float32_scores():
         train["identity"])
     pred = m.predict(test["X"], test["group"])
     assert pred.shape == (len(test["X"]),) and set(np.unique(pred)) <= {0, 1}
+
+
+@pytest.mark.parametrize("model,config", [("xgboost", {"n_estimators": 5}),
+                                          ("mlp", {"epochs": 1, "hidden_units": [4], "batch_size": 5})])
+def test_every_classifier_method_trains_the_other_built_in_models(model, config):
+    """xgboost and the mlp (its own trainer, sample weights included) go through every classifier method;
+    the same seed gives the same predictions."""
+    train, test = halves(planted(n=150))
+    build = lambda: build_model(model, config, seed=0)  # noqa: E731
+    for name in ("reweight", "reductions", "threshold_optimizer", "erase"):
+        preds = [build_mitigation(name, {"max_iter": 2} if name == "reductions" else {}, seed=1)
+                 .fit(build, train["X"], train["y"], train["group"], train["identity"])
+                 .predict(test["X"], test["group"]) for _ in range(2)]
+        assert preds[0].shape == (len(test["X"]),) and set(np.unique(preds[0])) <= {0, 1}
+        assert np.array_equal(preds[0], preds[1])

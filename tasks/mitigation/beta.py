@@ -3,9 +3,9 @@
 A score s in [lo, hi] is read as p = (s - lo) / (hi - lo), clipped to [e, 1 - e] (e = float64 epsilon); the
 map is mu(s) = 1 / (1 + exp(-(a ln p - b ln(1 - p) + c))), i.e. a logistic regression of the labels on the
 features (ln p, -ln(1 - p)), fitted unpenalised by maximum likelihood (scikit-learn's Newton solver, to a
-tolerance of 1e-10: the two features are strongly correlated, and a loose fit lands far from the optimum). When the fit gives a < 0 it is refitted
-with b alone (a = 0), when it gives b < 0 with a alone (b = 0), so the map is monotone (the authors' betacal
-package and the FairCal code do the same).
+tolerance of 1e-10: the two features are strongly correlated, and a loose fit lands far from the optimum). When
+the fit gives a < 0 it is refitted with b alone (a = 0), when it gives b < 0 with a alone (b = 0), so the map is
+monotone (the authors' betacal package and the FairCal code do the same).
 """
 
 from __future__ import annotations
