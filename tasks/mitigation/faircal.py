@@ -24,7 +24,8 @@ from tasks.mitigation.fitting import checked_pairs, fitting_scores, kmeans, unit
 
 
 class FairCal:
-    uses_group_labels = False
+    """FairCal: a beta calibration map per k-means cluster, mixed per pair (module docstring). Uses no
+    group labels."""
 
     def __init__(self, seed: int, n_clusters: int = 100, n_init: int = 1,
                  max_impostor_pairs: int = 5_000_000) -> None:

@@ -17,7 +17,7 @@ from tasks.mitigation.fitting import checked_pairs, fitting_scores, kmeans, shif
 
 
 class FSN:
-    uses_group_labels = False
+    """FSN: a threshold offset per k-means cluster (module docstring). Uses no group labels."""
 
     def __init__(self, seed: int, n_clusters: int = 100, target_fmr: float = 1e-3, n_init: int = 1,
                  max_impostor_pairs: int = 5_000_000) -> None:

@@ -15,7 +15,7 @@ from tasks.mitigation.fitting import checked_pairs, fitting_scores, known_codes,
 
 
 class GroupThresholds:
-    uses_group_labels = True
+    """Each group's own threshold as a score shift (module docstring)."""
 
     def __init__(self, seed: int, target_fmr: float = 1e-3, max_impostor_pairs: int = 5_000_000) -> None:
         self.seed = seed

@@ -25,7 +25,7 @@ _BLOCK = 1024  # evaluated images per block of cohort scores
 
 
 class ZNorm:
-    uses_group_labels = True
+    """Demographic Z-norm against each group's cohort of fitting images (module docstring)."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed  # nothing is random; kept for the common constructor
