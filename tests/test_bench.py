@@ -81,6 +81,15 @@ RUNS: dict[str, list[tuple[list[str], list[str]]]] = {
         [r"^executor=local workers=2 jobs=9 failed=0$", r"^  cell logreg\s+n=  4  mean\s+" + NUM,
          r"^  impostor\s+n=  1 ", r"^  scores\s+n=  3 ", r"^  tsne\s+n=  1 ",
          r"^wall / \(sum / workers\):\s+" + NUM + "$", r"^workers x wall - job time\s+" + NUM + " s"])],
+    "bench_mitigation": [(
+        ["--identities-per-group", "12", "--dim", "16", "--train-per-gender", "6", "--test-per-gender", "4",
+         "--clusters", "3", "--max-impostor-pairs", "2000", "--reductions-iter", "3"],
+        [r"^classifier side: 36 train rows x 16, 8 test rows, model logreg$",
+         *(rf"^  {m:<20} fit\s+{NUM} s   predict\s+{NUM} s   accuracy [01]\.\d{{3}}$"
+           for m in ("none", "reweight", "reductions", "threshold_optimizer", "erase")),
+         r"^score side: fitted on \d+ images of 36 identities x 16; applied to \d+ pairs of \d+ images$",
+         *(rf"^  {m:<20} fit\s+{NUM} s   apply\s+{NUM} s   scores {NUM}\.\.{NUM}$"
+           for m in ("group_thresholds", "fsn", "faircal", "znorm"))])],
     "bench_mlp": [(
         ["--seeds", "1", "--epochs", "1", "--repeats", "1"],
         [r"^TensorFlow import: " + NUM + r" s .* warm_up again: " + NUM + " s$",

@@ -43,7 +43,7 @@ def test_warm_up_compiles_once_for_any_row_count_epochs_and_learning_rate():
     dim, hidden, batch = 24, (8,), 4
     assert mlp.warm_up(dim, hidden, batch) > 0
     assert mlp.warm_up(dim, hidden, batch) == 0.0
-    run = mlp._TRAINERS[(hidden, batch)]
+    run = mlp._TRAINERS[(hidden, batch, False)]  # the unweighted loop
     traced = run.experimental_get_tracing_count()
     rng = np.random.default_rng(1)
     for n, epochs, lr in [(10, 1, 0.01), (37, 3, 0.001), (301, 2, 0.1)]:

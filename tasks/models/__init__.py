@@ -10,7 +10,9 @@ Built-in types (:data:`MODEL_TYPES`):
 - ``logreg``: scikit-learn's logistic regression, a linear probe.
 
 A user model is a dotted path ``"package.module:builder"`` where ``builder(config: dict, seed: int, threads:
-int)`` returns an object with ``fit(X, y)`` and ``predict(X) -> 0/1``. If the builder has a ``defaults``
+int)`` returns an object with ``fit(X, y)`` and ``predict(X) -> 0/1``; one whose ``fit`` also takes
+``sample_weight`` (as the built-ins' do, :func:`takes_sample_weight`) can be trained by the mitigations that
+weight rows (tasks/mitigation/). If the builder has a ``defaults``
 attribute (a dict), it lists the config keys it takes and their defaults, and other keys are refused;
 otherwise the config is passed as given.
 
@@ -24,6 +26,7 @@ This module imports no TensorFlow, XGBoost or scikit-learn at module level: the 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -200,3 +203,13 @@ def build_model(model: str, config: Mapping, seed: int, threads: int = 1) -> Cla
     if not (callable(getattr(built, "fit", None)) and callable(getattr(built, "predict", None))):
         raise InputError(f"model {model!r}: the builder returned {type(built).__name__}, which has no fit/predict")
     return built
+
+
+def takes_sample_weight(classifier: Any) -> bool:
+    """Whether ``classifier.fit`` accepts a ``sample_weight`` keyword (by name or through ``**kwargs``). The
+    built-ins' do: logreg and xgboost natively, the mlp with Keras' arithmetic (tasks/models/mlp.py)."""
+    try:
+        params = inspect.signature(classifier.fit).parameters.values()
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return any(p.name == "sample_weight" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)

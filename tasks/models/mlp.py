@@ -29,6 +29,13 @@ kept.
   calls it (outside the timed ``fit``), and executors may call it at worker start. A test checks the weights
   against Keras' own ``train_on_batch`` over the same batches. Same seed, same numbers.
 
+Per-sample weights (``fit(X, y, sample_weight=w)``, both trainers): Keras' ``sample_weight`` arithmetic, i.e. the
+loss reduction "sum_over_batch_size": each row's cross-entropy times its weight, summed over the mini-batch and
+divided by the batch's row count (not by the sum of its weights). The fast trainer holds the weights beside the
+rows and multiplies them into the gradient's padding mask, in a loop of its own (compiled on first use; the
+unweighted loop is unchanged, so unweighted training keeps its numbers and speed); unit weights give the
+unweighted numbers bit for bit. Tested against ``train_on_batch(x, y, sample_weight=w)``.
+
 TensorFlow is imported lazily (``MLPClassifier()`` or the first model), after the thread budget is set.
 """
 
@@ -112,13 +119,14 @@ def build_keras_model(dim: int, hidden_units: Sequence[int], seed: int, threads:
 
 
 def fit_keras(model, X: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, learning_rate: float,
-              seed: int) -> None:
+              seed: int, sample_weight: np.ndarray | None = None) -> None:
     """The reference trainer: plain ``model.fit`` (its shuffles come from TensorFlow's global seed)."""
     import keras
 
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="categorical_crossentropy")
-    model.fit(X, np.eye(2, dtype=np.float32)[y], epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
+    model.fit(X, np.eye(2, dtype=np.float32)[y], epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
+              sample_weight=sample_weight)
 
 
 def step_schedule(orders: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -174,31 +182,37 @@ def from_padded(W1: np.ndarray, small: np.ndarray, like: Sequence[np.ndarray]) -
 
 
 def train_fast(model, X: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, learning_rate: float,
-               seed: int) -> None:
-    """Train ``model`` (from :func:`build_keras_model`) in place with fit's semantics in compiled loops."""
+               seed: int, sample_weight: np.ndarray | None = None) -> None:
+    """Train ``model`` (from :func:`build_keras_model`) in place with fit's semantics in compiled loops
+    (``sample_weight``: one weight per row, Keras' arithmetic; None = 1 each)."""
     weights = model.get_weights()  # [W1, b1, W2, b2, ..., W_out, b_out]
     W1, small = train_padded(weights, X, y, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                             seed=seed)
+                             seed=seed, sample_weight=sample_weight)
     model.set_weights(from_padded(W1, small, weights))
 
 
 def train_padded(weights: Sequence[np.ndarray], X: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
-                 learning_rate: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+                 learning_rate: float, seed: int,
+                 sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`train_fast` from Keras ``weights``; returns the trained parameters as the loop holds them
     (:func:`to_padded`'s layout)."""
     import tensorflow as tf  # its thread pools were set when the model was built
 
     hidden = tuple(int(w.shape[1]) for w in weights[0:-2:2])
     W1, small = to_padded(weights)
-    run = _trainer(hidden, batch_size)
+    run = _trainer(hidden, batch_size, weighted=sample_weight is not None)
     n, d = X.shape
     rows = -(-n // _ROW_BLOCK) * _ROW_BLOCK  # one compiled shape for every data set of up to _ROW_BLOCK rows
     X_buf = np.zeros((rows, d), np.float32)
     X_buf[:n] = X
     Y_buf = np.zeros((rows, 2), np.float32)
     Y_buf[np.arange(n), y] = 1.0
+    W_buf = np.zeros(rows if sample_weight is not None else 1, np.float32)  # unweighted: unused
+    if sample_weight is not None:
+        W_buf[:n] = sample_weight
     idx, counts = step_schedule(epoch_orders(seed, epochs, n), batch_size)
-    X_t, Y_t, lr = tf.constant(X_buf), tf.constant(Y_buf), tf.constant(learning_rate, tf.float32)
+    X_t, Y_t, W_t = tf.constant(X_buf), tf.constant(Y_buf), tf.constant(W_buf)
+    lr = tf.constant(learning_rate, tf.float32)
     del X_buf
     state = ([tf.constant(W1), tf.constant(small)], [tf.zeros_like(W1), tf.zeros_like(small)],
              [tf.zeros_like(W1), tf.zeros_like(small)], tf.constant(0.0))
@@ -208,16 +222,16 @@ def train_padded(weights: Sequence[np.ndarray], X: np.ndarray, y: np.ndarray, *,
         idx_c[:n_steps] = idx[s:s + n_steps]
         cnt_c = np.ones(_CHUNK_STEPS, np.float32)
         cnt_c[:n_steps] = counts[s:s + n_steps]
-        state = run(X_t, Y_t, tf.constant(idx_c), tf.constant(cnt_c), tf.constant(n_steps), *state, lr)
-    if rows == _ROW_BLOCK:
+        state = run(X_t, Y_t, W_t, tf.constant(idx_c), tf.constant(cnt_c), tf.constant(n_steps), *state, lr)
+    if rows == _ROW_BLOCK and sample_weight is None:  # warm_up compiles the unweighted loop
         _WARM.add((d, hidden, batch_size))
     return state[0][0].numpy(), state[0][1].numpy()
 
 
-def _trainer(hidden: tuple[int, ...], batch: int):
+def _trainer(hidden: tuple[int, ...], batch: int, weighted: bool = False):
     """The compiled training function for this architecture and batch size (XLA compiles it once per data
     width and row block: see :func:`warm_up`)."""
-    key = (hidden, batch)
+    key = (hidden, batch, weighted)
     if key in _TRAINERS:
         return _TRAINERS[key]
     import tensorflow as tf
@@ -238,7 +252,7 @@ def _trainer(hidden: tuple[int, ...], batch: int):
         v_w = v + (tf.square(g1) - v) * (1.0 - b2)
         return p - (m_w * alpha) / (tf.sqrt(v_w) + eps), m_new, v_new
 
-    def step(W1, small, m, v, t, lr, xb, yb, count, one):
+    def step(W1, small, m, v, t, lr, xb, yb, wb, count, one):
         bsz = xb.shape[0]
         parts = [tf.reshape(small[offsets[i]:offsets[i + 1]], s) for i, s in enumerate(small_shapes)]
         kernels = [W1] + parts[1::2]
@@ -248,9 +262,11 @@ def _trainer(hidden: tuple[int, ...], batch: int):
             zs.append(tf.matmul(acts[-1], kernels[k]) + biases[k])
             if k < n_layers - 1:
                 acts.append(tf.nn.relu(zs[-1]))
-        # d(mean cross-entropy over the batch's real rows)/d(logits); the padding rows of a partial batch get 0
+        # d(sum of [weight x] cross-entropy over the batch's real rows / their count)/d(logits) (Keras' reduction
+        # "sum_over_batch_size"); the padding rows of a partial batch get 0 (real x 1.0 == real exactly, so unit
+        # weights give the same numbers as no weights)
         real = tf.cast(tf.range(bsz)[:, None] < tf.cast(count, tf.int32), tf.float32)
-        delta = (tf.nn.softmax(zs[-1]) - yb) / count * real
+        delta = (tf.nn.softmax(zs[-1]) - yb) / count * (real if wb is None else real * wb[:, None])
         grads_small: list[Any] = []
         for k in range(n_layers - 1, 0, -1):
             grads_small[:0] = [tf.reshape(tf.matmul(acts[k], delta, transpose_a=True), [-1]),
@@ -270,13 +286,14 @@ def _trainer(hidden: tuple[int, ...], batch: int):
         return [W1, small], [m1, m2], [v1, v2], t
 
     @tf.function(jit_compile=True, reduce_retracing=False)
-    def run(X, Y, idx, counts, n_steps, params, ms, vs, t, lr):
+    def run(X, Y, W, idx, counts, n_steps, params, ms, vs, t, lr):
         one = tf.sqrt(lr) / tf.sqrt(lr)  # 1.0, unknown to the compiler
 
         def body(i, params, ms, vs, t):
             rows = idx[i]
             W1, small = params
-            return (i + 1, *step(W1, small, ms, vs, t, lr, tf.gather(X, rows), tf.gather(Y, rows), counts[i],
+            return (i + 1, *step(W1, small, ms, vs, t, lr, tf.gather(X, rows), tf.gather(Y, rows),
+                                 tf.gather(W, rows) if weighted else None, counts[i],
                                  one))
 
         _, params, ms, vs, t = tf.while_loop(lambda i, *_: i < n_steps, body, (tf.constant(0), params, ms, vs, t))
@@ -323,7 +340,10 @@ class MLPClassifier:
         if trainer == "fast" and not any(k[1:] == (self.hidden_units, batch_size) for k in _WARM):
             warm_up(hidden_units=self.hidden_units, batch_size=batch_size, threads=threads)  # once per process
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> MLPClassifier:
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> MLPClassifier:
+        """Train on rows X with gender codes y; ``sample_weight``: one finite weight >= 0 per row, applied as
+        Keras' ``sample_weight`` (each row's loss times its weight, summed over the batch, divided by the batch's
+        row count); None = 1 each, the same numbers as unweighted."""
         X = np.ascontiguousarray(X, dtype=np.float32)
         y = np.asarray(y)
         if X.ndim != 2 or len(X) != len(y) or len(X) == 0:
@@ -331,10 +351,16 @@ class MLPClassifier:
         if not np.isin(y, (0, 1)).all():
             raise InputError("mlp: labels must be gender codes 0 (male) or 1 (female)")
         y = y.astype(np.int64)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+            if sample_weight.shape != (len(X),) or not np.isfinite(sample_weight).all() \
+                    or (sample_weight < 0).any():
+                raise InputError(f"mlp: sample_weight must be {len(X)} finite numbers >= 0, one per row")
+            sample_weight = sample_weight.astype(np.float32)
         self.model_ = build_keras_model(X.shape[1], self.hidden_units, self.seed, self.threads)
         train = fit_keras if self.trainer == "fit" else train_fast
         train(self.model_, X, y, epochs=self.epochs, batch_size=self.batch_size,
-              learning_rate=self.learning_rate, seed=self.seed)
+              learning_rate=self.learning_rate, seed=self.seed, sample_weight=sample_weight)
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
