@@ -134,7 +134,7 @@ def accounting(hidden: tuple[int, ...] = (60, 60), batch: int = 5) -> dict[str, 
     rows = mlp._ROW_BLOCK
     z = [tf.zeros((D, h1p)), tf.zeros(n_small)]
     hlo = run.experimental_get_compiler_ir(
-        tf.zeros((rows, D)), tf.zeros((rows, 2)), tf.zeros((mlp._CHUNK_STEPS, batch), tf.int32),
+        tf.zeros((rows, D)), tf.zeros((rows, 2)), tf.zeros(1), tf.zeros((mlp._CHUNK_STEPS, batch), tf.int32),
         tf.ones(mlp._CHUNK_STEPS), tf.constant(1), z, z, z, tf.constant(0.0), tf.constant(1e-3))(stage="optimized_hlo")
     comps = {}
     for block in re.split(r"\n(?=%|ENTRY)", hlo):

@@ -63,8 +63,10 @@ table = generate(SynthParams(identities_per_group=n_id, dim=dim))
 gen_s = time.perf_counter() - t
 write_table(table, path)
 np.save(path + ".X.npy", table.embeddings)
-np.savez(path + ".labels.npz", identity_codes=table.identity_codes(), ethnicity=table.ethnicity, gender=table.gender,
-         ethnicity_names=np.asarray(table.ethnicities, dtype=str))
+from grid.runner import shared_arrays
+arrays = shared_arrays(table)   # the default axes' labels, as the jobs read them
+np.savez(path + ".labels.npz", identity_codes=arrays["identity_codes"], demographic=arrays["demographic"],
+         demographic_names=np.asarray(arrays["demographic_names"], dtype=str))
 print(json.dumps({"rows": len(table), "dim": table.dim, "generate_s": gen_s, "peak_mb": peak(),
                   "file_mb": os.path.getsize(path) / 2**20}))
 """
@@ -112,7 +114,7 @@ from tasks.stats import allpairs, allpairs_rates
 path, out_dir, blocks, resamples = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 X = np.load(path + ".X.npy", mmap_mode="r")
 labels = dict(np.load(path + ".labels.npz"))
-labels["ethnicity_names"] = labels["ethnicity_names"].astype(object)
+labels["demographic_names"] = labels["demographic_names"].astype(object)
 n = len(X)
 tasks = allpairs.block_tasks(n)
 shards = max(1, len(tasks) // blocks)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
@@ -74,12 +75,14 @@ class Results(LoadedResults):
         return all_summaries(self)
 
     def sql(self, query: str) -> pd.DataFrame:
-        """A DuckDB query over the tables (each a view named by its table: ``accuracy``, ``verification``, ...)."""
+        """A DuckDB query over the tables (each a view named by its table: ``accuracy``, ``verification``, ...);
+        only the tables the query names are read."""
         import duckdb
 
         with duckdb.connect() as con:
-            for name, frame in self.tables.items():
-                con.register(name, frame)
+            for name in self.tables:
+                if re.search(rf"\b{re.escape(name)}\b", query, re.IGNORECASE):
+                    con.register(name, self.tables[name])
             return con.sql(query).df()
 
     def report(self, out: str | os.PathLike[str] | None = None) -> Path | str:

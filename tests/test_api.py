@@ -68,6 +68,8 @@ def test_run_from_python_stores_the_numbers_the_command_stores(tmp_path: Path) -
         assert row.mean == pytest.approx(by_pandas[(row.train_group, row.test_group)])
     assert res.sql("SELECT count(*) AS n FROM verification")["n"].iat[0] == 3 * 2
     again = biasgrid.load(tmp_path / "api")
+    assert again.sql("SELECT count(*) AS n FROM verification")["n"].iat[0] == 3 * 2
+    assert again.tables.loaded == ["verification"]   # a query reads only the tables it names
     pd.testing.assert_frame_equal(again.matrix("logreg"), res.matrix("logreg"))
     assert again.summary is None
     assert Path(again.report()).read_text().startswith("<!DOCTYPE html>")
