@@ -104,6 +104,7 @@ RUNS: dict[str, list[tuple[list[str], list[str]]]] = {
         ["--repeat", "1", "--workers", "1"],
         [r'^\{"node_start_s": ' + NUM + ', "connect_s": ' + NUM + ', "first_tasks_s": ' + NUM
          + ', "shutdown_and_stop_s": ' + NUM + r"\} load " + NUM + "$"])],
+    "bench_ray_up": [(["--dry-run"], [r"^ok: cluster\.yaml with the local provider passes Ray's validation"])],
     "bench_scores": [(
         ["--identities", "20", "--small-identities", "10", "--impostor-identities", "12", "--dim", "16",
          "--max-impostor-pairs", "2000"],
