@@ -20,11 +20,13 @@ project's own. The nodes have no internet: their pip reads a wheelhouse through 
 of the project with every dependency, made on the laptop (``--wheelhouse`` reuses one), and setup installs all
 of it into the venv on every node (minutes). ``--image prebuilt``: the image's Python already has the libraries
 (this checkout's own, linked into the node's /usr/local/lib/python3.X/dist-packages) except Ray and biasgrid;
-setup creates the venv, which sees them, and installs Ray and biasgrid into it (seconds; what the test runs).
+setup creates the venv, which sees them, and installs Ray and biasgrid into it (seconds, not byte-compiled;
+what the test runs).
 
-Stages, each timed: ``ray up`` (and its own [k/n] stages), the workers joining (set up by the head's
-autoscaler), ``ray rsync-up`` of the grid config, ``ray exec 'biasgrid run --address auto ...'``, ``ray
-rsync-down`` of the results, ``ray down``. Then the jobs and rows per node (each records its ``node``), what each
+Stages, each timed, as README "On a Ray cluster" types them: ``ray get-auth-token --generate``, ``ray up`` (and
+its own [k/n] stages), the workers joining (set up by the head's autoscaler), ``ray rsync-up`` of the grid
+config, ``ray exec 'biasgrid run --address auto ...'``, ``ray rsync-down`` of the results, ``biasgrid report``
+on the laptop, ``ray down``; also the recipe cluster.yaml had before, refused by the nodes' Python (PEP 668). Then the jobs and rows per node (each records its ``node``), what each
 node still runs after ``ray down`` (the local provider stops Ray on the head only) and how long until the
 workers' Ray ends by itself, and the teardown: every namespace, process and folder of the run removed.
 Exit 0 when jobs ran on every node and nothing was left.
@@ -59,7 +61,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 STAGE = re.compile(r"\[(\d+)/(\d+)\]\s+(.*)")
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\s")   # Ray's log lines: "2026-12-03 14:01:53,686 INFO ..."
 # cluster.yaml's setup before the rehearsal: pip into the system Python (--user), which PEP 668 refuses here
-OLD_RECIPE = "python3 -m pip install --user --dry-run six"
+OLD_RECIPE = "/usr/bin/python3 -m pip install --user --dry-run six"
 # Ray >= 2.50 makes `ray up` start the autoscaler v2, which does not launch workers of the local provider (the
 # workers never join: ray-project/ray#57153); v1 does. Needed for machines of one's own only.
 LOCAL_PROVIDER_ENV = {"RAY_UP_enable_autoscaler_v2": "0"}
@@ -251,7 +253,7 @@ class Sandbox:
             node = Node("bgup-head" if i == 0 else f"bgup-worker{i}", f"{NET}.{HEAD_HOST + i}",
                         self.base / f"node{i}")
             self.nodes.append(node)
-            self._image(node, wheelhouse)
+            self._image(node, wheelhouse, compile_=site is None)
             ns = f"{self.tag}n{i}"
             self._netns(ns)
             sh("ip", "link", "add", f"v{i}", "netns", self.laptop, "type", "veth", "peer", "name", "eth0",
@@ -269,9 +271,11 @@ class Sandbox:
         self.namespaces.append(name)
         sh("ip", "-n", name, "link", "set", "lo", "up")
 
-    def _image(self, node: Node, wheelhouse: Path) -> None:
+    def _image(self, node: Node, wheelhouse: Path, compile_: bool) -> None:
         """A fresh node's disk: an empty home with the distribution's shell files, the run's public key, and a
-        pip.conf pointing at the wheelhouse (the node has no internet); its own /tmp and /run; sshd's config."""
+        pip.conf pointing at the wheelhouse (the node has no internet; without ``compile_``, pip does not
+        byte-compile what it installs, which then compiles on first import); its own /tmp, /dev/shm and /run;
+        sshd's config."""
         for folder in ("home/.ssh", "home/.config/pip", "tmp", "shm", "run/sshd"):
             (node.root / folder).mkdir(parents=True)
         os.chmod(node.root / "home", 0o700)
@@ -282,7 +286,8 @@ class Sandbox:
                 shutil.copy(Path("/etc/skel", name), node.home / name)
         shutil.copy(self.key.with_suffix(".pub"), node.home / ".ssh/authorized_keys")
         (node.home / ".config/pip/pip.conf").write_text(
-            f"[global]\nno-index = true\nfind-links = {wheelhouse}\ndisable-pip-version-check = true\n")
+            f"[global]\nno-index = true\nfind-links = {wheelhouse}\ndisable-pip-version-check = true\n"
+            + ("" if compile_ else "[install]\nno-compile = true\n"))
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(node.root / "ssh_host_ed25519_key"))
         (node.root / "sshd_config").write_text("\n".join([
             f"ListenAddress {node.ip}", f"HostKey {node.root / 'ssh_host_ed25519_key'}", "PidFile none",
@@ -449,8 +454,8 @@ def wait_for_nodes(box: Sandbox, config: Path, count: int, timeout: float) -> tu
 
 def worker_stages(box: Sandbox) -> dict[str, dict[str, float]]:
     """Each worker's set-up steps and their seconds, from the head's autoscaler log (the head sets the workers
-    up, in parallel: its "NodeUpdater: <ip>: <step> [LogTimer=<ms>ms]" lines)."""
-    logs = sorted((box.nodes[0].root / "tmp/ray").glob("session_2*/logs/monitor.log"))
+    up, in parallel: its "NodeUpdater: <ip>: <step> [LogTimer=<ms>ms]" lines, in monitor.out)."""
+    logs = sorted((box.nodes[0].root / "tmp/ray").glob("session_2*/logs/monitor.out"))
     text = logs[-1].read_text(errors="replace") if logs else ""
     found: dict[str, dict[str, float]] = {}
     for node in box.nodes[1:]:
@@ -460,9 +465,10 @@ def worker_stages(box: Sandbox) -> dict[str, dict[str, float]]:
 
 
 def rehearse(workers: int = 2, image: str = "stock", wheelhouse: Path | None = None, seeds: int = 2,
-             echo: bool = False, linger: float = 180.0) -> dict:
-    """The whole rehearsal (see the module's docstring); returns what it measured. The sandbox is removed
-    whatever happens; RuntimeError when a stage fails."""
+             echo: bool = False, linger: float = 180.0, report_too: bool = True) -> dict:
+    """The whole rehearsal (see the module's docstring), with ``biasgrid report`` on the laptop at the end when
+    ``report_too``; returns what it measured. The sandbox is removed whatever happens; RuntimeError when a stage
+    fails."""
     from storage.results import load
 
     report: dict = {"image": image, "workers": workers, "stages_s": {}}
@@ -510,6 +516,11 @@ def rehearse(workers: int = 2, image: str = "stock", wheelhouse: Path | None = N
         report["venv_has_ray_and_biasgrid"] = {
             n.name: all((n.home / "biasgrid-venv/bin" / tool).exists() for tool in ("ray", "biasgrid"))
             and any((n.home / "biasgrid-venv/lib").glob("python3*/site-packages/grid/__init__.py")) for n in box.nodes}
+        if report_too:
+            shown = box.on_laptop(["biasgrid", "report", str(results)])
+            if shown.returncode != 0:
+                raise RuntimeError(f"biasgrid report: exit {shown.returncode}\n{shown.text()}")
+            stages["biasgrid report (laptop)"] = round(shown.seconds, 1)
         down = box.ray("down", "-y", str(config_file), echo=echo)
         stages["ray down"] = round(down.seconds, 1)
 
