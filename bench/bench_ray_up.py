@@ -26,9 +26,10 @@ what the test runs).
 Stages, each timed, as README "On a Ray cluster" types them: ``ray get-auth-token --generate``, ``ray up`` (and
 its own [k/n] stages), the workers joining (set up by the head's autoscaler), ``ray rsync-up`` of the grid
 config, ``ray exec 'biasgrid run --address auto ...'``, ``ray rsync-down`` of the results, ``biasgrid report``
-on the laptop, ``ray down``; also the recipe cluster.yaml had before, refused by the nodes' Python (PEP 668). Then the jobs and rows per node (each records its ``node``), what each
-node still runs after ``ray down`` (the local provider stops Ray on the head only) and how long until the
-workers' Ray ends by itself, and the teardown: every namespace, process and folder of the run removed.
+on the laptop, ``ray down``, ``ray stop`` on each worker (over ssh); also the recipe cluster.yaml had before,
+refused by the nodes' Python (PEP 668). Then the jobs and rows per node (each records its ``node``), what each
+node still runs after ``ray down`` (the local provider stops Ray on the head only), ``--linger`` s later, and
+after ``ray stop`` on the workers, and the teardown: every namespace, process and folder of the run removed.
 Exit 0 when jobs ran on every node and nothing was left.
 """
 
@@ -56,12 +57,14 @@ REPO = Path(__file__).resolve().parents[1]
 NET = "10.22.0"        # the rehearsal's subnet: it exists only inside its own namespaces
 HEAD_HOST = 10         # the head is NET.10, workers NET.11, NET.12, ...
 SSHD = "/usr/sbin/sshd"
+NODE_OWN = ("/root", "/tmp", "/dev/shm", "/run")   # each node has its own (a folder of its own mounted there)
 TOOLS = ("ip", "unshare", "ssh", "ssh-keygen", "rsync", "mount", "hostname")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 STAGE = re.compile(r"\[(\d+)/(\d+)\]\s+(.*)")
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\s")   # Ray's log lines: "2026-12-03 14:01:53,686 INFO ..."
 # cluster.yaml's setup before the rehearsal: pip into the system Python (--user), which PEP 668 refuses here
 OLD_RECIPE = "/usr/bin/python3 -m pip install --user --dry-run six"
+VENV = "biasgrid-venv"             # where cluster.yaml's setup puts Ray and biasgrid, in the home
 # Ray >= 2.50 makes `ray up` start the autoscaler v2, which does not launch workers of the local provider (the
 # workers never join: ray-project/ray#57153); v1 does. Needed for machines of one's own only.
 LOCAL_PROVIDER_ENV = {"RAY_UP_enable_autoscaler_v2": "0"}
@@ -89,7 +92,9 @@ report = false
 
 
 def node_python() -> str:
-    """The nodes' Python: this machine's /usr/bin/python3, as "3.11"."""
+    """The nodes' Python: this machine's /usr/bin/python3, as "3.11" ("" when there is none)."""
+    if not os.access("/usr/bin/python3", os.X_OK):
+        return ""
     done = subprocess.run(["/usr/bin/python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                           capture_output=True, text=True)
     return done.stdout.strip()
@@ -211,13 +216,13 @@ def _stamp(text: str) -> float:
 class Node:
     name: str     # host name
     ip: str
-    root: Path    # its folders: home (/root), tmp (/tmp), run (/run), sshd's files
+    root: Path    # its folders (root, tmp, shm, run: mounted on NODE_OWN) and sshd's files
     proc: subprocess.Popen | None = None
     namespace: str | None = None   # its PID namespace, once sshd runs
 
     @property
     def home(self) -> Path:
-        return self.root / "home"
+        return self.root / "root"
 
 
 @dataclass
@@ -276,9 +281,9 @@ class Sandbox:
         pip.conf pointing at the wheelhouse (the node has no internet; without ``compile_``, pip does not
         byte-compile what it installs, which then compiles on first import); its own /tmp, /dev/shm and /run;
         sshd's config."""
-        for folder in ("home/.ssh", "home/.config/pip", "tmp", "shm", "run/sshd"):
+        for folder in ("root/.ssh", "root/.config/pip", "tmp", "shm", "run/sshd"):
             (node.root / folder).mkdir(parents=True)
-        os.chmod(node.root / "home", 0o700)
+        os.chmod(node.home, 0o700)
         os.chmod(node.root / "tmp", 0o1777)
         os.chmod(node.root / "shm", 0o1777)
         for name in (".bashrc", ".profile"):
@@ -297,8 +302,7 @@ class Sandbox:
             "Subsystem sftp internal-sftp", ""]))
 
     def _sshd(self, node: Node, ns: str, site: Path | None) -> None:
-        mounts = " && ".join(f'mount --bind "$2/{own}" {where}' for own, where in
-                             (("home", "/root"), ("tmp", "/tmp"), ("shm", "/dev/shm"), ("run", "/run")))
+        mounts = " && ".join(f'mount --bind "$2/{Path(where).name}" {where}' for where in NODE_OWN)
         if site is not None:
             target = f"/usr/local/lib/python{node_python()}/dist-packages"
             mounts += f' && mount --bind "$4" {target} && mount -o remount,bind,ro {target}'
@@ -322,13 +326,16 @@ class Sandbox:
                 ready = False
             if ready:
                 node.namespace = pid_namespace(init)
-                done = self.on_laptop(["ssh", "-i", str(self.key), "-o", "StrictHostKeyChecking=no",
-                                       "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5",
-                                       f"root@{node.ip}", "hostname"], timeout=30)
+                done = self.on_laptop([*self.ssh(node), "hostname"], timeout=30)
                 if done.returncode == 0 and done.lines and done.lines[-1][1] == node.name:
                     return
             time.sleep(0.3)
         raise RuntimeError(f"sshd on {node.name} ({node.ip}) did not answer within {timeout:.0f} s")
+
+    def ssh(self, node: Node) -> list[str]:
+        """``ssh`` to ``node`` with the run's key, as the laptop's user would (command to follow)."""
+        return ["ssh", "-i", str(self.key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", f"root@{node.ip}"]
 
     def on_laptop(self, argv: list[str], timeout: float = 900.0, echo: bool = False) -> Run:
         """``argv`` on the laptop (its network, /tmp and HOME; its own PID namespace, so what the command leaves
@@ -465,7 +472,7 @@ def worker_stages(box: Sandbox) -> dict[str, dict[str, float]]:
 
 
 def rehearse(workers: int = 2, image: str = "stock", wheelhouse: Path | None = None, seeds: int = 2,
-             echo: bool = False, linger: float = 180.0, report_too: bool = True) -> dict:
+             echo: bool = False, linger: float = 60.0, report_too: bool = True) -> dict:
     """The whole rehearsal (see the module's docstring), with ``biasgrid report`` on the laptop at the end when
     ``report_too``; returns what it measured. The sandbox is removed whatever happens; RuntimeError when a stage
     fails."""
@@ -514,8 +521,8 @@ def rehearse(workers: int = 2, image: str = "stock", wheelhouse: Path | None = N
         stages["ray rsync-down results"] = round(
             box.ray("rsync-down", str(config_file), "~/results/", str(results)).seconds, 1)
         report["venv_has_ray_and_biasgrid"] = {
-            n.name: all((n.home / "biasgrid-venv/bin" / tool).exists() for tool in ("ray", "biasgrid"))
-            and any((n.home / "biasgrid-venv/lib").glob("python3*/site-packages/grid/__init__.py")) for n in box.nodes}
+            n.name: all((n.home / VENV / "bin" / tool).exists() for tool in ("ray", "biasgrid"))
+            and any((n.home / VENV / "lib").glob("python3*/site-packages/grid/__init__.py")) for n in box.nodes}
         if report_too:
             shown = box.on_laptop(["biasgrid", "report", str(results)])
             if shown.returncode != 0:
@@ -534,8 +541,14 @@ def rehearse(workers: int = 2, image: str = "stock", wheelhouse: Path | None = N
         while linger and any(left.values()) and time.perf_counter() - t < linger:
             time.sleep(1)
             left = box.left_running()
-        report["left_after_wait"] = {name: procs for name, procs in left.items() if procs}
-        report["ended_by_itself_after_s"] = None if any(left.values()) else round(time.perf_counter() - t, 1)
+        if linger:
+            report[f"left_{linger:.0f}_s_later"] = {name: procs for name, procs in left.items() if procs}
+            report["ended_by_itself_after_s"] = None if any(left.values()) else round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        for node in rest:   # README: `ray down` stops the head only; `ray stop` on each worker
+            box.on_laptop([*box.ssh(node), f"~/{VENV}/bin/ray stop"], timeout=120)
+        stages["ray stop on each worker (ssh)"] = round(time.perf_counter() - t, 1)
+        report["left_after_ray_stop_on_workers"] = {n: procs for n, procs in box.left_running().items() if procs}
     finally:
         t = time.perf_counter()
         report["teardown_problems"] = box.close()
@@ -550,8 +563,8 @@ def main() -> None:
                     help="the nodes' Python without biasgrid's libraries (setup installs all) or with them")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--wheelhouse", type=Path, help="a folder of wheels for the nodes (default: made now)")
-    ap.add_argument("--linger", type=float, default=180.0,
-                    help="seconds to wait after `ray down` for the workers' Ray to end by itself")
+    ap.add_argument("--linger", type=float, default=60.0,
+                    help="seconds to wait after `ray down` for the workers' Ray to end by itself (then `ray stop`)")
     ap.add_argument("--echo", action="store_true", help="show the ray commands' output")
     ap.add_argument("--dry-run", action="store_true", help="print the generated config (checked by Ray) only")
     args = ap.parse_args()
@@ -563,6 +576,11 @@ def main() -> None:
         print(yaml.safe_dump(config, sort_keys=False), end="")
         print(f"ok: cluster.yaml with the local provider passes Ray's validation ({args.workers} workers)")
         return
+    hidden = [f for f in NODE_OWN if args.wheelhouse and args.wheelhouse.resolve().is_relative_to(f)]
+    if hidden:
+        print(f"--wheelhouse {args.wheelhouse} is under {hidden[0]}, which each node has of its own: the nodes "
+              "would not see it (put it elsewhere, e.g. under /var/tmp)", file=sys.stderr)
+        sys.exit(2)
     reason = unavailable(args.image)
     if reason:
         print(f"cannot rehearse here: {reason}", file=sys.stderr)
@@ -571,7 +589,8 @@ def main() -> None:
     report = rehearse(args.workers, args.image, args.wheelhouse, args.seeds, args.echo, args.linger)
     print(json.dumps(report, indent=1))
     every = len(report.get("jobs_per_node", {})) == args.workers + 1
-    sys.exit(0 if every and not report["teardown_problems"] else 1)
+    clean = not report["teardown_problems"] and not report.get("left_after_ray_stop_on_workers", True)
+    sys.exit(0 if every and clean else 1)
 
 
 if __name__ == "__main__":
