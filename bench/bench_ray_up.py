@@ -30,17 +30,21 @@ on the laptop, ``ray down``, ``ray stop`` on each worker (over ssh); also the re
 refused by the nodes' Python (PEP 668). Then the jobs and rows per node (each records its ``node``), what each
 node still runs after ``ray down`` (the local provider stops Ray on the head only), ``--linger`` s later, and
 after ``ray stop`` on the workers, and the teardown: every namespace, process and folder of the run removed.
-Exit 0 when jobs ran on every node and nothing was left.
+Exit 0 when jobs ran on every node and nothing was left. Killed itself (even SIGKILL), the bench's processes
+end with it (a parent-death signal on each namespace's unshare); its namespaces (`ip netns list`: bgup<pid>l,
+bgup<pid>n<i>) and its folder /var/tmp/bgrayup-* then stay: `ip netns del` and `rm -rf` them.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -158,6 +162,12 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
     return done
+
+
+def _die_with_us() -> None:
+    """In a child before it execs: SIGKILL it when this process dies (Linux PR_SET_PDEATHSIG). unshare ignores
+    SIGTERM; killed, its --kill-child kills the namespace's first process, and the kernel every other one."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def pid_namespace(pid: int) -> str | None:
@@ -311,7 +321,8 @@ class Sandbox:
             node.proc = subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--pid", "--kill-child",
                                           "--mount-proc", "--uts", "sh", "-c", script, "sh", node.name,
                                           str(node.root), SSHD, str(site or "")], stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+                                         stdout=log, stderr=log, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                                         preexec_fn=_die_with_us)
 
     def _wait_for_ssh(self, node: Node, timeout: float = 60.0) -> None:
         deadline = time.time() + timeout
@@ -348,7 +359,7 @@ class Sandbox:
         proc = subprocess.Popen(["ip", "netns", "exec", self.laptop, "unshare", "--pid", "--kill-child",
                                  "--mount-proc", "sh", "-c", script, "sh", str(self.base / "laptop/tmp"), *argv],
                                 cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace")
+                                stderr=subprocess.STDOUT, text=True, errors="replace", preexec_fn=_die_with_us)
         timer = threading.Timer(timeout, proc.kill)   # unshare --kill-child: the command and its namespace too
         timer.start()
         lines: list[tuple[float, str]] = []
