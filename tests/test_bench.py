@@ -113,6 +113,7 @@ RUNS: dict[str, list[tuple[list[str], list[str]]]] = {
         ["--repeat", "1", "--workers", "1"],
         [r'^\{"node_start_s": ' + NUM + ', "connect_s": ' + NUM + ', "first_tasks_s": ' + NUM
          + ', "shutdown_and_stop_s": ' + NUM + r"\} load " + NUM + "$"])],
+    "bench_ray_up": [(["--dry-run"], [r"^ok: cluster\.yaml with the local provider passes Ray's validation"])],
     "bench_report": [(
         ["--identities-per-group", "20", "--dim", "32", "--resamples", "30", "--shards", "2", "--bootstrap-jobs", "3",
          "--protocol", "6,4", "--check"],
