@@ -23,9 +23,10 @@ or the pool, starts another); the other jobs go on. Both give each job what its 
 jobs in flight within what the cluster or the pool offers in all, refuse an ask nothing can hold before any job
 runs (``check``), and tell each job its ask (``payload["resources"]``: its threads, whether it has a GPU).
 
-Leftovers: every segment and temporary folder is named ``biasgrid-<driver pid>-<random>``; ``close()`` removes
-them (also after SIGTERM and Ctrl-C); after a SIGKILL the next run's ``start()`` removes those of dead drivers
-(:func:`remove_leftovers`) and says so.
+Leftovers: every segment is named ``biasgrid-<driver pid>-n<PID namespace>-<random>``, every temporary folder
+``biasgrid-<driver pid>-<random>`` (under /tmp: Ray's socket paths must stay short); ``close()`` removes them
+(also after SIGTERM and Ctrl-C); after a SIGKILL the next run's ``start()`` removes those of dead drivers of its own
+PID namespace (:func:`remove_leftovers`; a container sharing /dev/shm keeps its own segments) and says so.
 
 Over 400 lines, on purpose: both executors share the worker preparation, the leftover rules and the signal
 handling, whose order matters at start and stop; kept in one module so that the lifecycle reads in one place.
@@ -64,7 +65,7 @@ from tasks.runtime import Outcome, job_threads, node_name, run_job
 
 # Quiet TensorFlow's C++ start-up chatter in workers (errors still show).
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
-PREFIX = "biasgrid-"          # segments and temporary folders: biasgrid-<driver pid>-<random>
+PREFIX = "biasgrid-"          # segments: biasgrid-<driver pid>-n<PID namespace>-<random>; folders: no n<...>
 SHM_DIR = Path("/dev/shm")    # where Linux shows POSIX shared-memory segments
 PARENT_POLL_SECONDS = 0.5     # how often a pool worker checks that the driver still runs
 PREPARE_ENV = "BIASGRID_PREPARE_WORKER"   # "<threads>;<models>": set for the workers of our own Ray node only
@@ -100,13 +101,30 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _pid_namespace() -> str:
+    """This process's PID namespace (the inode of /proc/self/ns/pid; "" where there is none): a pid names a
+    process only within its namespace, and containers that share /dev/shm (``--ipc=host``) have their own."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
+def owner_prefix() -> str:
+    """The name prefix of this driver's shared-memory segments: ``biasgrid-<pid>-n<namespace>-``."""
+    namespace = _pid_namespace()
+    return f"{PREFIX}{os.getpid()}-" + (f"n{namespace}-" if namespace else "")
+
+
 def _temp_roots() -> list[Path]:
     return list(dict.fromkeys([Path(tempfile.gettempdir()), Path("/tmp")]))
 
 
 def leftovers() -> list[Path]:
-    """Shared-memory segments and temporary folders named ``biasgrid-<pid>-*`` whose driver process is dead."""
-    pattern = re.compile(re.escape(PREFIX) + r"(\d+)-")
+    """Shared-memory segments and temporary folders named ``biasgrid-<pid>-*`` whose driver process is dead: of
+    drivers of this PID namespace only (another namespace's pid cannot be looked up from here)."""
+    pattern = re.compile(re.escape(PREFIX) + r"(\d+)-(?:n(\d+)-)?")
+    namespace = _pid_namespace()
     found = []
     for root in [SHM_DIR, *_temp_roots()]:
         try:
@@ -115,7 +133,9 @@ def leftovers() -> list[Path]:
             continue
         for entry in entries:
             match = pattern.match(entry.name)
-            if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
+            if not match or (match.group(2) or namespace) != namespace:
+                continue
+            if int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
                 found.append(entry)
     return found
 
@@ -141,7 +161,7 @@ def remove_leftovers(quiet: bool = False) -> list[Path]:
 def _temp_folder() -> str:
     """A new temporary folder ``biasgrid-<pid>-<random>`` under a short path (Ray's sockets live in it)."""
     root = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
-    return tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=root)
+    return tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=root)   # short: no namespace (Ray's socket paths)
 
 
 # ------------------------------------------------------------------------------------ worker preparation ---
@@ -398,7 +418,7 @@ class LocalExecutor:
         # jobs without a shared matrix (data embed) get an empty one
         X = np.ascontiguousarray(data["X"]) if "X" in data else np.zeros((0, 0), dtype=np.float32)
         blob = pickle.dumps({k: v for k, v in data.items() if k != "X"}, protocol=pickle.HIGHEST_PROTOCOL)
-        name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        name = f"{owner_prefix()}{secrets.token_hex(4)}"
         where: dict[str, Any] = {"key": name, "shape": X.shape, "dtype": X.dtype.str}
         try:
             from multiprocessing import shared_memory

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import REPO, alive, descendants
 
-from grid.executors import PREFIX, SHM_DIR, LocalExecutor, leftovers, remove_leftovers
+from grid.executors import PREFIX, SHM_DIR, LocalExecutor, leftovers, owner_prefix, remove_leftovers
 from storage.results import load
 
 GRID = """
@@ -201,21 +201,46 @@ def test_leftovers_of_dead_drivers_are_found_and_those_of_live_ones_kept(tmp_pat
     stale_dir.mkdir()
     stale_segment = SHM_DIR / f"{PREFIX}{dead}-test"
     stale_segment.write_bytes(b"x")
+    tagged = SHM_DIR / f"{owner_prefix().replace(str(os.getpid()), dead, 1)}test"   # as a dead driver names it
+    tagged.write_bytes(b"x")
+    foreign = SHM_DIR / f"{PREFIX}{dead}-n1-test"   # of a driver in another PID namespace: not ours to judge
+    foreign.write_bytes(b"x")
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     live_dir = Path(f"/tmp/{PREFIX}{live.pid}-test")
     live_dir.mkdir()
     try:
-        assert {stale_dir, stale_segment} <= set(leftovers()) and live_dir not in leftovers()
+        assert {stale_dir, stale_segment, tagged} <= set(leftovers()) and live_dir not in leftovers()
+        assert foreign not in leftovers()
         removed = remove_leftovers(quiet=True)
-        assert {stale_dir, stale_segment} <= set(removed)
-        assert not stale_dir.exists() and not stale_segment.exists() and live_dir.exists()
+        assert {stale_dir, stale_segment, tagged} <= set(removed)
+        assert not stale_dir.exists() and not stale_segment.exists() and live_dir.exists() and foreign.exists()
     finally:
         live.kill()
         live.wait()
         live_dir.rmdir()
-        stale_segment.unlink(missing_ok=True)
+        for path in (stale_segment, tagged, foreign):
+            path.unlink(missing_ok=True)
         if stale_dir.exists():
             stale_dir.rmdir()
+
+
+def test_a_driver_in_another_pid_namespace_keeps_our_live_segments() -> None:
+    """A container sharing /dev/shm (its own PID namespace: our pids invisible there) must not take this driver's
+    live segment for a dead driver's (tested where unshare --pid works: root)."""
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("unshare --pid is not available here (needs root)")
+    segment = SHM_DIR / f"{owner_prefix()}live-test"
+    segment.write_bytes(b"x")
+    try:
+        code = ("from grid.executors import leftovers; import sys; "
+                f"sys.exit(3 if any(p.name == {segment.name!r} for p in leftovers()) else 0)")
+        inside = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code],
+                                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert inside.returncode == 0, inside.stderr[-2000:] or "the other namespace took our live segment"
+        assert segment.exists()
+    finally:
+        segment.unlink(missing_ok=True)
 
 
 # A local Ray node whose first ``sys.argv[1]`` launches are a process that exits at once (as `ray start` does when
