@@ -154,3 +154,17 @@ def test_ratios_over_a_zero_rate_are_lower_bounds():
     out = rates.bounded_summaries(np.array([0, 4]), np.array([100, 2000]), fn[:2], ng[:2],
                                   fairness.summaries).set_index("metric")
     assert math.isnan(out.loc["fmr_max_min", "value"]) and "no bound" in out.loc["fmr_max_min", "note"]
+
+
+def test_group_operating_points_take_group_codes_as_they_take_names():
+    """Integer codes into ``groups`` (what the impostor job passes) give the frames names give."""
+    rng = np.random.default_rng(11)
+    names = ["a_m", "a_f", "b_m"]
+    gc, ca, cb = rng.integers(0, 3, 400), rng.integers(0, 3, 9000), rng.integers(0, 3, 9000)
+    gen, imp = rng.normal(1, 1, gc.size), rng.normal(0, 1, ca.size)
+    by_name = rates.group_operating_points(gen, np.array(names)[gc], imp, np.array(names)[ca], np.array(names)[cb],
+                                           target_fmrs=(1e-2,), groups=names)
+    by_code = rates.group_operating_points(gen, gc, imp, ca, cb, target_fmrs=(1e-2,), groups=names)
+    for key in ("eer", "operating_points"):
+        pd.testing.assert_frame_equal(by_name[key], by_code[key])
+    assert (rates.label_codes(np.array(["b_m", "x", "a_m"]), names) == [2, -1, 0]).all()

@@ -192,7 +192,7 @@ def impostor_matrix(X: np.ndarray, identity_codes: np.ndarray, demographic_group
         "fmr_ci_low": fm["ci_low"], "fmr_ci_high": fm["ci_high"], "fnmr_ci_low": fn["ci_low"],
         "fnmr_ci_high": fn["ci_high"], "resolved": [r[0] for r in own], "reason": [r[1] for r in own]})}
     if len(target_fmrs):
-        ops = rates.group_operating_points(sc.gen, names[group[sc.gen_a]], sc.imp[stratum], names[ga], names[gb],
+        ops = rates.group_operating_points(sc.gen, gen_group, sc.imp[stratum], ga, gb,   # codes into names
                                            target_fmrs=target_fmrs, global_target_fmr=target_fmr,
                                            groups=list(names), confidence=confidence,
                                            pooled_impostor=sc.imp[pooled],
@@ -202,7 +202,7 @@ def impostor_matrix(X: np.ndarray, identity_codes: np.ndarray, demographic_group
     if acquired is not None:
         ok = np.asarray(acquired, dtype=bool)[check_rows(rows, len(X), "impostor matrix")]
         out["acquisition_rates"] = acquisition.acquisition_rates(
-            sc.gen, names[gen_group], ok[sc.gen_a] & ok[sc.gen_b], sc.imp[stratum], names[ga], names[gb],
+            sc.gen, gen_group, ok[sc.gen_a] & ok[sc.gen_b], sc.imp[stratum], ga, gb,
             ok[sc.imp_a[stratum]] & ok[sc.imp_b[stratum]], threshold, list(names), confidence)
     if n_resamples:
         ident, id_code = np.unique(codes, return_inverse=True)      # identities of rows -> 0..n_identities-1

@@ -42,13 +42,12 @@ def acquisition_rates(genuine: np.ndarray, genuine_group: np.ndarray, genuine_ok
     images of the comparison were acquired. Columns: group, view (excluded | generalised), threshold,
     false_matches, n_impostor, fmr, fmr_ci_low, fmr_ci_high, false_non_matches, n_genuine, fnmr, fnmr_ci_low,
     fnmr_ci_high (Clopper-Pearson)."""
-    g, gg, gok = np.asarray(genuine, float), np.asarray(genuine_group).astype(str), np.asarray(genuine_ok, bool)
-    i, ia, ib = np.asarray(impostor, float), np.asarray(impostor_group_a).astype(str), \
-        np.asarray(impostor_group_b).astype(str)
-    iok = np.asarray(impostor_ok, bool)
+    g, gok, i, iok = (np.asarray(genuine, float), np.asarray(genuine_ok, bool), np.asarray(impostor, float),
+                      np.asarray(impostor_ok, bool))
+    gg, ia, ib = (rates.label_codes(x, groups) for x in (genuine_group, impostor_group_a, impostor_group_b))
     rows = []
-    for name in groups:
-        gen, imp = gg == name, (ia == name) & (ib == name)
+    for k, name in enumerate(groups):
+        gen, imp = gg == k, (ia == k) & (ib == k)
         accepted, rejected = imp & iok & (i >= threshold), gen & gok & (g < threshold)
         rows.append((name, "excluded", int(accepted.sum()), int((imp & iok).sum()), int(rejected.sum()),
                      int((gen & gok).sum())))

@@ -24,6 +24,7 @@ Definitions (docs/REPORT.md, section "Verification with error bars", has them wi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 from fractions import Fraction
 
 import numpy as np
@@ -259,6 +260,19 @@ def operating_point(genuine: np.ndarray, impostor: np.ndarray, target_fmr: float
             "fnmr": fnm / g.size if g.size else np.nan, "resolved": ok, "reason": why}
 
 
+def label_codes(labels: Any, groups: Sequence[str]) -> np.ndarray:
+    """Each label's index in ``groups`` (-1: not among them). Integer ``labels`` are such indices already (callers
+    holding group codes pass them: comparing millions of strings per group is what this spares)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind in "iu":
+        return labels
+    labels = labels.astype(str)
+    codes = np.full(labels.shape, -1, dtype=np.int64)
+    for k, name in enumerate(groups):
+        codes[labels == str(name)] = k
+    return codes
+
+
 OP_COLUMNS = ["group", "target_fmr", "threshold_kind", "threshold", "false_matches", "n_impostor", "fmr",
               "fmr_ci_low", "fmr_ci_high", "fmr_display", "false_non_matches", "n_genuine", "fnmr", "fnmr_ci_low",
               "fnmr_ci_high", "fnmr_display", "resolved", "reason"]
@@ -279,7 +293,8 @@ def group_operating_points(genuine: np.ndarray, genuine_group: np.ndarray, impos
     comparison, cross-group ones included). A group's impostors are the comparisons with both sides in it
     (as in ``demographic_rates``); its genuine comparisons are its identities' own.
 
-    Inputs: scores (m,) with a group label per genuine score and two per impostor score (any hashable labels).
+    Inputs: scores (m,) with a group label per genuine score and two per impostor score (names, or integer codes
+    into ``groups``).
     ``pooled_impostor`` (default: ``impostor``): the impostor scores of group "all" and of the global threshold
     (a stratified sample's uniform part, when the per-group impostors were topped up). ``thresholds`` ((group,
     target) -> threshold, group "all" included) and ``global_threshold``: thresholds chosen elsewhere (on a
@@ -290,12 +305,15 @@ def group_operating_points(genuine: np.ndarray, genuine_group: np.ndarray, impos
     — for "global" target_fmr is ``global_target_fmr``. Rates carry counts, Clopper-Pearson CIs, a display
     string with the rule-of-three bound for zero counts, and the resolution flag + reason}."""
     g = np.asarray(genuine, dtype=np.float64)
-    gg = np.asarray(genuine_group).astype(str)
     i = np.asarray(impostor, dtype=np.float64)
-    ia, ib = np.asarray(impostor_group_a).astype(str), np.asarray(impostor_group_b).astype(str)
-    if gg.shape != g.shape or ia.shape != i.shape or ib.shape != i.shape:
+    if np.shape(genuine_group) != g.shape or np.shape(impostor_group_a) != i.shape \
+            or np.shape(impostor_group_b) != i.shape:
         raise InputError("every score needs its group label(s)")
-    names = list(groups) if groups is not None else sorted(set(gg) | set(ia) | set(ib))
+    if groups is None:
+        groups = sorted(set(np.asarray(genuine_group).astype(str)) | set(np.asarray(impostor_group_a).astype(str))
+                        | set(np.asarray(impostor_group_b).astype(str)))
+    names = list(groups)
+    gg, ia, ib = (label_codes(x, names) for x in (genuine_group, impostor_group_a, impostor_group_b))
     pooled = i if pooled_impostor is None else np.asarray(pooled_impostor, dtype=np.float64)
     t_global = threshold_at_fmr(pooled, global_target_fmr) if global_threshold is None else float(global_threshold)
     eer_rows, rows = [], []
@@ -303,7 +321,8 @@ def group_operating_points(genuine: np.ndarray, genuine_group: np.ndarray, impos
         if name == "all":
             gs, is_ = g, pooled
         else:
-            gs, is_ = g[gg == name], i[(ia == name) & (ib == name)]
+            k = names.index(name)
+            gs, is_ = g[gg == k], i[(ia == k) & (ib == k)]
         row = {"group": name, "n_genuine": int(gs.size), "n_impostor": int(is_.size),
                "d_prime": decidability(gs, is_)}
         if gs.size and is_.size:
