@@ -192,6 +192,6 @@ def _check_config(cfg: dict[str, Any], where: Where) -> None:
 
 
 KIND = register(JobKind(
-    "allpairs", plan=_plan, rows=lambda p, split: {}, run="tasks.kinds.allpairs:run", tables=TABLES, order=6,
+    "allpairs", plan=_plan, rows=lambda p, split: {}, run="tasks.kinds.allpairs:run", tables=TABLES, order=4,
     cost=lambda p: 10, config=ConfigPart("verification", DEFAULTS, _check_config), timeout=21600.0,
     report=("grid.report.sections.verification:SECTION",)))

@@ -308,6 +308,6 @@ def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str,
 KIND = register(JobKind(
     "impostor", plan=_plan_impostor,
     rows=lambda p, split: {"rows": np.concatenate([split.verification[g] for g in p["test_groups"]])},
-    run="tasks.kinds.impostor:run", tables=TABLES, order=5, cost=lambda p: 1 + p.get("bootstrap", 0) // 100,
+    run="tasks.kinds.impostor:run", tables=TABLES, order=1, cost=lambda p: 1 + p.get("bootstrap", 0) // 100,
     config=ConfigPart("verification", DEFAULTS, _check_config), check=check_dev_split,
     report=("grid.report.sections.verification:SECTION",)))

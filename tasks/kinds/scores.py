@@ -155,6 +155,6 @@ def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str,
 
 KIND = register(JobKind(
     "scores", plan=_plan_scores, rows=lambda p, split: {"rows": split.verification[p["test_group"]]},
-    run="tasks.kinds.scores:run", tables=TABLES, order=4, cost=lambda p: 1 + p.get("bootstrap", 0) // 200,
+    run="tasks.kinds.scores:run", tables=TABLES, order=0, cost=lambda p: 1 + p.get("bootstrap", 0) // 200,
     config=ConfigPart("verification", {"enabled": True, "max_impostor_pairs": 5_000_000}, _check_config),
     record=("test_group",), check=check_genuine_pairs, report=("grid.report.sections.verification:SECTION",)))

@@ -153,7 +153,7 @@ def _check_jobs(cfg: Mapping[str, Any], table: Any, splits: Mapping[int, Any], j
 
 KIND = register(JobKind(
     "tsne", plan=_plan, rows=lambda p, split: {"rows": split.train_rows(ALL)}, run="tasks.kinds.tsne:run",
-    tables=TABLES, order=4, cost=lambda p: 3 if p["subset"] == ALL else 1,
+    tables=TABLES, order=2, cost=lambda p: 3 if p["subset"] == ALL else 1,
     config=ConfigPart("tsne", DEFAULTS, _check_config, extend=("seeds", "subsets")), record=("subset",),
     check=_check_jobs,
     report=("grid.report.sections.tsne:SECTION",)))
