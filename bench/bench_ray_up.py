@@ -10,8 +10,9 @@ for the run; /root, /tmp, /dev/shm and /run are the node's own folders, so each 
 checkout, Ray's session; its own /dev/shm too, so that what one node cleans up there, believing its owner dead
 because that process lives in another PID namespace, is never another machine's) while sharing the machine's system: Debian's /usr/bin/python3, which refuses `pip
 install` outside a virtual environment (PEP 668). The "laptop" that types the commands is one more namespace
-(its own /tmp and HOME). `ray stop` in the start commands therefore sees only its node's processes; nothing of
-the machine's network or of another Ray on it is touched.
+(its own /tmp and HOME). cluster.yaml's start commands (which stop, then start Ray) therefore see only their
+node's processes (its own /proc); nothing of the machine's network or of another Ray on it is touched, and the
+bench itself ends processes only by pid.
 
 The cluster config is cluster.yaml with its provider section swapped for Ray's local provider, exactly as
 cluster.yaml's comments tell users to do (``local_cluster``): the file mounts, setup and start commands are the
@@ -26,10 +27,10 @@ what the test runs).
 Stages, each timed, as README "On a Ray cluster" types them: ``ray get-auth-token --generate``, ``ray up`` (and
 its own [k/n] stages), the workers joining (set up by the head's autoscaler), ``ray rsync-up`` of the grid
 config, ``ray exec 'biasgrid run --address auto ...'``, ``ray rsync-down`` of the results, ``biasgrid report``
-on the laptop, ``ray down``, ``ray stop`` on each worker (over ssh); also the recipe cluster.yaml had before,
+on the laptop, ``ray down``, then each worker's remaining Ray processes ended by pid; also the recipe cluster.yaml had before,
 refused by the nodes' Python (PEP 668). Then the jobs and rows per node (each records its ``node``), what each
 node still runs after ``ray down`` (the local provider stops Ray on the head only), ``--linger`` s later, and
-after ``ray stop`` on the workers, and the teardown: every namespace, process and folder of the run removed.
+after those are ended, and the teardown: every namespace, process and folder of the run removed.
 Exit 0 when jobs ran on every node and nothing was left. Killed itself (even SIGKILL), the bench's processes
 end with it (a parent-death signal on each namespace's unshare); its namespaces (`ip netns list`: bgup<pid>l,
 bgup<pid>n<i>) and its folder /var/tmp/bgrayup-* then stay: `ip netns del` and `rm -rf` them.
@@ -396,6 +397,24 @@ class Sandbox:
                 found[node.name] = sorted(cmd for p, cmd in procs.items() if p != first)
         return found
 
+    def end_processes(self, node: Node, grace: float = 15.0) -> None:
+        """End what runs in ``node`` besides its first process (sshd), each by its pid: SIGTERM, then SIGKILL after
+        ``grace`` s."""
+        if not node.namespace:
+            return
+        procs = processes_in(node.namespace)
+        first = min(procs) if procs else None
+        mine = [p for p in procs if p != first]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in mine:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + grace
+            while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in mine):
+                time.sleep(0.2)
+
     def close(self) -> list[str]:
         """End every node (killing unshare kills its namespace's first process, and with it every process of the
         namespace), remove the namespaces and the folders; returns what could not be removed (normally nothing)."""
@@ -556,10 +575,10 @@ def rehearse(workers: int = 2, image: str = "stock", wheelhouse: Path | None = N
             report[f"left_{linger:.0f}_s_later"] = {name: procs for name, procs in left.items() if procs}
             report["ended_by_itself_after_s"] = None if any(left.values()) else round(time.perf_counter() - t, 1)
         t = time.perf_counter()
-        for node in rest:   # README: `ray down` stops the head only; `ray stop` on each worker
-            box.on_laptop([*box.ssh(node), f"~/{VENV}/bin/ray stop"], timeout=120)
-        stages["ray stop on each worker (ssh)"] = round(time.perf_counter() - t, 1)
-        report["left_after_ray_stop_on_workers"] = {n: procs for n, procs in box.left_running().items() if procs}
+        for node in rest:   # `ray down` stops the head only (README: end the workers' Ray); here by pid, never by name
+            box.end_processes(node)
+        stages["end each worker's Ray (by pid)"] = round(time.perf_counter() - t, 1)
+        report["left_after_ending_workers_ray"] = {n: procs for n, procs in box.left_running().items() if procs}
     finally:
         t = time.perf_counter()
         report["teardown_problems"] = box.close()
@@ -575,7 +594,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--wheelhouse", type=Path, help="a folder of wheels for the nodes (default: made now)")
     ap.add_argument("--linger", type=float, default=60.0,
-                    help="seconds to wait after `ray down` for the workers' Ray to end by itself (then `ray stop`)")
+                    help="seconds to wait after `ray down` for the workers' Ray to end by itself (then ended by pid)")
     ap.add_argument("--echo", action="store_true", help="show the ray commands' output")
     ap.add_argument("--dry-run", action="store_true", help="print the generated config (checked by Ray) only")
     args = ap.parse_args()
@@ -600,7 +619,7 @@ def main() -> None:
     report = rehearse(args.workers, args.image, args.wheelhouse, args.seeds, args.echo, args.linger)
     print(json.dumps(report, indent=1))
     every = len(report.get("jobs_per_node", {})) == args.workers + 1
-    clean = not report["teardown_problems"] and not report.get("left_after_ray_stop_on_workers", True)
+    clean = not report["teardown_problems"] and not report.get("left_after_ending_workers_ray", True)
     sys.exit(0 if every and clean else 1)
 
 

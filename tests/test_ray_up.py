@@ -50,7 +50,7 @@ def test_ray_up_rehearsal_runs_the_grid_on_every_node_and_leaves_nothing() -> No
     assert any(s.startswith("[6/7] Running setup commands") for s in stages), stages
     assert any(s.startswith("[7/7] Starting the Ray runtime") for s in stages), stages
     assert report["left_after_ray_down"]["bgup-head"] == 0, report   # `ray down` stops the head's Ray ...
-    assert report["left_after_ray_stop_on_workers"] == {}, report    # ... and `ray stop` the worker's (README)
+    assert report["left_after_ending_workers_ray"] == {}, report     # ... and the worker's, ended by pid
     assert report["teardown_problems"] == [], report
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     assert not [n for n in namespaces if n.startswith(report["sandbox"]["namespaces"].rstrip("*"))], namespaces
