@@ -40,12 +40,14 @@ DEFAULTS: dict[str, Any] = {
         "seeds": 5,        # N (seeds 0..N-1) or an explicit list of seeds
         "train_groups": [],  # [] = every group of the group axis in the data, then "all" (if several)
         "test_groups": [],   # [] = every group of the group axis in the data
+        "mitigations": ["none"],   # the mitigation axis: "none" (always there) + methods, variants, user builders
     },
     "protocol": {           # identities per group and per target class (the names say gender, the default target)
         "train_per_gender": 500,   # 0 allowed in a verification-only study (grid.models = [])
         "test_per_gender": 250,
     },
     "model": {},           # per-model overrides, e.g. [model.mlp] epochs = 50; variants: [model."mlp-256"] base = "mlp"
+    "mitigation": {},      # per-mitigation config, e.g. [mitigation.fsn] n_clusters = 50; variants: base = "fsn"
     "sweep": {},           # "MODEL.KEY" = [values]: the model replaced by one variant per value (grid/sweep.py)
     "tracking": {
         "mlflow": "",      # MLflow tracking URI; "local" = a SQLite store in the results folder; "" = off
@@ -92,7 +94,7 @@ def defaults() -> dict[str, Any]:
 
 
 # Sections whose keys are free-form (validated elsewhere).
-_OPEN_SECTIONS = {("data", "synth"), ("model",), ("attributes", "bins"), ("sweep",)}
+_OPEN_SECTIONS = {("data", "synth"), ("model",), ("attributes", "bins"), ("sweep",), ("mitigation",)}
 
 
 def _type_name(value: Any) -> str:
@@ -245,6 +247,9 @@ def _normalise(cfg: dict[str, Any], source: str, options: Mapping[str, str] | No
     g["models"], sections = sweep.expand(g["models"], cfg["model"], {m: axes[m] for m in axes if m in g["models"]},
                                          source, max(cfg["run"]["max_jobs"], 1))
     cfg["model"] = {m: resolve_model_config(m, sections.get(m)) for m in g["models"]}
+    from tasks.mitigation import check_mitigations
+
+    check_mitigations(cfg, where)
 
     for part in kinds.config_parts():
         part.check(cfg, where)

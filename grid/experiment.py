@@ -19,7 +19,7 @@ from grid.plan import JOB_CODE_VERSION
 from storage.errors import InputError
 from tasks import kinds
 
-GRID_LISTS = ("models", "seeds", "train_groups", "test_groups")
+GRID_LISTS = ("models", "seeds", "train_groups", "test_groups", "mitigations")
 
 
 def kind_sections() -> dict[str, tuple[str, ...]]:
@@ -36,6 +36,8 @@ def fixed_part(cfg: dict[str, Any], fingerprint: str) -> dict[str, Any]:
     fixed: dict[str, Any] = {"job_code": JOB_CODE_VERSION, "data_fingerprint": fingerprint,
                              "protocol": dict(cfg["protocol"]), "axes": axis_config(cfg),
                              "model": {m: cfg["model"][m] for m in cfg["grid"]["models"]}}
+    if cfg.get("mitigation"):   # only with mitigations: the fixed part of folders without them stays as it was
+        fixed["mitigation"] = dict(cfg["mitigation"])
     for name, extend in kind_sections().items():
         section = cfg.get(name) or {}
         if section.get("enabled", True):
@@ -85,10 +87,10 @@ def merge_fixed(stored: dict[str, Any] | None, new: dict[str, Any], out: str) ->
                          f"with this version's; use another --out")
     differences = []
     for key, value in new.items():
-        if key == "model":
-            for model, config in value.items():
-                if model in stored.get("model", {}):
-                    differences += _differences(stored["model"][model], config, f"model.{model}")
+        if key in ("model", "mitigation"):
+            for name, config in value.items():
+                if name in stored.get(key, {}):
+                    differences += _differences(stored[key][name], config, f"{key}.{name}")
         elif key in stored:
             differences += _differences(stored[key], value, "data" if key == "data_fingerprint" else key)
     if differences:
@@ -97,6 +99,8 @@ def merge_fixed(stored: dict[str, Any] | None, new: dict[str, Any], out: str) ->
                            "configurations): use another --out for this one")
     merged = {**stored, **{k: v for k, v in new.items() if k not in stored}}
     merged["model"] = {**stored.get("model", {}), **new["model"]}
+    if stored.get("mitigation") or new.get("mitigation"):
+        merged["mitigation"] = {**stored.get("mitigation", {}), **new.get("mitigation", {})}
     return merged
 
 
@@ -112,7 +116,8 @@ def merged_config(stored_config: dict[str, Any] | None, cfg: dict[str, Any], fix
         grid[key] = before + [v for v in cfg["grid"][key] if v not in before]
     if "all" in grid["train_groups"]:
         grid["train_groups"] = [g for g in grid["train_groups"] if g != "all"] + ["all"]
-    merged = {**cfg, "grid": grid, "model": {m: fixed["model"][m] for m in grid["models"]}}
+    merged = {**cfg, "grid": grid, "model": {m: fixed["model"][m] for m in grid["models"]},
+              "mitigation": {m: fixed.get("mitigation", {})[m] for m in grid["mitigations"] if m != "none"}}
     stored_cfg = stored_config or {}
     for name, extend in kind_sections().items():
         if name not in fixed:

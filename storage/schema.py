@@ -80,6 +80,12 @@ def result_table(name: str, partition: str, columns: dict[str, str], provenance:
     return TableSchema(name, {**columns, **JOB_COLUMNS, **(PROVENANCE_COLUMNS if provenance else {})}, partition)
 
 
+def mitigated_table(base: TableSchema) -> TableSchema:
+    """The mitigation axis' copy of table ``base``: ``mitigated_<name>``, a ``mitigation`` column first (the
+    grid mitigation's name) and the partition, then ``base``'s columns. The ``none`` rows stay in ``base``."""
+    return TableSchema(f"mitigated_{base.name}", {"mitigation": "string", **base.columns}, "mitigation")
+
+
 # The store's own table; the job kinds register theirs (tasks.kinds: each kind declares its tables).
 TABLES: dict[str, TableSchema] = {t.name: t for t in (
     TableSchema("failures", {"job_id": "string", "kind": "string", "description": "string", "error": "string",

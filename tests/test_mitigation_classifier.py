@@ -60,8 +60,16 @@ def test_every_method_resolves_its_defaults_and_refuses_unknown_keys_and_bad_val
         resolve_mitigation_config("fsn", {"k": 3})
     with pytest.raises(InputError, match=r"'reductions': config key 'constraint' must be 'equalized_odds' or"):
         resolve_mitigation_config("reductions", {"constraint": "parity"})
-    with pytest.raises(InputError, match=r"unknown mitigation 'none'; allowed: reweight, reductions"):
+    with pytest.raises(InputError, match=r"mitigation 'none' takes no config; a mitigation is one of: none, rew"):
         resolve_mitigation_config("none", {})
+    with pytest.raises(InputError, match=r"unknown mitigation 'nope'; allowed: none, reweight, reductions"):
+        resolve_mitigation_config("nope", {})
+    variant = resolve_mitigation_config("fsn-50", {"base": "fsn", "n_clusters": 50})
+    assert variant == {"base": "fsn", "n_clusters": 50, "target_fmr": 1e-3, "n_init": 1,
+                       "max_impostor_pairs": 5_000_000}
+    assert build_mitigation("fsn-50", variant, seed=0).n_clusters == 50
+    with pytest.raises(InputError, match=r"mitigation 'fsn' is a method; a variant of 'znorm' needs a name"):
+        resolve_mitigation_config("fsn", {"base": "znorm"})
 
 
 def test_a_single_group_is_refused_with_a_clear_message():
