@@ -16,10 +16,9 @@ from typing import Any
 
 from grid import resources, sweep
 from grid.executors import EXECUTORS
-from grid.splits import parse_train_group
 from storage.errors import InputError
 from storage.importers import FORMAT_NAMES
-from storage.vocab import ALL, normalise
+from storage.vocab import ALL, normalise, parse_train_group
 from tasks import kinds
 from tasks.kinds import parse_seeds  # noqa: F401  (part of this module's API: seeds as the options give them)
 

@@ -22,7 +22,7 @@ import pandas as pd
 from storage.attributes import Labels, attribute_labels
 from storage.errors import InputError
 from storage.table import EmbeddingTable
-from storage.vocab import ALL, ETHNICITIES
+from storage.vocab import ALL, ETHNICITIES, parse_train_group
 
 _SPLIT_STREAM = 0x5B11  # separates the split's random streams from other users of the same seed
 
@@ -156,22 +156,6 @@ def make_split(table: EmbeddingTable, seed: int, protocol: Protocol = Protocol()
         test[e] = np.sort(np.concatenate(parts["test"])).astype(np.int64)
         verification[e] = np.sort(np.concatenate(parts["verification"])).astype(np.int64)
     return Split(train=train, test=test, verification=verification)
-
-
-def parse_train_group(train_group: str) -> tuple[str, ...]:
-    """The parts of a train group as written: ``"asian"`` -> ``("asian",)``, ``"black+asian"`` ->
-    ``("black", "asian")``, ``"all"`` -> ``("all",)``. InputError for an empty part or a repeated one."""
-    if not isinstance(train_group, str) or not train_group.strip():
-        raise InputError(f"train group {train_group!r}: expected an ethnicity group, 'all' or a union such as "
-                         f"'asian+black'")
-    if train_group.strip() == ALL:
-        return (ALL,)
-    parts = tuple(p.strip() for p in train_group.split("+"))
-    if any(not p or p == ALL for p in parts):
-        raise InputError(f"train group {train_group!r}: expected group names joined by '+', e.g. 'asian+black'")
-    if len(set(parts)) != len(parts):
-        raise InputError(f"train group {train_group!r} names an ethnicity twice")
-    return parts
 
 
 def train_group_ethnicities(train_group: str, available: Iterable[str]) -> tuple[str, ...]:

@@ -50,6 +50,22 @@ def check_group_name(name: str, where: str) -> str:
     return normal
 
 
+def parse_train_group(train_group: str) -> tuple[str, ...]:
+    """The parts of a train group as written: ``"asian"`` -> ``("asian",)``, ``"black+asian"`` ->
+    ``("black", "asian")``, ``"all"`` -> ``("all",)``. InputError for an empty part or a repeated one."""
+    if not isinstance(train_group, str) or not train_group.strip():
+        raise InputError(f"train group {train_group!r}: expected an ethnicity group, 'all' or a union such as "
+                         f"'asian+black'")
+    if train_group.strip() == ALL:
+        return (ALL,)
+    parts = tuple(p.strip() for p in train_group.split("+"))
+    if any(not p or p == ALL for p in parts):
+        raise InputError(f"train group {train_group!r}: expected group names joined by '+', e.g. 'asian+black'")
+    if len(set(parts)) != len(parts):
+        raise InputError(f"train group {train_group!r} names an ethnicity twice")
+    return parts
+
+
 def ethnicity_vocabulary(names: set[str] | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """The code order of a table's ethnicity groups: all of the study's :data:`ETHNICITIES` when every name is
     one of them (so the study's codes never change), else the study's names present, then the others sorted."""

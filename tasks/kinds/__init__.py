@@ -24,7 +24,8 @@ from storage.errors import InputError
 
 # Job parameters that shape how a job runs but not its numbers: left out of the job id.
 RUNTIME_PARAMS = frozenset({"threads"})
-BUILTIN = ("cell", "scores", "impostor", "tsne", "allpairs", "allpairs_bootstrap", "pairs")   # modules, plan order
+BUILTIN = ("cell", "mitigated_cell", "scores", "impostor", "tsne", "allpairs", "allpairs_bootstrap",
+           "pairs")   # modules, plan order
 Where = Callable[[str], str]   # names who set a dotted config key: "option --seeds" or "FILE: 'grid.seeds'"
 SEED_LIMIT = 2 ** 32   # seeds are 0 <= s < 2**32: the range of scikit-learn's random_state and NumPy's legacy seed
 
@@ -202,7 +203,8 @@ _loaded: list[bool] = []
 
 def _register_all() -> None:
     """Import the built-in kinds' modules, each registering its kind (they import this package's names, all
-    defined by now: so importing ``tasks.kinds`` registers the built-in kinds, and no kind imports another)."""
+    defined by now: so importing ``tasks.kinds`` registers the built-in kinds; a kind reusing another's code,
+    as mitigated_cell the cell's evaluation, comes after it in :data:`BUILTIN`)."""
     if _loaded:
         return
     _loaded.append(True)

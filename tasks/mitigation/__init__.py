@@ -8,6 +8,8 @@ Classifier side (a cell's model; ``side == "classifier"``), a class built by :fu
     m = build_mitigation(name, config, seed)
     m.fit(build, X_train, y_train, group_train, identity_train)   # build() -> a fresh untrained classifier
     m.predict(X_test, group_test) -> 0/1                            # group labels of the rows predicted
+    m.predict_proba(X_test, group_test) -> (n, 2)                   # optional: the cell's score column
+    m.groups_                                                       # optional: the only groups it can predict
 
 - ``reweight`` (:mod:`.reweight`): Kamiran & Calders' reweighing, the model trained with sample weights;
 - ``reductions`` (:mod:`.reductions`): Fairlearn's ExponentiatedGradient (equalized odds or demographic parity);
