@@ -27,6 +27,7 @@ from storage.errors import InputError
 from storage.results import jobs_from_columns, load
 from tasks.kinds import impostor, mitigated_verification, scores
 from tasks.mitigation import build_mitigation
+from tasks.runtime import run_job
 from tasks.stats import scoring
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,34 +75,28 @@ def config(tmp: Path, name: str, mitigations: list[str], workers: int = 2, extra
     return path
 
 
-def biasgrid(*args: str, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen([sys.executable, "-m", "grid.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The grid with every score mitigation, and the same grid without (run side by side)."""
+    """The grid with every score mitigation (`biasgrid run`), and the config of the same grid without."""
     tmp = tmp_path_factory.mktemp("mitigated")
     mitigated = config(tmp, "mitigated", ["none", *METHODS])
-    plain = config(tmp, "plain", ["none"], workers=1)
-    procs = [biasgrid("run", "--config", str(c), "--out", str(tmp / c.stem), "--quiet", cwd=tmp)
-             for c in (mitigated, plain)]
-    for p in procs:
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err
-        assert "Warning" not in err, err          # no library warning reaches the terminal
-    cfg = resolve_config(mitigated)
-    return cfg, tmp / "mitigated", tmp / "plain"
+    done = subprocess.run([sys.executable, "-m", "grid.cli", "run", "--config", str(mitigated), "--out",
+                           str(tmp / "mitigated"), "--quiet"], capture_output=True, text=True, cwd=tmp, timeout=600,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr, done.stderr       # no library warning reaches the terminal
+    return resolve_config(mitigated), tmp / "mitigated", config(tmp, "plain", ["none"])
 
 
 # ------------------------------------------------------------------------------------ direct computation ---
 def convention_threshold(imp: np.ndarray, x: float) -> float:
     """Smallest impostor score v with #{imp >= v} <= floor(x n) (exact rational x); above the max if none."""
     m = int(Fraction(str(x)) * len(imp))
-    ok = [v for v in np.unique(imp) if (imp >= v).sum() <= m]
-    return min(ok) if ok else np.inf
+    values = np.unique(imp)
+    at_least = len(imp) - np.searchsorted(np.sort(imp), values, side="left")   # #{imp >= v} for each value v
+    ok = values[at_least <= m]
+    return ok.min() if len(ok) else np.inf
 
 
 def accepted(scores: np.ndarray, t: float, eps: float = 1e-5) -> range:
@@ -159,19 +154,28 @@ def direct(runs):
 
 # -------------------------------------------------------------------------------------------------- tests ---
 def test_one_job_per_seed_and_score_mitigation_and_none_unchanged(runs):
+    """The mitigated run's other jobs are the plain grid's (same ids), and their stored rows are what the plain
+    grid's jobs give, each run here in-process."""
     cfg, mitigated, plain = runs
     planned = jobs_from_columns(json.loads((mitigated / "run.json").read_text())["jobs"])
     mine = [j for j in planned if j["kind"] == "mitigated_verification"]
     assert sorted((j["seed"], j["mitigation"]) for j in mine) == sorted((s, m) for s in SEEDS for m in METHODS)
+    plain_cfg, table, fingerprint = load_checked_data(resolve_config(plain))
+    before = prepare(plain_cfg, table, fingerprint)
     others = sorted(j["job_id"] for j in planned if j["kind"] != "mitigated_verification")
-    before = jobs_from_columns(json.loads((plain / "run.json").read_text())["jobs"])
-    assert others == sorted(j["job_id"] for j in before) and len(others) == len(SEEDS) * (3 + 1)  # ids unchanged
-    a, b = load(mitigated), load(plain)
+    assert others == sorted(j.job_id for j in before.jobs) and len(others) == len(SEEDS) * (3 + 1)  # ids unchanged
+    data = shared_arrays(table, before.axes)
+    fresh: dict[str, list[pd.DataFrame]] = {}
+    for job in before.jobs:
+        for name, df in run_job(job.payload(before.splits[job.seed]), data).tables.items():
+            fresh.setdefault(name, []).append(df)
+    a = load(mitigated)
     for name in ("verification", "verification_curve", "verification_hist", *mitigated_verification.IMPOSTOR_TABLES):
-        keys = [c for c in b[name].columns if c not in ("node", "finished_at")]
-        assert len(b[name]) > 0
+        b = pd.concat(fresh[name], ignore_index=True)
+        keys = [c for c in a[name].columns if c not in ("node", "finished_at")]
+        assert len(b) > 0
         pd.testing.assert_frame_equal(a[name][keys].sort_values(keys, ignore_index=True),
-                                      b[name][keys].sort_values(keys, ignore_index=True))
+                                      b[keys].sort_values(keys, ignore_index=True), check_dtype=False)
     # the fixed grids of curves and histograms are not stored for a mitigation
     assert "mitigated_verification_curve" not in a and "mitigated_verification_hist" not in a
     assert set(a["mitigated_verification"]["mitigation"]) == set(METHODS)
@@ -195,8 +199,9 @@ def test_mitigated_scores_rows_equal_a_direct_computation(runs, direct):
 
 
 def test_mitigated_impostor_tables_equal_a_direct_computation(runs, direct):
-    cfg, mitigated, plain = runs
-    t, none = load(mitigated), load(plain)
+    cfg, mitigated, _ = runs
+    t = load(mitigated)
+    none = {"impostor_matrix": t["impostor_matrix"]}
     outside = {}
     for (seed, name), mat in t["mitigated_impostor_matrix"].groupby(["seed", "mitigation"]):
         d = direct[seed]
