@@ -3,7 +3,8 @@
 Per group of the group axis (default: ethnicity) and class of the target (default: gender; the protocol's
 ``*_per_gender`` keys count identities per target class), ``train_per_gender`` identities are drawn for training
 (one random image each) and ``test_per_gender`` other identities for testing: one random image each for
-classification, all their images for verification. When the group axis is the target itself (a
+classification, all their images for verification; every image of the training identities is what score
+mitigations fit on (``Split.fitting``). When the group axis is the target itself (a
 verification-only study by gender), each group is one stratum. The draw for one group x class uses a random
 generator seeded from ``(seed, group code, class code)`` and the stratum's identities in sorted order, so it does
 not depend on row order or on which other groups are present: the "all" union and the single-group train groups
@@ -43,6 +44,7 @@ class Split:
     train: dict[str, np.ndarray]         # one image per training identity
     test: dict[str, np.ndarray]          # one image per test identity (classification)
     verification: dict[str, np.ndarray]  # every image of the test identities (verification scores)
+    fitting: dict[str, np.ndarray]       # every image of the training identities (score mitigations fit on it)
 
     def train_rows(self, train_group: str) -> np.ndarray:
         """Sorted training rows of ``train_group``: one ethnicity (``"asian"``), a union (``"asian+black"``) or
@@ -139,9 +141,10 @@ def make_split(table: EmbeddingTable, seed: int, protocol: Protocol = Protocol()
     train: dict[str, np.ndarray] = {}
     test: dict[str, np.ndarray] = {}
     verification: dict[str, np.ndarray] = {}
+    fitting: dict[str, np.ndarray] = {}
     for e in chosen:
         ec = vocabulary.index(e)
-        parts: dict[str, list[np.ndarray]] = {"train": [], "test": [], "verification": []}
+        parts: dict[str, list[np.ndarray]] = {"train": [], "test": [], "verification": [], "fitting": []}
         for gc in range(len(classes)):
             ids = group_ids[ec, gc]
             rng = np.random.default_rng([int(seed), _SPLIT_STREAM, _stream(e, ec), gc])
@@ -150,12 +153,16 @@ def make_split(table: EmbeddingTable, seed: int, protocol: Protocol = Protocol()
             test_ids = ids[perm[protocol.train_per_gender:need]]
             parts["train"].append(order[starts[train_ids] + rng.integers(0, counts[train_ids])])
             parts["test"].append(order[starts[test_ids] + rng.integers(0, counts[test_ids])])
-            parts["verification"].append(
-                np.concatenate([order[s:s + c] for s, c in zip(starts[test_ids], counts[test_ids])]))
-        train[e] = np.sort(np.concatenate(parts["train"])).astype(np.int64)
-        test[e] = np.sort(np.concatenate(parts["test"])).astype(np.int64)
-        verification[e] = np.sort(np.concatenate(parts["verification"])).astype(np.int64)
-    return Split(train=train, test=test, verification=verification)
+            parts["verification"].append(_images(order, starts[test_ids], counts[test_ids]))
+            parts["fitting"].append(_images(order, starts[train_ids], counts[train_ids]))
+        train[e], test[e], verification[e], fitting[e] = (
+            np.sort(np.concatenate(parts[k])).astype(np.int64) for k in ("train", "test", "verification", "fitting"))
+    return Split(train=train, test=test, verification=verification, fitting=fitting)
+
+
+def _images(order: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Every row of the identities whose rows are ``order[start:start + count]``."""
+    return np.concatenate([np.empty(0, np.int64)] + [order[s:s + c] for s, c in zip(starts, counts)])
 
 
 def train_group_ethnicities(train_group: str, available: Iterable[str]) -> tuple[str, ...]:

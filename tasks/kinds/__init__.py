@@ -24,7 +24,8 @@ from storage.errors import InputError
 
 # Job parameters that shape how a job runs but not its numbers: left out of the job id.
 RUNTIME_PARAMS = frozenset({"threads"})
-BUILTIN = ("cell", "mitigated_cell", "scores", "impostor", "tsne", "allpairs", "allpairs_bootstrap",
+BUILTIN = ("cell", "mitigated_cell", "scores", "impostor", "mitigated_verification", "tsne", "allpairs",
+           "allpairs_bootstrap",
            "pairs")   # modules, plan order
 Where = Callable[[str], str]   # names who set a dotted config key: "option --seeds" or "FILE: 'grid.seeds'"
 SEED_LIMIT = 2 ** 32   # seeds are 0 <= s < 2**32: the range of scikit-learn's random_state and NumPy's legacy seed
@@ -59,7 +60,7 @@ class JobKind:
 
     - ``plan(cfg)``: the jobs a resolved config asks for (none when the kind is disabled);
     - ``rows(params, split)``: the row indices the payload carries, from the seed's split (an object with
-      ``train``, ``test`` and ``verification`` mappings, see ``grid.splits.Split``);
+      ``train``, ``test``, ``verification`` and ``fitting`` mappings, see ``grid.splits.Split``);
     - ``run``: ``"module:function"`` run in the worker as ``function(payload, data) -> {table: DataFrame}``;
     - ``tables``: the schemas of the result tables it fills (registered with the kind);
     - ``order`` and ``cost(params)``: kinds with a higher order run first, then costlier jobs first;

@@ -79,10 +79,12 @@ class Thresholds:
 
 
 def _scored(X: np.ndarray, identity_codes: np.ndarray, demographic_group: np.ndarray, rows: np.ndarray, *,
-            seed: int, target_fmr: float, max_impostor_pairs: int,
-            sampling: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, scoring.Scores, np.ndarray, np.ndarray]:
+            seed: int, target_fmr: float, max_impostor_pairs: int, sampling: str,
+            transform: scoring.ScoreTransform | None = None,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, scoring.Scores, np.ndarray, np.ndarray]:
     """The checked comparisons of ``rows``: (group names, each row's group code, identity codes, scores, the pooled
-    and the per-stratum impostor masks), sampled as :func:`impostor_matrix` describes."""
+    and the per-stratum impostor masks), sampled as :func:`impostor_matrix` describes, the scores transformed by
+    ``transform`` (:func:`tasks.stats.scoring.transformed`) once sampled."""
     if not (isinstance(target_fmr, (int, float)) and 0.0 < target_fmr < 1.0):
         raise InputError(f"target_fmr must be between 0 and 1, got {target_fmr!r}")
     X = np.asarray(X)
@@ -106,18 +108,20 @@ def _scored(X: np.ndarray, identity_codes: np.ndarray, demographic_group: np.nda
                              what="impostor matrix")
     if sampling == "stratified" and sc.sampled:
         sc = scoring.stratify(sc, X, rows, codes, group, len(names), target_fmr=target_fmr, seed=seed)
+    sc = scoring.transformed(sc, rows, transform)
     return names, group, codes, sc, sc.pooled(), sc.stratum()
 
 
 def fit_thresholds(X: np.ndarray, identity_codes: np.ndarray, demographic_group: np.ndarray, rows: np.ndarray, *,
                    seed: int, target_fmr: float = 1e-3, max_impostor_pairs: int = 5_000_000,
-                   target_fmrs: Sequence[float] = (), sampling: str = "stratified") -> Thresholds:
+                   target_fmrs: Sequence[float] = (), sampling: str = "stratified",
+                   transform: scoring.ScoreTransform | None = None) -> Thresholds:
     """The thresholds :func:`impostor_matrix` would choose on the comparisons of ``rows`` (the convention of
     :mod:`tasks.stats.rates`): the global one at ``target_fmr`` over the pooled impostors, and each group's own
     (and group "all"'s) at each of ``target_fmrs``."""
     names, group, _, sc, pooled, stratum = _scored(X, identity_codes, demographic_group, rows, seed=seed,
                                                    target_fmr=target_fmr, max_impostor_pairs=max_impostor_pairs,
-                                                   sampling=sampling)
+                                                   sampling=sampling, transform=transform)
     within = np.where(group[sc.imp_a] == group[sc.imp_b], group[sc.imp_a], -1)
     own = {}
     for target in target_fmrs:
@@ -131,7 +135,8 @@ def impostor_matrix(X: np.ndarray, identity_codes: np.ndarray, demographic_group
                     seed: int, target_fmr: float = 1e-3, max_impostor_pairs: int = 5_000_000,
                     target_fmrs: Sequence[float] = (), n_resamples: int = 0, sampling: str = "stratified",
                     confidence: float = rates.CONFIDENCE, thresholds: Thresholds | None = None,
-                    acquired: np.ndarray | None = None) -> dict[str, pd.DataFrame]:
+                    acquired: np.ndarray | None = None,
+                    transform: scoring.ScoreTransform | None = None) -> dict[str, pd.DataFrame]:
     """Cross-group false matches at ONE global threshold, as in NIST's demographic-effects reports, with counts,
     exact intervals, per-group operating points and the identity bootstrap.
 
@@ -157,11 +162,14 @@ def impostor_matrix(X: np.ndarray, identity_codes: np.ndarray, demographic_group
       :func:`tasks.stats.acquisition.acquisition_rates` at the global threshold.
 
     ``thresholds`` (:func:`fit_thresholds` on other comparisons, e.g. a development part): the global and own
-    thresholds applied instead of those chosen on these comparisons.
+    thresholds applied instead of those chosen on these comparisons. ``transform`` (:data:`tasks.stats.scoring.
+    ScoreTransform`, e.g. a fitted score mitigation): everything is computed on the transformed scores, the
+    thresholds chosen on them too.
     """
     names, group, codes, sc, pooled, stratum = _scored(X, identity_codes, demographic_group, rows, seed=seed,
                                                        target_fmr=target_fmr,
-                                                       max_impostor_pairs=max_impostor_pairs, sampling=sampling)
+                                                       max_impostor_pairs=max_impostor_pairs, sampling=sampling,
+                                                       transform=transform)
     G = len(names)
     threshold = rates.threshold_at_fmr(sc.imp[pooled], target_fmr) if thresholds is None else \
         thresholds.global_threshold
@@ -249,19 +257,23 @@ def _check_config(cfg: dict[str, Any], where: Where) -> None:
 def _plan_impostor(cfg: Mapping[str, Any]) -> Iterator[PlannedJob]:
     """One impostor-matrix job per seed (when verification is enabled). With ``threshold_split = "dev"`` its params
     name the split (and its fraction) and carry no bootstrap; the default params are those of earlier versions."""
-    v, g = cfg["verification"], cfg["grid"]
-    if not v["enabled"]:
+    if not cfg["verification"]["enabled"]:
         return
-    dev = v["threshold_split"] == "dev"
-    for seed in g["seeds"]:
-        params = {"test_groups": list(g["test_groups"]), "target_fmr": v["target_fmr"],
-                  "max_impostor_pairs": v["max_impostor_pairs"], "target_fmrs": list(v["target_fmrs"]),
-                  "bootstrap": 0 if dev else v["bootstrap"], "sampling": v["sampling"],
-                  **({"threshold_split": "dev", "dev_fraction": v["dev_fraction"]} if dev else {})}
-        yield PlannedJob(seed, params, f"impostor matrix seed={seed}")
+    for seed in cfg["grid"]["seeds"]:
+        yield PlannedJob(seed, seed_params(cfg), f"impostor matrix seed={seed}")
 
 
-def _job_groups(data: Mapping[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+def seed_params(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The params of a seed's impostor-matrix job (the same for every seed): the test groups and the
+    ``[verification]`` keys :func:`seed_tables` reads."""
+    v, dev = cfg["verification"], cfg["verification"]["threshold_split"] == "dev"
+    return {"test_groups": list(cfg["grid"]["test_groups"]), "target_fmr": v["target_fmr"],
+            "max_impostor_pairs": v["max_impostor_pairs"], "target_fmrs": list(v["target_fmrs"]),
+            "bootstrap": 0 if dev else v["bootstrap"], "sampling": v["sampling"],
+            **({"threshold_split": "dev", "dev_fraction": v["dev_fraction"]} if dev else {})}
+
+
+def job_groups(data: Mapping[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
     """Each row's demographic group name (those of ``rows``; the others empty)."""
     demographic = np.empty(len(data["X"]), dtype=object)
     demographic[rows] = row_groups(data, rows)
@@ -280,23 +292,32 @@ def check_dev_split(cfg: Mapping[str, Any], table: Any, splits: Mapping[int, Any
         dev_eval.development(table.identity_codes()[rows], names[rows], cfg["verification"]["dev_fraction"], seed)
 
 
+def seed_tables(X: np.ndarray, codes: np.ndarray, demographic: np.ndarray, rows: np.ndarray, p: Mapping[str, Any],
+                seed: int, *, acquired: np.ndarray | None = None,
+                transform: scoring.ScoreTransform | None = None) -> dict[str, pd.DataFrame]:
+    """:func:`impostor_matrix` of the images ``rows`` with a job's params ``p`` (:func:`seed_params`); with
+    ``threshold_split = "dev"`` the thresholds chosen on the development identities (no bootstrap), everything
+    measured on the evaluation ones. ``demographic``: each row's group (those of ``rows``)."""
+    common = {"seed": seed, "target_fmr": p["target_fmr"], "max_impostor_pairs": p["max_impostor_pairs"],
+              "target_fmrs": p.get("target_fmrs", ()), "sampling": p.get("sampling", "uniform"),
+              "transform": transform}
+    thresholds, n_resamples = None, p.get("bootstrap", 0)
+    if p.get("threshold_split") == "dev":
+        dev = dev_eval.development(codes[rows], demographic[rows], p["dev_fraction"], seed)
+        thresholds = fit_thresholds(X, codes, demographic, rows[dev], **common)
+        rows, n_resamples = rows[~dev], 0
+    return impostor_matrix(X, codes, demographic, rows, n_resamples=n_resamples, thresholds=thresholds,
+                           acquired=acquired, **common)
+
+
 def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str, pd.DataFrame]:
     """Worker entry of an impostor-matrix job: the cross-group FMR matrix and each group's rates (with a dev split:
     thresholds chosen on the development identities, everything measured on the evaluation ones), and with
     ``face_detected`` in the data each group's failure to acquire over all the job's images."""
     p, seed, rows = payload["params"], payload["seed"], np.asarray(payload["rows"])
-    X, codes = data["X"], data["identity_codes"]
-    demographic = _job_groups(data, rows)
-    common = {"seed": seed, "target_fmr": p["target_fmr"], "max_impostor_pairs": p["max_impostor_pairs"],
-              "target_fmrs": p.get("target_fmrs", ()), "sampling": p.get("sampling", "uniform")}
-    thresholds = None
-    if p.get("threshold_split") == "dev":
-        dev = dev_eval.development(codes[rows], demographic[rows], p["dev_fraction"], seed)
-        thresholds = fit_thresholds(X, codes, demographic, rows[dev], **common)
-        rows = rows[~dev]
+    demographic = job_groups(data, rows)
     acquired = data.get("face_detected")
-    out = impostor_matrix(X, codes, demographic, rows, n_resamples=p.get("bootstrap", 0), thresholds=thresholds,
-                          acquired=acquired, **common)
+    out = seed_tables(data["X"], data["identity_codes"], demographic, rows, p, seed, acquired=acquired)
     if acquired is not None:
         every = np.asarray(payload["rows"])
         out["acquisition"] = acquisition.fta_table(demographic[every], np.asarray(acquired)[every],

@@ -50,7 +50,8 @@ def _histogram(kind: str, scores: np.ndarray) -> pd.DataFrame:
 
 def score_group(X: np.ndarray, identity_codes: np.ndarray, rows: np.ndarray, *, seed: int,
                 max_impostor_pairs: int = 5_000_000, n_resamples: int = 0, strata: np.ndarray | None = None,
-                confidence: float = rates.CONFIDENCE) -> dict[str, pd.DataFrame]:
+                confidence: float = rates.CONFIDENCE, transform: scoring.ScoreTransform | None = None,
+                curves: bool = True) -> dict[str, pd.DataFrame]:
     """Verification scores of the images ``rows`` of X (identity_codes: one code per row of X).
 
     Returns ``{"verification": one row (eer, eer_threshold, fnmr_at_fmr_1e_2, fnmr_at_fmr_1e_3, genuine_mean,
@@ -59,9 +60,14 @@ def score_group(X: np.ndarray, identity_codes: np.ndarray, rows: np.ndarray, *, 
     stratum of ``strata`` (one code per row of X, e.g. gender; default one stratum): <metric>_ci_low/_ci_high,
     n_resamples), "verification_curve": (threshold, fmr, fnmr) on :data:`tasks.stats.scoring.THRESHOLDS`,
     "verification_hist": (kind,
-    bin_left, bin_right, count) on :data:`HIST_EDGES`}``."""
-    sc = scoring.score_pairs(X, identity_codes, rows, seed=seed, max_impostor_pairs=max_impostor_pairs,
-                     what="verification group")
+    bin_left, bin_right, count) on :data:`HIST_EDGES`}``.
+
+    ``transform`` (:data:`tasks.stats.scoring.ScoreTransform`, e.g. a fitted score mitigation): every number is
+    computed on the transformed scores (:func:`tasks.stats.scoring.transformed`). ``curves`` False: only the
+    ``"verification"`` row (the curve and histogram grids fit cosine scores in [-1, 1] only)."""
+    sc = scoring.transformed(scoring.score_pairs(X, identity_codes, rows, seed=seed,
+                                                 max_impostor_pairs=max_impostor_pairs, what="verification group"),
+                             rows, transform)
     labels = np.r_[np.ones(len(sc.gen), np.int8), np.zeros(len(sc.imp), np.int8)]
     fpr, tpr, thr = roc_curve(labels, np.r_[sc.gen, sc.imp], drop_intermediate=False)
     fnr = 1.0 - tpr
@@ -85,6 +91,8 @@ def score_group(X: np.ndarray, identity_codes: np.ndarray, rows: np.ndarray, *, 
     else:
         summary = summary.assign(n_resamples=0, **{f"{m}_{end}": np.nan for m in ("eer", *SCORE_TARGETS.values())
                                                    for end in ("ci_low", "ci_high")})
+    if not curves:
+        return {"verification": summary}
     fmr, fnmr = scoring.rates_on_grid(sc.gen, sc.imp)
     curve = pd.DataFrame({"threshold": scoring.THRESHOLDS, "fmr": fmr, "fnmr": fnmr})
     hist = pd.concat([_histogram("genuine", sc.gen), _histogram("impostor", sc.imp)], ignore_index=True)

@@ -15,6 +15,9 @@ rates on a fixed threshold grid (used by the scores and impostor-matrix kinds, `
   interpolated between the two operating points around the crossing (:func:`tasks.stats.rates.eer_at_crossing`).
   FNMR at FMR = x: the FNMR at the threshold of :func:`tasks.stats.rates.threshold_at_fmr` (the lowest observed
   impostor score with FMR <= x, integer arithmetic). A pair is accepted when its score >= threshold.
+- A score transform (:data:`ScoreTransform`, a fitted score mitigation, ``tasks.kinds.mitigated_verification``)
+  replaces every score of a set of scored pairs (:func:`transformed`); its scores may leave [-1, 1] (or be
+  probabilities), so every number on them takes its thresholds from the data, none from a fixed grid.
 - FMR/FNMR curves on a fixed grid of :data:`THRESHOLDS` and histograms on fixed :data:`HIST_EDGES`, the same for
   every job, so curves can be averaged over seeds and densities drawn without the raw scores.
 """
@@ -22,7 +25,8 @@ rates on a fixed threshold grid (used by the scores and impostor-matrix kinds, `
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -35,6 +39,8 @@ _GRAM_BLOCK = 1024                          # rows per block when scoring all pa
 _NORM_BLOCK = 8192                          # rows per block when computing norms
 _GRAM_PAIRS_RATIO = 40                      # score sampled pairs by matrix products when rows^2 < this x pairs
 STRATUM_FALSE_MATCHES = 10                  # stratified sampling: >= this / target FMR pairs per pair of groups
+# transform(rows, a, b, scores) -> new scores of the pairs (rows[a[i]], rows[b[i]]) of X scored ``scores``
+ScoreTransform = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -291,6 +297,22 @@ def stratify(sc: Scores, X: np.ndarray, rows: np.ndarray, codes: np.ndarray, gro
                    np.r_[sc.imp, pair_scores(X, rows, norms, ea, eb)], sampled=True,
                    imp_pooled=np.r_[np.ones(n_uniform, bool), np.zeros(len(ea), bool)],
                    imp_stratum=np.r_[~starved[lo, hi], np.ones(len(ea), bool)])
+
+
+def transformed(sc: Scores, rows: np.ndarray, transform: ScoreTransform | None) -> Scores:
+    """``sc`` (pairs of positions in ``rows``) with every score replaced by ``transform`` (genuine and impostor
+    pairs in one call), as float64; ``sc`` itself when ``transform`` is None. InputError when the transform does
+    not give one finite score per pair."""
+    if transform is None:
+        return sc
+    n = len(sc.gen)
+    new = np.asarray(transform(np.asarray(rows), np.r_[sc.gen_a, sc.imp_a], np.r_[sc.gen_b, sc.imp_b],
+                               np.r_[sc.gen, sc.imp].astype(np.float64)), dtype=np.float64)
+    if new.shape != (n + len(sc.imp),):
+        raise InputError(f"score transform returned shape {new.shape} for {n + len(sc.imp)} pairs")
+    if not np.isfinite(new).all():
+        raise InputError(f"score transform returned {int((~np.isfinite(new)).sum())} non-finite score(s)")
+    return replace(sc, gen=new[:n], imp=new[n:])
 
 
 # ----------------------------------------------------------------------------------------------- metrics ---
