@@ -7,7 +7,7 @@ from typing import Any
 
 from grid.report import load_results, write_report
 from grid.report.document import check_report_out
-from grid.report.render import format_matrices, format_status
+from grid.report.render import format_matrices, format_sections, format_status
 
 
 def register(subparsers: Any) -> None:
@@ -27,6 +27,9 @@ def handler(args: argparse.Namespace) -> int:
     check_report_out(args.results, args.out)   # before the work: a refused folder is named at once
     res = load_results(args.results)
     print(format_matrices(res))
+    sections = format_sections(res)
+    if sections:
+        print(sections)
     print(format_status(res))
     path = write_report(res, args.out)
     print(f"\nreport: {path}")

@@ -38,7 +38,7 @@ def handler(args: argparse.Namespace) -> int:
     """Resolve the config, run what is not stored yet, print the matrices and job status, write the report."""
     from grid.api import execute
     from grid.config import resolve_config
-    from grid.report.render import format_matrices, format_status
+    from grid.report.render import format_matrices, format_sections, format_status
 
     overrides: dict[str, Any] = {
         "data.path": args.data, "data.format": args.format, "run.out": args.out, "grid.seeds": args.seeds,
@@ -53,6 +53,9 @@ def handler(args: argparse.Namespace) -> int:
     print(f"\n{summary.ran} jobs run, {summary.stored_before} were already stored, "
           f"{len(summary.failed) + len(summary.failed_before)} failed; {summary.seconds:.0f} s")
     print(format_matrices(results))
+    sections = format_sections(results)
+    if sections:
+        print(sections)
     print(format_status(results))
     if report is not None:
         print(f"report: {report}")

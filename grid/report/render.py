@@ -15,6 +15,7 @@ import pandas as pd
 
 from grid.report.blocks import CORNER, Block, Table, metric_title, slug
 from grid.report.results import Results, axis_names
+from grid.report.sections import kind_sections
 from grid.report.sections.jobs import job_status
 from grid.report.sections.matrices import incomplete_cells, matrix_text
 
@@ -53,6 +54,26 @@ def format_matrices(res: Results,
                 parts.append(f"  † {line}")
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
+
+
+def render_text(blocks: list[Block]) -> str:
+    """Blocks as plain text for the terminal: headings and paragraphs as lines, tables aligned with their caption
+    above (the index shown only when named), figures left out."""
+    parts = []
+    for kind, content in blocks:
+        if kind == "table":
+            frame = content.frame if content.index_name is not None else content.frame.set_index(
+                content.frame.columns[0])
+            corner = content.index_name if content.index_name is not None else str(content.frame.columns[0])
+            parts += [f"{content.caption}:", _text_table(frame, corner), *[f"  {n}" for n in content.notes], ""]
+        elif kind in ("h1", "h2", "h3", "p", "note", "pre"):
+            parts += [str(content), ""]
+    return "\n".join(parts).rstrip() + "\n" if parts else ""
+
+
+def format_sections(res: Results) -> str:
+    """What the kinds' sections print in the terminal (``Section.terminal``); "" when none has anything."""
+    return "".join(render_text(section.terminal(res)) for section in kind_sections() if section.terminal)
 
 
 def format_status(res: Results, limit: int = 10) -> str:

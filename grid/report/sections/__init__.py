@@ -3,7 +3,7 @@ contents are declared: each kind's ``report`` names its sections, ``tasks.kinds.
 
 A :class:`Section` turns loaded :class:`~grid.report.results.Results` into the report's CSV tables
 (``summaries``) and blocks (``blocks``, given every section's summaries), and may add blocks to the "Failed
-and missing jobs" part (``status``). :func:`kind_sections` lists the sections of the registered kinds, each once,
+and missing jobs" part (``status``) and to what the terminal prints (``terminal``). :func:`kind_sections` lists the sections of the registered kinds, each once,
 in the order of the first kind naming it; the job-status part (:mod:`grid.report.sections.jobs`) and the
 configuration close the report around them (``grid.report.document``).
 """
@@ -32,12 +32,14 @@ def _no_summaries(res: Results) -> Summaries:
 @dataclass(frozen=True)
 class Section:
     """One part of the report: ``summaries(res)`` -> CSV tables by file name (without .csv), ``blocks(res, s)``
-    -> its blocks (``s``: every section's summaries), ``status(res)`` -> blocks about its jobs."""
+    -> its blocks (``s``: every section's summaries), ``status(res)`` -> blocks about its jobs, ``terminal(res)``
+    -> the blocks ``biasgrid run`` and ``biasgrid report`` also print (after the accuracy matrices)."""
 
     name: str
     blocks: Callable[[Results, Summaries], list[Block]]
     summaries: Callable[[Results], Summaries] = _no_summaries
     status: Callable[[Results], list[Block]] | None = None
+    terminal: Callable[[Results], list[Block]] | None = None
 
 
 def section(reference: str) -> Any:
