@@ -186,9 +186,9 @@ def available() -> bool:
 
 
 def render(html_path: str | os.PathLike[str], screenshot: str | os.PathLike[str] | None = None,
-           width: int = WIDTH, timeout: float = TIMEOUT) -> Facts:
+           width: int = WIDTH, timeout: float = TIMEOUT, tile: int = TILE) -> Facts:
     """Load ``html_path`` in the browser at ``width`` CSS px, write a full-page PNG to ``screenshot`` (default:
-    a new temporary folder) and return what the rendered page shows. BrowserMissing without Qt WebEngine;
+    a new temporary folder), grabbed in tiles of at most ``tile`` px, and return what the rendered page shows. BrowserMissing without Qt WebEngine;
     RuntimeError when the page does not load or the engine fails."""
     if not available():
         raise BrowserMissing("Qt WebEngine (PySide6-WebEngine) is not installed: pip install -e '.[test]'")
@@ -201,7 +201,8 @@ def render(html_path: str | os.PathLike[str], screenshot: str | os.PathLike[str]
         env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QT_QUICK_BACKEND": "software",
                "QTWEBENGINE_DISABLE_SANDBOX": "1", "XDG_RUNTIME_DIR": tmp,
                "QTWEBENGINE_CHROMIUM_FLAGS": "--disable-gpu --force-device-scale-factor=1"}
-        child = subprocess.Popen([sys.executable, __file__, "--child", str(page), str(png), str(width), str(out)],
+        child = subprocess.Popen([sys.executable, __file__, "--child", str(page), str(png), str(width), str(tile),
+                                  str(out)],
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                  start_new_session=True)
         try:
@@ -301,7 +302,7 @@ _MARK = ("(() => { let m = document.getElementById('__browser_mark'); if (!m) { 
 _UNMARK = "(() => { const m = document.getElementById('__browser_mark'); if (m) m.remove(); return 1; })()"
 
 
-def _child(page: str, png: str, width: int, out: str) -> None:
+def _child(page: str, png: str, width: int, tile_max: int, out: str) -> None:
     """Load the page, collect its facts, grab it tile by tile, write facts.json (see the module docstring)."""
     from PySide6.QtCore import QEventLoop, QTimer, QUrl
     from PySide6.QtGui import QImage, QPainter
@@ -372,7 +373,7 @@ def _child(page: str, png: str, width: int, out: str) -> None:
         result["engine"] = js("navigator.userAgent")
         result["scroll_width"] = int(js("document.documentElement.scrollWidth"))   # at the first viewport's height
         height = int(js("document.documentElement.scrollHeight"))
-        tile = min(height, TILE)
+        tile = min(height, tile_max)
         view.resize(width, tile)
         until(lambda: js("innerHeight") == tile, 30, f"the viewport did not grow to {tile} px")
         dom = json.loads(js(_COLLECT))
@@ -448,6 +449,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        _child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+        _child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
     else:
         sys.exit(main())

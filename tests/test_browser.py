@@ -242,6 +242,24 @@ def test_each_check_can_fail(tmp_path, capsys):
     assert "h2 Covered  (NOT VISIBLE)" in printed and "\n    blocked request: http://127.0.0.1:9/x.png" in printed
 
 
+def test_a_tall_page_is_grabbed_in_tiles(tmp_path):
+    # 5 bands of 500 px in tiles of 1,000 px: tiles at 0, 1,000 and 1,500 (the last one overlaps the second)
+    colours = [(255, 0, 0), (0, 128, 0), (0, 0, 255), (255, 255, 0), (128, 0, 128)]
+    bands = "".join(f'<div style="height:500px;background:rgb{c}"><h2 style="margin:0">Band {n}</h2></div>'
+                    for n, c in enumerate(colours))
+    page = tmp_path / "tall.html"
+    page.write_text(f'<!DOCTYPE html><html><body style="margin:0">{bands}</body></html>')
+    facts = browser.render(page, tmp_path / "tall.png", width=600, tile=1000)
+    assert facts.page_height == 2500 and [h.text for h in facts.headings] == [f"Band {n}" for n in range(5)]
+    assert all(h.visible for h in facts.headings) and facts.problems() == []
+    shot = Image.open(facts.screenshot).convert("RGB")
+    assert shot.size == (600, 2500)
+    for n, colour in enumerate(colours):
+        for y in (n * 500 + 100, n * 500 + 499):      # inside each band, up to its last row
+            assert shot.getpixel((300, y)) == colour, (n, y)
+    assert shot.getpixel((599, 2499)) == colours[-1]   # the fence marker painted over in the corner
+
+
 def test_command_line_refuses_a_folder_without_a_report(tmp_path, capsys):
     assert browser.main([str(tmp_path)]) == 2
     assert "no report.html there" in capsys.readouterr().err
