@@ -7,8 +7,9 @@ rates on a fixed threshold grid (used by the scores and impostor-matrix kinds, `
   job tops a sample up per pair of demographic groups (:func:`stratify`, ``[verification] sampling``).
 - All pairs are scored with blocked matrix products (``_GRAM_BLOCK`` rows at a time). Sampled pairs (sorted by
   their first image) too when they are many for the group's size (the normalised rows are then copied, at most
-  ~14K x d); otherwise with one matrix-vector product per image, which touches only the sampled pairs' rows,
-  so X is not copied (it can be a memory map). Memory is bounded by the pair count plus one block of products.
+  ~14K x d); otherwise with one matrix-vector product per image, from the rows scaled once (a float32 copy of
+  at most ``_SCALED_COPY_BYTES``; beyond it each product scales its own rows, so X is not copied and can be a
+  memory map). Memory is bounded by the pair count plus one block of products (or that copy).
   Rows are first scaled by a power of two (:func:`scaled_rows`), so embeddings of any finite float32 size
   (x 1e20, x 1e-42) give the same cosines as at ordinary size, never an overflow to 0 or an underflow.
 - EER: where FMR and FNMR cross on the ROC curve (scikit-learn's ``roc_curve``, every operating point), linearly
@@ -34,6 +35,7 @@ THRESHOLDS = np.linspace(-1.0, 1.0, 1001)   # FMR/FNMR curve grid, the same for 
 _GRAM_BLOCK = 1024                          # rows per block when scoring all pairs
 _NORM_BLOCK = 8192                          # rows per block when computing norms
 _GRAM_PAIRS_RATIO = 40                      # score sampled pairs by matrix products when rows^2 < this x pairs
+_SCALED_COPY_BYTES = 128 << 20              # otherwise: the rows scaled once into a copy of at most this size
 STRATUM_FALSE_MATCHES = 10                  # stratified sampling: >= this / target FMR pairs per pair of groups
 
 
@@ -183,9 +185,14 @@ def pair_scores(X: np.ndarray, rows: np.ndarray, norms: RowNorms, a: np.ndarray,
         return out
     starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
     ends = np.r_[starts[1:], len(a)]
-    for s, e in zip(starts.tolist(), ends.tolist()):
-        out[s:e] = (scaled_rows(X[rows[b[s:e]]], norms.exponent[b[s:e]])
-                    @ scaled_rows(X[rows[a[s:s + 1]]], norms.exponent[a[s:s + 1]])[0])
+    if len(rows) * X.shape[1] * 4 <= _SCALED_COPY_BYTES:   # scale every row once, not once per pair (same values)
+        S = scaled_rows(X[rows], norms.exponent)
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            out[s:e] = S[b[s:e]] @ S[a[s]]
+    else:
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            out[s:e] = (scaled_rows(X[rows[b[s:e]]], norms.exponent[b[s:e]])
+                        @ scaled_rows(X[rows[a[s:s + 1]]], norms.exponent[a[s:s + 1]])[0])
     out *= norms.inv[a]
     out *= norms.inv[b]
     return out
