@@ -95,8 +95,9 @@ def test_eer_and_curve_match_sklearn_roc_curve(seed):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_sorted_forms_equal_the_sorting_ones(seed):
-    """sorted_eer and sorted_threshold_at_fmr (what group_operating_points uses, each group sorted once) give
-    ScoreCurve's EER and the brute-force threshold exactly, ties included; a NaN run as np.unique counts it."""
+    """sorted_eer, sorted_roc and sorted_threshold_at_fmr (what the verification jobs use, scores sorted once) give
+    ScoreCurve's EER, scikit-learn's roc_curve and the brute-force threshold exactly, ties included; a NaN run as
+    np.unique counts it."""
     rng = np.random.default_rng(seed)
     gen = np.round(rng.normal(1.0, 1.0, 150 + seed), 1 + seed % 2)
     imp = np.round(rng.normal(0.0, 1.0, 700), 1 + seed % 2)
@@ -104,6 +105,9 @@ def test_sorted_forms_equal_the_sorting_ones(seed):
     labels = np.r_[np.ones(gen.size), np.zeros(imp.size)]
     fpr, tpr, thr = roc_curve(labels, np.r_[gen, imp], drop_intermediate=False)
     assert rates.sorted_eer(np.sort(gen), np.sort(imp)) == pytest.approx(eer_from_roc(fpr, 1 - tpr, thr))
+    got = rates.sorted_roc(np.sort(gen), np.sort(imp))                 # the scores job's ROC: sklearn's, exactly
+    for x, y in zip(got, (fpr, tpr, thr)):
+        np.testing.assert_array_equal(x, y)
     for target in (0.5, 0.1, 0.01, 1e-3, 1e-6):
         assert rates.sorted_threshold_at_fmr(np.sort(imp), target) == brute_threshold(imp, target)
     with_nan = np.sort(np.r_[imp, np.nan, np.nan])

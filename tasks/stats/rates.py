@@ -256,17 +256,33 @@ def sorted_threshold_at_fmr(s: np.ndarray, target_fmr: float) -> float:
     return float(s[first[ok[0]]]) if len(ok) else float(np.nextafter(s[-1], np.inf))
 
 
-def sorted_eer(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
-    """``ScoreCurve(genuine, impostor).eer()`` of scores already sorted ascending (float64, both sides non-empty):
-    the same operating points — every distinct score, decreasing — counted by binary search instead of two stable
-    argsorts."""
+def _sorted_counts(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(every distinct score, decreasing; impostors >= each; genuine >= each) of scores sorted ascending (float64,
+    both sides non-empty), by binary search."""
+    if not (genuine.size and impostor.size):
+        raise InputError(f"needs genuine and impostor scores, got {genuine.size} genuine and {impostor.size} "
+                         f"impostor")
     if not (np.isfinite(genuine[[0, -1]]).all() and np.isfinite(impostor[[0, -1]]).all()):
         raise InputError("scores must be finite numbers")
     values = np.unique(np.r_[genuine, impostor])[::-1]
-    fm = impostor.size - np.searchsorted(impostor, values, side="left")       # impostors >= each threshold
-    fnm = np.searchsorted(genuine, values, side="left")                       # genuine below it
-    return eer_from_counts(np.r_[np.inf, values], np.r_[0, fm], impostor.size, np.r_[genuine.size, fnm],
+    return (values, impostor.size - np.searchsorted(impostor, values, side="left"),
+            genuine.size - np.searchsorted(genuine, values, side="left"))
+
+
+def sorted_eer(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
+    """``ScoreCurve(genuine, impostor).eer()`` of scores already sorted ascending (float64): the same operating
+    points, counted by binary search instead of two stable argsorts."""
+    values, fm, tp = _sorted_counts(genuine, impostor)
+    return eer_from_counts(np.r_[np.inf, values], np.r_[0, fm], impostor.size, genuine.size - np.r_[0, tp],
                            genuine.size)
+
+
+def sorted_roc(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) of scikit-learn's ``roc_curve(labels, scores, drop_intermediate=False)`` (genuine =
+    positive) from scores already sorted ascending (float64): the same arrays, counted by binary search instead
+    of a stable argsort of every score."""
+    values, fm, tp = _sorted_counts(genuine, impostor)
+    return np.r_[0, fm] / impostor.size, np.r_[0, tp] / genuine.size, np.r_[np.inf, values]
 
 
 # ------------------------------------------------------------------------------------- operating points ---

@@ -12,7 +12,8 @@ rates on a fixed threshold grid (used by the scores and impostor-matrix kinds, `
   memory map). Memory is bounded by the pair count plus one block of products (or that copy).
   Rows are first scaled by a power of two (:func:`scaled_rows`), so embeddings of any finite float32 size
   (x 1e20, x 1e-42) give the same cosines as at ordinary size, never an overflow to 0 or an underflow.
-- EER: where FMR and FNMR cross on the ROC curve (scikit-learn's ``roc_curve``, every operating point), linearly
+- EER: where FMR and FNMR cross on the ROC curve (every operating point: scikit-learn's ``roc_curve``, as
+  :func:`tasks.stats.rates.sorted_roc` computes it from sorted scores), linearly
   interpolated between the two operating points around the crossing (:func:`tasks.stats.rates.eer_at_crossing`).
   FNMR at FMR = x: the FNMR at the threshold of :func:`tasks.stats.rates.threshold_at_fmr` (the lowest observed
   impostor score with FMR <= x, integer arithmetic). A pair is accepted when its score >= threshold.
