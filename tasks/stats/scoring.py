@@ -53,6 +53,7 @@ class Scores:
     sampled: bool
     imp_pooled: np.ndarray | None = None    # stratified sample: impostors of the uniform part (pooled rates)
     imp_stratum: np.ndarray | None = None   # ... and those that estimate their pair of groups' rates
+    norms: RowNorms | None = None           # the rows' norms (:func:`row_norms`), kept for scoring more pairs
 
     def pooled(self) -> np.ndarray:
         """Mask of the impostors that pooled rates (the global threshold, the EER over all) count."""
@@ -249,7 +250,7 @@ def score_pairs(X: np.ndarray, identity_codes: np.ndarray, rows: np.ndarray, *, 
         return _all_pair_scores(X, rows, norms, codes)
     imp_a, imp_b = sample_impostor_pairs(codes, int(max_impostor_pairs), np.random.default_rng(seed))
     return Scores(gen_a, gen_b, pair_scores(X, rows, norms, gen_a, gen_b),
-                   imp_a, imp_b, pair_scores(X, rows, norms, imp_a, imp_b), sampled=True)
+                   imp_a, imp_b, pair_scores(X, rows, norms, imp_a, imp_b), sampled=True, norms=norms)
 
 
 def stratum_sizes(codes: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
@@ -293,12 +294,12 @@ def stratify(sc: Scores, X: np.ndarray, rows: np.ndarray, codes: np.ndarray, gro
     ea, eb = np.concatenate(extra_a), np.concatenate(extra_b)
     o = np.lexsort((eb, ea))
     ea, eb = ea[o], eb[o]
-    norms = row_norms(X, rows)
+    norms = row_norms(X, rows) if sc.norms is None else sc.norms
     n_uniform = len(sc.imp)
     return Scores(sc.gen_a, sc.gen_b, sc.gen, np.r_[sc.imp_a, ea], np.r_[sc.imp_b, eb],
                    np.r_[sc.imp, pair_scores(X, rows, norms, ea, eb)], sampled=True,
                    imp_pooled=np.r_[np.ones(n_uniform, bool), np.zeros(len(ea), bool)],
-                   imp_stratum=np.r_[~starved[lo, hi], np.ones(len(ea), bool)])
+                   imp_stratum=np.r_[~starved[lo, hi], np.ones(len(ea), bool)], norms=norms)
 
 
 # ----------------------------------------------------------------------------------------------- metrics ---
