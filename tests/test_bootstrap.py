@@ -11,6 +11,7 @@ from grid.report import fairness
 from storage.errors import InputError
 from conftest import eer_from_roc
 from tasks.stats import bootstrap
+from tasks.stats.fairness import summary_values
 
 NAMES = ["asian_female", "asian_male", "black_female"]
 
@@ -237,7 +238,8 @@ BATCH_CASES = {
     "two identities per group": (5, 6, False, {}, 8),
     "stratified masks": (3, 45, True, {}, 10),
     "sparse totals, float64 products": (2, 40, True, {"dense_identities": 0, "float32_below": 0}, 8),
-    "prefix too short": (6, 45, False, {}, 6),
+    "prefix too short": (6, 45, False, {"deeper": 10 ** 9}, 6),
+    "prefix too short, deeper prefixes": (6, 45, False, {}, 6),
 }
 
 
@@ -254,10 +256,15 @@ def test_batched_equals_one_at_a_time(case, monkeypatch):
         monkeypatch.setattr(bootstrap.BatchedVerificationStatistics, name, value)
     targets, gt = (0.05, 0.01, 1e-7), 0.01
     args = (s, a, b, group, NAMES, targets, gt, fairness.summaries, pooled, stratum)
-    old, new = bootstrap.VerificationStatistics(*args), bootstrap.BatchedVerificationStatistics(*args)
-    if case == "prefix too short":                   # every resample then reads every comparison
+    old = bootstrap.VerificationStatistics(*args)     # summaries as a table; the jobs' mapping in the batched form
+    new = bootstrap.BatchedVerificationStatistics(*args[:7], summary_values, *args[8:])
+    levels = []                                      # the prefix lengths the resamples were evaluated on
+    if case.startswith("prefix too short"):          # every resample then reads deeper comparisons
         new.prefix = new._level(50)
         assert new.prefix.partial
+        block = new._block
+        monkeypatch.setattr(new, "_block", lambda M, level, reads=None: levels.append(level.L) or
+                            block(M, level, reads))
     if settings.get("block_bytes") == 1:
         assert new._rows_per_block(new.prefix) == 1
     if case == "ties":                               # running sums read across several chunks
@@ -281,7 +288,12 @@ def test_batched_equals_one_at_a_time(case, monkeypatch):
     assert np.array_equal(point_new[2], point_old[2]) and np.array_equal(point_new[3], point_old[3])
     assert np.allclose(point_new[1], point_old[1], rtol=0, atol=1e-12, equal_nan=True)
     if case == "prefix too short":
-        assert new._full is not None                 # the exact fallback ran
+        assert new._full is not None                 # the exact fallback ran, straight after the prefix
+        assert sorted(set(levels)) == [new.prefix.L, new.n]
+    if case == "prefix too short, deeper prefixes":  # prefixes twice as deep, each time for the rows left
+        depths = sorted(set(levels))
+        assert len(depths) >= 3 and all(b >= 2 * a for a, b in zip(depths, depths[1:]))
+    if case.startswith("prefix too short"):
         assert np.allclose(point_new[1], want[-1], rtol=0, atol=1e-12, equal_nan=True)
     intervals = bootstrap.run(new, group, R, seed)
     reference = bootstrap.run(old, group, R, seed)

@@ -62,6 +62,17 @@ def test_zero_rates_are_undefined_not_inf_or_zero():
     assert table.set_index("metric").at["fdr", "value"] == pytest.approx(1 - 0.5 * 0.002)
 
 
+@pytest.mark.parametrize("fmr, fnmr", [([0.001, 0.002, 0.004], [0.02, 0.03, 0.01]), ([0.0, 0.001, 0.002], [0.0] * 3),
+                                       ([0.1], [0.2]), ([0.1, np.nan], [0.1, 0.2]), ([0.0, 0.0], [0.5, 0.25])])
+def test_summary_values_are_the_tables_values(fmr, fnmr):
+    """summary_values (what the bootstrap evaluates per resample) gives summaries' values, metric by metric."""
+    from tasks.stats.fairness import summary_values
+    table = fairness.summaries(fmr, fnmr, 0.3)
+    values = summary_values(fmr, fnmr, 0.3)
+    assert list(values) == list(table["metric"]) == list(fairness.METRICS)
+    np.testing.assert_array_equal(np.array(list(values.values())), table["value"].to_numpy(float))
+
+
 def test_too_few_groups_or_missing_rate():
     assert math.isnan(fairness.max_min_ratio([0.1])[0])
     value, note = fairness.fdr([0.1, np.nan], [0.1, 0.2])

@@ -93,6 +93,29 @@ def test_eer_and_curve_match_sklearn_roc_curve(seed):
     assert curve.counts_at(0.3, wg, wi) == rep.counts_at(0.3)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_sorted_forms_equal_the_sorting_ones(seed):
+    """sorted_eer, sorted_roc and sorted_threshold_at_fmr (what the verification jobs use, scores sorted once) give
+    ScoreCurve's EER, scikit-learn's roc_curve and the brute-force threshold exactly, ties included; a NaN run as
+    np.unique counts it."""
+    rng = np.random.default_rng(seed)
+    gen = np.round(rng.normal(1.0, 1.0, 150 + seed), 1 + seed % 2)
+    imp = np.round(rng.normal(0.0, 1.0, 700), 1 + seed % 2)
+    assert rates.sorted_eer(np.sort(gen), np.sort(imp)) == rates.ScoreCurve(gen, imp).eer()
+    labels = np.r_[np.ones(gen.size), np.zeros(imp.size)]
+    fpr, tpr, thr = roc_curve(labels, np.r_[gen, imp], drop_intermediate=False)
+    assert rates.sorted_eer(np.sort(gen), np.sort(imp)) == pytest.approx(eer_from_roc(fpr, 1 - tpr, thr))
+    got = rates.sorted_roc(np.sort(gen), np.sort(imp))                 # the scores job's ROC: sklearn's, exactly
+    for x, y in zip(got, (fpr, tpr, thr)):
+        np.testing.assert_array_equal(x, y)
+    for target in (0.5, 0.1, 0.01, 1e-3, 1e-6):
+        assert rates.sorted_threshold_at_fmr(np.sort(imp), target) == brute_threshold(imp, target)
+    with_nan = np.sort(np.r_[imp, np.nan, np.nan])
+    assert np.array_equal(rates._run_starts(with_nan), np.unique(with_nan, return_index=True)[1])
+    with pytest.raises(InputError):
+        rates.sorted_eer(np.sort(np.r_[gen, np.inf]), np.sort(imp))
+
+
 def test_resolution_flags():
     assert rates.resolution(999, 1, 1e-3) == (False, "n_impostor=999 < 1/FMR=1000")
     assert rates.resolution(1000, 1, 1e-3) == (True, "")

@@ -219,7 +219,7 @@ def impostor_matrix(X: np.ndarray, identity_codes: np.ndarray, demographic_group
         out["verification_ci"] = bootstrap.bootstrap_verification(
             np.r_[sc.gen, sc.imp], id_code[np.r_[sc.gen_a, sc.imp_a]], id_code[np.r_[sc.gen_b, sc.imp_b]],
             id_group, list(names), target_fmrs=tuple(target_fmrs) or (target_fmr,), global_target_fmr=target_fmr,
-            n_resamples=int(n_resamples), seed=seed, confidence=confidence, summarize=fairness.summaries,
+            n_resamples=int(n_resamples), seed=seed, confidence=confidence, summarize=fairness.summary_values,
             pooled=np.r_[np.ones(len(sc.gen), bool), pooled], stratum=np.r_[np.ones(len(sc.gen), bool), stratum])
     return out
 

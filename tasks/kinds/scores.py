@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_curve
 
 from storage.errors import InputError
 from storage.schema import result_table
@@ -68,13 +67,13 @@ def score_group(X: np.ndarray, identity_codes: np.ndarray, rows: np.ndarray, *, 
     sc = scoring.transformed(scoring.score_pairs(X, identity_codes, rows, seed=seed,
                                                  max_impostor_pairs=max_impostor_pairs, what="verification group"),
                              rows, transform)
-    labels = np.r_[np.ones(len(sc.gen), np.int8), np.zeros(len(sc.imp), np.int8)]
-    fpr, tpr, thr = roc_curve(labels, np.r_[sc.gen, sc.imp], drop_intermediate=False)
+    gen_sorted, imp_sorted = np.sort(sc.gen.astype(np.float64)), np.sort(sc.imp.astype(np.float64))
+    fpr, tpr, thr = rates.sorted_roc(gen_sorted, imp_sorted)            # scikit-learn's roc_curve, every point
     fnr = 1.0 - tpr
     eer, eer_threshold = rates.eer_at_crossing(thr, fpr, fnr)
 
     def fnmr_at(target: float) -> float:  # at the convention's threshold (tasks.stats.rates), not the ROC's
-        t = rates.threshold_at_fmr(sc.imp, target)
+        t = rates.sorted_threshold_at_fmr(imp_sorted, target)
         return float(np.count_nonzero(sc.gen < t) / len(sc.gen))
 
     summary = pd.DataFrame([{

@@ -26,7 +26,7 @@ keep one definition.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,7 @@ import pandas as pd
 from storage.errors import InputError
 from tasks.stats import rates
 
+Summarize = Callable[[np.ndarray, np.ndarray], "pd.DataFrame | Mapping[str, float]"]   # per-group rates -> summaries
 COLUMNS = ["quantity", "group_a", "group_b", "target_fmr", "metric", "estimate", "k", "n", "ci_low", "ci_high",
            "n_resamples", "n_defined", "cp_low", "cp_high", "display", "note"]
 
@@ -92,7 +93,7 @@ def _comparisons(scores, id_a, id_b, identity_group, group_names, target_fmrs, g
 
 
 def _put_rates(put: Callable, names: Sequence[str], gt: float, acc: np.ndarray, total: np.ndarray,
-               summarize: Callable | None) -> None:
+               summarize: Summarize | None) -> None:
     """``put`` the rates at the global threshold ``gt``: each group's FMR and FNMR, the cross-group FMRs, the
     summaries; ``acc``/``total``: accepted / all weighted comparisons per code (pair of groups g*G + h, then
     G*G + g: genuine of group g)."""
@@ -112,7 +113,8 @@ def _put_rates(put: Callable, names: Sequence[str], gt: float, acc: np.ndarray, 
             put(("cross_fmr", names[g], names[h], gt, ""), k / n if n else np.nan, k, n)
     if summarize is not None:
         table = summarize(fmr_v, fnmr_v)
-        for metric, v in zip(table["metric"], table["value"]):
+        pairs = table.items() if isinstance(table, Mapping) else zip(table["metric"], table["value"])
+        for metric, v in pairs:
             put(("summary", "", "", gt, str(metric)), float(v))
 
 
@@ -145,7 +147,7 @@ class _Statistics:
     def __init__(self, scores: np.ndarray, id_a: np.ndarray, id_b: np.ndarray, identity_group: np.ndarray,
                  group_names: Sequence[str], target_fmrs: Sequence[float] = (1e-2, 1e-3),
                  global_target_fmr: float = 1e-3,
-                 summarize: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
+                 summarize: Summarize | None = None,
                  pooled: np.ndarray | None = None, stratum: np.ndarray | None = None):
         s, a, b, ig, gen, pooled, stratum = _comparisons(scores, id_a, id_b, identity_group, group_names,
                                                         target_fmrs, global_target_fmr, pooled, stratum)
@@ -166,7 +168,8 @@ class VerificationStatistics(_Statistics):
     EER; FNMR at each of ``target_fmrs`` (own threshold over all impostors); at the ONE global threshold
     (``global_target_fmr`` over all impostors): each group's FMR (impostors within the group) and FNMR, the
     cross-group FMR of every unordered pair of groups, and the differential summaries ``summarize(fmr, fnmr)``
-    (a callable returning a DataFrame with columns metric, value — e.g. ``grid.report.fairness.summaries``).
+    (a callable returning a DataFrame with columns metric, value — e.g. :func:`tasks.stats.fairness.summaries` —
+    or a mapping metric -> value, e.g. :func:`tasks.stats.fairness.summary_values`, the same values faster).
 
     The comparisons are sorted once by decreasing score. A resample's totals per pair of groups come from the
     distinct identity pairs (weights m_a m_b x their comparison count), and everything else — the thresholds, the
@@ -395,13 +398,14 @@ class BatchedVerificationStatistics(_Statistics):
     deepest threshold or EER crossing, found by partial sorting): the block's weights of its pooled impostors
     and genuine comparisons are gathered at once and summed per chunk of 256; each resample then finds its
     thresholds and EER crossing from the chunk sums and reads one chunk's entries per step. A resample that
-    needs more (a crossing beyond the prefix) is evaluated on every comparison in order, so every value equals
-    :class:`VerificationStatistics`' (tested to 1e-12)."""
+    needs more (a crossing beyond the prefix) is evaluated on a prefix ``deeper`` times as deep, and so on up to
+    every comparison in order, so every value equals :class:`VerificationStatistics`' (tested to 1e-12)."""
 
     block_bytes = 128 << 20
     dense_identities = 2048
     float32_below = 2 ** 24
     depth = 1.5
+    deeper = 2
 
     def _prepare(self, s: np.ndarray, a: np.ndarray, b: np.ndarray, ig: np.ndarray, gen: np.ndarray,
                  pooled: np.ndarray, stratum: np.ndarray) -> None:
@@ -630,18 +634,22 @@ class BatchedVerificationStatistics(_Statistics):
         return self._rows(m[None, :])[0]
 
     def _rows(self, M: np.ndarray) -> list[tuple]:
-        """:meth:`_block` over blocks of rows, first from the prefix, rows that need more from every comparison."""
+        """:meth:`_block` over blocks of rows, first from the prefix, rows that need more from prefixes
+        ``deeper`` times as deep, up to every comparison."""
         out: list = [None] * len(M)
-        for level in (self.prefix, None):
+        level = self.prefix
+        while True:
             todo = [r for r in range(len(M)) if out[r] is None]
             if not todo:
                 break
-            level = level or self._level(self.n)
             step = self._rows_per_block(level)
             for i in range(0, len(todo), step):
                 idx = todo[i:i + step]
                 for r, v in zip(idx, self._block(M[idx], level)):
                     out[r] = v
+            if not level.partial:
+                break
+            level = self._level(self.deeper * level.L)
         return out
 
     def replicates(self, multiplicities: np.ndarray) -> tuple[list[tuple], np.ndarray]:
@@ -673,7 +681,7 @@ def bootstrap_verification(scores: np.ndarray, id_a: np.ndarray, id_b: np.ndarra
                            group_names: Sequence[str], *, target_fmrs: Sequence[float] = (1e-2, 1e-3),
                            global_target_fmr: float = 1e-3, n_resamples: int = 1000, seed: int = 0,
                            confidence: float = 0.95,
-                           summarize: Callable[[np.ndarray, np.ndarray], pd.DataFrame] | None = None,
+                           summarize: Summarize | None = None,
                            pooled: np.ndarray | None = None, stratum: np.ndarray | None = None,
                            ) -> pd.DataFrame:
     """Point estimates and identity-bootstrap percentile intervals of a seed's verification numbers.

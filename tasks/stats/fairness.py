@@ -145,10 +145,10 @@ def werm(fmr: Sequence[float] | np.ndarray, fnmr: Sequence[float] | np.ndarray, 
     return float(terms[0] * terms[1]), ""
 
 
-def summaries(fmr: Sequence[float] | np.ndarray, fnmr: Sequence[float] | np.ndarray,
-              a: float = DEFAULT_A) -> pd.DataFrame:
-    """Every summary for one set of groups: columns metric, label, value (NaN if undefined), defined, note."""
-    values = {
+def _summary_notes(fmr: Sequence[float] | np.ndarray, fnmr: Sequence[float] | np.ndarray,
+                   a: float = DEFAULT_A) -> dict[str, tuple[float, str]]:
+    """metric -> (value, note) of every summary, in :data:`METRICS` order."""
+    return {
         "fmr_max_min": max_min_ratio(fmr, "FMR"),
         "fmr_max_geomean": max_geomean_ratio(fmr, "FMR"),
         "fnmr_max_min": max_min_ratio(fnmr, "FNMR"),
@@ -157,8 +157,20 @@ def summaries(fmr: Sequence[float] | np.ndarray, fnmr: Sequence[float] | np.ndar
         "garbe": garbe(fmr, fnmr, a),
         "werm": werm(fmr, fnmr),
     }
+
+
+def summary_values(fmr: Sequence[float] | np.ndarray, fnmr: Sequence[float] | np.ndarray,
+                   a: float = DEFAULT_A) -> dict[str, float]:
+    """metric -> value (NaN if undefined) of every summary: the values of :func:`summaries` without building a
+    table (what the identity bootstrap evaluates once per resample)."""
+    return {key: value for key, (value, _) in _summary_notes(fmr, fnmr, a).items()}
+
+
+def summaries(fmr: Sequence[float] | np.ndarray, fnmr: Sequence[float] | np.ndarray,
+              a: float = DEFAULT_A) -> pd.DataFrame:
+    """Every summary for one set of groups: columns metric, label, value (NaN if undefined), defined, note."""
     rows = []
-    for key, (value, note) in values.items():
+    for key, (value, note) in _summary_notes(fmr, fnmr, a).items():
         label = METRICS[key].replace("a=0.5", f"a={a:g}")
         rows.append({"metric": key, "label": label, "value": value, "defined": not np.isnan(value), "note": note})
     return pd.DataFrame(rows, columns=["metric", "label", "value", "defined", "note"])

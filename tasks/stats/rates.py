@@ -236,13 +236,53 @@ def decidability(genuine: np.ndarray, impostor: np.ndarray, w_gen: np.ndarray | 
 
 def threshold_at_fmr(impostor: np.ndarray, target_fmr: float) -> float:
     """The convention's threshold at ``target_fmr`` (module docstring), integer arithmetic."""
-    s = np.sort(np.asarray(impostor, dtype=np.float64).reshape(-1))
+    return sorted_threshold_at_fmr(np.sort(np.asarray(impostor, dtype=np.float64).reshape(-1)), target_fmr)
+
+
+def _run_starts(s: np.ndarray) -> np.ndarray:
+    """First position of each run of equal values of the ascending ``s`` (NaNs one run, as ``np.unique``)."""
+    if s.size and np.isnan(s[-1]):
+        return np.unique(s, return_index=True)[1]
+    return np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+
+
+def sorted_threshold_at_fmr(s: np.ndarray, target_fmr: float) -> float:
+    """:func:`threshold_at_fmr` of impostor scores already sorted ascending (float64), without sorting them."""
     if s.size == 0:
         raise InputError("threshold at FMR needs impostor scores, got none")
-    values, first = np.unique(s, return_index=True)
+    first = _run_starts(s)
     accepted = s.size - first
     ok = np.flatnonzero(accepted <= max_accepted(target_fmr, s.size))
-    return float(values[ok[0]]) if len(ok) else float(np.nextafter(s[-1], np.inf))
+    return float(s[first[ok[0]]]) if len(ok) else float(np.nextafter(s[-1], np.inf))
+
+
+def _sorted_counts(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(every distinct score, decreasing; impostors >= each; genuine >= each) of scores sorted ascending (float64,
+    both sides non-empty), by binary search."""
+    if not (genuine.size and impostor.size):
+        raise InputError(f"needs genuine and impostor scores, got {genuine.size} genuine and {impostor.size} "
+                         f"impostor")
+    if not (np.isfinite(genuine[[0, -1]]).all() and np.isfinite(impostor[[0, -1]]).all()):
+        raise InputError("scores must be finite numbers")
+    values = np.unique(np.r_[genuine, impostor])[::-1]
+    return (values, impostor.size - np.searchsorted(impostor, values, side="left"),
+            genuine.size - np.searchsorted(genuine, values, side="left"))
+
+
+def sorted_eer(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
+    """``ScoreCurve(genuine, impostor).eer()`` of scores already sorted ascending (float64): the same operating
+    points, counted by binary search instead of two stable argsorts."""
+    values, fm, tp = _sorted_counts(genuine, impostor)
+    return eer_from_counts(np.r_[np.inf, values], np.r_[0, fm], impostor.size, genuine.size - np.r_[0, tp],
+                           genuine.size)
+
+
+def sorted_roc(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) of scikit-learn's ``roc_curve(labels, scores, drop_intermediate=False)`` (genuine =
+    positive) from scores already sorted ascending (float64): the same arrays, counted by binary search instead
+    of a stable argsort of every score."""
+    values, fm, tp = _sorted_counts(genuine, impostor)
+    return np.r_[0, fm] / impostor.size, np.r_[0, tp] / genuine.size, np.r_[np.inf, values]
 
 
 # ------------------------------------------------------------------------------------- operating points ---
@@ -315,18 +355,23 @@ def group_operating_points(genuine: np.ndarray, genuine_group: np.ndarray, impos
     names = list(groups)
     gg, ia, ib = (label_codes(x, names) for x in (genuine_group, impostor_group_a, impostor_group_b))
     pooled = i if pooled_impostor is None else np.asarray(pooled_impostor, dtype=np.float64)
-    t_global = threshold_at_fmr(pooled, global_target_fmr) if global_threshold is None else float(global_threshold)
+    pooled_sorted = np.sort(pooled)                     # each group's scores sorted once, for all its numbers
+    if global_threshold is not None:
+        t_global = float(global_threshold)
+    else:
+        t_global = sorted_threshold_at_fmr(pooled_sorted, global_target_fmr)
     eer_rows, rows = [], []
     for name in ["all", *names]:
         if name == "all":
-            gs, is_ = g, pooled
+            gs, is_, is_sorted = g, pooled, pooled_sorted
         else:
             k = names.index(name)
             gs, is_ = g[gg == k], i[(ia == k) & (ib == k)]
+            is_sorted = np.sort(is_)
         row = {"group": name, "n_genuine": int(gs.size), "n_impostor": int(is_.size),
                "d_prime": decidability(gs, is_)}
         if gs.size and is_.size:
-            row["eer"], row["eer_threshold"] = ScoreCurve(gs, is_).eer()
+            row["eer"], row["eer_threshold"] = sorted_eer(np.sort(gs), is_sorted)
         else:
             row["eer"] = row["eer_threshold"] = np.nan
         eer_rows.append(row)
@@ -338,7 +383,8 @@ def group_operating_points(genuine: np.ndarray, genuine_group: np.ndarray, impos
                       "false_non_matches": 0, "n_genuine": int(gs.size), "fnmr": np.nan, "resolved": False,
                       "reason": "no impostor comparisons in this group"}
             else:
-                op = operating_point(gs, is_, target, thr)
+                op = operating_point(gs, is_, target, sorted_threshold_at_fmr(is_sorted, target) if thr is None
+                                     else thr)
             rows.append({"group": name, "target_fmr": float(target), "threshold_kind": kind, **op})
     ops = pd.DataFrame(rows)
     fm = rate_frame(ops["false_matches"], ops["n_impostor"], "", confidence)

@@ -7,11 +7,13 @@ rates on a fixed threshold grid (used by the scores and impostor-matrix kinds, `
   job tops a sample up per pair of demographic groups (:func:`stratify`, ``[verification] sampling``).
 - All pairs are scored with blocked matrix products (``_GRAM_BLOCK`` rows at a time). Sampled pairs (sorted by
   their first image) too when they are many for the group's size (the normalised rows are then copied, at most
-  ~14K x d); otherwise with one matrix-vector product per image, which touches only the sampled pairs' rows,
-  so X is not copied (it can be a memory map). Memory is bounded by the pair count plus one block of products.
+  ~14K x d); otherwise with one matrix-vector product per image, from the rows scaled once (a float32 copy of
+  at most ``_SCALED_COPY_BYTES``; beyond it each product scales its own rows, so X is not copied and can be a
+  memory map). Memory is bounded by the pair count plus one block of products (or that copy).
   Rows are first scaled by a power of two (:func:`scaled_rows`), so embeddings of any finite float32 size
   (x 1e20, x 1e-42) give the same cosines as at ordinary size, never an overflow to 0 or an underflow.
-- EER: where FMR and FNMR cross on the ROC curve (scikit-learn's ``roc_curve``, every operating point), linearly
+- EER: where FMR and FNMR cross on the ROC curve (every operating point: scikit-learn's ``roc_curve``, as
+  :func:`tasks.stats.rates.sorted_roc` computes it from sorted scores), linearly
   interpolated between the two operating points around the crossing (:func:`tasks.stats.rates.eer_at_crossing`).
   FNMR at FMR = x: the FNMR at the threshold of :func:`tasks.stats.rates.threshold_at_fmr` (the lowest observed
   impostor score with FMR <= x, integer arithmetic). A pair is accepted when its score >= threshold.
@@ -38,6 +40,7 @@ THRESHOLDS = np.linspace(-1.0, 1.0, 1001)   # FMR/FNMR curve grid, the same for 
 _GRAM_BLOCK = 1024                          # rows per block when scoring all pairs
 _NORM_BLOCK = 8192                          # rows per block when computing norms
 _GRAM_PAIRS_RATIO = 40                      # score sampled pairs by matrix products when rows^2 < this x pairs
+_SCALED_COPY_BYTES = 128 << 20              # otherwise: the rows scaled once into a copy of at most this size
 STRATUM_FALSE_MATCHES = 10                  # stratified sampling: >= this / target FMR pairs per pair of groups
 # transform(rows, a, b, scores) -> new scores of the pairs (rows[a[i]], rows[b[i]]) of X scored ``scores``
 ScoreTransform = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -56,6 +59,7 @@ class Scores:
     sampled: bool
     imp_pooled: np.ndarray | None = None    # stratified sample: impostors of the uniform part (pooled rates)
     imp_stratum: np.ndarray | None = None   # ... and those that estimate their pair of groups' rates
+    norms: RowNorms | None = None           # the rows' norms (:func:`row_norms`), kept for scoring more pairs
 
     def pooled(self) -> np.ndarray:
         """Mask of the impostors that pooled rates (the global threshold, the EER over all) count."""
@@ -189,9 +193,14 @@ def pair_scores(X: np.ndarray, rows: np.ndarray, norms: RowNorms, a: np.ndarray,
         return out
     starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
     ends = np.r_[starts[1:], len(a)]
-    for s, e in zip(starts.tolist(), ends.tolist()):
-        out[s:e] = (scaled_rows(X[rows[b[s:e]]], norms.exponent[b[s:e]])
-                    @ scaled_rows(X[rows[a[s:s + 1]]], norms.exponent[a[s:s + 1]])[0])
+    if len(rows) * X.shape[1] * 4 <= _SCALED_COPY_BYTES:   # scale every row once, not once per pair (same values)
+        S = scaled_rows(X[rows], norms.exponent)
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            out[s:e] = S[b[s:e]] @ S[a[s]]
+    else:
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            out[s:e] = (scaled_rows(X[rows[b[s:e]]], norms.exponent[b[s:e]])
+                        @ scaled_rows(X[rows[a[s:s + 1]]], norms.exponent[a[s:s + 1]])[0])
     out *= norms.inv[a]
     out *= norms.inv[b]
     return out
@@ -247,7 +256,7 @@ def score_pairs(X: np.ndarray, identity_codes: np.ndarray, rows: np.ndarray, *, 
         return _all_pair_scores(X, rows, norms, codes)
     imp_a, imp_b = sample_impostor_pairs(codes, int(max_impostor_pairs), np.random.default_rng(seed))
     return Scores(gen_a, gen_b, pair_scores(X, rows, norms, gen_a, gen_b),
-                   imp_a, imp_b, pair_scores(X, rows, norms, imp_a, imp_b), sampled=True)
+                   imp_a, imp_b, pair_scores(X, rows, norms, imp_a, imp_b), sampled=True, norms=norms)
 
 
 def stratum_sizes(codes: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
@@ -291,12 +300,12 @@ def stratify(sc: Scores, X: np.ndarray, rows: np.ndarray, codes: np.ndarray, gro
     ea, eb = np.concatenate(extra_a), np.concatenate(extra_b)
     o = np.lexsort((eb, ea))
     ea, eb = ea[o], eb[o]
-    norms = row_norms(X, rows)
+    norms = row_norms(X, rows) if sc.norms is None else sc.norms
     n_uniform = len(sc.imp)
     return Scores(sc.gen_a, sc.gen_b, sc.gen, np.r_[sc.imp_a, ea], np.r_[sc.imp_b, eb],
                    np.r_[sc.imp, pair_scores(X, rows, norms, ea, eb)], sampled=True,
                    imp_pooled=np.r_[np.ones(n_uniform, bool), np.zeros(len(ea), bool)],
-                   imp_stratum=np.r_[~starved[lo, hi], np.ones(len(ea), bool)])
+                   imp_stratum=np.r_[~starved[lo, hi], np.ones(len(ea), bool)], norms=norms)
 
 
 def transformed(sc: Scores, rows: np.ndarray, transform: ScoreTransform | None) -> Scores:
