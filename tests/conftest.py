@@ -5,6 +5,7 @@ started (never a machine-wide stop or kill), so a user's own Ray cluster beside 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -23,6 +24,38 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
+
+
+# ------------------------------------------------------------------------------------------ serial tests ---
+# Under pytest-xdist (pyproject's addopts: 2 workers) tests run two at a time. A test marked ``serial`` runs with
+# no other test of the session beside it: every biasgrid driver removes the leftovers of drivers that died (any
+# driver of the machine, by design), so a test that kills a driver and checks that *its* next run removes and
+# names what was left, or that plants a dead driver's leftovers, cannot share the machine with another run.
+# Every test holds a shared lock for its whole protocol (module fixtures included), a serial test the exclusive
+# one; a second lock (the turnstile) keeps the other worker's next tests from starving a waiting serial test.
+def _lock_files(config: pytest.Config) -> tuple[Path, Path] | None:
+    """The two lock files, in the session's temporary folder that its workers share (a worker's basetemp is a
+    folder in it, removed by pytest like every session's); None without workers (one process: nothing beside)."""
+    if not hasattr(config, "workerinput"):
+        return None
+    shared = Path(config.option.basetemp).parent
+    return shared / "serial.turnstile", shared / "serial.lock"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    files = _lock_files(item.config)
+    if files is None:
+        return (yield)
+    serial = item.get_closest_marker("serial") is not None
+    with open(files[0], "a") as turnstile, open(files[1], "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if serial else fcntl.LOCK_SH)
+        fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            return (yield)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -29,6 +29,9 @@ from storage.vocab import GENDERS
 from tasks.kinds import impostor
 from tasks.stats import acquisition, dev_eval, fairness, rates
 
+# Under xdist this module's tests run on one worker: its module fixture (grid) is built once.
+pytestmark = pytest.mark.xdist_group("acquisition_thresholds")
+
 
 # ------------------------------------------------------------------------------------------- the formulas ---
 def demographic_names(table, rows: np.ndarray) -> np.ndarray:

@@ -21,6 +21,9 @@ from storage.results import load
 from storage.synth import SynthParams, generate
 from storage.table import write_table
 
+# Under xdist this module's tests run on one worker: its module fixture (scaled_runs) is built once.
+pytestmark = pytest.mark.xdist_group("adversarial_inputs")
+
 REPO = Path(__file__).resolve().parents[1]
 VERIFICATION_TABLES = ["verification", "verification_curve", "verification_hist", "impostor_matrix",
                        "demographic_rates", "group_eer", "operating_points", "verification_ci", "allpairs_counts",

@@ -12,6 +12,9 @@ from grid.report import stats as agg
 from storage.errors import InputError
 from storage.results import ResultStore
 
+# Under xdist this module's tests run on one worker: its module fixture (grid) is built once.
+pytestmark = pytest.mark.xdist_group("aggregate")
+
 MODELS = ["mlp", "xgboost"]
 # "all" is not last in the config: the matrices must still put it last
 TRAIN = ["all", "caucasian", "asian", "black"]

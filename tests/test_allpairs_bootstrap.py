@@ -31,6 +31,9 @@ from tasks.stats import allpairs, bootstrap, fairness
 from tasks.stats import allpairs_rates
 from tasks.kinds import allpairs as allpairs_kind
 
+# Under xdist this module's tests run on one worker: its module fixture (cli_grid, covering_grid) is built once.
+pytestmark = pytest.mark.xdist_group("allpairs_bootstrap")
+
 REPO = Path(__file__).resolve().parents[1]
 SEED = 2
 TARGET = 1e-2

@@ -20,6 +20,9 @@ from conftest import kill_midway
 from grid.cli import main
 from storage.table import read_table
 
+# Under xdist this module's tests run on one worker: its module fixture (keras_models) is built once.
+pytestmark = pytest.mark.xdist_group("embed_cli")
+
 LOCAL = ["--executor", "local", "--workers", "1"]
 
 

@@ -14,6 +14,9 @@ from storage.errors import InputError
 from tasks.embedders import EmbedSpec, embed_shard, resolve_spec, shard_key
 from tasks.embedders.dlib import DlibEmbedder
 
+# Under xdist this module's tests run on one worker: its module fixture (photos) is built once.
+pytestmark = pytest.mark.xdist_group("embed_dlib")
+
 
 def save(path: Path, pixels: np.ndarray) -> str:
     Image.fromarray(np.ascontiguousarray(pixels)).save(path)

@@ -13,6 +13,9 @@ from tasks.embedders import embed_shard, open_embedder, resolve_spec
 from tasks.embedders.align import resize
 from tasks.embedders.preprocess import preprocess
 
+# Under xdist this module's tests run on one worker: its module fixture (saved) is built once.
+pytestmark = pytest.mark.xdist_group("embed_keras")
+
 keras = pytest.importorskip("keras")
 
 

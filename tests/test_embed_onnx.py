@@ -18,6 +18,9 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+# Under xdist this module's tests run on one worker: its module fixture (models) is built once.
+pytestmark = pytest.mark.xdist_group("embed_onnx")
+
 W = np.random.default_rng(0).normal(size=(3, 16)).astype(np.float32)
 
 

@@ -114,6 +114,7 @@ def kill_leftover(pids: list[int]) -> None:
             pass
 
 
+@pytest.mark.serial   # the next run must be the one that finds and names what the killed driver left
 @pytest.mark.parametrize("executor,sig", [("local", signal.SIGKILL), ("local", signal.SIGTERM),
                                           ("ray", signal.SIGKILL), ("ray", signal.SIGTERM)])
 def test_a_killed_driver_leaves_no_process_and_the_next_run_cleans_up(tmp_path: Path, executor: str,
@@ -194,6 +195,7 @@ def test_local_executor_shares_the_matrix_through_shared_memory(tmp_path: Path) 
     assert not (SHM_DIR / where["shm"]).exists()
 
 
+@pytest.mark.serial   # another run beside would remove the planted leftovers (and this test its real ones)
 def test_leftovers_of_dead_drivers_are_found_and_those_of_live_ones_kept(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()

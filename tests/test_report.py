@@ -15,6 +15,9 @@ from grid.report.render import format_matrices, format_status
 from storage.errors import InputError
 from storage.results import ResultStore
 
+# Under xdist this module's tests run on one worker: its module fixture (full) is built once.
+pytestmark = pytest.mark.xdist_group("report")
+
 ETH = ["asian", "caucasian", "black"]
 TRAIN = ETH + ["all"]
 SEEDS = [0, 1, 2]

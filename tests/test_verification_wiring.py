@@ -20,6 +20,9 @@ from storage.results import load
 from storage.table import EmbeddingTable
 from storage.attributes import default_groups
 
+# Under xdist this module's tests run on one worker: its module fixture (grid) is built once.
+pytestmark = pytest.mark.xdist_group("verification_wiring")
+
 TINY = """
 [data.synth]
 identities_per_group = 60
