@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -226,3 +227,28 @@ def eer_from_roc(fpr: np.ndarray, fnr: np.ndarray, thresholds: np.ndarray) -> tu
     w = d[k - 1] / (d[k - 1] - d[k])
     t0, t1 = thresholds[k - 1], thresholds[k]
     return float(fpr[k - 1] + w * (fpr[k] - fpr[k - 1])), float(t1 if not np.isfinite(t0) else t0 + w * (t1 - t0))
+
+
+def eer_sklearn(genuine: np.ndarray, impostor: np.ndarray) -> float:
+    """The EER of scikit-learn's ROC of these scores (:func:`eer_from_roc`)."""
+    from sklearn.metrics import roc_curve
+    fpr, tpr, thr = roc_curve(np.r_[np.ones(len(genuine)), np.zeros(len(impostor))], np.r_[genuine, impostor],
+                              drop_intermediate=False)
+    return eer_from_roc(fpr, 1.0 - tpr, thr)[0]
+
+
+def convention_threshold(imp: np.ndarray, x: float) -> float:
+    """Smallest impostor score v with #{imp >= v} <= floor(x n) (exact rational x); +inf if none."""
+    m = int(Fraction(str(x)) * len(imp))
+    values = np.unique(imp)
+    at_least = len(imp) - np.searchsorted(np.sort(imp), values, side="left")   # #{imp >= v} for each value v
+    ok = values[at_least <= m]
+    return float(ok.min()) if len(ok) else np.inf
+
+
+def accepted(scores: np.ndarray, t: float, eps: float = 1e-5) -> range:
+    """The possible #{scores >= t} for a threshold read back from the store: the job scores in float32, the test
+    in float64, so a score within ``eps`` of t may fall either side (the range is a handful wide, not more)."""
+    lo, hi = int((scores >= t + eps).sum()), int((scores >= t - eps).sum())
+    assert hi - lo <= 8, "test data has too many scores at the threshold to compare float32 with float64"
+    return range(lo, hi + 1)

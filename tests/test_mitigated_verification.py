@@ -10,14 +10,13 @@ import json
 import os
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_curve
 
+from conftest import accepted, convention_threshold, eer_sklearn
 from grid.cli import main
 from grid.config import resolve_config
 from grid.runner import load_checked_data, prepare, shared_arrays
@@ -90,32 +89,6 @@ def runs(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------------ direct computation ---
-def convention_threshold(imp: np.ndarray, x: float) -> float:
-    """Smallest impostor score v with #{imp >= v} <= floor(x n) (exact rational x); above the max if none."""
-    m = int(Fraction(str(x)) * len(imp))
-    values = np.unique(imp)
-    at_least = len(imp) - np.searchsorted(np.sort(imp), values, side="left")   # #{imp >= v} for each value v
-    ok = values[at_least <= m]
-    return ok.min() if len(ok) else np.inf
-
-
-def accepted(scores: np.ndarray, t: float, eps: float = 1e-5) -> range:
-    """The possible #{scores >= t}: the job scores in float32, the test in float64 (a score within eps of t may
-    fall either side; the range is a handful wide, not more)."""
-    lo, hi = int((scores >= t + eps).sum()), int((scores >= t - eps).sum())
-    assert hi - lo <= 4, "test data has too many scores at the threshold to compare float32 with float64"
-    return range(lo, hi + 1)
-
-
-def eer_sklearn(g: np.ndarray, i: np.ndarray) -> float:
-    """EER from scikit-learn's ROC: FMR interpolated where FMR - FNMR crosses 0."""
-    fpr, tpr, _ = roc_curve(np.r_[np.ones(len(g)), np.zeros(len(i))], np.r_[g, i], drop_intermediate=False)
-    d = fpr - (1 - tpr)
-    k = int(np.argmax(d >= 0))
-    w = d[k - 1] / (d[k - 1] - d[k])
-    return fpr[k - 1] + w * (fpr[k] - fpr[k - 1])
-
-
 class Direct:
     """One seed's data, split and directly fitted methods; every pair of some rows, brute-force scored and
     transformed."""

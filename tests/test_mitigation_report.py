@@ -253,7 +253,7 @@ workers = 2
 report = false
 """
 CLASSIFIER, SCORE = "reweight", "fsn"
-STAND_INS = {"mitigated_cell": ("accuracy", "predictions"),
+MITIGATED_KINDS = {"mitigated_cell": ("accuracy", "predictions"),
              "mitigated_verification": ("verification", "impostor_matrix", "demographic_rates", "group_eer",
                                         "operating_points", "verification_ci")}
 
@@ -264,7 +264,7 @@ def mitigation_kinds():
     plan nothing: the rows are written by the test)."""
     kinds.all_kinds()
     added = []
-    for name, bases in STAND_INS.items():
+    for name, bases in MITIGATED_KINDS.items():
         if name not in kinds.KINDS:
             kinds.register(kinds.JobKind(name, plan=lambda cfg: [], rows=lambda params, split: {},
                                          run="tasks.runtime:run_job",
@@ -302,7 +302,7 @@ def _write_mitigated(out: Path) -> None:
         jobs.append(record)
         jid = f"mitver{seed:02d}"
         tables = {}
-        for name in STAND_INS["mitigated_verification"]:
+        for name in MITIGATED_KINDS["mitigated_verification"]:
             rows = base.tables[name]
             rows = rows[rows["seed"] == seed].copy()
             if name == "demographic_rates":
@@ -319,7 +319,7 @@ def _write_mitigated(out: Path) -> None:
     run["config"]["grid"]["mitigations"] = ["none", CLASSIFIER, SCORE]
     run["config"]["mitigation"] = {m: resolve_mitigation_config(m, {}) for m in (CLASSIFIER, SCORE)}
     run["jobs"] = jobs_to_columns(jobs)
-    for name in [f"mitigated_{b}" for bases in STAND_INS.values() for b in bases]:
+    for name in [f"mitigated_{b}" for bases in MITIGATED_KINDS.values() for b in bases]:
         run["tables"][name] = {"columns": TABLES[name].columns, "partition": TABLES[name].partition}
     store.write_run(run)
 
@@ -437,7 +437,7 @@ def test_a_folder_without_mitigations_is_unchanged(folders, tmp_path):
     assert mit.mitigation_summaries(res) == {} and mit.SECTION.blocks(res, {}) == []
     assert format_sections(res) == ""
     with_section = write_report(res, tmp_path / "with")
-    saved = {name: kinds.KINDS.pop(name) for name in STAND_INS}   # the report without the mitigated kinds
+    saved = {name: kinds.KINDS.pop(name) for name in MITIGATED_KINDS}   # the report without the mitigated kinds
     try:
         without = write_report(load_results(plain), tmp_path / "without")
     finally:

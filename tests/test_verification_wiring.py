@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import balanced_accuracy_score, roc_curve
+from sklearn.metrics import balanced_accuracy_score
 from statsmodels.stats.proportion import proportion_confint
 
+from conftest import accepted, convention_threshold, eer_sklearn
 from grid.config import resolve_config
 from grid.report import load_results, stats
 from grid.runner import load_data, run_grid, shared_arrays
@@ -97,21 +98,6 @@ def brute(table, split, test_groups):
     return S[i, j], ident[i] == ident[j], group[i], group[j], ident[i], ident[j]
 
 
-def convention_threshold(imp: np.ndarray, x: float) -> float:
-    """Smallest impostor score v with #{imp >= v} <= floor(x n) (exact rational x); above the max if none."""
-    m = int(Fraction(str(x)) * len(imp))
-    ok = [v for v in np.unique(imp) if (imp >= v).sum() <= m]
-    return min(ok) if ok else np.inf
-
-
-def accepted(scores: np.ndarray, t: float, eps: float = 1e-5) -> range:
-    """The possible #{scores >= t} for a threshold read back from the store: the job scores in float32, the test
-    in float64, so a score within ``eps`` of t may fall either side (the range is a handful wide, not more)."""
-    lo, hi = int((scores >= t + eps).sum()), int((scores >= t - eps).sum())
-    assert hi - lo <= 8, "test data has too many scores at the threshold to compare float32 with float64"
-    return range(lo, hi + 1)
-
-
 def test_impostor_matrix_and_demographic_rates_counts_and_intervals(grid):
     cfg, table, split, tables, _ = grid
     s, gen, ga, gb, _, _ = brute(table, split, cfg["grid"]["test_groups"])
@@ -139,15 +125,6 @@ def test_impostor_matrix_and_demographic_rates_counts_and_intervals(grid):
     assert rates["false_matches"].sum() < mat["false_matches"].sum()   # cross-group false matches exist
 
 
-def eer_sklearn(g: np.ndarray, i: np.ndarray) -> float:
-    """EER from scikit-learn's ROC: FMR interpolated where FMR - FNMR crosses 0."""
-    fpr, tpr, _ = roc_curve(np.r_[np.ones(len(g)), np.zeros(len(i))], np.r_[g, i], drop_intermediate=False)
-    d = fpr - (1 - tpr)
-    k = int(np.argmax(d >= 0))
-    w = d[k - 1] / (d[k - 1] - d[k])
-    return fpr[k - 1] + w * (fpr[k] - fpr[k - 1])
-
-
 def test_group_eer_and_own_and_global_operating_points(grid):
     cfg, table, split, tables, _ = grid
     s, gen, ga, gb, _, _ = brute(table, split, cfg["grid"]["test_groups"])
@@ -168,7 +145,8 @@ def test_group_eer_and_own_and_global_operating_points(grid):
                 assert r.false_matches in accepted(s[isel], t)
                 assert r.n_genuine - r.false_non_matches in accepted(s[gsel], t)
             else:          # no impostor may be accepted: the threshold is above the highest impostor score
-                assert r.threshold > s[isel].max() and r.false_matches == 0
+                # (above the job's float32 score of it; the float64 one here may lie up to 1e-5 either side)
+                assert r.threshold > s[isel].max() - 1e-5 and r.false_matches == 0
                 assert r.n_genuine - r.false_non_matches in accepted(s[gsel], r.threshold)
             assert (r.n_impostor, r.n_genuine) == (isel.sum(), gsel.sum())
             assert r.resolved == (r.false_matches > 0 and isel.sum() * r.target_fmr >= 1)
@@ -296,11 +274,16 @@ def test_allpairs_shards_sum_to_brute_force_counts_of_every_pair(grid):
     rows = tables["allpairs_counts"]
     assert len(table.embeddings) > 2048     # more than one block of 2048 rows: the shards share the work
     assert sorted(rows["shard"].unique()) == [0, 1, 2] and (rows["count"] > 0).all()
-    # the sum of the stored shards = one unsharded count of the whole table (exact integers)
+    # the sum of the stored shards = one unsharded count of the whole table: the same comparisons per pair of
+    # groups (exact integers); per bin, only a score within float32 error of a bin edge may fall in the next bin
+    # (the shards' blocks of matrix products add in another order than one block here; checked below)
     one = count_shard(table.embeddings, table.identity_codes(), default_groups(table).per_row(), 0, 1)
     key = ["group_a", "group_b", "kind", "bin"]
     summed = rows.groupby(key)["count"].sum().sort_index()
-    pd.testing.assert_series_equal(summed, one.set_index(key)["count"].sort_index(), check_dtype=False)
+    one = one.groupby(key)["count"].sum()
+    pd.testing.assert_series_equal(summed.groupby(key[:3]).sum(), one.groupby(key[:3]).sum(), check_dtype=False)
+    both = summed.index.union(one.index)
+    shard_moved = (summed.reindex(both, fill_value=0) - one.reindex(both, fill_value=0)).abs().sum()
     # against brute force over every pair of the table: comparisons per group pair, and per bin
     X = np.asarray(table.embeddings, dtype=np.float64)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
@@ -323,6 +306,7 @@ def test_allpairs_shards_sum_to_brute_force_counts_of_every_pair(grid):
     scaled = (s + 1) * 2 ** allpairs.DEFAULT_BITS
     near_edge = int((np.abs(scaled - np.round(scaled)) < 3e-7 * 2 ** allpairs.DEFAULT_BITS).sum())
     assert moved <= 2 * near_edge < 0.05 * len(s)   # only scores within float32 error (3e-7) of an edge may move
+    assert shard_moved <= 2 * near_edge
     assert len(s) > 1e5
     # the report's exact tables come from these counts
     exact = stats.allpairs_summary(load_results(path))

@@ -24,7 +24,7 @@ from storage.errors import InputError
 
 # Job parameters that shape how a job runs but not its numbers: left out of the job id.
 RUNTIME_PARAMS = frozenset({"threads"})
-BUILTIN = ("cell", "mitigated_cell", "scores", "impostor", "mitigated_verification", "tsne", "allpairs",
+BUILTIN = ("cell", "scores", "impostor", "mitigated_cell", "mitigated_verification", "tsne", "allpairs",
            "allpairs_bootstrap", "pairs")   # modules, plan order
 Where = Callable[[str], str]   # names who set a dotted config key: "option --seeds" or "FILE: 'grid.seeds'"
 SEED_LIMIT = 2 ** 32   # seeds are 0 <= s < 2**32: the range of scikit-learn's random_state and NumPy's legacy seed

@@ -108,4 +108,4 @@ def _cost(params: Mapping[str, Any]) -> int:
 KIND = register(JobKind(
     "mitigated_cell", plan=_plan, rows=cell_rows, run="tasks.kinds.mitigated_cell:run", tables=TABLES, order=3,
     cost=_cost, record=("model", "train_group", "mitigation"), preload=("tasks.models", "tasks.mitigation"),
-    check=_check, report=()))
+    check=_check, report=("grid.report.sections.mitigation:SECTION",)))

@@ -103,4 +103,5 @@ def run(payload: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> dict[str,
 KIND = register(JobKind(
     "mitigated_verification", plan=_plan, rows=_rows, run="tasks.kinds.mitigated_verification:run", tables=TABLES,
     order=4, cost=lambda p: FIT_COST + p.get("bootstrap", 0) // 100, record=("mitigation",),
-    preload=("tasks.mitigation.fitting",), check=check_fitting, report=()))
+    preload=("tasks.mitigation.fitting",), check=check_fitting,
+    report=("grid.report.sections.mitigation:SECTION",)))
