@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/bench_grid.py [--executor ray|local] [--workers 2] [--out DIR] [--seeds 5]
 
-Prints: wall time (Ray start-up included), the sum of the jobs' own times (measured inside the workers), the
+Prints: per kind (and model, mitigation) the jobs' mean wall and CPU seconds (measured inside the workers; with
+``[grid] mitigations`` in --config the cost of each mitigation per cell and per verification job), wall time (Ray
+start-up included), the sum of the jobs' own times (measured inside the workers), the
 ratio wall / (sum / workers) (1.0 = perfect packing), the driver's own costs (data + plan, writing results),
 and from each worker process's timeline (when each job started and ended): start-up (run start to the
 worker's first job: Ray/pool start, data transfer), gaps between its jobs (scheduling, payload and result
@@ -44,12 +46,14 @@ def main() -> None:
     t_end = t0 + wall
 
     by_kind: dict[str, list[float]] = defaultdict(list)
+    cpu_by_kind: dict[str, float] = defaultdict(float)
     timeline: dict[str, list[tuple[float, float]]] = defaultdict(list)
     cpu = 0.0
     for record in (Path(out) / "_jobs").glob("*.json"):
         r = json.loads(record.read_text())
-        key = r["kind"] + (f" {r['model']}" if r.get("model") else "")
+        key = " ".join(str(r[k]) for k in ("kind", "model", "mitigation") if r.get(k))
         by_kind[key].append(r["seconds"])
+        cpu_by_kind[key] += r.get("cpu_seconds", 0.0)
         cpu += r.get("cpu_seconds", 0.0)
         timeline[r["worker"]].append((r["started"], r["started"] + r["seconds"]))
     startup = gaps = tail = beyond_prep = 0.0
@@ -64,7 +68,8 @@ def main() -> None:
     ideal = jobs / args.workers
     print(f"\nexecutor={args.executor} workers={args.workers} jobs={summary.ran} failed={len(summary.failed)}")
     for key, secs in sorted(by_kind.items()):
-        print(f"  {key:14s} n={len(secs):3d}  mean {sum(secs) / len(secs):7.2f} s  total {sum(secs):8.1f} s")
+        print(f"  {key:14s} n={len(secs):3d}  mean {sum(secs) / len(secs):7.2f} s  total {sum(secs):8.1f} s  "
+              f"CPU mean {cpu_by_kind[key] / len(secs):7.2f} s")
     print(f"wall time (incl. Ray start-up):   {wall:8.1f} s")
     print(f"sum of job times (in workers):    {jobs:8.1f} s   (job CPU time {cpu:.1f} s)")
     print(f"wall / (sum / workers):           {wall / ideal:8.3f}")
