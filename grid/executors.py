@@ -35,6 +35,7 @@ handling, whose order matters at start and stop; kept in one module so that the 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import logging
 import math
@@ -194,19 +195,38 @@ def prepare_worker(threads: int, models: Collection[str] = ()) -> None:
     from tasks.runtime import limit_threads
 
     limit_threads(threads)
-    for name in worker_modules(models):
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - the job that needs it reports the error
-            continue
-    if "mlp" in models:   # compile the trainer for the study's MLP shape now, not inside the first cell
-        try:
-            from tasks.models.mlp import warm_up
+    with _native_stderr_silenced():
+        for name in worker_modules(models):
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the job that needs it reports the error
+                continue
+        if "mlp" in models:   # compile the trainer for the study's MLP shape now, not inside the first cell
+            try:
+                from tasks.models.mlp import warm_up
 
-            warm_up(threads=threads)
-        except Exception:  # noqa: BLE001 - the first MLP cell reports the error
-            pass
+                warm_up(threads=threads)
+            except Exception:  # noqa: BLE001 - the first MLP cell reports the error
+                pass
     limit_threads(threads)   # again: TensorFlow, when just imported, takes its thread limits now
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 on /dev/null meanwhile: TensorFlow's C++ start-up lines ("Could not find cuda
+    drivers", "All log messages before absl::InitializeLog()", cuInit) are written before its logging reads
+    TF_CPP_MIN_LOG_LEVEL, and a local pool worker shares the user's terminal. Python's sys.stderr is the same
+    descriptor: the imports' own errors are reported by the jobs that need them."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 # ------------------------------------------------------------------------------------------------ local ---

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -279,3 +280,36 @@ def test_results_path_may_be_a_pyarrow_uri(tmp_path: Path) -> None:
     assert run_grid(cfg, progress=False).exit_code == 0
     assert len(load(uri)["accuracy"]) == 24
     assert len(pd.read_parquet(tmp_path / "r" / "accuracy")) == 24
+
+
+MLP_TINY = """
+[data.synth]
+identities_per_group = 20
+dim = 16
+[grid]
+models = ["mlp"]
+seeds = 1
+train_groups = ["all"]
+[model.mlp]
+epochs = 2
+[protocol]
+train_per_gender = 8
+test_per_gender = 6
+[verification]
+enabled = false
+[tsne]
+enabled = false
+"""
+
+
+def test_a_local_mlp_run_prints_no_library_log(tmp_path: Path) -> None:
+    """A local pool worker shares the user's terminal: TensorFlow's C++ start-up lines (written before its logging
+    reads TF_CPP_MIN_LOG_LEVEL) must not reach it; only biasgrid's lines and its progress bar do."""
+    path = tmp_path / "grid.toml"
+    path.write_text(MLP_TINY)
+    done = cli("run", "--config", str(path), "--executor", "local", "--workers", "1", "--out", str(tmp_path / "r"),
+               "--no-report")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in re.split(r"[\r\n]", done.stderr) if line.strip()]
+    assert lines and all(line.startswith("biasgrid:") or " jobs [" in line for line in lines), lines
+    assert len(load(tmp_path / "r")["accuracy"]) == 3
