@@ -23,7 +23,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import browser
+
 REPO = Path(__file__).resolve().parents[1]
+# Tests that render a report in Qt WebEngine (tests/browser.py): a developer's run without it skips; CI installs the
+# test extra, so there a missing engine fails instead.
+needs_browser = pytest.mark.skipif(not browser.available() and not os.environ.get("CI"),
+                                   reason="Qt WebEngine (PySide6-WebEngine) is not installed: pip install -e '.[test]'")
 RAY = str(Path(sys.executable).parent / "ray")
 
 

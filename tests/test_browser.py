@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,12 +16,10 @@ import pytest
 from PIL import Image
 
 import browser
+from conftest import needs_browser
 from test_grid import cli
 
-# Without Qt WebEngine a developer's run skips; CI installs the test extra, so there it fails instead.
-if not browser.available() and not os.environ.get("CI"):
-    pytest.skip("Qt WebEngine (PySide6-WebEngine) is not installed: pip install -e '.[test]'",
-                allow_module_level=True)
+pytestmark = needs_browser
 
 TINY = """
 [data.synth]

@@ -6,7 +6,6 @@ rows), and the report's Mitigation section renders in a real browser."""
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pandas as pd
 import pytest
 
 import browser
-from conftest import kill_midway
+from conftest import kill_midway, needs_browser
 from storage.results import load
 from test_grid import VOLATILE, cli
 
@@ -143,8 +142,7 @@ def test_the_report_compares_each_mitigation_with_none_on_the_same_seeds(runs) -
     assert all(name in md for name in [*CLASSIFIER, *SCORE])
 
 
-@pytest.mark.skipif(not browser.available() and not os.environ.get("CI"),
-                    reason="Qt WebEngine (PySide6-WebEngine) is not installed: pip install -e '.[test]'")
+@needs_browser
 def test_the_mitigation_section_renders_in_a_real_browser(runs, tmp_path) -> None:
     _, out = runs
     facts = browser.render(out["local"] / "report" / "report.html", tmp_path / "page.png")
