@@ -185,15 +185,16 @@ def worker_modules(models: Collection[str] = ()) -> list[str]:
 
 
 def prepare_worker(threads: int, models: Collection[str] = ()) -> None:
-    """Once per worker process, before its first job: set its thread budget and import what its jobs need
-    (the job kinds' modules and the libraries of ``models``; TensorFlow only when an ``mlp`` model is run).
-    Later calls in the same process do nothing."""
+    """Once per worker process, before its first job: keep freed memory for the next job, set its thread budget
+    and import what its jobs need (the job kinds' modules and the libraries of ``models``; TensorFlow only when an
+    ``mlp`` model is run). Later calls in the same process do nothing."""
     if _prepared:
         return
     _prepared.append(os.getpid())
     os.environ.update(WORKER_ENV)
-    from tasks.runtime import limit_threads
+    from tasks.runtime import keep_freed_memory, limit_threads
 
+    keep_freed_memory()
     limit_threads(threads)
     with _native_stderr_silenced():
         for name in worker_modules(models):
@@ -655,9 +656,10 @@ class LocalRayNode:
 
     def _launch(self) -> None:
         # Port 0: Ray binds the GCS, the dashboard agent and the rest to ports the kernel gives it (no race with
-        # other programs); the client server has no "any port" setting, so it gets one free a moment ago.
+        # other programs); the client server has no "any port" setting, so it gets one free a moment ago. No
+        # autoscaler monitor (a Python process that imports Ray as the node starts): a one-machine node never scales.
         command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port=0",
-                   "--dashboard-agent-listen-port=0", f"--ray-client-server-port={free_port()}",
+                   "--dashboard-agent-listen-port=0", f"--ray-client-server-port={free_port()}", "--no-monitor",
                    "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp_dir}", "--include-dashboard=false",
                    "--include-log-monitor=false", "--disable-usage-stats"]
         if self._num_cpus:
@@ -716,6 +718,18 @@ class LocalRayNode:
             time.sleep(0.25)
 
 
+def _read_token_settings() -> None:
+    """Make this process's Ray use the token of our own node. Ray reads ``RAY_AUTH_MODE`` into its C++ config
+    once, when it is imported: a program that imported Ray before (a notebook's ``import ray``) would connect
+    without the token and be refused. Its config is read again from the environment, and its token cache
+    emptied."""
+    from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, Config, get_authentication_mode
+
+    if get_authentication_mode() != AuthenticationMode.TOKEN:
+        Config.initialize("{}")
+        AuthenticationTokenLoader.instance().reset_cache()
+
+
 class RayExecutor:
     """Runs payloads as Ray tasks on a Ray node of its own (started by ``start()``) or an existing cluster
     (``address``)."""
@@ -733,15 +747,21 @@ class RayExecutor:
         self._node: LocalRayNode | None = None
         self._connected = False
         self._started = False
+        self._borrowed = False   # this program had called ray.init itself: run on that connection, leave it open
         self._old_sigterm: Any = None
 
     def start(self) -> None:
-        """Remove leftovers of killed runs; without an address, start the local Ray node (not waiting)."""
+        """Remove leftovers of killed runs; without an address, start the local Ray node (not waiting), unless
+        this program is connected to Ray already (its own ``ray.init``: a notebook), whose cluster is then used."""
         if self._started:
             return
         self._started = True
         remove_leftovers()
-        if not self.address:
+        if not self.address and "ray" in sys.modules and sys.modules["ray"].is_initialized():
+            self._borrowed = True
+            _say("running on the Ray cluster this program is connected to (its ray.init); it stays connected after "
+                 "the run")
+        elif not self.address:
             _raise_on_sigterm(self)   # until ray.init installs Ray's own handler
             self._node = LocalRayNode(self.workers, self.threads, self.ship)
 
@@ -767,6 +787,9 @@ class RayExecutor:
 
         if self._connected:
             return ray
+        if self._borrowed:
+            self._connected = True
+            return ray
         init_args: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
                                      "configure_logging": True}
         if self.address:
@@ -780,6 +803,7 @@ class RayExecutor:
             assert self._node is not None
             self._node.wait_ready()
             init_args["address"] = self._node.address
+            _read_token_settings()
         self._connect(ray, init_args)
         self._connected = True
         if threading.current_thread() is threading.main_thread():
@@ -860,17 +884,18 @@ class RayExecutor:
         return f"{socket.gethostname()}:{pid}"
 
     def close(self) -> None:
-        """Disconnect; stop the node this executor started (nothing of it remains)."""
+        """Disconnect (not from a connection the program made itself); stop the node this executor started
+        (nothing of it remains)."""
         if self._connected:
             import ray
 
-            if ray.is_initialized():
+            if ray.is_initialized() and not self._borrowed:
                 ray.shutdown()
             self._connected = False
         if self._node is not None:
             self._node.stop()
             self._node = None
-        self._started = False
+        self._started = self._borrowed = False
         _restore_sigterm(self)
 
 

@@ -81,6 +81,11 @@ RUNS: dict[str, list[tuple[list[str], list[str]]]] = {
         [r"^executor=local workers=2 jobs=9 failed=0$", r"^  cell logreg\s+n=  4  mean\s+" + NUM,
          r"^  impostor\s+n=  1 ", r"^  scores\s+n=  3 ", r"^  tsne\s+n=  1 ",
          r"^wall / \(sum / workers\):\s+" + NUM + "$", r"^workers x wall - job time\s+" + NUM + " s"])],
+    "bench_memory": [(
+        ["--config", "{config}", "--mib", "8", "--waits", "0", "--repeat", "1"],
+        [r"^  8 MiB written, first touch +" + NUM + " s", r"^  8 MiB written, again, +0 s after the free",
+         r"^  scores,impostor jobs \(\d+\), malloc plain: wall +" + NUM,
+         r"^  scores,impostor jobs \(\d+\), malloc kept : wall +" + NUM])],
     "bench_mitigation": [(
         ["--identities-per-group", "12", "--dim", "16", "--train-per-gender", "6", "--test-per-gender", "4",
          "--clusters", "3", "--max-impostor-pairs", "2000", "--reductions-iter", "3"],

@@ -6,6 +6,7 @@ processes, tiny grids."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -287,3 +288,42 @@ def test_a_local_ray_node_that_exits_as_it_starts_is_started_again(tmp_path: Pat
         assert done.stderr.count("starting it again") == failures
     else:
         assert "FAILED the local Ray node could not start (3 attempts; ray start exited with 7)" in done.stdout
+
+
+# A program that imported Ray, or connected to it, before it runs a grid: a notebook's `import ray` / `ray.init()`.
+BEFORE_RAY = '''
+import json, sys
+import ray
+if sys.argv[2] == "init":
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+from grid.config import resolve_config
+from grid.runner import run_grid
+
+cfg = resolve_config(sys.argv[3], {"run.out": sys.argv[1], "run.executor": "ray"})
+summary = run_grid(cfg, progress=False)
+print(json.dumps({"ran": summary.ran, "failed": len(summary.failed), "connected": ray.is_initialized(),
+                  "node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""}))
+'''
+
+
+@pytest.mark.parametrize("before", ["import", "init"])
+def test_a_program_that_imported_or_connected_ray_first_runs_its_grid(tmp_path: Path, before: str) -> None:
+    """`import ray` first: Ray has read its settings without our node's token, and must still connect to that
+    node (it was refused until the token settings were read again). `ray.init()` first: the grid runs on that
+    connection (its node), which stays open after the run; no node of our own is started."""
+    (tmp_path / "grid.toml").write_text(GRID)
+    script = tmp_path / "before.py"
+    script.write_text(BEFORE_RAY)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "r"), before, str(tmp_path / "grid.toml")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["failed"] == 0 and result["ran"] == len(list((tmp_path / "r" / "_jobs").glob("*.json"))) > 0
+    nodes = set(load(tmp_path / "r")["accuracy"]["node"])
+    assert "InvalidAuthToken" not in done.stderr
+    if before == "init":
+        assert result["connected"] and "running on the Ray cluster this program is connected to" in done.stderr
+        assert {n.split("/")[-1] for n in nodes} == {result["node"][:12]}   # the jobs ran on the program's node
+    else:
+        assert not result["connected"] and "connected to" not in done.stderr

@@ -33,7 +33,7 @@ def accuracy_stats(res: Results, metric: str = "accuracy") -> pd.DataFrame:
     acc = res.tables["accuracy"]
     keys = ["model", "train_group", "test_group"]
     acc = acc.dropna(subset=[metric]).drop_duplicates([*keys, "seed"], keep="last")
-    grouped = acc.groupby(keys, sort=False)[metric].agg(mean="mean", std=lambda s: s.std(ddof=1), n="count")
+    grouped = acc.groupby(keys, sort=False)[metric].agg(mean="mean", std="std", n="count")  # std: ddof=1
     grid = pd.MultiIndex.from_product([res.models, res.train_groups, res.test_groups], names=keys)
     extra = grouped.index.difference(grid)
     index = grid.append(extra) if len(extra) else grid
