@@ -28,6 +28,7 @@ import pandas as pd
 from grid.report import stats
 from grid.report.document import all_summaries, write_report
 from grid.report.results import Results as LoadedResults, load_results
+from grid.executors import Executor
 from grid.runner import RunSummary, run_grid
 from grid.tracking import open_tracker
 from storage.errors import JobsFailed
@@ -101,13 +102,20 @@ def load(path: str | os.PathLike[str]) -> Results:
     return _with(load_results(path))
 
 
-def execute(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool = True,
-            wait: bool = False) -> tuple[RunSummary, LoadedResults, Path | str | None]:
+def execute(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool = True, wait: bool = False,
+            executor: Executor | None = None) -> tuple[RunSummary, LoadedResults, Path | str | None]:
     """Run the grid of a resolved config, load its results and write the report (``run.report``); with
-    ``tracking.mlflow``, track it (the tracker is checked before anything runs, finished after the report)."""
-    tracker = open_tracker(cfg, progress)
+    ``tracking.mlflow``, track it (the tracker is checked before anything runs, finished after the report).
+    ``executor``: one already started (``grid.runner.open_executor``), closed here on every path."""
     try:
-        summary = run_grid(cfg, rerun_failed=rerun_failed, progress=progress, wait=wait, tracker=tracker)
+        tracker = open_tracker(cfg, progress)
+    except BaseException:
+        if executor is not None:
+            executor.close()
+        raise
+    try:
+        summary = run_grid(cfg, rerun_failed=rerun_failed, progress=progress, wait=wait, tracker=tracker,
+                           executor=executor)
         results = load_results(cfg["run"]["out"])
         report = write_report(results) if cfg["run"]["report"] else None
     except BaseException as exc:

@@ -210,23 +210,33 @@ def _run_record(cfg: dict[str, Any], planned: int, to_run: int) -> dict[str, Any
             "to_run": to_run}
 
 
+def open_executor(cfg: dict[str, Any]) -> Executor:
+    """The config's executor, started: Ray's node or the pool come up while the data loads. First the checks that
+    refuse at once: the results folder, and a cluster address that answers."""
+    check_results_out(cfg["run"]["out"])
+    if cfg["run"]["executor"] == "ray":   # an unreachable cluster fails here, within the timeout
+        probe_address(cfg["run"]["address"], cfg["run"]["connect_timeout"])
+    types = list(dict.fromkeys(model_type(m, cfg["model"].get(m)) for m in cfg["grid"]["models"]))
+    executor = make_executor(cfg["run"], types)
+    if hasattr(executor, "start"):
+        executor.start()
+    return executor
+
+
 def run_grid(cfg: dict[str, Any], *, rerun_failed: bool = False, progress: bool = True,
              executor: Executor | None = None, wait: bool = False, tracker: Tracker | None = None) -> RunSummary:
     """Run every job of ``cfg`` that is not stored yet; write each result the moment it arrives.
 
-    The executor starts first (Ray or the worker pool come up while the data loads and the plan is made) and is
-    closed on every exit path. Everything is checked before the results folder is touched; the folder is then
-    locked for this run (another run refuses, or waits with ``wait``), damaged results and leftovers are removed,
-    and run.json records the folder's experiment and this run next to the earlier ones. A ``tracker``
-    (grid/tracking.py) gets the folder's MLflow parent run then, and each job's child run as it finishes; the
-    caller finishes it.
+    The executor starts first (:func:`open_executor`: Ray or the worker pool come up while the data loads and the
+    plan is made; ``executor``: one made, or already started, by the caller) and is closed on every exit path.
+    Everything is checked before the results folder is touched; the folder is then locked for this run (another
+    run refuses, or waits with ``wait``), damaged results and leftovers are removed, and run.json records the
+    folder's experiment and this run next to the earlier ones. A ``tracker`` (grid/tracking.py) gets the folder's
+    MLflow parent run then, and each job's child run as it finishes; the caller finishes it.
     """
-    check_results_out(cfg["run"]["out"])   # before the executor starts: a refusal is at once
-    if cfg["run"]["executor"] == "ray":   # an unreachable cluster fails here, within the timeout
-        probe_address(cfg["run"]["address"], cfg["run"]["connect_timeout"])
-    types = list(dict.fromkeys(model_type(m, cfg["model"].get(m)) for m in cfg["grid"]["models"]))
-    executor = executor or make_executor(cfg["run"], types)
-    if hasattr(executor, "start"):
+    if executor is None:
+        executor = open_executor(cfg)
+    elif hasattr(executor, "start"):   # started already, or made by the caller
         executor.start()
     try:
         return _run_grid(cfg, executor, rerun_failed=rerun_failed, progress=progress, wait=wait, tracker=tracker)

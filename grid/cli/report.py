@@ -5,10 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from grid.report import load_results, write_report
-from grid.report.document import check_report_out
-from grid.report.render import format_matrices, format_sections, format_status
-
 
 def register(subparsers: Any) -> None:
     """Add the ``report`` subcommand to the ``biasgrid`` argument parser's subparsers."""
@@ -24,6 +20,10 @@ def register(subparsers: Any) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     """Load the results (InputError if DIR is not a results folder), print the tables, write the report."""
+    from grid.report import load_results, write_report   # here: `biasgrid run` starts Ray before importing them
+    from grid.report.document import check_report_out
+    from grid.report.render import format_matrices, format_sections, format_status
+
     check_report_out(args.results, args.out)   # before the work: a refused folder is named at once
     res = load_results(args.results)
     print(format_matrices(res))

@@ -36,9 +36,8 @@ def register(subparsers: Any) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     """Resolve the config, run what is not stored yet, print the matrices and job status, write the report."""
-    from grid.api import execute
     from grid.config import resolve_config
-    from grid.report.render import format_matrices, format_sections, format_status
+    from grid.runner import open_executor
 
     overrides: dict[str, Any] = {
         "data.path": args.data, "data.format": args.format, "run.out": args.out, "grid.seeds": args.seeds,
@@ -48,7 +47,15 @@ def handler(args: argparse.Namespace) -> int:
         "tracking.mlflow": args.mlflow,
     }
     cfg = resolve_config(args.config, overrides)
-    summary, results, report = execute(cfg, rerun_failed=args.rerun_failed, progress=not args.quiet, wait=args.wait)
+    executor = open_executor(cfg)   # before the report's imports (1-2 s): Ray's node starts meanwhile
+    try:
+        from grid.api import execute
+        from grid.report.render import format_matrices, format_sections, format_status
+    except BaseException:
+        executor.close()
+        raise
+    summary, results, report = execute(cfg, rerun_failed=args.rerun_failed, progress=not args.quiet, wait=args.wait,
+                                       executor=executor)
     out = cfg["run"]["out"]
     print(f"\n{summary.ran} jobs run, {summary.stored_before} were already stored, "
           f"{len(summary.failed) + len(summary.failed_before)} failed; {summary.seconds:.0f} s")

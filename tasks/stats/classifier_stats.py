@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from storage.errors import InputError
 
@@ -64,6 +63,8 @@ def paired_t_test(a: Any, b: Any, confidence: float = 0.95, rtol: float = RTOL) 
         out["note"] = "undefined test: the difference is identical in every seed (up to rounding)"
         return out
     se = sd / np.sqrt(n)
+    from scipy import stats   # here: the driver plans without importing scipy.stats (0.6 s)
+
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
     t = out["mean_diff"] / se
     out.update(ci_low=out["mean_diff"] - half, ci_high=out["mean_diff"] + half, t=float(t),
@@ -91,6 +92,8 @@ def corrected_resampled_t_test(a: Any, b: Any, n_train: int, n_test: int, confid
     var = plain["sd_diff"] ** 2
     se = float(np.sqrt((1.0 / J + n_test / n_train) * var))
     t = plain["mean_diff"] / se
+    from scipy import stats
+
     half = float(stats.t.ppf(0.5 + confidence / 2, J - 1)) * se
     out.update(t=float(t), p_value=float(2 * stats.t.sf(abs(t), J - 1)), ci_low=plain["mean_diff"] - half,
                ci_high=plain["mean_diff"] + half)
