@@ -86,32 +86,54 @@ def private_ray_folder() -> Iterator[str]:
 
 def biasgrid(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``biasgrid ARGS`` run in this process (grid.cli.main, the console script's entry point), for a test that
-    needs no process of its own: its exit code and what it prints to sys.stdout and sys.stderr, as a
-    CompletedProcess (an argparse error's SystemExit becomes its exit code). Saves the 3-5 s import of the whole
-    stack that each ``python -m grid.cli`` pays. What child processes write to the terminal is not captured: a
-    test about that output runs a real process."""
+    needs no process of its own: its exit code and what it prints, as a CompletedProcess. Saves the 3-5 s import of
+    the whole stack that each ``python -m grid.cli`` pays. What it prints is what a process of its own would print:
+    sys.stdout and sys.stderr, file descriptors 1 and 2 too (what its worker processes write), Python warnings as
+    Python shows them (its default filters, once per place; not recorded by pytest), an argparse error's
+    SystemExit as its exit code. A command that gets as far as starting Ray is refused (AssertionError): Ray in
+    the test process would keep the token of the node it first joined, and a later Ray run of this process could
+    not connect; such a command runs in a process of its own."""
+    import warnings
+
     from grid.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     before = os.getcwd()
     ray_before = ("ray" in sys.modules, os.environ.get("RAY_AUTH_TOKEN"))
-    try:
-        if cwd is not None:
-            os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(list(args))
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-                if isinstance(exc.code, str):
-                    print(exc.code, file=sys.stderr)   # as Python does when a process exits so
-    finally:
-        os.chdir(before)
-    # Ray in the test process would keep the token of the node it first joined (a later Ray run of this process
-    # could not connect): a command that gets as far as starting Ray runs in a process of its own.
+    with tempfile.TemporaryFile() as fd_out, tempfile.TemporaryFile() as fd_err:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        try:
+            os.dup2(fd_out.fileno(), 1)
+            os.dup2(fd_err.fileno(), 2)
+            if cwd is not None:
+                os.chdir(cwd)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+                warnings.resetwarnings()   # Python's default filters (python -m grid.cli, no -W)
+                warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+                for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                    warnings.filterwarnings("ignore", category=category)
+                warnings.showwarning = warnings._showwarning_orig   # to sys.stderr, not pytest's record
+                try:
+                    code = main(list(args))
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                    if isinstance(exc.code, str):
+                        print(exc.code, file=sys.stderr)   # as Python does when a process exits so
+        finally:
+            os.chdir(before)
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        fd_out.seek(0)
+        fd_err.seek(0)
+        stdout = out.getvalue() + fd_out.read().decode(errors="replace")
+        stderr = err.getvalue() + fd_err.read().decode(errors="replace")
     assert ray_before == ("ray" in sys.modules or ray_before[0], os.environ.get("RAY_AUTH_TOKEN")), (
         f"biasgrid {' '.join(args)} started Ray in the test process: run it in a process of its own")
-    return subprocess.CompletedProcess(["biasgrid", *args], code, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess(["biasgrid", *args], code, stdout, stderr)
 
 
 def free_port() -> int:
