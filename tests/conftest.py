@@ -5,7 +5,9 @@ started (never a machine-wide stop or kill), so a user's own Ray cluster beside 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import io
 import json
 import os
 import secrets
@@ -80,6 +82,70 @@ def private_ray_folder() -> Iterator[str]:
         else:
             os.environ["RAY_TMPDIR"] = before
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def biasgrid(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``biasgrid ARGS`` run in this process (grid.cli.main, the console script's entry point), for a test that
+    needs no process of its own: its exit code and what it prints, as a CompletedProcess. Saves the 3-5 s import
+    of the whole stack that each ``python -m grid.cli`` pays. What it prints is what a process of its own would
+    print, in the same order: sys.stdout and sys.stderr write to file descriptors 1 and 2, which are files of this
+    call meanwhile (what its worker processes write lands there too); Python warnings are shown as Python shows
+    them (its default filters, once per place; not recorded by pytest), logged warnings too (Python's last-resort
+    handler: pytest's handlers are set aside meanwhile); an argparse error's SystemExit is its exit code.
+    A command that gets as far as starting Ray is refused (AssertionError): Ray in the test process would keep the
+    token of the node it first joined, and a later Ray run of this process could not connect; such a command runs
+    in a process of its own."""
+    import logging
+    import warnings
+
+    from grid.cli import main
+
+    before = os.getcwd()
+    ray_before = ("ray" in sys.modules, os.environ.get("RAY_AUTH_TOKEN"))
+    with tempfile.TemporaryFile() as fd_out, tempfile.TemporaryFile() as fd_err, contextlib.ExitStack() as stack:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        # sys.stdout and sys.stderr write straight to fds 1 and 2, which are files of this call: what the command
+        # and its worker processes print lands in order, as in the pipes of a process of its own
+        out = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), "utf-8", write_through=True)
+        err = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), "utf-8", "backslashreplace",
+                               write_through=True)
+        try:
+            os.dup2(fd_out.fileno(), 1)
+            os.dup2(fd_err.fileno(), 2)
+            if cwd is not None:
+                os.chdir(cwd)
+            root = logging.getLogger()
+            handlers, root.handlers = root.handlers, []   # pytest's: without them, as in a process of its own,
+            stack.callback(setattr, root, "handlers", handlers)   # a warning logged goes to sys.stderr
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+                warnings.resetwarnings()   # Python's default filters (python -m grid.cli, no -W)
+                warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+                for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                    warnings.filterwarnings("ignore", category=category)
+                warnings.showwarning = warnings._showwarning_orig   # to sys.stderr, not pytest's record
+                try:
+                    code = main(list(args))
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                    if isinstance(exc.code, str):
+                        print(exc.code, file=sys.stderr)   # as Python does when a process exits so
+        finally:
+            out.flush()
+            err.flush()
+            os.chdir(before)
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        fd_out.seek(0)
+        fd_err.seek(0)
+        stdout = fd_out.read().decode("utf-8", errors="replace")
+        stderr = fd_err.read().decode("utf-8", errors="replace")
+    assert ray_before == ("ray" in sys.modules or ray_before[0], os.environ.get("RAY_AUTH_TOKEN")), (
+        f"biasgrid {' '.join(args)} started Ray in the test process: run it in a process of its own")
+    return subprocess.CompletedProcess(["biasgrid", *args], code, stdout, stderr)
 
 
 def free_port() -> int:

@@ -21,10 +21,13 @@ from storage.results import load
 from storage.synth import SynthParams, generate
 from storage.table import write_table
 
+from conftest import biasgrid
+
 # Under xdist this module's tests run on one worker: its module fixture (scaled_runs) is built once.
 pytestmark = pytest.mark.xdist_group("adversarial_inputs")
 
 REPO = Path(__file__).resolve().parents[1]
+
 VERIFICATION_TABLES = ["verification", "verification_curve", "verification_hist", "impostor_matrix",
                        "demographic_rates", "group_eer", "operating_points", "verification_ci", "allpairs_counts",
                        "allpairs_tail", "allpairs_identities", "pair_groups", "pair_operating_points", "pair_across"]
@@ -36,9 +39,15 @@ SCALED_GRID = {"grid.models": ["logreg"], "grid.seeds": [1], "grid.train_groups"
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``biasgrid ARGS`` in this process (conftest.biasgrid): exit code, stdout and stderr."""
+    return biasgrid(*args, cwd=cwd)
+
+
+def cli_process(*args: str) -> subprocess.CompletedProcess:
+    """``python -m grid.cli ARGS`` in a process of its own (the Ray executor starts Ray before the data is read)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "grid.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=300, cwd=cwd)
+                          timeout=300)
 
 
 def error_line(proc: subprocess.CompletedProcess) -> str:
@@ -132,7 +141,8 @@ def test_all_zero_rows_are_refused_at_read_time_and_nothing_is_written(tmp_path,
     from storage.table import _labels_arrow   # write past write_table's own check, as another tool would
     arrays = {**_labels_arrow(table), "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 12)}
     papq.write_table(pa.table(arrays), pq)
-    proc = cli("run", "--data", str(pq), "--out", str(tmp_path / "r"), "--executor", executor, "--workers", "1",
+    proc = (cli if executor == "local" else cli_process)("run", "--data", str(pq), "--out", str(tmp_path / "r"),
+                                                         "--executor", executor, "--workers", "1",
                "--models", "logreg", "--no-report")
     assert proc.returncode == 2, proc.stderr
     line = error_line(proc)

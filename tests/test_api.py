@@ -13,7 +13,8 @@ import biasgrid
 from grid.report import load_results, stats
 from storage.results import load
 
-from test_grid import FLAKY, KEYS, cli, stable
+from conftest import biasgrid as biasgrid_command   # `biasgrid` is the package here
+from test_grid import FLAKY, KEYS, stable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +44,7 @@ report = false
 def test_run_from_python_stores_the_numbers_the_command_stores(tmp_path: Path) -> None:
     config = tmp_path / "grid.toml"
     config.write_text(GRID)
-    done = cli("run", "--config", str(config), "--out", str(tmp_path / "cli"), "--quiet")
+    done = biasgrid_command("run", "--config", str(config), "--out", str(tmp_path / "cli"), "--quiet")   # local
     assert done.returncode == 0, done.stderr[-3000:]
     res = biasgrid.run(config, progress=False, **{"run.out": str(tmp_path / "api")})
     assert isinstance(res, biasgrid.Results) and res.summary.ran == res.summary.planned == 2 * 2 + 3 * 2 + 2
@@ -83,7 +84,7 @@ def test_run_from_python_stores_the_numbers_the_command_stores(tmp_path: Path) -
 def test_bad_input_raises_input_error_with_the_commands_message(tmp_path: Path, options, overrides) -> None:
     config = tmp_path / "grid.toml"
     config.write_text(GRID)
-    done = cli("run", "--config", str(config), "--out", str(tmp_path / "cli"), *options)
+    done = biasgrid_command("run", "--config", str(config), "--out", str(tmp_path / "cli"), *options)
     assert done.returncode == 2
     with pytest.raises(biasgrid.InputError) as err:
         biasgrid.run(config, overrides={**overrides, "run.out": str(tmp_path / "api")}, progress=False)

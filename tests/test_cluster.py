@@ -18,6 +18,9 @@ from conftest import REPO, RayNode, alive, ray_env
 
 from storage.results import load
 
+# Under xdist this module's tests run on one worker: its class fixture (two_nodes) is built once.
+pytestmark = pytest.mark.xdist_group("cluster")
+
 GRID = """
 [data.synth]
 identities_per_group = 30
@@ -76,8 +79,17 @@ class TwoNodes:
         self.head.stop()
 
 
-@pytest.fixture
-def cluster() -> Iterator[TwoNodes]:
+    def replace_worker(self) -> None:
+        """Stop the worker node (what is left of it) and start a new one joined to the head."""
+        self.worker.stop()
+        self.worker = RayNode("127.0.0.2", head_address=self.address, env=self.env)
+        self.worker.wait_ready()
+
+
+@pytest.fixture(scope="class")
+def two_nodes() -> Iterator[TwoNodes]:
+    """One two-node cluster for the tests of TestTwoNodeCluster (started once, not once per test; stopped before the
+    next test, so the test of an unrelated Ray never runs beside it)."""
     nodes = TwoNodes()
     try:
         yield nodes
@@ -85,56 +97,68 @@ def cluster() -> Iterator[TwoNodes]:
         nodes.stop()
 
 
-def grid_command(tmp_path, cluster: TwoNodes, out, seeds: int = 3) -> list[str]:
+@pytest.fixture
+def cluster(two_nodes: TwoNodes) -> TwoNodes:
+    """The class's cluster, both nodes up: a worker node that an earlier test killed is replaced first."""
+    if two_nodes.worker.proc.poll() is not None or two_nodes.worker.raylet_pid() is None:
+        two_nodes.replace_worker()
+    return two_nodes
+
+
+def grid_command(tmp_path, cluster: TwoNodes, out, seeds: int = 3, grid: str = GRID) -> list[str]:
     cfg = tmp_path / "grid.toml"
-    cfg.write_text(GRID)
+    cfg.write_text(grid)
     return [sys.executable, "-m", "grid.cli", "run", "--config", str(cfg), "--address", cluster.address,
             "--out", str(out), "--seeds", str(seeds)]
 
 
-def test_grid_on_a_two_node_cluster_uses_both_nodes(tmp_path, cluster: TwoNodes) -> None:
-    out = tmp_path / "r"
-    result = subprocess.run(grid_command(tmp_path, cluster, out), env=cluster.env, capture_output=True,
-                            text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    acc = load(out)["accuracy"]
-    assert len(acc) == 2 * 4 * 3 * 3 and not acc.duplicated(["model", "train_group", "test_group", "seed"]).any()
-    nodes = set(acc["node"])
-    assert len(nodes) == 2, nodes  # both nodes ran cells, and each row says which
+class TestTwoNodeCluster:
+    """A real two-node Ray cluster on this machine (one for both tests)."""
 
+    def test_grid_on_a_two_node_cluster_uses_both_nodes(self, tmp_path, cluster: TwoNodes) -> None:
+        out = tmp_path / "r"
+        # 5 MLP epochs, not 20: the long cells are the kill test's business (it must find the grid midway)
+        command = grid_command(tmp_path, cluster, out, grid=GRID.replace("epochs = 20", "epochs = 5"))
+        result = subprocess.run(command, env=cluster.env, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+        acc = load(out)["accuracy"]
+        assert len(acc) == 2 * 4 * 3 * 3
+        assert not acc.duplicated(["model", "train_group", "test_group", "seed"]).any()
+        nodes = set(acc["node"])
+        assert len(nodes) == 2, nodes  # both nodes ran cells, and each row says which
 
-def test_killing_the_worker_node_midway_still_completes_the_grid(tmp_path, cluster: TwoNodes) -> None:
-    out = tmp_path / "r"
-    proc = subprocess.Popen(grid_command(tmp_path, cluster, out, seeds=6), env=cluster.env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    ledger = out / "_jobs"
-    deadline = time.time() + 600
-    nodes: set[str] = set()
-    while time.time() < deadline and proc.poll() is None and len(nodes) < 2:
-        time.sleep(0.2)
-        if ledger.exists():
-            for record in ledger.glob("*.json"):
-                try:
-                    nodes.add(json.loads(record.read_text())["node"])
-                except (json.JSONDecodeError, KeyError, FileNotFoundError):
-                    pass
-    assert proc.poll() is None and len(nodes) == 2, "both nodes should have finished jobs before the kill"
-    done_at_kill = len(list(ledger.glob("*.json")))
-    raylet = cluster.worker.raylet_pid()
-    assert raylet is not None, "the worker node's raylet is not running"
-    os.kill(raylet, signal.SIGKILL)
-    stdout, stderr = proc.communicate(timeout=900)
-    assert proc.returncode == 0, stderr[-3000:]
-    run = json.loads((out / "run.json").read_text())
-    assert done_at_kill < len(run["jobs"]["job_id"])
-    tables = load(out)
-    acc = tables["accuracy"]
-    assert len(acc) == 2 * 4 * 6 * 3
-    assert not acc.duplicated(["model", "train_group", "test_group", "seed"]).any()
-    assert len(tables["verification"]) == 6 * 3 and len(tables["failures"]) == 0
-    ledger_records = [json.loads(p.read_text()) for p in ledger.glob("*.json")]
-    assert len(ledger_records) == len(run["jobs"]["job_id"])
-    assert all(r["status"] == "done" for r in ledger_records)
+    def test_killing_the_worker_node_midway_still_completes_the_grid(self, tmp_path, cluster: TwoNodes) -> None:
+        out = tmp_path / "r"
+        proc = subprocess.Popen(grid_command(tmp_path, cluster, out, seeds=6), env=cluster.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ledger = out / "_jobs"
+        deadline = time.time() + 600
+        nodes: set[str] = set()
+        while time.time() < deadline and proc.poll() is None and len(nodes) < 2:
+            time.sleep(0.2)
+            if ledger.exists():
+                for record in ledger.glob("*.json"):
+                    try:
+                        nodes.add(json.loads(record.read_text())["node"])
+                    except (json.JSONDecodeError, KeyError, FileNotFoundError):
+                        pass
+        assert proc.poll() is None and len(nodes) == 2, "both nodes should have finished jobs before the kill"
+        done_at_kill = len(list(ledger.glob("*.json")))
+        raylet = cluster.worker.raylet_pid()
+        assert raylet is not None, "the worker node's raylet is not running"
+        os.kill(raylet, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=900)
+        assert proc.returncode == 0, stderr[-3000:]
+        run = json.loads((out / "run.json").read_text())
+        assert done_at_kill < len(run["jobs"]["job_id"])
+        tables = load(out)
+        acc = tables["accuracy"]
+        assert len(acc) == 2 * 4 * 6 * 3
+        assert not acc.duplicated(["model", "train_group", "test_group", "seed"]).any()
+        assert len(tables["verification"]) == 6 * 3 and len(tables["failures"]) == 0
+        ledger_records = [json.loads(p.read_text()) for p in ledger.glob("*.json")]
+        assert len(ledger_records) == len(run["jobs"]["job_id"])
+        assert all(r["status"] == "done" for r in ledger_records)
 
 
 def test_an_unrelated_ray_survives_the_suites_ray_runs(tmp_path) -> None:

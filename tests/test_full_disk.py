@@ -1,6 +1,7 @@
 """A full disk is exit 3, at once, on both executors: at whatever point of the run the space runs out, the driver
 names the path, stops its workers and exits, leaving no process, no shared data and no half-written lock.
-Real drivers (``python -m grid.cli run``) on a small tmpfs (skipped where it cannot be mounted)."""
+Real drivers (``python -m grid.cli run``) on a small tmpfs (skipped where it cannot be mounted); the full disk at
+start runs its two commands in the test process (conftest.biasgrid)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, descendants
+from conftest import REPO, biasgrid, descendants
 from test_embed_cli import diveface
 from test_executors import GRID, kill_leftover, ours, wait_gone
 from test_results_folder import _mount_tmpfs
@@ -107,8 +108,7 @@ def test_a_full_disk_at_start_names_the_path_and_leaves_nothing(mnt: Path, tmp_p
                          "--quiet", "--no-report"], mnt / "r" / ".lock.json"),
                        (["data", "embed", str(images), "--out", str(mnt / "t.parquet"), "--model", "dlib",
                          "--executor", "local", "--workers", "1", "--quiet"], mnt / "t.parquet.shards")):
-        done = subprocess.run([sys.executable, "-m", "grid.cli", *argv], capture_output=True, text=True,
-                              timeout=HUNG, env={**os.environ, "PYTHONPATH": str(REPO)})
+        done = biasgrid(*argv)   # local executors: in this process (conftest.biasgrid)
         assert done.returncode == 3, done.stderr
         first = done.stderr.splitlines()[0]
         assert first.startswith(f"biasgrid: error: {path}") and "No space left on device" in first, first

@@ -17,7 +17,7 @@ from grid.config import resolve_config
 from grid.runner import run_grid
 from storage.results import ResultStore, load
 
-from conftest import kill_midway
+from conftest import biasgrid, kill_midway
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,7 +166,7 @@ def test_sigkill_midway_then_rerun_stores_every_row_exactly_once(tmp_path: Path)
     # only whole files are visible: every stored Parquet file reads
     for file in out.rglob("*.parquet"):
         pd.read_parquet(file)
-    result = cli(*args)
+    result = biasgrid(*args)   # the rerun needs no process of its own: in this one
     assert result.returncode == 0, result.stderr
     tables = load(out)
     acc = tables["accuracy"]
@@ -204,7 +204,9 @@ def build(config, seed, threads):
 
 
 @pytest.mark.parametrize("executor", ["ray", "local"])
-def test_a_failing_job_is_recorded_and_every_other_row_stored(tmp_path: Path, executor: str) -> None:
+def test_a_failing_job_is_recorded_and_every_other_row_stored(tmp_path: Path, executor: str,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               request: pytest.FixtureRequest) -> None:
     pkg = tmp_path / "flakymodels"
     pkg.mkdir()
     (pkg / "__init__.py").write_text(FLAKY)
@@ -212,8 +214,16 @@ def test_a_failing_job_is_recorded_and_every_other_row_stored(tmp_path: Path, ex
     path = config_file(tmp_path, "")
     args = ["run", "--config", str(path), "--executor", executor, "--out", str(out),
             "--models", "logreg,flakymodels:build", "--no-report"]
-    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
-    result = cli(*args, env_extra=env)
+    if executor == "ray":   # Ray runs in a process of its own (conftest.biasgrid)
+        env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+
+        def command(*argv: str) -> subprocess.CompletedProcess:
+            return cli(*argv, env_extra=env)
+    else:                   # the local pool's workers (spawned) get this process's sys.path
+        monkeypatch.syspath_prepend(str(tmp_path))
+        request.addfinalizer(lambda: sys.modules.pop("flakymodels", None))   # imported here too: forgotten after
+        command = biasgrid
+    result = command(*args)
     assert result.returncode == 1, result.stderr
     assert "planted failure for seed 1" in result.stderr
     tables = load(out)
@@ -224,12 +234,12 @@ def test_a_failing_job_is_recorded_and_every_other_row_stored(tmp_path: Path, ex
     acc = tables["accuracy"]
     assert len(acc) == (8 + 4) * 3  # logreg: 4 groups x 2 seeds; flaky: 4 groups x seed 0
     assert set(acc[acc["model"] == "flakymodels:build"]["seed"]) == {0}
-    status = cli("status", str(out))
+    status = biasgrid("status", str(out))
     assert status.returncode == 1 and "4 failed" in status.stdout and "0 missing" in status.stdout
     # a plain rerun does not retry the failed jobs; --rerun-failed does (and they fail again)
-    rerun = cli(*args, env_extra=env)
+    rerun = command(*args)
     assert rerun.returncode == 1 and "0 jobs run" in rerun.stdout
-    retry = cli(*args, "--rerun-failed", env_extra=env)
+    retry = command(*args, "--rerun-failed")
     assert retry.returncode == 1 and "4 jobs run" in retry.stdout
     assert len(load(out)["failures"]) == 4
 
@@ -238,7 +248,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "r"
     bad_cfg = tmp_path / "bad.toml"
     bad_cfg.write_text("[grid]\nseeds = 2\ncolour = 'blue'\n")
-    result = cli("run", "--config", str(bad_cfg), "--out", str(out))
+    result = biasgrid("run", "--config", str(bad_cfg), "--out", str(out))   # refused before Ray starts
     assert result.returncode == 2
     assert "grid.colour" in result.stderr
     result = cli("run", "--config", str(config_file(tmp_path)), "--out", str(out), "--data",
@@ -256,7 +266,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_status_of_a_folder_that_is_not_a_results_folder(tmp_path: Path) -> None:
-    result = cli("status", str(tmp_path))
+    result = biasgrid("status", str(tmp_path))
     assert result.returncode == 2 and "run.json" in result.stderr
 
 

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +13,8 @@ from storage.synth import SynthParams, generate
 from storage.table import EmbeddingTable, read_table, write_table
 from storage.vocab import ethnicity_vocabulary
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import biasgrid
+
 RFW = ("asian", "caucasian", "african", "indian")
 
 
@@ -32,12 +30,6 @@ def rfw_like_table(path: Path) -> EmbeddingTable:
     return read_table(path)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "grid.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=600)
-
-
 def test_four_groups_through_run_and_report(tmp_path: Path) -> None:
     data = tmp_path / "rfw.parquet"
     table = rfw_like_table(data)
@@ -48,7 +40,7 @@ def test_four_groups_through_run_and_report(tmp_path: Path) -> None:
                       "[tsne]\nperplexity = 5.0\npca_dims = 8\nsubsets = ['all']\n[run]\nexecutor = 'local'\n"
                       "workers = 2\nreport = false\n")
     out = tmp_path / "r"
-    run = cli("run", "--config", str(config), "--data", str(data), "--out", str(out), "--quiet")
+    run = biasgrid("run", "--config", str(config), "--data", str(data), "--out", str(out), "--quiet")
     assert run.returncode == 0, run.stderr
     acc = pd.read_parquet(out / "accuracy")
     assert len(acc) == 5 * 4 * 2 and not acc.duplicated(["train_group", "test_group", "seed"]).any()
@@ -60,7 +52,7 @@ def test_four_groups_through_run_and_report(tmp_path: Path) -> None:
     imp = pd.read_parquet(out / "impostor_matrix")
     assert len(imp) == 8 * 8 * 2 and "indian_female" in set(imp["group_a"])
 
-    report = cli("report", str(out))
+    report = biasgrid("report", str(out))
     assert report.returncode == 0, report.stderr
     lines = report.stdout.splitlines()
     header = next(line for line in lines if line.startswith("trained on"))

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import browser
-from conftest import kill_midway, needs_browser
+from conftest import biasgrid, kill_midway, needs_browser
 from storage.results import load
 from test_grid import VOLATILE, cli
 
@@ -66,14 +66,16 @@ def stable(frame: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
-    """(the config, {executor: its results folder}), each run as a user runs it."""
+    """(the config, {executor: its results folder}), each run as a user runs it (the local one in this process:
+    conftest.biasgrid prints what a process of its own prints, Python's warnings included)."""
     root = tmp_path_factory.mktemp("mitigation_grid")
     config = root / "grid.toml"
     config.write_text(CONFIG)
     out = {}
     for executor in ("local", "ray"):
         out[executor] = root / executor
-        done = cli("run", "--config", str(config), "--executor", executor, "--out", str(out[executor]), cwd=root)
+        command = biasgrid if executor == "local" else cli   # Ray in a process of its own (conftest.biasgrid)
+        done = command("run", "--config", str(config), "--executor", executor, "--out", str(out[executor]), cwd=root)
         assert done.returncode == 0, done.stderr[-3000:]
         assert "Warning" not in done.stderr and "warn" not in done.stdout.lower(), done.stderr[-3000:]
     return config, out
@@ -161,7 +163,7 @@ def test_kill_9_midway_then_resume_stores_every_row_once(runs, tmp_path) -> None
     kill_midway(args, lambda: ledger.exists() and len(list(ledger.glob("*.json"))) >= 6)
     done_before = len(list(ledger.glob("*.json")))
     assert 0 < done_before < sum(JOBS.values())
-    resumed = cli(*args, cwd=tmp_path)
+    resumed = biasgrid(*args, cwd=tmp_path)   # the resume needs no process of its own
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"{done_before} already stored" in resumed.stderr
     first, second = load(out["local"]), load(again)

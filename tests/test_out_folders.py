@@ -16,6 +16,8 @@ import pytest
 from grid.cli import main
 from storage.lock import LOCK_FILE, Holder
 
+from conftest import biasgrid
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("[data.synth]\nidentities_per_group = 16\ndim = 8\n[grid]\nmodels = ['logreg']\nseeds = 1\n"
         "train_groups = ['asian']\ntest_groups = ['asian', 'black']\n[protocol]\ntrain_per_gender = 6\n"
@@ -56,13 +58,16 @@ def stored(tmp_path: Path, tiny: Path) -> Path:
 def test_run_out_inside_a_results_folder_or_among_other_files_is_refused(tmp_path, tiny, executor):
     empty = tmp_path / "empty"
     empty.mkdir()
-    first = cli("run", "--config", str(tiny), "--out", str(empty), "--executor", executor, "--quiet")
+    # The runs: the local ones in this process; Ray in a process of its own (conftest.biasgrid). The refusals
+    # come before the executor starts (grid.runner.check_results_out), so they are made in this process.
+    run = biasgrid if executor == "local" else cli
+    first = run("run", "--config", str(tiny), "--out", str(empty), "--executor", executor, "--quiet")
     assert first.returncode == 0, first.stderr[-3000:]                   # an empty folder is fine
-    again = cli("run", "--config", str(tiny), "--out", str(empty), "--executor", executor, "--quiet")
+    again = run("run", "--config", str(tiny), "--out", str(empty), "--executor", executor, "--quiet")
     assert again.returncode == 0 and "0 jobs run, 1 were already stored" in again.stdout   # resume is fine
     before = snapshot(empty)
     for inside in (empty / "accuracy", empty / "accuracy" / "model=logreg" / "r1", empty / "new"):
-        refused = cli("run", "--config", str(tiny), "--out", str(inside), "--executor", executor, "--quiet")
+        refused = biasgrid("run", "--config", str(tiny), "--out", str(inside), "--executor", executor, "--quiet")
         assert refused.returncode == 2, refused.stderr[-3000:]
         assert error(refused) == (f"biasgrid: error: --out {inside}: is inside the results folder {empty} (it holds "
                                   f"run.json), which holds only what 'biasgrid run' writes; name a place outside it")
@@ -73,7 +78,7 @@ def test_run_out_inside_a_results_folder_or_among_other_files_is_refused(tmp_pat
     (thesis / "sub").mkdir(parents=True)
     (thesis / "thesis.tex").write_text("\\chapter{Results}\n")
     before = snapshot(thesis)
-    refused = cli("run", "--config", str(tiny), "--out", str(thesis), "--executor", executor, "--quiet")
+    refused = biasgrid("run", "--config", str(tiny), "--out", str(thesis), "--executor", executor, "--quiet")
     assert refused.returncode == 2
     assert error(refused) == (f"biasgrid: error: --out {thesis}: is a folder holding other files (sub, thesis.tex) "
                               f"and no results (no run.json); expected a new or empty folder, or an existing "

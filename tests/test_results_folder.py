@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -20,6 +21,11 @@ from storage.errors import InputError
 from storage.lock import LOCK_FILE, FolderLock, Holder
 from storage.results import ResultStore, load
 
+from conftest import biasgrid
+
+# Under xdist this module's tests run on one worker: its module fixture (stored_once) is built once.
+pytestmark = pytest.mark.xdist_group("results_folder")
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"data.synth": {"identities_per_group": 16, "dim": 8}, "grid.models": ["logreg"], "grid.seeds": "1",
         "grid.train_groups": ["asian", "all"], "grid.test_groups": ["asian", "black"],
@@ -32,20 +38,36 @@ def config(out: Path, **changes) -> dict:
     return resolve_config(None, {**TINY, "run.out": str(out), **changes})
 
 
-def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``biasgrid ARGS`` in this process (conftest.biasgrid): exit code, stdout and stderr."""
+    return biasgrid(*args, cwd=cwd)
+
+
+def cli_process(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m grid.cli ARGS`` in a process of its own."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "grid.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=cwd)
+                          timeout=timeout)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-@pytest.fixture
-def stored(tmp_path: Path) -> Path:
-    out = tmp_path / "r"
+@pytest.fixture(scope="module")
+def stored_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One run of the TINY grid, made once per module; tests get a copy of it (``stored``)."""
+    out = tmp_path_factory.mktemp("stored") / "r"
     assert run_grid(config(out), progress=False).exit_code == 0
+    return out
+
+
+@pytest.fixture
+def stored(stored_once: Path, tmp_path: Path) -> Path:
+    """A results folder of its own holding one finished run of the TINY grid (a copy of the module's run: the
+    same files, byte for byte, as a run into this folder writes; nothing in a results folder names its path)."""
+    out = tmp_path / "r"
+    shutil.copytree(stored_once, out)
     return out
 
 
@@ -185,7 +207,7 @@ def test_bad_input_and_environment_failures_each_get_their_exit_code(tmp_path: P
     r = cli("status", str(bad_run))
     assert r.returncode == 2 and "run.json: not valid JSON" in r.stderr and "Traceback" not in r.stderr
     started = time.time()
-    r = cli("run", "--address", "127.0.0.1:1", "--out", str(tmp_path / "never"), "--quiet")
+    r = cli_process("run", "--address", "127.0.0.1:1", "--out", str(tmp_path / "never"), "--quiet")
     assert r.returncode == 3 and "127.0.0.1:1" in r.stderr and "Traceback" not in r.stderr
     assert time.time() - started < 120 and not (tmp_path / "never").exists()
 
