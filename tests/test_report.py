@@ -310,3 +310,20 @@ def test_a_group_without_impostor_comparisons_is_left_out_of_the_rates_figure(fu
         fig = plot_group_rates(res)
     assert fig is not None and len(fig.axes[0].containers) == points - 1
     assert len(fig.axes[1].containers) == len(drawn.axes[1].containers)
+
+
+def test_equalized_odds_of_one_test_group_is_undefined_and_warns_nothing() -> None:
+    """One test group: no spread across groups, so the TPR and FPR differences are NaN in every seed; their means
+    are NaN too, without numpy's "Mean of empty slice" warning (which would reach the user's terminal)."""
+    import warnings
+
+    from grid.report.results import Results, Tables
+    from grid.report.sections.equalized_odds import equalized_odds
+
+    pred = pd.DataFrame({"model": "logreg", "train_group": "asian", "test_group": "asian", "seed": [0, 0, 1, 1],
+                         "y_true": [0, 1, 0, 1], "y_pred": [0, 1, 1, 1]})
+    res = Results("unused", Tables(frames={"predictions": pred}), {}, {}, ["logreg"], ["asian"], ["asian"], [0, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        eo = equalized_odds(res)
+    assert len(eo) == 1 and np.isnan(eo.loc[0, "tpr_difference_mean"]) and np.isnan(eo.loc[0, "fpr_difference_mean"])

@@ -30,10 +30,13 @@ def equalized_odds(res: Results) -> pd.DataFrame:
                    for seed, p in cell.groupby("seed")}
             values = pd.Series({s: v["value"] for s, v in per.items()}, dtype=float)
             notes = sorted({f"seed {s}: {v['note']}" for s, v in per.items() if v["note"]})
+            # pandas' mean skips NaN as nanmean does, without its "Mean of empty slice" warning when every seed's
+            # difference is undefined (one test group)
+            tpr, fpr = (pd.Series([v[k] for v in per.values()], dtype=float) for k in ("tpr_difference",
+                                                                                       "fpr_difference"))
             rows.append({"model": model, "train_group": train, "n_seeds": int(values.notna().sum()),
                          "value_mean": values.mean(), "value_std": values.std(ddof=1) if values.count() > 1 else np.nan,
-                         "tpr_difference_mean": np.nanmean([v["tpr_difference"] for v in per.values()]),
-                         "fpr_difference_mean": np.nanmean([v["fpr_difference"] for v in per.values()]),
+                         "tpr_difference_mean": tpr.mean(), "fpr_difference_mean": fpr.mean(),
                          "per_seed": ", ".join(f"{s}: {v:.3f}" for s, v in values.items()),
                          "note": "; ".join(notes)})
     return pd.DataFrame(rows, columns=columns)
