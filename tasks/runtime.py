@@ -138,7 +138,7 @@ def limit_threads(n: int) -> None:
 
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4   # mallopt's parameters (malloc.h)
-_kept: list[int] = []   # the bound keep_freed_memory set in this process (empty: not applied)
+_kept: list[tuple[int, Any]] = []   # (bound, libc) once keep_freed_memory applied in this process
 
 
 class _MallInfo2(ctypes.Structure):   # glibc's struct mallinfo2 (malloc.h): the heap's sizes, in bytes
@@ -158,28 +158,27 @@ def keep_freed_memory() -> bool:
     the kernel (:func:`release_excess_memory` bounds the rest). Returns False where the C library is not glibc
     (nothing changed)."""
     try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
     bound = kept_bytes_bound()
     if not all(mallopt(option, value) == 1 for option, value in
                ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, bound), (_M_TOP_PAD, 64 << 20))):
         return False
-    _kept[:] = [bound]
+    if hasattr(libc, "mallinfo2"):   # glibc >= 2.33; older ones keep the top-of-heap bound only
+        libc.mallinfo2.restype = _MallInfo2
+        _kept[:] = [(bound, libc)]
     return True
 
 
 def release_excess_memory() -> None:
     """After a job, where :func:`keep_freed_memory` applied: when the heap holds more than twice its bound free
     (a large job's blocks freed below live ones), give every free page back to the kernel (``malloc_trim``)."""
-    if not _kept:
-        return
-    libc = ctypes.CDLL("libc.so.6")
-    if not hasattr(libc, "mallinfo2"):   # glibc < 2.33
-        return
-    libc.mallinfo2.restype = _MallInfo2
-    if libc.mallinfo2().fordblks > 2 * _kept[0]:
-        libc.malloc_trim(ctypes.c_size_t(0))
+    if _kept:
+        bound, libc = _kept[0]
+        if libc.mallinfo2().fordblks > 2 * bound:
+            libc.malloc_trim(ctypes.c_size_t(0))
 
 
 def limit_tensorflow_threads(n: int) -> int:
