@@ -10,13 +10,20 @@ Only exit 4 shows a traceback, or any error with --debug.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-
-from grid import __version__
-from grid.cli import data, report, run, status
 import traceback
 
-from storage.errors import EnvironmentFailure, InputError, environment_failure
+# Before numpy is imported: no transparent huge pages for its large arrays in this process (numpy madvises them
+# by default). On VMs whose host backs guest memory lazily a huge-page fault costs ~10x its 4 KiB pages: on this
+# project's test VM the driver's synthetic data took 3.4-3.9 s with them, 1.7 s without (docs/PERFORMANCE.md).
+# A value the user set is kept.
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
+
+from grid import __version__  # noqa: E402
+from grid.cli import data, report, run, status  # noqa: E402
+
+from storage.errors import EnvironmentFailure, InputError, environment_failure  # noqa: E402
 
 SUBCOMMANDS = (run, status, report, data)
 

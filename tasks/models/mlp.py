@@ -285,7 +285,8 @@ def _trainer(hidden: tuple[int, ...], batch: int, weighted: bool = False):
         small, m2, v2 = adam(small, tf.concat(grads_small, 0), m[1], v[1], t, alpha, one)
         return [W1, small], [m1, m2], [v1, v2], t
 
-    @tf.function(jit_compile=True, reduce_retracing=False)
+    # autograph off: the loop is an explicit tf.while_loop and every Python `for`/`if` here is over static values
+    @tf.function(jit_compile=True, reduce_retracing=False, autograph=False)
     def run(X, Y, W, idx, counts, n_steps, params, ms, vs, t, lr):
         one = tf.sqrt(lr) / tf.sqrt(lr)  # 1.0, unknown to the compiler
 
