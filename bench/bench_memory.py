@@ -4,12 +4,14 @@
                                            [--mib 512] [--waits 0,1,3,10,30]
 
 1. First touch: a 512 MiB array (``--mib``) written in a fresh process, then again after it was freed and 0, 1,
-   3, 10 and 30 s (``--waits``) passed (on a VM with free page reporting, virtio-balloon, the host takes freed pages back within seconds;
-   touching them again costs as much as the first time).
+   3, 10 and 30 s (``--waits``) passed; with numpy's transparent huge pages (its default) and without
+   (``NUMPY_MADVISE_HUGEPAGE=0``, what ``biasgrid`` sets for its processes). On a VM with free page reporting
+   (virtio-balloon) the host takes freed huge pages back within seconds, and a huge-page fault costs ~10x the
+   4 KiB pages it holds.
 2. The default grid's verification jobs (``--kinds``), run one after the other in one process as a worker runs
    them (``tasks.runtime.run_job``, one thread), in a fresh process each time: plain glibc malloc, then with
-   ``tasks.runtime.keep_freed_memory()`` as ``prepare_worker`` applies it; alternated ``--repeat`` times. The
-   default grid on the built-in data, or ``--config``'s.
+   ``tasks.runtime.keep_freed_memory()`` as ``prepare_worker`` applies it (both with huge pages), then plain
+   malloc without huge pages; ``--repeat`` times. The default grid on the built-in data, or ``--config``'s.
    Prints each process's wall and CPU time and its peak resident memory (VmHWM).
 """
 
@@ -61,9 +63,12 @@ print(json.dumps({"jobs": len(jobs), "wall": time.perf_counter() - wall, "cpu": 
 """
 
 
-def child(code: str, *args: str) -> dict | list:
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}, check=False)
+def child(code: str, *args: str, huge_pages: bool) -> dict | list:
+    """Run ``code`` in a fresh process, numpy's transparent huge pages on (its default) or off."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3",
+           "NUMPY_MADVISE_HUGEPAGE": "1" if huge_pages else "0"}
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO, env=env,
+                          check=False)
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -79,15 +84,18 @@ def main() -> None:
     args = p.parse_args()
     print(f"bench_memory, {time.strftime('%Y-%m-%d %H:%M:%S')}, load average {os.getloadavg()[0]:.2f}")
     waits = [float(w) for w in args.waits.split(",") if w]
-    for wait, seconds in child(TOUCH, str(args.mib), json.dumps(waits)):
-        what = "first touch" if wait is None else f"again, {wait:>4g} s after the free"
-        print(f"  {args.mib} MiB written, {what:<26} {seconds:6.3f} s ({seconds / args.mib * 1024:.2f} s per GiB)")
+    for huge in (True, False):
+        pages = "huge pages" if huge else "4 KiB pages"
+        for wait, seconds in child(TOUCH, str(args.mib), json.dumps(waits), huge_pages=huge):
+            what = "first touch" if wait is None else f"again, {wait:>4g} s after the free"
+            print(f"  {args.mib} MiB written, {pages:<11}, {what:<26} {seconds:6.3f} s "
+                  f"({seconds / args.mib * 1024:.2f} s per GiB)")
     out = "/tmp/bench-memory-unused"   # the config needs a results folder; nothing is written to it
     for _ in range(args.repeat):
-        for mode in ("plain", "kept"):
-            x = child(JOBS, args.kinds, mode, out, args.config)
-            print(f"  {args.kinds} jobs ({x['jobs']}), malloc {mode:<5}: wall {x['wall']:6.1f} s, cpu {x['cpu']:6.1f} s, "
-                  f"peak {x['peak_mib']:6.0f} MiB")
+        for mode, huge in (("plain", True), ("kept", True), ("plain", False)):
+            x = child(JOBS, args.kinds, mode, out, args.config, huge_pages=huge)
+            print(f"  {args.kinds} jobs ({x['jobs']}), malloc {mode:<5}, {'huge pages' if huge else '4 KiB pages':<11}: "
+                  f"wall {x['wall']:6.1f} s, cpu {x['cpu']:6.1f} s, peak {x['peak_mib']:6.0f} MiB")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 

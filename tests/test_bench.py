@@ -83,9 +83,11 @@ RUNS: dict[str, list[tuple[list[str], list[str]]]] = {
          r"^wall / \(sum / workers\):\s+" + NUM + "$", r"^workers x wall - job time\s+" + NUM + " s"])],
     "bench_memory": [(
         ["--config", "{config}", "--mib", "8", "--waits", "0", "--repeat", "1"],
-        [r"^  8 MiB written, first touch +" + NUM + " s", r"^  8 MiB written, again, +0 s after the free",
-         r"^  scores,impostor jobs \(\d+\), malloc plain: wall +" + NUM,
-         r"^  scores,impostor jobs \(\d+\), malloc kept : wall +" + NUM])],
+        [r"^  8 MiB written, huge pages , first touch +" + NUM + " s",
+         r"^  8 MiB written, 4 KiB pages, again, +0 s after the free",
+         r"^  scores,impostor jobs \(\d+\), malloc plain, huge pages : wall +" + NUM,
+         r"^  scores,impostor jobs \(\d+\), malloc kept , huge pages : wall +" + NUM,
+         r"^  scores,impostor jobs \(\d+\), malloc plain, 4 KiB pages: wall +" + NUM])],
     "bench_mitigation": [(
         ["--identities-per-group", "12", "--dim", "16", "--train-per-gender", "6", "--test-per-gender", "4",
          "--clusters", "3", "--max-impostor-pairs", "2000", "--reductions-iter", "3"],
