@@ -94,8 +94,9 @@ def main() -> None:
     for _ in range(args.repeat):
         for mode, huge in (("plain", True), ("kept", True), ("plain", False)):
             x = child(JOBS, args.kinds, mode, out, args.config, huge_pages=huge)
-            print(f"  {args.kinds} jobs ({x['jobs']}), malloc {mode:<5}, {'huge pages' if huge else '4 KiB pages':<11}: "
-                  f"wall {x['wall']:6.1f} s, cpu {x['cpu']:6.1f} s, peak {x['peak_mib']:6.0f} MiB")
+            pages = "huge pages" if huge else "4 KiB pages"
+            print(f"  {args.kinds} jobs ({x['jobs']}), malloc {mode:<5}, {pages:<11}: wall {x['wall']:6.1f} s, "
+                  f"cpu {x['cpu']:6.1f} s, peak {x['peak_mib']:6.0f} MiB")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 

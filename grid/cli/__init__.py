@@ -14,10 +14,10 @@ import os
 import sys
 import traceback
 
-# Before numpy is imported: no transparent huge pages for its large arrays in this process (numpy madvises them
-# by default). On VMs whose host backs guest memory lazily a huge-page fault costs ~10x its 4 KiB pages: on this
-# project's test VM the driver's synthetic data took 3.4-3.9 s with them, 1.7 s without (docs/PERFORMANCE.md).
-# A value the user set is kept.
+# Before numpy is imported: no transparent huge pages for its large arrays in this process and the workers it
+# starts, which inherit the environment (numpy madvises them by default). On VMs whose host backs guest memory
+# lazily a huge-page fault costs ~10x its 4 KiB pages: on this project's test VM the driver's synthetic data took
+# 3.4-3.9 s with them, 1.7 s without (docs/PERFORMANCE.md). A value the user set is kept.
 os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 
 from grid import __version__  # noqa: E402
