@@ -25,12 +25,13 @@ failures (a lost worker or node).
 
 **Memory.** A worker runs job after job that allocate and free the same large arrays (pair indices, scores,
 bootstrap counts). glibc's malloc gives large blocks back to the kernel as they are freed (its mmap'ed blocks,
-and a free heap top beyond 128 KiB), and on virtual machines with free page reporting (virtio-balloon, as on
-this project's machines) the host reclaims such pages within seconds, so the next allocation touches them afresh:
-~30 us per 4 KiB page measured here, 8 s per GiB.
-:func:`keep_freed_memory` makes the worker keep them (bounded: :func:`kept_bytes_bound`,
-:func:`release_excess_memory` after each job): verification jobs run 20-25% faster, the same peak memory
-(docs/PERFORMANCE.md).
+and a free heap top beyond 128 KiB); numpy advises such arrays for transparent huge pages, and on virtual machines
+with free page reporting (virtio-balloon, as on this project's machines) the host takes freed huge pages back
+within seconds, so the next allocation faults them in afresh: 8-9 s per GiB measured here, against 0.7 s with
+4 KiB pages. :func:`keep_freed_memory` makes the worker keep its freed blocks in the heap (bounded:
+:func:`kept_bytes_bound`, :func:`release_excess_memory` after each job): the verification jobs run ~25% faster
+at the same peak memory, as fast as with huge pages off (``NUMPY_MADVISE_HUGEPAGE=0``, which ``biasgrid`` sets
+for its own process and the workers it starts, not for a cluster's; docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
