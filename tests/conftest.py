@@ -210,7 +210,10 @@ def ray_env(fast_failure_detection: bool = False) -> dict[str, str]:
 
 class RayNode:
     """One Ray node this test starts with ``ray start --block`` on free ports; ended by signalling that process
-    (which drains and stops every process of the node) and, if need be, killing what it left."""
+    (which drains and stops every process of the node) and, if need be, killing what it left. A head node has a
+    temporary folder of its own (its worker nodes use it too), removed when it stops: ``ray start`` writes the
+    node's address to ``ray_current_cluster`` in its folder and leaves it there when it ends, and a later
+    ``ray.init()`` in Ray's default folder would try to join that node, live or gone."""
 
     def __init__(self, ip: str, head_address: str | None = None, env: dict[str, str] | None = None,
                  resources: dict[str, float] | None = None) -> None:
@@ -219,7 +222,8 @@ class RayNode:
         self.node_manager_port = free_port()
         self.address = head_address or f"{ip}:{self.port}"
         self.env = env or ray_env()
-        role = ["--head", f"--port={self.port}", "--include-dashboard=false",
+        self.temp_dir = None if head_address else tempfile.mkdtemp(prefix="node-", dir=os.environ.get("RAY_TMPDIR"))
+        role = ["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}",
                 f"--ray-client-server-port={free_port()}"] if head_address is None else [f"--address={head_address}"]
         ports = [f"--node-manager-port={self.node_manager_port}", f"--object-manager-port={free_port()}",
                  f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
@@ -267,6 +271,11 @@ class RayNode:
         end_processes([self.proc.pid])
         self.proc.wait(timeout=60)
         end_processes(started, grace=10.0)   # anything the node left behind; only this node's own processes
+        for _ in range(40) if self.temp_dir else ():   # its last processes may still be writing logs as they exit
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            if not os.path.exists(self.temp_dir):
+                break
+            time.sleep(0.25)
 
 
 def kill_midway(argv: list[str], ready: Callable[[], bool], timeout: float = 300.0) -> None:

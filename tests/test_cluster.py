@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -186,3 +187,6 @@ def test_an_unrelated_ray_survives_the_suites_ray_runs(tmp_path) -> None:
     finally:
         bystander.stop()
     assert not any(alive(p) for p in theirs)
+    # no address file left in Ray's default folder (this session's RAY_TMPDIR) for a later `ray.init()` to join
+    assert not (Path(os.environ["RAY_TMPDIR"]) / "ray" / "ray_current_cluster").exists()
+    assert not Path(bystander.temp_dir).exists()
