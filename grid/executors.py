@@ -37,6 +37,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
+import json
 import logging
 import math
 import multiprocessing
@@ -69,7 +70,7 @@ WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::Deprecatio
 PREFIX = "biasgrid-"          # segments: biasgrid-<driver pid>-n<PID namespace>-<random>; folders: no n<...>
 SHM_DIR = Path("/dev/shm")    # where Linux shows POSIX shared-memory segments
 PARENT_POLL_SECONDS = 0.5     # how often a pool worker checks that the driver still runs
-PREPARE_ENV = "BIASGRID_PREPARE_WORKER"   # "<threads>;<models>": set for the workers of our own Ray node only
+PREPARE_ENV = "BIASGRID_PREPARE_WORKER"   # prepare_worker's arguments as JSON: for the workers of our own Ray node only
 JOBS_ENV = "BIASGRID_RUNNING_JOBS"   # our own Ray node's folder of running jobs: a file <job id> holds its worker pid
 DEFAULT_JOB_TIMEOUT = JobKind.timeout   # run.job_timeout of jobs the config names no kind for (embedding shards)
 NODE_START_ATTEMPTS = 3        # a local Ray node that exits as it starts is started again, this many times in all
@@ -184,10 +185,14 @@ def worker_modules(models: Collection[str] = ()) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def prepare_worker(threads: int, models: Collection[str] = ()) -> None:
-    """Once per worker process, before its first job: keep freed memory for the next job, set its thread budget
-    and import what its jobs need (the job kinds' modules and the libraries of ``models``; TensorFlow only when an
-    ``mlp`` model is run). Later calls in the same process do nothing."""
+Shape = tuple[int, tuple[int, ...], int]   # a compiled MLP trainer's: input width, hidden units, batch size
+
+
+def prepare_worker(threads: int, models: Collection[str] = (), warm: Collection[Shape] | None = None) -> None:
+    """Once per worker process, before its first job: keep freed memory for the next job, set its thread budget,
+    import what its jobs need (the job kinds' modules and the libraries of ``models``; TensorFlow only when an
+    ``mlp`` model is run) and compile the MLP trainer for each shape of ``warm`` (None: the study's shape when
+    ``mlp`` is in ``models``). Later calls in the same process do nothing."""
     if _prepared:
         return
     _prepared.append(os.getpid())
@@ -202,11 +207,12 @@ def prepare_worker(threads: int, models: Collection[str] = ()) -> None:
                 importlib.import_module(name)
             except Exception:  # noqa: BLE001 - the job that needs it reports the error
                 continue
-        if "mlp" in models:   # compile the trainer for the study's MLP shape now, not inside the first cell
+        shapes = [tuple(s) for s in warm] if warm is not None else [()] if "mlp" in models else []
+        for shape in shapes:   # now, not inside the first cell; () is warm_up's default: the study's shape
             try:
                 from tasks.models.mlp import warm_up
 
-                warm_up(threads=threads)
+                warm_up(*shape, threads=threads)
             except Exception:  # noqa: BLE001 - the first MLP cell reports the error
                 pass
     limit_threads(threads)   # again: TensorFlow, when just imported, takes its thread limits now
@@ -248,11 +254,11 @@ def _exit_now() -> None:
     os._exit(0)
 
 
-def _init_local_worker(parent: int, threads: int, models: tuple[str, ...]) -> None:
+def _init_local_worker(parent: int, threads: int, models: tuple[str, ...], warm: tuple[Shape, ...] | None) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="biasgrid-parent-watch").start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the driver's to handle: it ends the workers
     atexit.register(_exit_now)   # registered first, so it runs after every other at-exit handler
-    prepare_worker(threads, models)
+    prepare_worker(threads, models, warm)
 
 
 def _attach_segment(name: str) -> Any:
@@ -295,10 +301,11 @@ def _run_local(payload: Mapping[str, Any], where: Mapping[str, Any]) -> Outcome:
     return run_job(payload, _worker_data(where))
 
 
-def _local_worker(conn: Any, parent: int, threads: int, models: tuple[str, ...]) -> None:
+def _local_worker(conn: Any, parent: int, threads: int, models: tuple[str, ...],
+                  warm: tuple[Shape, ...] | None) -> None:
     """A pool worker: prepare, say it is ready (``None``), then run each ``(payload, where)`` it receives and send
     back its Outcome, until the driver's end of ``conn`` closes (or says ``None``)."""
-    _init_local_worker(parent, threads, models)
+    _init_local_worker(parent, threads, models, warm)
     conn.send(None)
     while True:
         try:
@@ -384,10 +391,12 @@ class LocalExecutor:
 
     def __init__(self, workers: int, threads_per_job: int = 1, models: Sequence[str] = (),
                  job_timeout: Mapping[str, float] | None = None,
-                 resources: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 resources: Mapping[str, Mapping[str, Any]] | None = None,
+                 warm: Sequence[Shape] | None = None) -> None:
         self.workers = max(1, workers)
         self.threads = threads_per_job
         self.models = tuple(models)
+        self.warm = None if warm is None else tuple(warm)   # prepare_worker's
         self.job_timeout = dict(job_timeout or {})
         self.resources = dict(resources or {})
         self._context = multiprocessing.get_context("spawn")
@@ -408,7 +417,7 @@ class LocalExecutor:
         atexit.register(self.close)
 
     def _new_worker(self) -> _Worker:
-        return _Worker(self._context, (os.getpid(), self.threads, self.models), self._events)
+        return _Worker(self._context, (os.getpid(), self.threads, self.models, self.warm), self._events)
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
@@ -568,8 +577,9 @@ def _exit_on_signal(signum: int, frame: Any) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- ray ---
-def _ray_job(payload: Mapping[str, Any], data: Mapping[str, np.ndarray], models: tuple[str, ...] = ()) -> Outcome:
-    prepare_worker(job_threads(payload), models)
+def _ray_job(payload: Mapping[str, Any], data: Mapping[str, np.ndarray], models: tuple[str, ...] = (),
+             warm: tuple[Shape, ...] | None = None) -> Outcome:
+    prepare_worker(job_threads(payload), models, warm)
     from tasks.runtime import limit_threads
 
     limit_threads(job_threads(payload))
@@ -630,7 +640,8 @@ class LocalRayNode:
     environment and ours). It receives SIGTERM when the driver dies by any signal (and then stops every process
     of the node); :meth:`stop` ends it."""
 
-    def __init__(self, num_cpus: int = 0, threads: int = 1, models: Collection[str] = ()) -> None:
+    def __init__(self, num_cpus: int = 0, threads: int = 1, models: Collection[str] = (),
+                 warm: Collection[Shape] | None = None) -> None:
         if not _RAY_TOKEN:
             _RAY_TOKEN.append(secrets.token_hex(16))
         os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": _RAY_TOKEN[0]})
@@ -645,7 +656,7 @@ class LocalRayNode:
                      # one worker per CPU starts with the node and imports what the jobs need, while the driver
                      # prepares the data (Ray's raylet settings, passed as RAY_<name>)
                      "RAY_enable_worker_prestart": "1", "RAY_preload_python_modules": "grid.executors",
-                     PREPARE_ENV: f"{threads};{','.join(models)}",   # grid.executors then runs prepare_worker
+                     PREPARE_ENV: json.dumps([threads, list(models), warm if warm is None else list(warm)]),
                      JOBS_ENV: self.jobs_dir,
                      **{var: str(threads) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                                       "TF_NUM_INTRAOP_THREADS")}, "TF_NUM_INTEROP_THREADS": "1"}
@@ -736,8 +747,9 @@ class RayExecutor:
 
     def __init__(self, address: str = "", workers: int = 0, threads_per_job: int = 1, max_retries: int = 3,
                  ship: Sequence[str] = (), job_timeout: Mapping[str, float] | None = None,
-                 resources: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 resources: Mapping[str, Mapping[str, Any]] | None = None, warm: Sequence[Shape] | None = None) -> None:
         self.address = address
+        self.warm = None if warm is None else tuple(warm)   # prepare_worker's
         self.job_timeout = dict(job_timeout or {})
         self.resources = dict(resources or {})
         self.workers = workers
@@ -763,7 +775,7 @@ class RayExecutor:
                  "the run")
         elif not self.address:
             _raise_on_sigterm(self)   # until ray.init installs Ray's own handler
-            self._node = LocalRayNode(self.workers, self.threads, self.ship)
+            self._node = LocalRayNode(self.workers, self.threads, self.ship, self.warm)
 
     def _connect(self, ray: Any, init_args: dict[str, Any], patience: float = 60.0) -> None:
         """``ray.init``; our own node may still be registering its raylet: retry while it runs, up to ``patience`` s."""
@@ -839,7 +851,7 @@ class RayExecutor:
             while (payload := todo.take(budget)) is not None:
                 kind = payload.get("kind", "")
                 payload = {**payload, "resources": asks[kind]}
-                pending[remotes[kind].remote(payload, data_ref, models)] = (
+                pending[remotes[kind].remote(payload, data_ref, models, self.warm)] = (
                     payload, time.monotonic() + job_timeout(self.job_timeout, kind))
             deadline = min(d for _, d in pending.values())
             done, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
@@ -899,19 +911,21 @@ class RayExecutor:
         _restore_sigterm(self)
 
 
-EXECUTORS: dict[str, Callable[[Mapping[str, Any], Sequence[str]], Executor]] = {
-    "ray": lambda run, ship: RayExecutor(run["address"], run["workers"], run["threads_per_job"], run["max_retries"],
-                                         ship, run.get("job_timeout"), run.get("resources")),
-    "local": lambda run, ship: LocalExecutor(run["workers"], run["threads_per_job"], ship, run.get("job_timeout"),
-                                             run.get("resources")),
+EXECUTORS: dict[str, Callable[[Mapping[str, Any], Sequence[str], Sequence[Shape] | None], Executor]] = {
+    "ray": lambda run, ship, warm: RayExecutor(run["address"], run["workers"], run["threads_per_job"],
+                                               run["max_retries"], ship, run.get("job_timeout"), run.get("resources"),
+                                               warm),
+    "local": lambda run, ship, warm: LocalExecutor(run["workers"], run["threads_per_job"], ship,
+                                                   run.get("job_timeout"), run.get("resources"), warm),
 }
 
 
-def make_executor(run_cfg: Mapping[str, Any], ship: Sequence[str] = ()) -> Executor:
-    """The executor named in the ``[run]`` section of a resolved config (``ship``: user packages, e.g. models)."""
-    return EXECUTORS[run_cfg["executor"]](run_cfg, ship)
+def make_executor(run_cfg: Mapping[str, Any], ship: Sequence[str] = (),
+                  warm: Sequence[Shape] | None = None) -> Executor:
+    """The executor named in the ``[run]`` section of a resolved config (``ship``: user packages, e.g. models;
+    ``warm``: the MLP trainer shapes its workers compile as they start, see :func:`prepare_worker`)."""
+    return EXECUTORS[run_cfg["executor"]](run_cfg, ship, warm)
 
 
 if os.environ.get(PREPARE_ENV):   # a worker of our own Ray node preloads this module as it starts: prepare it now
-    _threads, _, _models = os.environ[PREPARE_ENV].partition(";")
-    prepare_worker(int(_threads), [m for m in _models.split(",") if m])
+    prepare_worker(*json.loads(os.environ[PREPARE_ENV]))

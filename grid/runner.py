@@ -24,7 +24,7 @@ from grid.splits import Protocol, Split, check_groups, make_split, train_group_e
 from storage.errors import EnvironmentFailure, InputError
 from storage.lock import FolderLock
 from storage.results import ResultStore, check_results_out, job_state, jobs_from_columns, jobs_to_columns
-from storage.table import EmbeddingTable, read_table
+from storage.table import EmbeddingTable, read_table, table_width
 from storage.vocab import ALL
 from tasks import kinds
 from tasks.models import model_type
@@ -68,6 +68,29 @@ def load_data(data_cfg: dict[str, Any]) -> EmbeddingTable:
     from storage.importers import import_embeddings
 
     return import_embeddings(path, fmt or None)
+
+
+def data_width(data_cfg: dict[str, Any]) -> int | None:
+    """The width of the embeddings the config names, known before they are read: the synthetic data's, or what a
+    Parquet table's schema declares; None otherwise (an importer's source, a ``list<float>`` column)."""
+    path, fmt = data_cfg["path"], data_cfg["format"]
+    if not path:
+        from storage.synth import synth_params_from_dict
+
+        return synth_params_from_dict(data_cfg["synth"], "[data.synth]").dim
+    return table_width(path) if not fmt and str(path).endswith(".parquet") and Path(path).is_file() else None
+
+
+def warm_shapes(cfg: dict[str, Any]) -> list[tuple[int, tuple[int, ...], int]] | None:
+    """The MLP trainer shapes (input width, hidden units, batch size) of the grid's fast-trained MLP models, which
+    the workers compile as they start; None when the width is not known before the data is read (the workers
+    then compile the study's shape, and each cell compiles its own before its timed fit)."""
+    width = data_width(cfg["data"])
+    if width is None:
+        return None
+    configs = [cfg["model"][m] for m in cfg["grid"]["models"] if model_type(m, cfg["model"].get(m)) == "mlp"]
+    return list(dict.fromkeys((width, tuple(c["hidden_units"]), c["batch_size"]) for c in configs
+                              if c["trainer"] == "fast"))
 
 
 def shared_arrays(table: EmbeddingTable, axes: Axes | None = None) -> dict[str, np.ndarray]:
@@ -217,7 +240,7 @@ def open_executor(cfg: dict[str, Any]) -> Executor:
     if cfg["run"]["executor"] == "ray":   # an unreachable cluster fails here, within the timeout
         probe_address(cfg["run"]["address"], cfg["run"]["connect_timeout"])
     types = list(dict.fromkeys(model_type(m, cfg["model"].get(m)) for m in cfg["grid"]["models"]))
-    executor = make_executor(cfg["run"], types)
+    executor = make_executor(cfg["run"], types, warm_shapes(cfg))
     if hasattr(executor, "start"):
         executor.start()
     return executor

@@ -455,6 +455,16 @@ def _embedding_dim(field: pa.Field, name: str, source: str) -> int | None:
                      f"(or a list<float> whose rows all have the same length)")
 
 
+def table_width(path: str | Path) -> int | None:
+    """The embedding width that a table file's schema declares (``fixed_size_list<float>[d]``), from its footer
+    alone; None when the schema does not say (``list<float>``) or the file does not read as a table
+    (:func:`read_table` then says why)."""
+    try:
+        return _embedding_dim(pq.read_schema(path).field(EMBEDDING_COLUMN), EMBEDDING_COLUMN, str(path))
+    except (pa.ArrowException, OSError, KeyError, InputError):
+        return None
+
+
 def read_table(path: str | Path) -> EmbeddingTable:
     """Read and validate an embedding table written by :func:`write_table` (or any Parquet file with the
     same columns; ``embedding`` may also be a ``list<float>`` whose rows all have the same length).

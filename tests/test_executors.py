@@ -327,3 +327,34 @@ def test_a_program_that_imported_or_connected_ray_first_runs_its_grid(tmp_path: 
         assert {n.split("/")[-1] for n in nodes} == {result["node"][:12]}   # the jobs ran on the program's node
     else:
         assert not result["connected"] and "connected to" not in done.stderr
+
+
+def test_the_workers_compile_the_mlp_shapes_of_the_grid(tmp_path: Path) -> None:
+    """The shapes come from the config (the synthetic data's width, or what a table's schema declares; the
+    grid's fast-trained MLP models and variants), and a worker of our own Ray node compiles exactly those as it
+    starts (the setting it reads from its environment); without them, the study's shape."""
+    from grid.config import resolve_config
+    from grid.executors import PREPARE_ENV
+    from grid.runner import warm_shapes
+    from storage.synth import SynthParams, generate
+    from storage.table import write_table
+
+    cfg = {"run.out": str(tmp_path / "r")}
+    assert warm_shapes(resolve_config(None, cfg)) == [(2048, (60, 60), 5)]
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[data.synth]\ndim = 24\n[grid]\nmodels = ["mlp", "wide", "slow", "xgboost"]\n'
+                    '[model.wide]\nbase = "mlp"\nhidden_units = [8]\nbatch_size = 3\n'
+                    '[model.slow]\nbase = "mlp"\ntrainer = "fit"\n')
+    assert warm_shapes(resolve_config(str(grid), cfg)) == [(24, (60, 60), 5), (24, (8,), 3)]
+    write_table(generate(SynthParams(identities_per_group=4, dim=12)), tmp_path / "t.parquet")
+    assert warm_shapes(resolve_config(None, {**cfg, "data.path": str(tmp_path / "t.parquet")}))[0][0] == 12
+    (tmp_path / "e.csv").write_text("identity,embedding\n")
+    assert warm_shapes(resolve_config(None, {**cfg, "data.path": str(tmp_path / "e.csv")})) is None
+
+    show = "import json, grid.executors; from tasks.models import mlp; print(json.dumps(sorted(mlp._WARM)))"
+    for warm, compiled in [([[19, [6], 3]], [[19, [6], 3]]), (None, [[2048, [60, 60], 5]])]:
+        env = {**os.environ, "PYTHONPATH": str(REPO), PREPARE_ENV: json.dumps([1, ["mlp"], warm])}
+        done = subprocess.run([sys.executable, "-c", show], cwd=REPO, capture_output=True, text=True, timeout=300,
+                              env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads(done.stdout.strip().splitlines()[-1]) == compiled

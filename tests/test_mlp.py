@@ -54,10 +54,33 @@ def test_warm_up_compiles_once_for_any_row_count_epochs_and_learning_rate():
     assert run.experimental_get_tracing_count() == traced  # no new trace, so no new XLA compilation
 
 
-def test_classifier_warms_up_its_architecture_when_built():
-    clf = build_model("mlp", resolve_model_config("mlp", {"hidden_units": [6, 5], "batch_size": 3}), seed=0)
-    assert any(key[1:] == ((6, 5), 3) for key in mlp._WARM)
-    assert clf.hidden_units == (6, 5)
+def test_a_cell_compiles_its_models_width_before_the_timed_fit(monkeypatch):
+    """run_cell calls the classifier's prepare(width) before it times fit: the trainer for this width and
+    architecture is compiled then (not the study's 2048-d one), and fit traces nothing new."""
+    from tasks.kinds.cell import run_cell
+
+    dim, hidden, batch = 19, (6, 5), 3
+    assert not any(key[1:] == (hidden, batch) for key in mlp._WARM)
+    build_model("mlp", resolve_model_config("mlp", {"hidden_units": list(hidden), "batch_size": batch}), seed=0)
+    assert not any(key[1:] == (hidden, batch) for key in mlp._WARM)   # building alone compiles nothing
+    rng = np.random.default_rng(0)
+    X, gender = rng.random((40, dim), dtype=np.float32), np.arange(40) % 2
+    config = resolve_model_config("mlp", {"hidden_units": list(hidden), "batch_size": batch, "epochs": 2})
+    traced = {}
+
+    def fit_tracing(self, X, y, sample_weight=None):   # the trainer's traces, counted as fit starts
+        run = mlp._TRAINERS[(hidden, batch, False)]
+        traced["before"] = run.experimental_get_tracing_count()
+        out = original(self, X, y, sample_weight)
+        traced["after"] = run.experimental_get_tracing_count()
+        return out
+
+    original = mlp.MLPClassifier.fit
+    monkeypatch.setattr(mlp.MLPClassifier, "fit", fit_tracing)
+    out = run_cell(X, gender, np.arange(30), {"g": np.arange(30, 40)}, model="mlp", model_config=config,
+                   train_group="g", seed=0)
+    assert (dim, hidden, batch) in mlp._WARM and (2048, hidden, batch) not in mlp._WARM
+    assert traced["after"] == traced["before"] > 0 and len(out["accuracy"]) == 1
 
 
 def test_xla_flags_are_added_without_losing_other_options(monkeypatch):

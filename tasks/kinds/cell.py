@@ -61,7 +61,8 @@ def run_cell(X: np.ndarray, gender: np.ndarray, train_idx: np.ndarray, test_sets
 
     Returns ``{"accuracy": one row per test group: model, train_group, test_group, seed, accuracy,
     accuracy_male, accuracy_female, balanced_accuracy = (TPR + TNR)/2 with female positive, n_test, n_train,
-    train_seconds`` (NaN for a gender with no test rows; train_seconds is the wall time of fit), ``"predictions":
+    train_seconds`` (NaN for a gender with no test rows; train_seconds is the wall time of fit, after the model's
+    ``prepare(width)`` when it has one), ``"predictions":
     one row per test image: model, train_group, test_group, seed, row, identity (its identity code, -1 without
     codes), y_true, y_pred, score`` (predict_proba of class 1, NaN when the model has none)}.
 
@@ -100,9 +101,13 @@ def run_cell(X: np.ndarray, gender: np.ndarray, train_idx: np.ndarray, test_sets
         raise InputError(f"mitigation {mitigation!r}: expected one group label per embedding row ({len(X)})")
     groups = np.asarray(group_labels) if mitigation is not None else None
     X_train = np.ascontiguousarray(X[train_idx], dtype=np.float32)
+    model_built = build()   # a mitigation builds its own models, of this type and config
+    prepare = getattr(model_built, "prepare", None)
+    if callable(prepare):   # the model's one-time costs for this input width (the MLP's compilation), untimed
+        prepare(X_train.shape[1])
     start = time.perf_counter()
     if mitigation is None:
-        classifier = build()
+        classifier = model_built
         classifier.fit(X_train, y_train)
     else:
         from tasks.mitigation import build_mitigation

@@ -12,7 +12,8 @@ Built-in types (:data:`MODEL_TYPES`):
 A user model is a dotted path ``"package.module:builder"`` where ``builder(config: dict, seed: int, threads:
 int)`` returns an object with ``fit(X, y)`` and ``predict(X) -> 0/1``; one whose ``fit`` also takes
 ``sample_weight`` (as the built-ins' do, :func:`takes_sample_weight`) can be trained by the mitigations that
-weight rows (tasks/mitigation/). If the builder has a ``defaults``
+weight rows (tasks/mitigation/); one with ``prepare(width)`` has it called before the timed ``fit`` of a cell
+(one-time costs for inputs of that width, as the MLP's compilation). If the builder has a ``defaults``
 attribute (a dict), it lists the config keys it takes and their defaults, and other keys are refused;
 otherwise the config is passed as given.
 

@@ -25,8 +25,9 @@ kept.
   code for it, see docs/PERFORMANCE.md (about 13x plain ``fit`` at the study's protocol; 20x is at this
   machine's limit).
   Compiled shapes do not depend on the number of rows (up to ``_ROW_BLOCK``), the epochs or the learning rate,
-  so :func:`warm_up` compiles, once per process, what every cell of the study then uses: ``MLPClassifier()``
-  calls it (outside the timed ``fit``), and executors may call it at worker start. A test checks the weights
+  so :func:`warm_up` compiles, once per process, what every cell of the study then uses: a cell calls
+  ``MLPClassifier.prepare(width)`` (outside the timed ``fit``), and executors call it at worker start for the
+  widths and architectures of the grid. A test checks the weights
   against Keras' own ``train_on_batch`` over the same batches. Same seed, same numbers.
 
 Per-sample weights (``fit(X, y, sample_weight=w)``, both trainers): Keras' ``sample_weight`` arithmetic, i.e. the
@@ -338,8 +339,12 @@ class MLPClassifier:
         self.threads = threads
         self.model_: Any = None
         _tensorflow(threads)  # import (and limit) TensorFlow now, so that fit times training only
-        if trainer == "fast" and not any(k[1:] == (self.hidden_units, batch_size) for k in _WARM):
-            warm_up(hidden_units=self.hidden_units, batch_size=batch_size, threads=threads)  # once per process
+
+    def prepare(self, dim: int) -> None:
+        """Compile the fast trainer for inputs of width ``dim`` now (:func:`warm_up`: once per process and shape),
+        so that ``fit`` times training only."""
+        if self.trainer == "fast":
+            warm_up(dim, self.hidden_units, self.batch_size, self.threads)
 
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> MLPClassifier:
         """Train on rows X with gender codes y; ``sample_weight``: one finite weight >= 0 per row, applied as
