@@ -63,6 +63,9 @@ print(json.dumps({"jobs": len(jobs), "wall": time.perf_counter() - wall, "cpu": 
 """
 
 
+PAGES = {True: "huge pages", False: "4 KiB pages"}   # numpy's transparent huge pages on / off
+
+
 def child(code: str, *args: str, huge_pages: bool) -> dict | list:
     """Run ``code`` in a fresh process, numpy's transparent huge pages on (its default) or off."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -84,8 +87,7 @@ def main() -> None:
     args = p.parse_args()
     print(f"bench_memory, {time.strftime('%Y-%m-%d %H:%M:%S')}, load average {os.getloadavg()[0]:.2f}")
     waits = [float(w) for w in args.waits.split(",") if w]
-    for huge in (True, False):
-        pages = "huge pages" if huge else "4 KiB pages"
+    for huge, pages in PAGES.items():
         for wait, seconds in child(TOUCH, str(args.mib), json.dumps(waits), huge_pages=huge):
             what = "first touch" if wait is None else f"again, {wait:>4g} s after the free"
             print(f"  {args.mib} MiB written, {pages:<11}, {what:<26} {seconds:6.3f} s "
@@ -94,8 +96,7 @@ def main() -> None:
     for _ in range(args.repeat):
         for mode, huge in (("plain", True), ("kept", True), ("plain", False)):
             x = child(JOBS, args.kinds, mode, out, args.config, huge_pages=huge)
-            pages = "huge pages" if huge else "4 KiB pages"
-            print(f"  {args.kinds} jobs ({x['jobs']}), malloc {mode:<5}, {pages:<11}: wall {x['wall']:6.1f} s, "
+            print(f"  {args.kinds} jobs ({x['jobs']}), malloc {mode:<5}, {PAGES[huge]:<11}: wall {x['wall']:6.1f} s, "
                   f"cpu {x['cpu']:6.1f} s, peak {x['peak_mib']:6.0f} MiB")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 

@@ -207,8 +207,9 @@ def prepare_worker(threads: int, models: Collection[str] = (), warm: Collection[
                 importlib.import_module(name)
             except Exception:  # noqa: BLE001 - the job that needs it reports the error
                 continue
-        shapes = [tuple(s) for s in warm] if warm is not None else [()] if "mlp" in models else []
-        for shape in shapes:   # now, not inside the first cell; () is warm_up's default: the study's shape
+        if warm is None:
+            warm = [()] if "mlp" in models else []   # (): warm_up's defaults, the study's shape
+        for shape in warm:   # compiled now, not inside the first cell
             try:
                 from tasks.models.mlp import warm_up
 

@@ -17,7 +17,7 @@ from grid import experiment
 from grid.axes import Axes, resolve_axes
 from grid.config import resolve_config
 from grid.dispatch import dispatch, say
-from grid.executors import Executor, make_executor
+from grid.executors import Executor, Shape, make_executor
 from grid.plan import Job, count_jobs, make_plan
 from grid.tracking import Tracker
 from grid.splits import Protocol, Split, check_groups, make_split, train_group_ethnicities
@@ -63,11 +63,16 @@ def load_data(data_cfg: dict[str, Any]) -> EmbeddingTable:
     if not Path(path).exists():
         raise InputError(f"data: {path} does not exist (expected an embedding table or an importer source; "
                          f"leave data empty for the built-in synthetic data)")
-    if not fmt and str(path).endswith(".parquet") and Path(path).is_file():
+    if _is_table(path, fmt):
         return read_table(path)
     from storage.importers import import_embeddings
 
     return import_embeddings(path, fmt or None)
+
+
+def _is_table(path: str, fmt: str) -> bool:
+    """Whether the data the config names is read as an embedding table (else by an importer)."""
+    return not fmt and str(path).endswith(".parquet") and Path(path).is_file()
 
 
 def data_width(data_cfg: dict[str, Any]) -> int | None:
@@ -78,10 +83,10 @@ def data_width(data_cfg: dict[str, Any]) -> int | None:
         from storage.synth import synth_params_from_dict
 
         return synth_params_from_dict(data_cfg["synth"], "[data.synth]").dim
-    return table_width(path) if not fmt and str(path).endswith(".parquet") and Path(path).is_file() else None
+    return table_width(path) if _is_table(path, fmt) else None
 
 
-def warm_shapes(cfg: dict[str, Any]) -> list[tuple[int, tuple[int, ...], int]] | None:
+def warm_shapes(cfg: dict[str, Any]) -> list[Shape] | None:
     """The MLP trainer shapes (input width, hidden units, batch size) of the grid's fast-trained MLP models, which
     the workers compile as they start; None when the width is not known before the data is read (the workers
     then compile the study's shape, and each cell compiles its own before its timed fit)."""
